@@ -1,0 +1,1 @@
+"""The resource manager: FUSE sessions, the published file trees, the socket library."""

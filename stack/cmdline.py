@@ -1,0 +1,89 @@
+"""io-pkt's command line, as QNX's: ``io-pkt [-i N] [-v] -d DRIVER [OPTS] ... -p PROTO [OPTS]``.
+
+``-d tap`` / ``-dtap`` load ``devnp-tap``; ``-p tcpip`` loads nothing and carries the
+built-in IP stack's options; the word after a module, if it does not start with ``-``, is
+its comma-separated options.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from stack.core import StackConfig
+from stack.options import Options
+
+log = logging.getLogger("io-pkt")
+
+#: options the built-in stack (-p tcpip) understands
+TCPIP_OPTIONS = {"prefix", "forward", "stacksize", "mbuf_cache", "pagesize", "threads"}
+
+
+class UsageError(Exception):
+    pass
+
+
+USAGE = """\
+usage: io-pkt [-i N] [-v] -d DRIVER [OPTS] ... -p PROTOCOL [OPTS] ...
+       io-pkt TOOL [ARGS]     (ifconfig, route, arp, netstat, sysctl, ping, brconfig,
+                               nicinfo, mount, waitfor; SOCK=/prefix chooses the stack)
+  -d tap name=tap0,netns=demo   load devnp-tap with options
+  -p tcpip prefix=/alt,forward  options of the built-in IP stack
+  -i N                          instance number (run stacks side by side)
+  -v                            log to the console as well (repeat for debug)
+"""
+
+
+def parse_args(argv: list[str]) -> StackConfig:
+    cfg = StackConfig()
+    i = 0
+
+    def take_opts() -> Options:
+        nonlocal i
+        if i < len(argv) and not argv[i].startswith("-"):
+            word = argv[i]
+            i += 1
+            return Options.parse(word)
+        return Options()
+
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if arg in ("-h", "--help"):
+            raise UsageError(USAGE)
+        if arg.startswith("-v") and set(arg[1:]) == {"v"}:
+            cfg.verbose += len(arg) - 1
+        elif arg.startswith("-i"):
+            value = arg[2:] or (argv[i] if i < len(argv) else "")
+            if not arg[2:]:
+                i += 1
+            if not value.isdigit():
+                raise UsageError(f"io-pkt: -i takes an instance number, not {value!r}")
+            cfg.instance = int(value)
+        elif arg.startswith(("-d", "-p")):
+            spec = arg[2:]
+            if not spec:
+                if i >= len(argv) or argv[i].startswith("-"):
+                    raise UsageError(f"io-pkt: {arg} needs a module name")
+                spec = argv[i]
+                i += 1
+            opts = take_opts()
+            if arg.startswith("-d"):
+                cfg.drivers.append((spec, opts))
+            elif spec == "tcpip":
+                cfg.tcpip.update(opts)
+            else:
+                cfg.protocols.append((spec, opts))
+        elif arg.startswith("-"):
+            log.warning("io-pkt: unknown option %s ignored", arg)
+        else:
+            raise UsageError(f"io-pkt: unexpected argument {arg!r} (options follow -d/-p)\n{USAGE}")
+    tcpip = cfg.tcpip
+    prefix = tcpip.get_str("prefix", "") or ""
+    if prefix and not prefix.startswith("/"):
+        raise UsageError(f"io-pkt: prefix={prefix!r} must be an absolute path")
+    cfg.prefix = prefix.rstrip("/")
+    tcpip.flag("forward")
+    for key in tcpip:
+        if key not in TCPIP_OPTIONS:
+            log.warning("tcpip: unknown option %r ignored", key)
+    return cfg

@@ -1,0 +1,275 @@
+"""The Stack: one trio run holding layer 2, the protocols, the modules and the mounts.
+
+Ownership (structured concurrency): ``Stack.run`` opens the stack's nursery. Every module
+runs in a child task of it under its own cancel scope (see loader.py), every interface's
+background tasks run in its owner module's nursery, and each FUSE mount is served by a
+task of the stack nursery. Shutdown cancels in order: modules (drivers remove their
+devices), then mounts, then the rest.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from rmgr.nodes import Caller, ControlFile, Directory, TextFile
+from stack.counters import Counters
+from stack.l2.ether import Layer2
+from stack.l2.iface import Interface
+from stack.l2.loopback import Loopback
+from stack.loader import LoadError, ModuleInstance, ModuleManager
+from stack.options import Options
+from stack.sysctl import Sysctl
+
+log = logging.getLogger("io-pkt")
+
+#: Components of the built-in IP stack attach themselves here at start (IPv4, transports,
+#: the socket files, ...): each is ``fn(stack)`` and may start tasks in stack.nursery.
+BuiltinAttach = Callable[["Stack"], "Awaitable[None] | None"]
+
+
+@dataclass
+class StackConfig:
+    instance: int = 0
+    prefix: str = ""
+    verbose: int = 0
+    tcpip: Options = field(default_factory=Options)
+    drivers: list[tuple[str, Options]] = field(default_factory=list)
+    protocols: list[tuple[str, Options]] = field(default_factory=list)
+    mount: bool = True  # tests of the core may run without FUSE
+
+    @property
+    def socket_path(self) -> str:
+        return f"{self.prefix}/dev/socket"
+
+
+class Stack:
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.counters = Counters("stack")
+        self.sysctl = Sysctl()
+        self.interfaces: dict[str, Interface] = {}
+        self._next_index = 1
+        self.l2 = Layer2(self)
+        self.modules = ModuleManager(self)
+        self.nursery: trio.Nursery = None  # type: ignore[assignment]  # set by run()
+        self.iface_listeners: list[Callable[[str, Interface], None]] = []
+        # the tree served at <prefix>/dev/socket
+        self.tree = Directory()
+        self.config_dir = self.tree.add("config", Directory())
+        self.ready = trio.Event()
+        self._mount_scopes: list[trio.CancelScope] = []
+        self.lo0 = Loopback()
+        self._publish_core_files()
+
+    # -- interfaces ------------------------------------------------------------------
+    def attach_interface(self, iface: Interface, owner: ModuleInstance | None = None) -> Interface:
+        if iface.name in self.interfaces:
+            raise OSError(errno.EEXIST, f"interface {iface.name} already exists")
+        iface.stack = self
+        iface.owner = owner
+        iface.index = self._next_index
+        self._next_index += 1
+        self.interfaces[iface.name] = iface
+        if owner is not None:
+            owner.interfaces.append(iface)
+        self.counters["if_attached"] += 1
+        self._announce("attach", iface)
+        return iface
+
+    def detach_interface(self, name: str, *, unload_owner: bool = True) -> None:
+        iface = self.interfaces.get(name)
+        if iface is None:
+            raise OSError(errno.ENXIO, f"no interface {name}")
+        if iface is self.lo0:
+            raise OSError(errno.EPERM, "lo0 cannot be destroyed")
+        self._announce("detach", iface)
+        del self.interfaces[name]
+        try:
+            iface.destroy()
+        except Exception:
+            log.exception("%s: driver destroy raised", name)
+        owner = iface.owner
+        if owner is not None and iface in owner.interfaces:
+            owner.interfaces.remove(iface)
+            if unload_owner and not owner.interfaces and owner.kind == "driver":
+                self.modules.unload(owner)
+        self.counters["if_detached"] += 1
+
+    def interface_changed(self, iface: Interface) -> None:
+        self._announce("change", iface)
+
+    def _announce(self, event: str, iface: Interface) -> None:
+        """Tell listeners (pfil attach/detach hooks, routing, fast-forward cache)."""
+        for fn in list(self.iface_listeners):
+            try:
+                fn(event, iface)
+            except Exception:
+                self.counters["iface_listener_errors"] += 1
+                log.exception("interface listener raised on %s %s", event, iface.name)
+
+    def unique_name(self, base: str) -> str:
+        """``tap`` → the first free of tap0, tap1, ..."""
+        n = 0
+        while f"{base}{n}" in self.interfaces:
+            n += 1
+        return f"{base}{n}"
+
+    # -- files -----------------------------------------------------------------------
+    def _publish_core_files(self) -> None:
+        cfg = self.config_dir
+        cfg.add("status", TextFile(self._render_status))
+        cfg.add("sysctl", ControlFile(self._sysctl_command, self.sysctl.render))
+        cfg.add("modules", ControlFile(self._modules_command, self.modules.render))
+
+    def _render_status(self) -> str:
+        c = self.config
+        lines = [f"pid {os.getpid()}", f"instance {c.instance}", f"prefix {c.prefix}",
+                 f"interfaces {' '.join(self.interfaces)}"]
+        lines += [f"counter {k} {v}" for k, v in self.counters.snapshot().items()]
+        return "\n".join(lines) + "\n"
+
+    def _sysctl_command(self, text: str, caller: Caller) -> str:
+        if not caller.is_root:
+            raise OSError(errno.EPERM, "changing a sysctl needs root")
+        name, sep, value = text.partition("=")
+        if not sep:
+            raise OSError(errno.EINVAL, f"expected name=value, got {text!r}")
+        new = self.sysctl.set(name.strip(), value.strip())
+        return f"{name.strip()}={new}\n"
+
+    async def _modules_command(self, text: str, caller: Caller) -> str:
+        """``load -d tap name=tap1`` / ``load -p pf`` / ``load devnp-tap OPTS`` /
+        ``unload NAME``."""
+        if not caller.is_root:
+            raise OSError(errno.EPERM, "loading a module needs root")
+        words = text.split()
+        if not words:
+            raise OSError(errno.EINVAL, "empty command; expected load or unload")
+        verb, args = words[0], words[1:]
+        if verb == "load":
+            kind = None
+            if args and args[0] in ("-d", "-p"):
+                kind = "driver" if args[0] == "-d" else "protocol"
+                args = args[1:]
+            if not args or len(args) > 2:
+                raise OSError(errno.EINVAL, "usage: load [-d|-p] MODULE [OPTIONS]")
+            spec = args[0]
+            if kind is None:
+                base = os.path.basename(spec)
+                kind = "driver" if base.startswith("devnp-") else "protocol" \
+                    if base.startswith("lsm-") else ""
+                if not kind:
+                    raise OSError(errno.EINVAL, f"{spec}: say -d or -p, or use a devnp-/lsm- name")
+            try:
+                opts = Options.parse(args[1] if len(args) > 1 else "")
+                inst = await self.modules.load(spec, kind, opts)
+            except (LoadError, ValueError) as exc:
+                log.error("Unable to load/init %s: %s", spec, exc)
+                raise OSError(errno.ENOENT if "not found" in str(exc) else errno.EINVAL,
+                              f"Unable to load/init {spec}: {exc}") from None
+            ifs = " ".join(i.name for i in inst.interfaces)
+            return f"loaded {inst.name}{' ' + ifs if ifs else ''}\n"
+        if verb == "unload" and len(args) == 1:
+            for inst in self.modules.loaded:
+                if inst.name == args[0]:
+                    self.modules.unload(inst)
+                    return f"unloaded {inst.name}\n"
+            raise OSError(errno.ENOENT, f"module {args[0]} is not loaded")
+        raise OSError(errno.EINVAL, f"unknown command {verb!r}; expected load or unload")
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def run(self, task_status: trio.TaskStatus[Stack] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            self.attach_interface(self.lo0)
+            nursery.start_soon(self.lo0.run)
+            for attach in builtin_components():
+                result = attach(self)
+                if result is not None:
+                    await result
+            for spec, opts in self.config.drivers:
+                await self._load_logged(spec, "driver", opts)
+            for spec, opts in self.config.protocols:
+                await self._load_logged(spec, "protocol", opts)
+            if self.config.mount:
+                await self.attach_mount(self.tree, self.config.socket_path,
+                                        fsname=f"io-pkt{self.config.instance}")
+            self.ready.set()
+            log.info("io-pkt instance %d ready at %s", self.config.instance,
+                     self.config.socket_path)
+            task_status.started(self)
+            await trio.sleep_forever()
+
+    async def _load_logged(self, spec: str, kind: str, opts: Options) -> None:
+        try:
+            await self.modules.load(spec, kind, opts)
+        except LoadError as exc:
+            # io-pkt's own wording: the stack goes on without the module
+            log.error("Unable to load/init %s: %s", spec, exc)
+
+    async def attach_mount(self, root: Directory, mountpoint: str, **kw: Any) -> None:
+        """Serve ``root`` at ``mountpoint`` (QNX resmgr_attach); returns once mounted."""
+        from rmgr.fuse.session import serve_mount
+
+        scope = trio.CancelScope()
+        self._mount_scopes.append(scope)
+
+        async def serve(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            with scope:
+                await serve_mount(root, mountpoint, task_status=task_status, **kw)
+
+        await self.nursery.start(serve)
+
+    async def shutdown(self) -> None:
+        """Orderly stop: modules (drivers remove devices), then mounts, then everything."""
+        for inst in reversed(list(self.modules.loaded)):
+            self.modules.unload(inst)
+        await trio.sleep(0)
+        for _ in range(50):
+            if not self.modules.loaded:
+                break
+            await trio.sleep(0.01)
+        for scope in reversed(self._mount_scopes):
+            scope.cancel()
+        self.nursery.cancel_scope.cancel()
+
+
+def builtin_components() -> list[BuiltinAttach]:
+    """The built-in IP stack's parts, in attach order. Each import is local so a layer
+    under construction cannot stop the core from starting."""
+    parts: list[BuiltinAttach] = []
+    import importlib
+
+    for modname in ("stack.inet", "stack.transport", "stack.sockets"):
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError as exc:
+            if exc.name == modname:
+                continue
+            raise
+        attach = getattr(mod, "attach", None)
+        if attach is not None:
+            parts.append(attach)
+    return parts
+
+
+async def serve_until_signalled(stack: Stack,
+                                task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run the stack; SIGINT/SIGTERM trigger the orderly shutdown."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(stack.run)
+            task_status.started()
+            async for signum in signals:
+                log.info("signal %s: shutting down", signal.Signals(signum).name)
+                await stack.shutdown()
+                nursery.cancel_scope.cancel()
+                break

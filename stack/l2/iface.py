@@ -1,0 +1,184 @@
+"""The driver API: an ``Interface`` is what a ``devnp-*`` driver registers with the stack.
+
+A driver subclasses ``Interface`` and implements ``transmit`` (and optionally
+``set_link_up``/``set_mtu``/``set_promisc``/``destroy``). On receive it wraps each frame,
+read into a buffer it owns and hands over, in a ``Packet`` and calls ``self.deliver(pkt)``;
+from there the buffer belongs to the stack (no copy between layers).
+
+Sending is synchronous and never blocks the caller: a driver writes to the device at once
+and, when the device is full (EAGAIN), keeps a bounded queue drained by its own task;
+beyond the bound it drops and counts ``oqdrops`` (BSD's ifq_maxlen back-pressure).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from stack.counters import Counters
+from stack.packet import Buffer, Packet, TxMeta
+
+if TYPE_CHECKING:
+    from stack.core import Stack
+    from stack.loader import ModuleInstance
+
+log = logging.getLogger("io-pkt.if")
+
+# Interface flags, the BSD names (ifconfig prints them).
+IFF_UP = 0x1
+IFF_BROADCAST = 0x2
+IFF_LOOPBACK = 0x8
+IFF_POINTOPOINT = 0x10
+IFF_RUNNING = 0x40
+IFF_PROMISC = 0x100
+IFF_ALLMULTI = 0x200
+IFF_MULTICAST = 0x8000
+
+FLAG_NAMES = [
+    (IFF_UP, "UP"), (IFF_BROADCAST, "BROADCAST"), (IFF_LOOPBACK, "LOOPBACK"),
+    (IFF_POINTOPOINT, "POINTOPOINT"), (IFF_RUNNING, "RUNNING"), (IFF_PROMISC, "PROMISC"),
+    (IFF_ALLMULTI, "ALLMULTI"), (IFF_MULTICAST, "MULTICAST"),
+]
+
+BROADCAST_MAC = b"\xff" * 6
+
+#: A capture tap sees every frame: (interface, direction "in"/"out", frame buffers).
+CaptureTap = Callable[["Interface", str, Sequence[Buffer]], None]
+
+
+def format_flags(flags: int) -> str:
+    names = [name for bit, name in FLAG_NAMES if flags & bit]
+    return f"flags={flags:#x}<{','.join(names)}>"
+
+
+def format_mac(mac: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in mac)
+
+
+def parse_mac(text: str) -> bytes:
+    parts = text.replace("-", ":").split(":")
+    if len(parts) != 6:
+        raise ValueError(f"bad MAC address {text!r}")
+    try:
+        mac = bytes(int(p, 16) for p in parts)
+    except ValueError:
+        raise ValueError(f"bad MAC address {text!r}") from None
+    return mac
+
+
+class Interface:
+    """One network interface. Counter names follow BSD's if_data: ipackets, ibytes,
+    ierrors, iqdrops, opackets, obytes, oerrors, oqdrops, plus driver-specific ones."""
+
+    #: what `ifconfig` shows as the media/driver kind
+    kind = "ether"
+
+    def __init__(self, name: str, *, mac: bytes, mtu: int = 1500, driver: str = "",
+                 flags: int = IFF_BROADCAST | IFF_MULTICAST) -> None:
+        self.name = name
+        self.mac = mac
+        self.mtu = mtu
+        self.driver = driver
+        self.flags = flags
+        self.stack: Stack | None = None
+        self.owner: ModuleInstance | None = None
+        self.index = 0
+        self.counters = Counters(name)
+        #: offloads the device can do ("csum", "tso4", "tso6", "gro") and those enabled
+        self.capabilities: set[str] = set()
+        self.offloads: set[str] = set()
+        self.taps: list[CaptureTap] = []
+        #: set by layer 2 when the interface is a bridge member / VLAN parent
+        self.l2_hook: Callable[[Interface, Packet], bool] | None = None
+        self.multicast: set[bytes] = set()
+        self.promisc_refs = 0
+        #: protocol-specific per-interface state (inet addresses, ...), keyed by protocol
+        self.proto: dict[str, Any] = {}
+
+    # -- state -----------------------------------------------------------------------
+    @property
+    def up(self) -> bool:
+        return bool(self.flags & IFF_UP)
+
+    @property
+    def running(self) -> bool:
+        return bool(self.flags & IFF_RUNNING)
+
+    def set_flags(self, set_bits: int = 0, clear_bits: int = 0) -> None:
+        old = self.flags
+        self.flags = (self.flags | set_bits) & ~clear_bits
+        if (old ^ self.flags) & IFF_UP:
+            self.set_link_up(self.up)
+        if self.stack is not None and old != self.flags:
+            self.stack.interface_changed(self)
+
+    def set_link_up(self, up: bool) -> None:
+        """Administrative up/down reached the driver. Default: link follows admin state."""
+        if up:
+            self.flags |= IFF_RUNNING
+        else:
+            self.flags &= ~IFF_RUNNING
+
+    def set_mtu(self, mtu: int) -> None:
+        if not 68 <= mtu <= 65535:
+            raise ValueError(f"mtu {mtu} out of range 68..65535")
+        self.mtu = mtu
+
+    def set_promisc(self, on: bool) -> None:
+        """Reference-counted promiscuous mode (bridge membership, bpf readers)."""
+        self.promisc_refs += 1 if on else -1
+        self.promisc_refs = max(self.promisc_refs, 0)
+        if self.promisc_refs:
+            self.flags |= IFF_PROMISC
+        else:
+            self.flags &= ~IFF_PROMISC
+
+    # -- data path -------------------------------------------------------------------
+    def deliver(self, pkt: Packet) -> None:
+        """Driver → stack: one received frame. Counts, runs taps, hands to layer 2."""
+        c = self.counters
+        c["ipackets"] += 1
+        c["ibytes"] += len(pkt.data)
+        if not self.flags & IFF_UP:
+            c["iqdrops"] += 1
+            return
+        if self.taps:
+            self._run_taps("in", (pkt.data,))
+        stack = self.stack
+        if stack is not None:
+            stack.l2.input(self, pkt)
+
+    def output(self, bufs: Sequence[Buffer], meta: TxMeta | None = None) -> bool:
+        """Stack → driver: one frame as a list of buffers. Returns False if dropped."""
+        c = self.counters
+        if not self.flags & IFF_UP:
+            c["oqdrops"] += 1
+            return False
+        if self.taps:
+            self._run_taps("out", bufs)
+        ok = self.transmit(bufs, meta)
+        if ok:
+            c["opackets"] += 1
+            c["obytes"] += sum(len(b) for b in bufs)
+        return ok
+
+    def transmit(self, bufs: Sequence[Buffer], meta: TxMeta | None) -> bool:
+        """Driver hook: put the frame on the wire (or a bounded queue). Never blocks."""
+        raise NotImplementedError
+
+    def _run_taps(self, direction: str, bufs: Sequence[Buffer]) -> None:
+        for tap in list(self.taps):
+            try:
+                tap(self, direction, bufs)
+            except Exception:  # a broken tap must not break the data path
+                self.counters["tap_errors"] += 1
+                if self.counters["tap_errors"] == 1:
+                    log.exception("%s: capture tap raised; it keeps being called", self.name)
+
+    def destroy(self) -> None:
+        """Driver hook: release the device (called once, on detach)."""
+
+    def describe(self) -> dict[str, str]:
+        """Driver-specific facts for nicinfo (key → value)."""
+        return {}

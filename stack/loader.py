@@ -1,0 +1,242 @@
+"""Find, validate, start and isolate modules.
+
+Search order for a name: the bundled ``modules/`` folder, then each directory of
+``IO_PKT_MODULE_PATH`` (colon-separated), then installed distributions' ``io_pkt.modules``
+entry points. A spec containing ``/`` is a path and is used as given.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from stack.module_api import MODULE_API_VERSION, ModuleEntry
+from stack.options import OptionError, Options
+
+if TYPE_CHECKING:
+    from stack.core import Stack
+    from stack.l2.iface import Interface
+
+log = logging.getLogger("io-pkt")
+
+BUNDLED = Path(__file__).resolve().parent.parent / "modules"
+ENTRY_POINT_GROUP = "io_pkt.modules"
+_NAME = re.compile(r"^(devnp|lsm)-[a-z0-9][a-z0-9_.]*(-[a-z0-9_.]+)*$")
+
+
+class LoadError(Exception):
+    """A module could not be loaded or initialised; the message is the reason."""
+
+
+def canonical_name(spec: str, kind: str) -> str:
+    """``tap`` → ``devnp-tap`` for -d, ``qnet`` → ``lsm-qnet`` for -p; ``.so`` dropped."""
+    name = spec[:-3] if spec.endswith(".so") else spec
+    if name.startswith(("devnp-", "lsm-")):
+        return name
+    return ("devnp-" if kind == "driver" else "lsm-") + name
+
+
+def validate_name(name: str) -> None:
+    if not _NAME.match(name) or ".." in name:
+        raise LoadError(f"bad module name {name!r} (expected devnp-NAME or lsm-NAME, "
+                        "lower-case letters, digits, '_', '.', '-')")
+
+
+def _load_file(path: Path, name: str) -> ModuleType:
+    modname = "io_pkt_module_" + re.sub(r"[^A-Za-z0-9_]", "_", name)
+    spec = importlib.util.spec_from_file_location(modname, path)
+    if spec is None or spec.loader is None:
+        raise LoadError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[modname] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(modname, None)
+        raise LoadError(f"{path}: {type(exc).__name__}: {exc}") from exc
+    return module
+
+
+def find_module(spec: str, kind: str) -> tuple[str, ModuleEntry, str]:
+    """Resolve a -d/-p spec to (name, entry, where-from). Raises LoadError."""
+    if "/" in spec:
+        path = Path(spec)
+        if not path.is_file():
+            raise LoadError(f"no such file {spec}")
+        name = path.stem
+        module = _load_file(path, name)
+        where = str(path)
+    else:
+        name = canonical_name(spec, kind)
+        validate_name(name)
+        module = None
+        dirs = [BUNDLED] + [Path(p) for p in os.environ.get("IO_PKT_MODULE_PATH", "").split(":") if p]
+        for d in dirs:
+            candidate = d / f"{name}.py"
+            if candidate.is_file():
+                module = _load_file(candidate, name)
+                where = str(candidate)
+                break
+        if module is None:
+            for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+                if ep.name == name:
+                    try:
+                        module = ep.load()
+                    except Exception as exc:
+                        raise LoadError(f"entry point {ep.value}: {exc}") from exc
+                    where = ep.value
+                    break
+        if module is None:
+            raise LoadError("module not found (searched modules/, IO_PKT_MODULE_PATH, "
+                            f"entry points {ENTRY_POINT_GROUP!r})")
+    entry = getattr(module, "IO_PKT_MODULE", None)
+    if not isinstance(entry, ModuleEntry):
+        raise LoadError("no IO_PKT_MODULE entry (a stack.module_api.ModuleEntry)")
+    if entry.api != MODULE_API_VERSION:
+        raise LoadError(f"module API version {entry.api}, this stack has {MODULE_API_VERSION}")
+    if entry.kind != kind:
+        raise LoadError(f"is a {entry.kind} module, loaded as a {kind}")
+    return name, entry, where
+
+
+class ModuleInstance:
+    """One loaded module: its cancel scope, interfaces and state."""
+
+    def __init__(self, name: str, kind: str, opts: Options, where: str) -> None:
+        self.name = name
+        self.kind = kind
+        self.opts = opts
+        self.where = where
+        self.state = "loading"
+        self.error = ""
+        self.scope = trio.CancelScope()
+        self.interfaces: list[Interface] = []
+        self.cleanups: list[Callable[[], Any]] = []
+
+
+class _Started:
+    def __init__(self, status: trio.TaskStatus[None]) -> None:
+        self.status = status
+        self.done = False
+
+    def __call__(self) -> None:
+        if not self.done:
+            self.done = True
+            self.status.started()
+
+
+class ModuleContext:
+    """What a module's entry receives."""
+
+    def __init__(self, stack: Stack, instance: ModuleInstance, nursery: trio.Nursery,
+                 started: _Started) -> None:
+        self.stack = stack
+        self.instance = instance
+        self.opts = instance.opts
+        self.name = instance.name
+        self.nursery = nursery
+        self._started = started
+        self.log = logging.getLogger(f"io-pkt.{instance.name}")
+
+    def started(self) -> None:
+        self._started()
+
+    def add_cleanup(self, fn: Callable[[], Any]) -> None:
+        """Run ``fn()`` when the module unloads or fails (last added, first run)."""
+        self.instance.cleanups.append(fn)
+
+    def attach_interface(self, iface: Interface) -> Interface:
+        return self.stack.attach_interface(iface, owner=self.instance)
+
+
+class ModuleManager:
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.loaded: list[ModuleInstance] = []
+
+    async def load(self, spec: str, kind: str, opts: Options) -> ModuleInstance:
+        """Load and start one module; raises LoadError with the reason."""
+        c = self.stack.counters
+        try:
+            name, entry, where = find_module(spec, kind)
+        except LoadError:
+            c["modules_failed_load"] += 1
+            raise
+        inst = ModuleInstance(name, kind, opts, where)
+        try:
+            await self.stack.nursery.start(self._run, inst, entry)
+        except LoadError:
+            c["modules_failed_load"] += 1
+            raise
+        except (Exception, trio.Cancelled) as exc:
+            c["modules_failed_load"] += 1
+            if isinstance(exc, trio.Cancelled):
+                raise
+            raise LoadError(f"{type(exc).__name__}: {exc}") from exc
+        inst.state = "running"
+        self.loaded.append(inst)
+        opts.warn_unknown(name)
+        c["modules_loaded"] += 1
+        return inst
+
+    async def _run(self, inst: ModuleInstance, entry: ModuleEntry,
+                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        started = _Started(task_status)
+        try:
+            with inst.scope:
+                async with trio.open_nursery() as nursery:
+                    ctx = ModuleContext(self.stack, inst, nursery, started)
+                    try:
+                        await entry.entry(ctx)
+                    except OptionError as exc:
+                        raise LoadError(str(exc)) from exc
+                    started()
+                    await trio.sleep_forever()
+        except Exception as exc:
+            if not started.done:
+                self._cleanup(inst)
+                raise
+            inst.state = "failed"
+            inst.error = f"{type(exc).__name__}: {exc}"
+            self.stack.counters["modules_failed_run"] += 1
+            log.error("module %s failed and was unloaded: %s", inst.name, inst.error,
+                      exc_info=exc)
+        else:
+            if inst.state != "failed":
+                inst.state = "unloaded"
+        finally:
+            self._cleanup(inst)
+            if inst in self.loaded and inst.state in ("failed", "unloaded"):
+                self.loaded.remove(inst)
+
+    def _cleanup(self, inst: ModuleInstance) -> None:
+        for iface in list(inst.interfaces):
+            self.stack.detach_interface(iface.name, unload_owner=False)
+        while inst.cleanups:
+            fn = inst.cleanups.pop()
+            try:
+                fn()
+            except Exception:
+                log.exception("module %s: cleanup raised", inst.name)
+
+    def unload(self, inst: ModuleInstance) -> None:
+        inst.state = "unloaded"
+        inst.scope.cancel()
+
+    def render(self) -> str:
+        lines = []
+        for inst in self.loaded:
+            ifs = ",".join(i.name for i in inst.interfaces) or "-"
+            lines.append(f"{inst.name} {inst.kind} {inst.state} interfaces={ifs} "
+                         f"options={inst.opts.word() or '-'} from={inst.where}\n")
+        return "".join(lines)

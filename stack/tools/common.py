@@ -1,0 +1,90 @@
+"""Shared by the tools: choose the stack (SOCK / --prefix), talk to control files, print
+one clear error line and exit non-zero."""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+from pathlib import Path
+
+
+class ToolError(Exception):
+    """One line for the user; the tool exits 1."""
+
+
+def pop_prefix(argv: list[str]) -> tuple[str, list[str]]:
+    """Take ``--prefix P`` / ``--prefix=P`` out of argv; else $SOCK; else ''."""
+    prefix = os.environ.get("SOCK", "")
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--prefix" and i + 1 < len(argv):
+            prefix = argv[i + 1]
+            i += 2
+            continue
+        if a.startswith("--prefix="):
+            prefix = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+        i += 1
+    return prefix.rstrip("/"), rest
+
+
+def socket_dir(prefix: str) -> Path:
+    path = Path(f"{prefix}/dev/socket")
+    if not (path / "config").is_dir():
+        raise ToolError(f"no io-pkt stack at {path} (is it running? set SOCK or --prefix)")
+    return path
+
+
+def read_file(prefix: str, rel: str) -> str:
+    path = socket_dir(prefix) / rel
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise ToolError(f"{path}: not provided by this stack") from None
+    except OSError as exc:
+        raise ToolError(f"{path}: {exc.strerror}") from None
+
+
+def command(prefix: str, rel: str, text: str) -> str:
+    """Write one command to a control file; return its reply or raise ToolError with the
+    stack's message."""
+    path = socket_dir(prefix) / rel
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        raise ToolError(f"{path}: not provided by this stack") from None
+    except OSError as exc:
+        raise ToolError(f"{path}: {exc.strerror}") from None
+    try:
+        try:
+            os.write(fd, text.encode())
+        except OSError as exc:
+            reply = _read_all(fd)
+            msg = reply.strip().removeprefix("error: ") if reply.strip() else (
+                exc.strerror or errno.errorcode.get(exc.errno or 0, "error"))
+            raise ToolError(msg) from None
+        return _read_all(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_all(fd: int) -> str:
+    chunks = []
+    while True:
+        try:
+            b = os.read(fd, 65536)
+        except OSError:
+            break
+        if not b:
+            break
+        chunks.append(b)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def fail(tool: str, exc: Exception) -> int:
+    print(f"{tool}: {exc}", file=sys.stderr)
+    return 1
