@@ -109,6 +109,13 @@ def find_module(spec: str, kind: str) -> tuple[str, ModuleEntry, str]:
     return name, entry, where
 
 
+def first_leaf(exc: BaseException) -> BaseException:
+    """trio wraps errors from nurseries in ExceptionGroups; report the first real one."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
 class ModuleInstance:
     """One loaded module: its cancel scope, interfaces and state."""
 
@@ -175,14 +182,14 @@ class ModuleManager:
         inst = ModuleInstance(name, kind, opts, where)
         try:
             await self.stack.nursery.start(self._run, inst, entry)
-        except LoadError:
-            c["modules_failed_load"] += 1
-            raise
         except (Exception, trio.Cancelled) as exc:
             c["modules_failed_load"] += 1
             if isinstance(exc, trio.Cancelled):
                 raise
-            raise LoadError(f"{type(exc).__name__}: {exc}") from exc
+            leaf = first_leaf(exc)
+            if isinstance(leaf, LoadError):
+                raise leaf from exc
+            raise LoadError(f"{type(leaf).__name__}: {leaf}") from exc
         inst.state = "running"
         self.loaded.append(inst)
         opts.warn_unknown(name)
@@ -207,7 +214,8 @@ class ModuleManager:
                 self._cleanup(inst)
                 raise
             inst.state = "failed"
-            inst.error = f"{type(exc).__name__}: {exc}"
+            leaf = first_leaf(exc)
+            inst.error = f"{type(leaf).__name__}: {leaf}"
             self.stack.counters["modules_failed_run"] += 1
             log.error("module %s failed and was unloaded: %s", inst.name, inst.error,
                       exc_info=exc)

@@ -66,6 +66,10 @@ def command(prefix: str, rel: str, text: str) -> str:
             reply = _read_all(fd)
             msg = reply.strip().removeprefix("error: ") if reply.strip() else (
                 exc.strerror or errno.errorcode.get(exc.errno or 0, "error"))
+            # "ENOENT: message" → "message": the message already says what is wrong
+            name, sep, rest = msg.partition(": ")
+            if sep and name.isupper() and name.startswith("E"):
+                msg = rest
             raise ToolError(msg) from None
         return _read_all(fd)
     finally:

@@ -1,0 +1,3 @@
+"""A module without IO_PKT_MODULE (test fixture)."""
+
+VALUE = 1
