@@ -1,0 +1,123 @@
+"""Shared pieces of the benchmark suite: private namespaces, a veth pair for the kernel
+ceiling, percentiles, medians, and the result table."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PY = sys.executable
+
+
+def sh(*cmd: str, check: bool = True, timeout: float = 120) -> str:
+    r = subprocess.run(cmd, check=False, text=True, capture_output=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}: exit {r.returncode}: {r.stderr.strip()}")
+    return r.stdout
+
+
+@contextlib.contextmanager
+def netns(tag: str = "b") -> Iterator[str]:
+    name = f"iopkt-bench-{tag}-{uuid.uuid4().hex[:6]}"
+    sh("ip", "netns", "add", name)
+    try:
+        sh("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up")
+        yield name
+    finally:
+        sh("ip", "netns", "del", name, check=False)
+
+
+@contextlib.contextmanager
+def veth_pair(addr_a: str = "198.18.0.1", addr_b: str = "198.18.0.2") -> Iterator[tuple[str, str]]:
+    """Two kernel namespaces joined by veth (the physical ceiling on this machine).
+    198.18.0.0/15 is the benchmarking range (RFC 2544), used only inside them."""
+    with netns("ka") as a, netns("kb") as b:
+        sh("ip", "link", "add", "bva", "netns", a, "type", "veth", "peer", "name", "bvb",
+           "netns", b)
+        for ns, dev, addr in ((a, "bva", addr_a), (b, "bvb", addr_b)):
+            sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"{addr}/24", "dev", dev)
+            sh("ip", "netns", "exec", ns, "ip", "link", "set", dev, "up")
+        yield a, b
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))
+    return s[k]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+@dataclass
+class Row:
+    workload: str
+    unit: str
+    stack: float | None
+    kernel: float | None
+    target: str  # e.g. ">= 1.0" or "<= 60"
+    note: str = ""
+
+    @property
+    def met(self) -> str:
+        if self.stack is None:
+            return "n/a"
+        op, _, num = self.target.partition(" ")
+        try:
+            goal = float(num)
+        except ValueError:
+            return "-"
+        ok = self.stack >= goal if op == ">=" else self.stack <= goal
+        return "yes" if ok else "no"
+
+    @property
+    def ratio(self) -> str:
+        if not self.stack or not self.kernel:
+            return "-"
+        return f"{self.stack / self.kernel:.3f}"
+
+
+def fmt(v: float | None) -> str:
+    if v is None:
+        return "-"
+    if v >= 1000:
+        return f"{v:,.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    return f"{v:.3g}"
+
+
+def table(rows: list[Row], markdown: bool = False) -> str:
+    head = ["workload", "this stack", "kernel", "ratio", "target", "met", "note"]
+    data = [[f"{r.workload} ({r.unit})", fmt(r.stack), fmt(r.kernel), r.ratio, r.target,
+             r.met, r.note] for r in rows]
+    if markdown:
+        out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        out += ["| " + " | ".join(d) + " |" for d in data]
+        return "\n".join(out) + "\n"
+    widths = [max(len(x) for x in col) for col in zip(head, *data, strict=False)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=False))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(d, widths, strict=False)) for d in data]
+    return "\n".join(lines) + "\n"
+
+
+def machine() -> str:
+    cpu = ""
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return (f"{platform.node()}: {os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}, "
+            f"Python {platform.python_version()}")

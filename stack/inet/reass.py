@@ -1,0 +1,183 @@
+"""IPv4 reassembly (RFC 791 / RFC 815) with the RFC 5722 rule: a fragment that overlaps
+another (other than an exact duplicate, which is dropped alone) kills the whole datagram,
+and further fragments of it are dropped until its timer expires.
+
+Bounds: a per-datagram timer (``net.inet.ip.fragttl``, 30 s), a limit on datagrams being
+reassembled (``net.inet.ip.maxfragpackets``) and on bytes held (``net.inet.ip.maxfragmem``);
+beyond them the oldest datagram is evicted. Fragments are kept as views of the frames
+they arrived in (no copy) until the datagram completes; then it is copied once into one
+buffer.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+import trio
+
+from stack.counters import Counters
+from stack.inet.timers import Timer
+from stack.inet.wire import checksum1
+from stack.inet.wire import icmp as wicmp
+
+if TYPE_CHECKING:
+    from stack.inet.ipv4 import IPv4Layer
+
+#: bytes charged per fragment beyond its payload (bookkeeping, header)
+FRAG_OVERHEAD = 128
+
+Key = tuple[int, int, int, int]  # src, dst, proto, ident
+
+
+class FragQueue:
+    __slots__ = ("key", "starts", "frags", "total", "received", "header", "timer", "dead",
+                 "size", "first_quote")
+
+    def __init__(self, key: Key) -> None:
+        self.key = key
+        self.starts: list[int] = []
+        self.frags: list[tuple[int, int, memoryview]] = []
+        self.total = -1  # payload length, known once the last fragment arrived
+        self.received = 0
+        self.header: bytes | None = None  # the first fragment's IP header
+        self.first_quote: bytes = b""  # first fragment's header + 8 bytes (ICMP errors)
+        self.timer: Timer | None = None
+        self.dead = False
+        self.size = 0
+
+
+class Reassembler:
+    def __init__(self, inet: IPv4Layer) -> None:
+        self.inet = inet
+        self.counters = Counters("reass")
+        self.queues: OrderedDict[Key, FragQueue] = OrderedDict()
+        self.mem = 0
+        reg = inet.stack.sysctl.register
+        self.k_ttl = reg("net.inet.ip.fragttl", 30, "seconds to wait for all fragments", lo=1)
+        self.k_maxq = reg("net.inet.ip.maxfragpackets", 1024, "datagrams being reassembled", lo=1)
+        self.k_maxmem = reg("net.inet.ip.maxfragmem", 4 << 20, "bytes held by reassembly",
+                            lo=65536)
+
+    def _drop_queue(self, q: FragQueue) -> None:
+        self.mem -= q.size
+        q.size = 0
+        q.frags = []
+        q.starts = []
+
+    def _expire(self, q: FragQueue) -> None:
+        if self.queues.get(q.key) is q:
+            del self.queues[q.key]
+        if not q.dead:
+            self.counters["frag_timeout"] += 1
+            if q.header is not None and q.first_quote:
+                # RFC 792: time exceeded in reassembly, if the first fragment arrived
+                self.inet.icmp.send_error(wicmp.TIME_EXCEEDED, wicmp.TIMXCEED_REASS,
+                                          memoryview(q.first_quote))
+        self._drop_queue(q)
+
+    def _kill(self, q: FragQueue) -> None:
+        """RFC 5722: drop the datagram; keep the key poisoned until the timer runs."""
+        q.dead = True
+        self._drop_queue(q)
+
+    def _evict(self, need: int) -> None:
+        maxmem = int(self.k_maxmem.value)
+        maxq = int(self.k_maxq.value)
+        while self.queues and (self.mem + need > maxmem or len(self.queues) >= maxq):
+            _, q = self.queues.popitem(last=False)
+            if q.timer is not None:
+                q.timer.cancel()
+            self.counters["frag_evicted"] += 1
+            self._drop_queue(q)
+
+    def input(self, hdr: memoryview, payload: memoryview, src: int, dst: int, proto: int,
+              ident: int, offset: int, more: bool) -> bytearray | None:
+        """Add a fragment. ``hdr`` is its IP header, ``payload`` its data. Returns the
+        whole datagram (header + payload, header fields fixed) once complete."""
+        c = self.counters
+        c["frag_in"] += 1
+        n = len(payload)
+        end = offset + n
+        if n == 0 or (more and n & 7):
+            c["drop_bad_fragment"] += 1
+            return None
+        key = (src, dst, proto, ident)
+        q = self.queues.get(key)
+        if q is None:
+            self._evict(n + FRAG_OVERHEAD)
+            if self.mem + n + FRAG_OVERHEAD > int(self.k_maxmem.value):
+                c["drop_no_memory"] += 1
+                return None
+            q = FragQueue(key)
+            self.queues[key] = q
+            q.timer = self.inet.timers.call_at(trio.current_time() + int(self.k_ttl.value),
+                                               lambda: self._expire(q))
+        if q.dead:
+            c["drop_dead_datagram"] += 1
+            return None
+        # the last fragment fixes the length; anything beyond it is inconsistent
+        if not more:
+            if (q.total >= 0 and q.total != end) or (q.frags and q.frags[-1][1] > end):
+                c["frag_overlap"] += 1
+                self._kill(q)
+                return None
+            q.total = end
+        elif q.total >= 0 and end > q.total:
+            c["frag_overlap"] += 1
+            self._kill(q)
+            return None
+        starts = q.starts
+        i = bisect.bisect_left(starts, offset)
+        frags = q.frags
+        # neighbours: the previous fragment must end at or before offset, the next one
+        # start at or after end
+        if i < len(frags) and frags[i][0] == offset and frags[i][1] == end:
+            if bytes(frags[i][2]) == bytes(payload):
+                c["frag_duplicate"] += 1  # RFC 5722 allows dropping exact duplicates alone
+                return None
+            c["frag_overlap"] += 1
+            self._kill(q)
+            return None
+        if (i > 0 and frags[i - 1][1] > offset) or (i < len(frags) and frags[i][0] < end):
+            c["frag_overlap"] += 1
+            self._kill(q)
+            return None
+        if self.mem + n + FRAG_OVERHEAD > int(self.k_maxmem.value):
+            self._evict(n + FRAG_OVERHEAD)
+            if self.queues.get(key) is not q:
+                c["drop_no_memory"] += 1
+                return None
+        starts.insert(i, offset)
+        frags.insert(i, (offset, end, payload))
+        q.received += n
+        q.size += n + FRAG_OVERHEAD
+        self.mem += n + FRAG_OVERHEAD
+        if offset == 0:
+            q.header = bytes(hdr)
+            q.first_quote = bytes(hdr) + bytes(payload[:8])
+        if q.total < 0 or q.received != q.total:
+            return None
+        # complete: no overlaps were admitted, so the pieces tile [0, total)
+        del self.queues[key]
+        if q.timer is not None:
+            q.timer.cancel()
+        assert q.header is not None
+        ihl = len(q.header)
+        total = ihl + q.total
+        if total > 65535:
+            c["drop_too_long"] += 1
+            self._drop_queue(q)
+            return None
+        out = bytearray(total)
+        out[:ihl] = q.header
+        for s, e, data in frags:
+            out[ihl + s:ihl + e] = data
+        out[2:4] = total.to_bytes(2, "big")
+        out[6:8] = b"\0\0"  # no MF, offset 0 (DF irrelevant now)
+        out[10:12] = b"\0\0"
+        out[10:12] = checksum1(out[:ihl]).to_bytes(2, "big")
+        self._drop_queue(q)
+        c["reassembled"] += 1
+        return out
