@@ -165,7 +165,11 @@ def stack_process(tmp_path: object) -> Iterator[object]:
               env: dict[str, str] | None = None) -> StackProcess:
         p = prefix or str(tmp_path) + f"/stack{len(made)}"  # type: ignore[operator]
         argv = list(args)
-        if not any(a.startswith("prefix=") or ",prefix=" in a for a in argv):
+        given = [Options.parse(a).get("prefix") for a in argv
+                 if not a.startswith("-") and "prefix=" in a]
+        if given and given[-1]:
+            p = given[-1]
+        else:
             argv += ["-p", "tcpip", f"prefix={p}"]
         sp = StackProcess(argv, p, env)
         made.append(sp)

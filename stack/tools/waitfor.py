@@ -12,7 +12,15 @@ from stack.tools.common import pop_prefix
 
 
 def ready(path: str) -> bool:
-    return mounted_fuse_at(path) and os.path.isdir(os.path.join(path, "config"))
+    """Mounted and answering: a read goes to the stack itself (a stat could be answered
+    from the kernel's dentry cache of a dead stack's mount)."""
+    if not mounted_fuse_at(path):
+        return False
+    try:
+        with open(os.path.join(path, "config", "status"), "rb") as f:
+            return f.read(4) == b"pid "
+    except OSError:
+        return False
 
 
 def main(argv: list[str]) -> int:
