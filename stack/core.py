@@ -26,6 +26,7 @@ from stack.l2.iface import Interface
 from stack.l2.loopback import Loopback
 from stack.loader import LoadError, ModuleInstance, ModuleManager
 from stack.options import Options
+from stack.pfil import Pfil
 from stack.sysctl import Sysctl
 
 log = logging.getLogger("io-pkt")
@@ -57,10 +58,12 @@ class Stack:
         self.sysctl = Sysctl()
         self.interfaces: dict[str, Interface] = {}
         self._next_index = 1
+        # (layer 2) listeners and pfil exist before Layer2, which registers with both
+        self.iface_listeners: list[Callable[[str, Interface], None]] = []
+        self.pfil = Pfil(self)
         self.l2 = Layer2(self)
         self.modules = ModuleManager(self)
         self.nursery: trio.Nursery = None  # type: ignore[assignment]  # set by run()
-        self.iface_listeners: list[Callable[[str, Interface], None]] = []
         # the tree served at <prefix>/dev/socket
         self.tree = Directory()
         self.config_dir = self.tree.add("config", Directory())
@@ -248,7 +251,7 @@ def builtin_components() -> list[BuiltinAttach]:
     parts: list[BuiltinAttach] = []
     import importlib
 
-    for modname in ("stack.inet", "stack.transport", "stack.sockets"):
+    for modname in ("stack.inet", "stack.transport", "stack.sockets", "stack.control"):
         try:
             mod = importlib.import_module(modname)
         except ModuleNotFoundError as exc:

@@ -1,0 +1,176 @@
+"""``config/routes`` and ``config/arp``: tables to read, commands to write.
+
+routes commands::
+
+    add DEST [GATEWAY] [netmask MASK] [metric N] [mtu N] [-interface IF|if IF] [-reject] [-blackhole]
+    delete DEST [GATEWAY] [netmask MASK] [if IF]
+    change DEST [GATEWAY] [netmask MASK] [metric N] [mtu N] [if IF]
+    get ADDR            (reply: the route used for ADDR, "key value" lines)
+    flush               (removes every static route; connected/local routes stay)
+
+DEST is ``default``, ``A.B.C.D/LEN`` or a host address; ``-net``/``-host`` are accepted
+and ignored (the prefix length says which).
+
+arp commands::
+
+    set HOST MAC [if IF] [pub]
+    delete HOST [if IF]
+    flush [if IF]
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING
+
+from rmgr.nodes import Caller, ControlFile
+from stack.control import backend
+from stack.control.util import einval, parse_addr, parse_dest, parse_int, require_root, take
+from stack.l2.iface import parse_mac
+
+if TYPE_CHECKING:
+    from stack.control import Control
+
+ROUTE_COLUMNS = ("destination", "gateway", "flags", "metric", "mtu", "use", "interface")
+ARP_COLUMNS = ("address", "mac", "interface", "state", "expires", "flags")
+
+
+def render_table(columns: tuple[str, ...], rows: list[dict[str, str]]) -> str:
+    """Whitespace-separated columns under a header row; empty values print as ``-``."""
+    table = [list(columns)] + [[str(r.get(c, "")) or "-" for c in columns] for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
+    return "".join(" ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() + "\n"
+                   for row in table)
+
+
+class RouteFiles:
+    def __init__(self, control: Control) -> None:
+        self.control = control
+        self.stack = control.stack
+
+    def node(self) -> ControlFile:
+        return ControlFile(self.command, self.render)
+
+    def render(self) -> str:
+        return render_table(ROUTE_COLUMNS, backend.list_routes(self.stack))
+
+    def command(self, text: str, caller: Caller) -> str:
+        words = text.split()
+        if not words:
+            raise einval("empty command; expected add, delete, change, get or flush")
+        verb, args = words[0], [w for w in words[1:] if w not in ("-net", "-host", "-inet")]
+        if verb == "get":
+            if len(args) != 1:
+                raise einval("usage: get ADDRESS")
+            info = backend.route_get(self.stack, parse_addr(args[0] if args[0] != "default"
+                                                            else "0.0.0.0"))
+            return "".join(f"{k} {v}\n" for k, v in info.items())
+        require_root(caller, "changing the routing table")
+        self.control.hold()
+        try:
+            if verb == "flush":
+                if args:
+                    raise einval("usage: flush")
+                n = backend.route_flush(self.stack)
+                return f"flushed {n}\n"
+            if verb not in ("add", "delete", "change"):
+                raise einval(f"unknown route command: {verb} (add, delete, change, get, flush)")
+            if not args:
+                raise einval(f"usage: {verb} DEST [GATEWAY] [metric N] [mtu N] [if IF]")
+            dest_text = args.pop(0)
+            gateway = None
+            opts: dict[str, str] = {}
+            flags: set[str] = set()
+            while args:
+                w = args.pop(0)
+                if w in ("netmask", "metric", "mtu", "if", "-interface", "-ifp", "gateway"):
+                    opts["if" if w in ("-interface", "-ifp") else w] = take(args, w)
+                elif w in ("-reject", "reject", "-blackhole", "blackhole"):
+                    flags.add(w.lstrip("-"))
+                elif gateway is None and "gateway" not in opts:
+                    gateway = w
+                else:
+                    raise einval(f"unexpected word in route {verb}: {w}")
+            gateway = opts.get("gateway", gateway)
+            dest = parse_dest(dest_text, opts.get("netmask"))
+            gw = parse_addr(gateway) if gateway else None
+            ifname = opts.get("if")
+            if ifname is not None and ifname not in self.stack.interfaces:
+                raise OSError(errno.ENXIO, f"no such interface: {ifname}")
+            metric = parse_int(opts["metric"], "metric", 0, 1 << 30) if "metric" in opts else None
+            mtu = parse_int(opts["mtu"], "mtu", 68, 65535) if "mtu" in opts else None
+            if verb == "add":
+                if gw is None and ifname is None and not flags:
+                    raise einval(f"add {dest_text}: give a gateway or -interface IF")
+                backend.route_add(self.stack, dest, gw, ifname, metric or 0, mtu or 0,
+                                  reject="reject" in flags, blackhole="blackhole" in flags)
+                return f"add net {_show(dest)}{' gateway ' + str(gw) if gw else ''}\n"
+            if verb == "delete":
+                backend.route_delete(self.stack, dest, gw, ifname)
+                return f"delete net {_show(dest)}{' gateway ' + str(gw) if gw else ''}\n"
+            backend.route_change(self.stack, dest, gw, ifname, metric, mtu)
+            return f"change net {_show(dest)}{' gateway ' + str(gw) if gw else ''}\n"
+        finally:
+            self.control.changed()
+
+
+class ArpFiles:
+    def __init__(self, control: Control) -> None:
+        self.control = control
+        self.stack = control.stack
+
+    def node(self) -> ControlFile:
+        return ControlFile(self.command, self.render)
+
+    def render(self) -> str:
+        return render_table(ARP_COLUMNS, backend.list_arp(self.stack))
+
+    def command(self, text: str, caller: Caller) -> str:
+        require_root(caller, "changing the ARP table")
+        words = text.split()
+        if not words:
+            raise einval("empty command; expected set, delete or flush")
+        verb, args = words[0], words[1:]
+        ifname = None
+        if "if" in args:
+            i = args.index("if")
+            if i + 1 >= len(args):
+                raise einval("if needs an interface name")
+            ifname = args[i + 1]
+            del args[i:i + 2]
+            if ifname not in self.stack.interfaces:
+                raise OSError(errno.ENXIO, f"no such interface: {ifname}")
+        self.control.hold()
+        try:
+            if verb == "set":
+                pub = False
+                args = [a for a in args if a not in ("permanent", "static")]
+                if "pub" in args:
+                    args.remove("pub")
+                    pub = True
+                args = [a for a in args if a != "temp"]
+                if len(args) != 2:
+                    raise einval("usage: set HOST MAC [if IF] [pub]")
+                ip = parse_addr(args[0])
+                try:
+                    mac = parse_mac(args[1])
+                except ValueError:
+                    raise einval(f"bad MAC address: {args[1]}") from None
+                backend.arp_set(self.stack, ip, mac, ifname, pub)
+                return "ok\n"
+            if verb == "delete":
+                if len(args) != 1:
+                    raise einval("usage: delete HOST [if IF]")
+                backend.arp_delete(self.stack, parse_addr(args[0]), ifname)
+                return "ok\n"
+            if verb == "flush":
+                if args:
+                    raise einval("usage: flush [if IF]")
+                return f"flushed {backend.arp_flush(self.stack, ifname)}\n"
+            raise einval(f"unknown arp command: {verb} (set, delete, flush)")
+        finally:
+            self.control.changed()
+
+
+def _show(dest: object) -> str:
+    return "default" if str(dest) == "0.0.0.0/0" else str(dest)

@@ -1,0 +1,95 @@
+"""``config/stats/<proto>``, ``config/sockets`` and ``config/nicinfo/<IF>``.
+
+Statistics are the stack's ``Counters`` groups, found by walking the components
+(``stack``, ``stack.l2``, ``stack.inet`` and its parts, ``stack.transport``...) for
+``Counters`` objects and merging them by group name; a component may also register a
+source explicitly with ``stack.control.stats.register(group, fn)``. The standard
+groups are always present (empty when their layer is not loaded): ip, icmp, arp, udp,
+tcp, ether, stack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from rmgr.nodes import Directory, Node, TextFile
+from stack.control import backend
+from stack.counters import Counters
+
+if TYPE_CHECKING:
+    from stack.control import Control
+
+STANDARD_GROUPS = ("ip", "icmp", "arp", "udp", "tcp", "ether", "stack")
+#: attribute names searched for components holding counters
+_COMPONENTS = ("l2", "inet", "transport", "udp", "tcp", "sockets", "icmp", "arp", "ip",
+               "routes", "route_table", "table", "reass", "ipv4", "ff", "fastfwd",
+               "fast_forward", "bridges", "pfil")
+
+
+class StatsFiles:
+    def __init__(self, control: Control) -> None:
+        self.control = control
+        self.stack = control.stack
+        self.sources: dict[str, list[Callable[[], Mapping[str, int]]]] = {}
+
+    def register(self, group: str, fn: Callable[[], Mapping[str, int]]) -> None:
+        self.sources.setdefault(group, []).append(fn)
+
+    def publish(self, cfg: Directory) -> None:
+        cfg.add("stats", Directory(dynamic=self._stat_entries))
+        cfg.add("sockets", TextFile(lambda: backend.render_sockets(self.stack)))
+        cfg.add("nicinfo", self.control.interfaces.nicinfo_dir())
+
+    def _stat_entries(self) -> dict[str, Node]:
+        return {g: TextFile(lambda g=g: self.render(g)) for g in self.groups()}
+
+    # -- collection ------------------------------------------------------------------
+    def collect(self) -> dict[str, dict[str, int]]:
+        groups: dict[str, dict[str, int]] = {g: {} for g in STANDARD_GROUPS}
+        seen: set[int] = set()
+
+        def add(c: Counters) -> None:
+            if id(c) in seen or not c.group:
+                return
+            seen.add(id(c))
+            dst = groups.setdefault(c.group, {})
+            for k, v in c.items():
+                dst[k] = dst.get(k, 0) + v
+
+        def walk(obj: object, depth: int) -> None:
+            if obj is None or id(obj) in seen or depth > 2:
+                return
+            if isinstance(obj, Counters):
+                add(obj)
+                return
+            seen.add(id(obj))
+            for attr in ("counters", "stats", *_COMPONENTS):
+                sub = getattr(obj, attr, None)
+                if isinstance(sub, Counters):
+                    add(sub)
+                elif isinstance(sub, dict) and attr == "counters":
+                    for v in sub.values():
+                        if isinstance(v, Counters):
+                            add(v)
+                elif sub is not None and attr in _COMPONENTS and not callable(sub):
+                    walk(sub, depth + 1)
+
+        add(self.stack.counters)
+        walk(self.stack, 0)
+        for group, fns in self.sources.items():
+            dst = groups.setdefault(group, {})
+            for fn in fns:
+                try:
+                    for k, v in fn().items():
+                        dst[k] = dst.get(k, 0) + int(v)
+                except Exception:  # a broken source shows as a counter, not an error
+                    dst["stats_source_errors"] = dst.get("stats_source_errors", 0) + 1
+        return groups
+
+    def groups(self) -> list[str]:
+        return sorted(self.collect())
+
+    def render(self, group: str) -> str:
+        values = self.collect().get(group, {})
+        return "".join(f"{k} {v}\n" for k, v in sorted(values.items()))

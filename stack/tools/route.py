@@ -1,0 +1,164 @@
+"""``io-pkt route``: NetBSD route(8) over ``config/routes`` and ``config/route_monitor``.
+
+    route [-n] show | flush | monitor [-c COUNT]
+    route [-n] add|change [-net|-host] DEST [GATEWAY] [-netmask M] [-metric N] [-mtu N]
+                 [-interface IF | -ifp IF] [-reject] [-blackhole]
+    route [-n] delete [-net|-host] DEST [GATEWAY]
+    route [-n] get DEST
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+
+from stack.tools.cfgparse import keyvalues, table
+from stack.tools.common import ToolError, command, fail, pop_prefix, read_file, socket_dir
+
+TOOL = "route"
+USAGE = "usage: route [-n] {add|delete|change|get|show|flush|monitor} ..."
+
+FLAG_WORDS = {"U": "UP", "G": "GATEWAY", "H": "HOST", "S": "STATIC", "C": "CONNECTED",
+              "L": "LOCAL", "R": "REJECT", "B": "BLACKHOLE"}
+
+
+def render_routes(prefix: str) -> str:
+    rows = table(read_file(prefix, "config/routes"))
+    out = ["Routing tables", "", "Internet:"]
+    fmt = "{:<20} {:<18} {:<6} {:>6} {:>8} {:>6}  {}"
+    out.append(fmt.format("Destination", "Gateway", "Flags", "Metric", "Use", "Mtu", "Interface"))
+    for r in rows:
+        out.append(fmt.format(r["destination"], r["gateway"], r["flags"], r["metric"],
+                              r["use"], r["mtu"] or "-", r["interface"]))
+    return "\n".join(out) + "\n"
+
+
+def _short_net(dest: str) -> str:
+    """``-net 10.1`` → 10.1.0.0/16 (BSD's short network numbers)."""
+    if "/" in dest or dest == "default":
+        return dest
+    parts = dest.split(".")
+    if len(parts) >= 4:
+        return dest
+    return ".".join(parts + ["0"] * (4 - len(parts))) + f"/{8 * len(parts)}"
+
+
+def _words_to_command(verb: str, args: list[str]) -> tuple[str, str, str]:
+    """→ (control command, destination text for messages, gateway text)."""
+    out = [verb]
+    dest = gw = ""
+    i = 0
+    while i < len(args):
+        a = args[i]
+        nxt = args[i + 1] if i + 1 < len(args) else None
+        if a in ("-net", "-host", "-inet", "-n", "-static", "-cloning"):
+            pass
+        elif a in ("-netmask", "netmask", "-metric", "metric", "-hopcount", "-mtu", "mtu",
+                   "-interface", "-ifp", "-iface", "-gateway", "gateway"):
+            if nxt is None:
+                raise ToolError(f"{a} needs an argument")
+            key = {"-netmask": "netmask", "-metric": "metric", "-hopcount": "metric",
+                   "-mtu": "mtu", "-interface": "if", "-ifp": "if", "-iface": "if",
+                   "-gateway": "gateway"}.get(a, a)
+            out += [key, nxt]
+            if key == "gateway":
+                gw = nxt
+            i += 1
+        elif a in ("-reject", "-blackhole"):
+            out.append(a)
+        elif a.startswith("-"):
+            raise ToolError(f"unknown option: {a}")
+        elif not dest:
+            dest = _short_net(a) if "-net" in args and "-netmask" not in args \
+                and "netmask" not in args else a
+            out.append(dest)
+        elif not gw:
+            gw = a
+            out.append(a)
+        else:
+            raise ToolError(f"unexpected argument: {a}")
+        i += 1
+    if not dest:
+        raise ToolError(f"{verb}: destination required")
+    return " ".join(out), dest, gw
+
+
+def show_get(prefix: str, dest: str) -> str:
+    info = keyvalues(command(prefix, "config/routes", f"get {dest}"))
+    route = info.get("route", "")
+    net = ipaddress.ip_network(route if route != "default" else "0.0.0.0/0", strict=False) \
+        if route else None
+    flags = ",".join(FLAG_WORDS.get(c, c) for c in info.get("flags", ""))
+    lines = [("route to", info.get("destination", dest)),
+             ("destination", str(net.network_address) if net and route != "default" else "default"),
+             ("mask", str(net.netmask) if net else "-"),
+             ("gateway", info.get("gateway", "-")),
+             ("interface", info.get("interface", "-")),
+             ("if address", info.get("source", "-")),
+             ("flags", f"<{flags}>"),
+             ("metric", info.get("metric", "0")),
+             ("mtu", info.get("mtu", "-"))]
+    return "".join(f"{k:>11}: {v}\n" for k, v in lines)
+
+
+def monitor(prefix: str, count: int | None) -> int:
+    path = socket_dir(prefix) / "config/route_monitor"
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise ToolError(f"{path}: {exc.strerror}") from None
+    seen = 0
+    buf = b""
+    try:
+        while count is None or seen < count:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            buf += chunk
+            while b"\n" in buf and (count is None or seen < count):
+                line, _, buf = buf.partition(b"\n")
+                print(line.decode(errors="replace"), flush=True)
+                seen += 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        os.close(fd)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    prefix, args = pop_prefix(argv)
+    args = [a for a in args if a not in ("-n", "-q", "-v")]
+    try:
+        if not args:
+            raise ToolError(USAGE)
+        verb, rest = args[0], args[1:]
+        if verb in ("show", "print"):
+            sys.stdout.write(render_routes(prefix))
+        elif verb == "flush":
+            reply = command(prefix, "config/routes", "flush")
+            n = reply.split()[-1] if reply.strip() else "0"
+            print(f"flushed {n} route{'s' if n != '1' else ''}")
+        elif verb == "monitor":
+            count = None
+            if rest[:1] == ["-c"] and len(rest) == 2 and rest[1].isdigit():
+                count = int(rest[1])
+            elif rest:
+                raise ToolError("usage: route monitor [-c COUNT]")
+            return monitor(prefix, count)
+        elif verb == "get":
+            dests = [a for a in rest if not a.startswith("-")]
+            if len(dests) != 1:
+                raise ToolError("usage: route get DEST")
+            sys.stdout.write(show_get(prefix, dests[0]))
+        elif verb in ("add", "delete", "change"):
+            cmd, dest, gw = _words_to_command(verb, rest)
+            command(prefix, "config/routes", cmd)
+            kind = "host" if "/" not in dest and dest != "default" else "net"
+            print(f"{verb} {kind} {dest}" + (f": gateway {gw}" if gw else ""))
+        else:
+            raise ToolError(USAGE)
+        return 0
+    except ToolError as exc:
+        return fail(TOOL, exc)
