@@ -1,0 +1,181 @@
+"""Raw IP sockets (root only; the socket layer checks) and the ICMP socket of ping.
+
+A raw socket of protocol P receives a copy of every IP packet of protocol P delivered to
+this host (its IP payload, plus the source address); ``sendto`` hands the payload to
+the IP layer with protocol P (no IP_HDRINCL)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import socket as _s
+from collections import deque
+from collections.abc import Callable
+from ipaddress import IPv4Address
+from typing import Any
+
+import trio
+
+from stack.counters import Counters
+from stack.transport.tcp.proto import to_int_addr
+
+
+def _err(code: int, msg: str = "") -> OSError:
+    return OSError(code, msg or os.strerror(code))
+
+
+class RawSocket:
+    family = _s.AF_INET
+    type = _s.SOCK_RAW
+
+    def __init__(self, proto: RawProto, protocol: int) -> None:
+        if not 0 < protocol < 256:
+            raise _err(errno.EPROTONOSUPPORT)
+        self.rawproto = proto
+        self.proto_number = protocol
+        self.laddr = 0
+        self.raddr = 0
+        self.connected = False
+        self.closed = False
+        self.broadcast = False
+        self.ttl: int | None = None
+        self.tos = 0
+        self.rcv_limit = 212992
+        self.queued = 0
+        self.queue: deque[tuple[bytes, tuple[str, int]]] = deque()
+        self.on_change: list[Callable[[], None]] = []
+        self._event = trio.Event()
+        proto.sockets.append(self)
+
+    def _notify(self) -> None:
+        self._event.set()
+        self._event = trio.Event()
+        for cb in list(self.on_change):
+            try:
+                cb()
+            except Exception:
+                self.rawproto.counters["on_change_errors"] += 1
+
+    def poll_mask(self) -> int:
+        if self.closed:
+            return select.POLLNVAL
+        return select.POLLOUT | select.POLLWRNORM | (select.POLLIN | select.POLLRDNORM if self.queue else 0)
+
+    def bind(self, address: Any) -> None:
+        host = address[0] if isinstance(address, tuple) else address
+        a = to_int_addr(host)
+        if a and not self.rawproto.inet.is_local(a):
+            raise _err(errno.EADDRNOTAVAIL)
+        self.laddr = a
+
+    def connect(self, address: Any) -> None:
+        host = address[0] if isinstance(address, tuple) else address
+        self.raddr = to_int_addr(host)
+        self.connected = True
+
+    def getsockname(self) -> tuple[str, int]:
+        return (str(IPv4Address(self.laddr)), 0)
+
+    def sendto_nowait(self, data: bytes | bytearray | memoryview, address: Any = None) -> int:
+        if self.closed:
+            raise _err(errno.EBADF)
+        if address is None:
+            if not self.connected:
+                raise _err(errno.EDESTADDRREQ)
+            dst = self.raddr
+        else:
+            dst = to_int_addr(address[0] if isinstance(address, tuple) else address)
+        inet = self.rawproto.inet
+        if (dst == 0xFFFFFFFF or inet.is_broadcast(dst)) and not self.broadcast:
+            raise _err(errno.EACCES)
+        src = self.laddr or None
+        err = inet.output(src, dst, self.proto_number, [bytes(data)], ttl=self.ttl, tos=self.tos)
+        if err:
+            raise _err(err)
+        self.rawproto.counters["packets_out"] += 1
+        return len(data)
+
+    async def sendto(self, data: bytes | bytearray | memoryview, address: Any = None) -> int:
+        await trio.lowlevel.checkpoint()
+        return self.sendto_nowait(data, address)
+
+    def recvfrom_nowait(self, n: int = 65536) -> tuple[bytes, tuple[str, int]]:
+        if self.queue:
+            data, addr = self.queue.popleft()
+            self.queued -= len(data)
+            return data[:n], addr
+        raise BlockingIOError(errno.EAGAIN, "no packet")
+
+    async def recvfrom(self, n: int = 65536) -> tuple[bytes, tuple[str, int]]:
+        while True:
+            try:
+                return self.recvfrom_nowait(n)
+            except BlockingIOError:
+                await self._event.wait()
+
+    def setsockopt(self, level: int, opt: int, value: Any) -> None:
+        if level == _s.SOL_SOCKET and opt == _s.SO_BROADCAST:
+            self.broadcast = bool(value)
+        elif level == _s.SOL_SOCKET and opt == _s.SO_RCVBUF:
+            self.rcv_limit = int(value) * 2
+        elif level == _s.IPPROTO_IP and opt == _s.IP_TTL:
+            self.ttl = int(value)
+        elif level == _s.IPPROTO_IP and opt == _s.IP_TOS:
+            self.tos = int(value) & 0xFF
+        else:
+            raise _err(errno.ENOPROTOOPT)
+
+    def getsockopt(self, level: int, opt: int) -> Any:
+        if level == _s.SOL_SOCKET and opt == _s.SO_ERROR:
+            return 0
+        if level == _s.SOL_SOCKET and opt == _s.SO_TYPE:
+            return _s.SOCK_RAW
+        raise _err(errno.ENOPROTOOPT)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if self in self.rawproto.sockets:
+                self.rawproto.sockets.remove(self)
+            self._notify()
+            self.on_change.clear()
+
+    async def aclose(self) -> None:
+        self.close()
+
+
+class RawProto:
+    def __init__(self, inet: Any, counters: Counters | None = None) -> None:
+        self.inet = inet
+        self.counters = counters if counters is not None else Counters("raw")
+        self.sockets: list[RawSocket] = []
+
+    def socket(self, protocol: int = _s.IPPROTO_ICMP) -> RawSocket:
+        return RawSocket(self, protocol)
+
+    def input(self, info: Any) -> bool:
+        """A copy of an IP packet delivered to this host (an IP-layer raw tap). Returns
+        True when a raw socket of that protocol exists (no "protocol unreachable")."""
+        if not self.sockets:
+            return False
+        data: bytes | None = None
+        matched = False
+        for s in self.sockets:
+            if s.proto_number != info.proto:
+                continue
+            if s.laddr and s.laddr != info.dst:
+                continue
+            if s.connected and s.raddr != info.src:
+                continue
+            matched = True
+            if data is None:
+                data = bytes(info.payload)
+            if s.queued + len(data) > s.rcv_limit:
+                self.counters["rcv_queue_full"] += 1
+                continue
+            s.queue.append((data, (str(IPv4Address(info.src)), 0)))
+            s.queued += len(data)
+            self.counters["delivered"] += 1
+            s._notify()
+        return matched

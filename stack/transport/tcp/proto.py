@@ -1,0 +1,581 @@
+"""TCP as a protocol of the stack: demultiplexing, LISTEN (SYN queue, SYN cookies), port
+binding, RSTs for closed ports, ICMP errors, sysctls, the timer task."""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from typing import Any
+
+import trio
+
+from stack.counters import Counters
+from stack.packet import TxMeta
+from stack.transport.tcp import seq as sq
+from stack.transport.tcp.isn import ISNGenerator, SynCookies
+from stack.transport.tcp.tcb import INF, IPPROTO_TCP, TCB, State
+from stack.transport.tcp.timers import TimerService
+from stack.transport.wire import tcp as wire
+from stack.transport.wire.checksum import ParseError, checksum, pseudo_header_sum, verify
+from stack.transport.wire.tcp import ACK, RST, SYN, TCPOptions, TCPSegment
+
+S = State
+
+
+def _err(code: int, msg: str = "") -> OSError:
+    return OSError(code, msg or os.strerror(code))
+
+
+@dataclass
+class TCPConfig:
+    """Live copy of the net.inet.tcp.* sysctls (times in seconds)."""
+
+    msl: float = 30.0
+    delayed_ack: int = 1
+    delack: float = 0.04
+    sack: int = 1
+    timestamps: int = 1
+    wscale: int = 1
+    cc_algorithm: str = "cubic"
+    rto_init: float = 1.0
+    rto_min: float = 0.2
+    rto_max: float = 60.0
+    granularity: float = 0.001
+    persist_min: float = 0.2
+    persist_max: float = 60.0
+    keepidle: float = 7200.0
+    keepintvl: float = 75.0
+    keepcnt: int = 8
+    syn_backlog: int = 256
+    syncookies: int = 1
+    syn_retries: int = 6
+    synack_retries: int = 5
+    max_retries: int = 15
+    fin_wait2_timeout: float = 60.0
+    sendspace: int = 128 * 1024
+    recvspace: int = 128 * 1024
+    sendbuf_max: int = 4 * 1024 * 1024
+    recvbuf_max: int = 4 * 1024 * 1024
+    recvbuf_auto: int = 1
+    mssdflt: int = 536
+    tso: int = 1
+    challenge_ack_limit: int = 1000
+    port_first: int = 49152
+    port_last: int = 65535
+
+
+#: sysctl name, TCPConfig attribute, unit scale (ms→s), description, lo, hi
+KNOBS: list[tuple[str, str, float, str, int | None, int | None]] = [
+    ("net.inet.tcp.msl", "msl", 1000, "maximum segment lifetime, ms (TIME_WAIT = 2*msl)", 1, 600000),
+    ("net.inet.tcp.delayed_ack", "delayed_ack", 0, "delay ACKs (1) or ACK every segment (0)", 0, 1),
+    ("net.inet.tcp.delacktime", "delack", 1000, "delayed-ACK timeout, ms", 1, 500),
+    ("net.inet.tcp.sack.enable", "sack", 0, "SACK (RFC 2018)", 0, 1),
+    ("net.inet.tcp.timestamps", "timestamps", 0, "timestamps (RFC 7323)", 0, 1),
+    ("net.inet.tcp.wscale", "wscale", 0, "window scaling (RFC 7323)", 0, 1),
+    ("net.inet.tcp.cc.algorithm", "cc_algorithm", 0, "congestion control: newreno | cubic", None, None),
+    ("net.inet.tcp.rexmit_initial", "rto_init", 1000, "initial RTO, ms", 10, 60000),
+    ("net.inet.tcp.rexmit_min", "rto_min", 1000, "minimum RTO, ms", 1, 60000),
+    ("net.inet.tcp.rexmit_max", "rto_max", 1000, "maximum RTO, ms", 100, 600000),
+    ("net.inet.tcp.keepidle", "keepidle", 1000, "keepalive idle time, ms", 1, 2**31 - 1),
+    ("net.inet.tcp.keepintvl", "keepintvl", 1000, "keepalive probe interval, ms", 1, 2**31 - 1),
+    ("net.inet.tcp.keepcnt", "keepcnt", 0, "keepalive probes before drop", 1, 1000),
+    ("net.inet.tcp.syncache.limit", "syn_backlog", 0, "SYN queue bound per listener", 1, 1 << 20),
+    ("net.inet.tcp.syncookies", "syncookies", 0, "SYN cookies when the SYN queue is full", 0, 1),
+    ("net.inet.tcp.syn_retries", "syn_retries", 0, "SYN retransmissions before ETIMEDOUT", 1, 20),
+    ("net.inet.tcp.synack_retries", "synack_retries", 0, "SYN-ACK retransmissions", 1, 20),
+    ("net.inet.tcp.retries", "max_retries", 0, "data retransmissions before ETIMEDOUT", 1, 30),
+    ("net.inet.tcp.finwait2_timeout", "fin_wait2_timeout", 1000, "orphan FIN_WAIT_2 limit, ms", 1, 2**31 - 1),
+    ("net.inet.tcp.sendspace", "sendspace", 0, "initial send buffer, bytes", 4096, 1 << 30),
+    ("net.inet.tcp.recvspace", "recvspace", 0, "initial receive buffer, bytes", 4096, 1 << 30),
+    ("net.inet.tcp.sendbuf_max", "sendbuf_max", 0, "send buffer growth limit, bytes", 4096, 1 << 30),
+    ("net.inet.tcp.recvbuf_max", "recvbuf_max", 0, "receive buffer growth limit, bytes", 4096, 1 << 30),
+    ("net.inet.tcp.recvbuf_auto", "recvbuf_auto", 0, "grow receive buffers automatically", 0, 1),
+    ("net.inet.tcp.mssdflt", "mssdflt", 0, "MSS when the peer sends none", 64, 65495),
+    ("net.inet.tcp.tso", "tso", 0, "use TSO super-segments when the route offers tso4", 0, 1),
+    ("net.inet.tcp.challenge_ack_limit", "challenge_ack_limit", 0, "challenge ACKs per second", 1, 1 << 30),
+    ("net.inet.ip.portrange.first", "port_first", 0, "first ephemeral port", 1024, 65535),
+    ("net.inet.ip.portrange.last", "port_last", 0, "last ephemeral port", 1024, 65535),
+]
+
+
+def register_sysctls(sysctl: Any, cfg: Any, knobs: list[tuple[str, str, float, str, int | None, int | None]]) -> None:
+    for name, attr, scale, desc, lo, hi in knobs:
+        cur = getattr(cfg, attr)
+        default: int | str = cur if isinstance(cur, str) else int(round(cur * scale)) if scale else int(cur)
+
+        def setter(v: int | str, attr: str = attr, scale: float = scale) -> None:
+            if attr == "cc_algorithm":
+                from stack.transport.tcp.congestion import ALGORITHMS
+                if v not in ALGORITHMS:
+                    raise OSError(errno.EINVAL, f"unknown congestion control {v!r}")
+                setattr(cfg, attr, v)
+            else:
+                setattr(cfg, attr, v / scale if scale else v)
+
+        knob = sysctl.register(name, default, desc, lo=lo, hi=hi, on_change=setter)
+        # a value set before we registered wins
+        if knob.value != default:
+            setter(knob.value)
+
+
+def to_int_addr(addr: Any) -> int:
+    if isinstance(addr, int):
+        return addr
+    if addr in ("", None):
+        return 0
+    try:
+        return int(IPv4Address(addr))
+    except ValueError:
+        raise _err(errno.EINVAL, f"bad IPv4 address {addr!r}") from None
+
+
+def split_address(address: Any) -> tuple[int, int]:
+    try:
+        host, port = address
+    except (TypeError, ValueError):
+        raise _err(errno.EINVAL, "address must be (host, port)") from None
+    port = int(port)
+    if not 0 <= port <= 65535:
+        raise _err(errno.EINVAL, f"port {port} out of range")
+    return to_int_addr(host), port
+
+
+class TCPProto:
+    def __init__(self, inet: Any, sysctl: Any = None, counters: Counters | None = None) -> None:
+        self.inet = inet
+        self.cfg = TCPConfig()
+        if sysctl is not None:
+            register_sysctls(sysctl, self.cfg, KNOBS)
+        self.counters = counters if counters is not None else Counters("tcp")
+        self.timers = TimerService()
+        self.isn = ISNGenerator()
+        self.cookies = SynCookies()
+        self.conns: dict[tuple[int, int, int, int], TCB] = {}
+        self.listeners: dict[tuple[int, int], TCB] = {}
+        self.ports: dict[int, list[TCB]] = {}
+        self.challenge_epoch = 0.0
+        self.challenge_count = 0
+        self._ts_offset = random.getrandbits(32)
+        self._next_port = 0
+        #: test hook: called with every TCB that becomes ESTABLISHED by a listener
+        self.on_accept: list[Callable[[TCB], None]] = []
+
+    # ------------------------------------------------------------- environment
+    def now(self) -> float:
+        return trio.current_time()
+
+    def ts_clock(self) -> int:
+        return (int(trio.current_time() * 1000) + self._ts_offset) & sq.MASK
+
+    def route_mtu(self, dst: int) -> int:
+        fn = getattr(self.inet, "route_mtu", None)
+        try:
+            mtu = fn(dst) if fn is not None else 1500
+        except Exception:
+            mtu = 1500
+        return int(mtu or 1500)
+
+    def route_offloads(self, dst: int) -> set[str]:
+        fn = getattr(self.inet, "route_offloads", None)
+        if fn is None:
+            return set()
+        try:
+            return set(fn(dst) or ())
+        except Exception:
+            return set()
+
+    def socket(self) -> Any:
+        from stack.transport.tcp.socket import TCPSocket
+
+        return TCPSocket(self)
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        await self.timers.run()
+
+    # ------------------------------------------------------------- ports
+    def _conflicts(self, tcb: TCB, laddr: int, port: int) -> bool:
+        for t in self.ports.get(port, ()):
+            if t is tcb:
+                continue
+            if laddr and t.laddr and laddr != t.laddr:
+                continue
+            if t.state == S.LISTEN:
+                return True
+            # BSD: SO_REUSEADDR on the new socket allows sharing with connections (any
+            # state but LISTEN) and with bound sockets that set it too
+            if tcb.reuseaddr and (t.reuseaddr or t.rport):
+                continue
+            return True
+        return False
+
+    def bind(self, tcb: TCB, laddr: int, port: int) -> None:
+        if tcb.bound:
+            raise _err(errno.EINVAL, "socket is already bound")
+        if laddr and not self.inet.is_local(laddr):
+            self.counters["bind_addrnotavail"] += 1
+            raise _err(errno.EADDRNOTAVAIL)
+        if port == 0:
+            port = self._ephemeral(tcb, laddr)
+        elif self._conflicts(tcb, laddr, port):
+            self.counters["bind_addrinuse"] += 1
+            raise _err(errno.EADDRINUSE)
+        tcb.laddr = laddr
+        tcb.lport = port
+        tcb.bound = True
+        self.ports.setdefault(port, []).append(tcb)
+
+    def _ephemeral(self, tcb: TCB, laddr: int) -> int:
+        first, last = self.cfg.port_first, self.cfg.port_last
+        span = max(last - first + 1, 1)
+        if not self._next_port:
+            self._next_port = random.randrange(span)
+        for _ in range(span):
+            self._next_port = (self._next_port + 1) % span
+            port = first + self._next_port
+            if port not in self.ports or not self.ports[port]:
+                return port
+        self.counters["ephemeral_exhausted"] += 1
+        raise _err(errno.EADDRNOTAVAIL, "no free ephemeral port")
+
+    def _unbind(self, tcb: TCB) -> None:
+        if tcb.bound:
+            lst = self.ports.get(tcb.lport)
+            if lst is not None and tcb in lst:
+                lst.remove(tcb)
+                if not lst:
+                    del self.ports[tcb.lport]
+            tcb.bound = False
+
+    # ------------------------------------------------------------- connect / listen
+    def connect(self, tcb: TCB, raddr: int, rport: int) -> None:
+        if tcb.state == S.LISTEN:
+            raise _err(errno.EINVAL)
+        if tcb.state != S.CLOSED:
+            raise _err(errno.EALREADY if tcb.state == S.SYN_SENT else errno.EISCONN)
+        if rport == 0 or raddr == 0:
+            raise _err(errno.ECONNREFUSED if raddr else errno.EADDRNOTAVAIL)
+        if self.inet.is_broadcast(raddr) or (raddr >> 28) == 14:
+            raise _err(errno.ENETUNREACH, "TCP to a broadcast/multicast address")
+        laddr = tcb.laddr
+        if not laddr:
+            src = self.inet.source_for(raddr)
+            if src is None:
+                self.counters["connect_noroute"] += 1
+                raise _err(errno.ENETUNREACH)
+            laddr = int(src)
+        if not tcb.bound:
+            self.bind(tcb, 0, 0)
+        if (laddr, tcb.lport, raddr, rport) in self.conns:
+            raise _err(errno.EADDRINUSE)
+        tcb.laddr = laddr
+        tcb.raddr = raddr
+        tcb.rport = rport
+        tcb.iss = self.isn(laddr, tcb.lport, raddr, rport)
+        tcb.snd_una = tcb.snd_nxt = tcb.snd_max = tcb.iss
+        tcb.snd_buf_seq = sq.add(tcb.iss, 1)
+        tcb.rcv_mss = self.route_mtu(raddr) - 40
+        tcb.rcv_limit = max(tcb.rcv_limit, 0)
+        self.conns[tcb.key] = tcb
+        tcb.in_table = True
+        tcb.set_state(S.SYN_SENT)
+        self.counters["active_opens"] += 1
+        tcb.send_syn()
+
+    def listen(self, tcb: TCB, backlog: int) -> None:
+        if tcb.state == S.LISTEN:
+            tcb.backlog = max(backlog, 1)
+            return
+        if tcb.state != S.CLOSED:
+            raise _err(errno.EINVAL)
+        if not tcb.bound:
+            self.bind(tcb, 0, 0)
+        key = (tcb.laddr, tcb.lport)
+        for t in self.ports.get(tcb.lport, ()):
+            if t is not tcb and t.state == S.LISTEN and (not t.laddr or not tcb.laddr or t.laddr == tcb.laddr):
+                raise _err(errno.EADDRINUSE)
+        tcb.backlog = max(backlog, 1)
+        self.listeners[key] = tcb
+        tcb.set_state(S.LISTEN)
+
+    def close_listener(self, tcb: TCB) -> None:
+        for child in list(tcb.syn_queue.values()) + list(tcb.accept_queue):
+            child.listener = None
+            child.user_abort()
+        tcb.syn_queue.clear()
+        tcb.accept_queue.clear()
+        if self.listeners.get((tcb.laddr, tcb.lport)) is tcb:
+            del self.listeners[(tcb.laddr, tcb.lport)]
+        tcb.state = S.CLOSED
+        self._unbind(tcb)
+        tcb._notify()
+
+    def remove(self, tcb: TCB) -> None:
+        if tcb.in_table:
+            if self.conns.get(tcb.key) is tcb:
+                del self.conns[tcb.key]
+            tcb.in_table = False
+        lst = tcb.listener
+        if lst is not None:
+            lst.syn_queue.pop(tcb.key, None)
+            if tcb in lst.accept_queue:
+                lst.accept_queue.remove(tcb)
+            tcb.listener = None
+        if self.listeners.get((tcb.laddr, tcb.lport)) is tcb:
+            del self.listeners[(tcb.laddr, tcb.lport)]
+        self._unbind(tcb)
+
+    def handshake_done(self, tcb: TCB) -> bool:
+        """A passive connection completed its handshake: SYN queue → accept queue."""
+        lst = tcb.listener
+        if lst is None or lst.state != S.LISTEN:
+            return True
+        if len(lst.accept_queue) >= lst.backlog:
+            self.counters["listen_overflow_ack_dropped"] += 1
+            return False
+        lst.syn_queue.pop(tcb.key, None)
+        lst.accept_queue.append(tcb)
+        self.counters["passive_opens"] += 1
+        for fn in self.on_accept:
+            fn(tcb)
+        if lst.sock is not None:
+            lst.sock._notify()
+        return True
+
+    # ------------------------------------------------------------- input
+    def input(self, info: Any) -> None:
+        c = self.counters
+        data = info.payload
+        c["segs_in"] += 1
+        try:
+            seg = wire.parse(data)
+        except ParseError:
+            c["drop_malformed"] += 1
+            return
+        if not info.csum_valid and not verify(
+                (data,), pseudo_header_sum(info.src, info.dst, IPPROTO_TCP, len(data))):
+            c["drop_bad_checksum"] += 1
+            return
+        if info.broadcast or (info.dst >> 28) == 14:
+            c["drop_broadcast"] += 1
+            return
+        key = (info.dst, seg.dport, info.src, seg.sport)
+        tcb = self.conns.get(key)
+        if tcb is not None:
+            if tcb.state == S.TIME_WAIT and seg.flags & SYN and not seg.flags & (ACK | RST) \
+                    and sq.gt(seg.seq, tcb.rcv_nxt):
+                c["timewait_reused"] += 1  # RFC 6191-style: a new incarnation
+                tcb.destroy()
+            else:
+                tcb.segment_arrives(seg)
+                return
+        lst = self.listeners.get((info.dst, seg.dport)) or self.listeners.get((0, seg.dport))
+        if lst is None:
+            if seg.flags & RST:
+                c["drop_rst_closed_port"] += 1
+                return
+            c["rst_closed_port"] += 1
+            self.send_rst_for(info.dst, info.src, seg, len(seg.payload))
+            return
+        self._listen_input(lst, seg, info.dst, info.src)
+
+    def _listen_input(self, lst: TCB, seg: TCPSegment, laddr: int, raddr: int) -> None:
+        c = self.counters
+        flags = seg.flags
+        if flags & RST:
+            c["drop_rst_listen"] += 1
+            return
+        if flags & ACK:
+            if not flags & SYN and self.cfg.syncookies and self._cookie_ack(lst, seg, laddr, raddr):
+                return
+            c["rst_listen_ack"] += 1
+            self.send_rst_for(laddr, raddr, seg, len(seg.payload))
+            return
+        if not flags & SYN:
+            c["drop_listen_no_syn"] += 1
+            return
+        if len(lst.accept_queue) >= lst.backlog:
+            c["listen_overflow_syn_dropped"] += 1
+            return
+        if len(lst.syn_queue) >= min(self.cfg.syn_backlog, max(lst.backlog, 16) * 2):
+            if self.cfg.syncookies:
+                c["syncookies_sent"] += 1
+                self._send_cookie(lst, seg, laddr, raddr)
+                return
+            # bounded queue: evict the oldest embryonic connection
+            oldest = next(iter(lst.syn_queue.values()))
+            c["syn_queue_evicted"] += 1
+            oldest.destroy()
+        tcb = TCB(self, None)
+        self._inherit(lst, tcb)
+        tcb.passive = True
+        tcb.listener = lst
+        tcb.laddr, tcb.lport, tcb.raddr, tcb.rport = laddr, seg.dport, raddr, seg.sport
+        tcb.irs = seg.seq
+        tcb.rcv_nxt = tcb.rcv_adv = sq.add(seg.seq, 1)
+        tcb.iss = self.isn(laddr, seg.dport, raddr, seg.sport)
+        tcb.snd_una = tcb.snd_nxt = tcb.snd_max = tcb.iss
+        tcb.snd_buf_seq = sq.add(tcb.iss, 1)
+        tcb.snd_wnd = seg.wnd
+        tcb.apply_syn_options(seg.opts)
+        tcb.rcv_mss = self.route_mtu(raddr) - 40
+        tcb.setup_mss()
+        tcb.state = S.SYN_RECEIVED
+        self.conns[tcb.key] = tcb
+        tcb.in_table = True
+        tcb.bound = True
+        self.ports.setdefault(tcb.lport, []).append(tcb)
+        lst.syn_queue[tcb.key] = tcb
+        c["syn_in"] += 1
+        tcb.send_syn()
+
+    def _inherit(self, lst: TCB, tcb: TCB) -> None:
+        tcb.nodelay = lst.nodelay
+        tcb.keepalive = lst.keepalive
+        tcb.ttl = lst.ttl
+        tcb.tos = lst.tos
+        tcb.reuseaddr = lst.reuseaddr
+        tcb.rcv_limit = lst.rcv_limit
+        tcb.snd_limit = lst.snd_limit
+        tcb.rcv_scale = lst.rcv_scale
+
+    # SYN cookies: see isn.SynCookies for the encoding
+    def _send_cookie(self, lst: TCB, seg: TCPSegment, laddr: int, raddr: int) -> None:
+        o = seg.opts or TCPOptions()
+        mss_in = min(o.mss or 536, self.route_mtu(raddr) - 40)
+        cookie = self.cookies.make(laddr, seg.dport, raddr, seg.sport, seg.seq, mss_in)
+        opts = TCPOptions(mss=self.route_mtu(raddr) - 40)
+        if self.cfg.timestamps and o.ts is not None:
+            ws = o.wscale if (self.cfg.wscale and o.wscale is not None) else 0xF
+            sack = 1 if (self.cfg.sack and o.sack_perm) else 0
+            tsval = (self.ts_clock() & ~0x3F) | (sack << 4) | ws
+            opts.ts = (tsval & sq.MASK, o.ts[0])
+            if ws != 0xF:
+                opts.wscale = lst.rcv_scale
+            opts.sack_perm = bool(sack)
+        hdr = wire.emit_header(seg.dport, seg.sport, cookie, sq.add(seg.seq, 1), SYN | ACK,
+                               min(lst.rcv_limit, 0xFFFF), opts.emit())
+        self._emit_raw(laddr, raddr, hdr)
+
+    def _cookie_ack(self, lst: TCB, seg: TCPSegment, laddr: int, raddr: int) -> bool:
+        c = self.counters
+        irs = sq.sub(seg.seq, 1) & sq.MASK
+        iss = sq.sub(seg.ack, 1) & sq.MASK
+        mss = self.cookies.check(laddr, seg.dport, raddr, seg.sport, irs, iss)
+        if mss is None:
+            return False
+        if len(lst.accept_queue) >= lst.backlog:
+            c["syncookie_overflow"] += 1
+            return True  # drop; the client will retransmit
+        c["syncookies_accepted"] += 1
+        tcb = TCB(self, None)
+        self._inherit(lst, tcb)
+        tcb.passive = True
+        tcb.listener = lst
+        tcb.laddr, tcb.lport, tcb.raddr, tcb.rport = laddr, seg.dport, raddr, seg.sport
+        tcb.irs = irs
+        tcb.rcv_nxt = tcb.rcv_adv = seg.seq
+        tcb.iss = iss
+        tcb.snd_una = tcb.snd_nxt = tcb.snd_max = seg.ack
+        tcb.snd_buf_seq = seg.ack
+        opts = TCPOptions(mss=mss)
+        o = seg.opts
+        if o is not None and o.ts is not None and self.cfg.timestamps:
+            echoed = o.ts[1]
+            ws = echoed & 0xF
+            opts.ts = (o.ts[0], 0)
+            if ws != 0xF:
+                opts.wscale = ws
+            opts.sack_perm = bool(echoed & 0x10)
+        tcb.apply_syn_options(opts)
+        tcb.rcv_mss = self.route_mtu(raddr) - 40
+        tcb.setup_mss()
+        tcb.snd_wnd = seg.wnd << tcb.snd_scale
+        tcb.max_sndwnd = tcb.snd_wnd
+        tcb.snd_wl1 = seg.seq
+        tcb.snd_wl2 = seg.ack
+        tcb.state = S.SYN_RECEIVED
+        self.conns[tcb.key] = tcb
+        tcb.in_table = True
+        tcb.bound = True
+        self.ports.setdefault(tcb.lport, []).append(tcb)
+        lst.accept_queue.append(tcb)
+        tcb.established()
+        self.counters["passive_opens"] += 1
+        for fn in self.on_accept:
+            fn(tcb)
+        if lst.sock is not None:
+            lst.sock._notify()
+        if len(seg.payload) or seg.flags & 0x01:
+            tcb.segment_arrives(seg)
+        return True
+
+    def send_rst_for(self, laddr: int, raddr: int, seg: TCPSegment, plen: int) -> None:
+        """RFC 9293 3.10.7.1: the reset for a segment no connection accepts. Never for a RST."""
+        if seg.flags & RST:
+            return
+        self.counters["rst_out"] += 1
+        if seg.flags & ACK:
+            hdr = wire.emit_header(seg.dport, seg.sport, seg.ack, 0, RST, 0)
+        else:
+            seg_len = plen + (1 if seg.flags & SYN else 0) + (1 if seg.flags & 0x01 else 0)
+            hdr = wire.emit_header(seg.dport, seg.sport, 0, sq.add(seg.seq, seg_len), RST | ACK, 0)
+        self._emit_raw(laddr, raddr, hdr)
+
+    def _emit_raw(self, laddr: int, raddr: int, hdr: bytearray) -> None:
+        c = checksum((hdr,), pseudo_header_sum(laddr, raddr, IPPROTO_TCP, len(hdr)))
+        hdr[16] = c >> 8
+        hdr[17] = c & 0xFF
+        meta: TxMeta | None = None
+        self.inet.output(laddr, raddr, IPPROTO_TCP, [hdr], meta=meta)
+
+    # ------------------------------------------------------------- ICMP errors
+    def icmp_error(self, icmp_type: int, code: int, src: int, dst: int, hdr: memoryview,
+                   extra: int = 0) -> None:
+        c = self.counters
+        if len(hdr) < 8:
+            c["icmp_short"] += 1
+            return
+        sport = (hdr[0] << 8) | hdr[1]
+        dport = (hdr[2] << 8) | hdr[3]
+        seqno = int.from_bytes(hdr[4:8], "big")
+        tcb = self.conns.get((src, sport, dst, dport))
+        if tcb is None:
+            c["icmp_no_conn"] += 1
+            return
+        if not sq.between(tcb.snd_una, seqno, sq.add(tcb.snd_max, 1)):
+            c["icmp_bad_seq"] += 1  # RFC 5927: must refer to data in flight
+            return
+        if icmp_type == 3 and code == 4:  # fragmentation needed: path MTU
+            if extra >= 68:
+                mss = extra - 40 - (12 if tcb.ts_ok else 0)
+                if mss < tcb.snd_mss:
+                    c["pmtu_reduced"] += 1
+                    tcb.snd_mss = max(mss, 64)
+                    tcb.cc.set_mss(tcb.snd_mss)
+                    tcb.snd_nxt = tcb.snd_una
+                    tcb.output()
+            return
+        if icmp_type == 3 and code in (2, 3) and tcb.state == S.SYN_SENT:
+            c["icmp_refused"] += 1
+            tcb.drop(errno.ECONNREFUSED)
+            return
+        if icmp_type in (3, 11):
+            c["icmp_soft_error"] += 1
+            if tcb.state == S.SYN_SENT:
+                tcb.error = errno.EHOSTUNREACH if icmp_type == 3 else errno.ETIMEDOUT
+                tcb._notify()
+
+    # ------------------------------------------------------------- introspection
+    def connections(self) -> list[TCB]:
+        return list(self.conns.values()) + [t for t in self.listeners.values()]
+
+    def stats(self) -> dict[str, int]:
+        return self.counters.snapshot()
+
+
+__all__ = ["TCPProto", "TCPConfig", "KNOBS", "INF"]

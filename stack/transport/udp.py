@@ -1,0 +1,464 @@
+"""UDP (RFC 768): sockets with bind/connect/sendto/recvfrom, broadcast, ICMP errors.
+
+Receive queues are bounded in bytes (SO_RCVBUF); a datagram that does not fit is
+dropped and counted (``rcv_queue_full``). A connected socket learns ECONNREFUSED from an
+ICMP port unreachable and reports it on the next call (Linux semantics)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import select
+import socket as _s
+import struct
+from collections import deque
+from collections.abc import Callable
+from ipaddress import IPv4Address
+from typing import Any
+
+import trio
+
+from stack.counters import Counters
+from stack.transport.tcp.proto import register_sysctls, split_address
+from stack.transport.wire import udp as wire
+from stack.transport.wire.checksum import ParseError, checksum, pseudo_header_sum, verify
+
+IPPROTO_UDP = 17
+POLLIN = select.POLLIN | select.POLLRDNORM
+POLLOUT = select.POLLOUT | select.POLLWRNORM
+BROADCAST = 0xFFFFFFFF
+
+
+def _err(code: int, msg: str = "") -> OSError:
+    return OSError(code, msg or os.strerror(code))
+
+
+class UDPConfig:
+    recvspace: int = 208 * 1024
+    maxdgram: int = 65507
+    checksum: int = 1
+    port_first: int = 49152
+    port_last: int = 65535
+
+
+KNOBS: list[tuple[str, str, float, str, int | None, int | None]] = [
+    ("net.inet.udp.recvspace", "recvspace", 0, "default UDP receive queue, bytes", 1024, 1 << 30),
+    ("net.inet.udp.maxdgram", "maxdgram", 0, "largest datagram sent", 1, 65507),
+    ("net.inet.udp.checksum", "checksum", 0, "compute checksums on send", 0, 1),
+]
+
+
+class UDPSocket:
+    family = _s.AF_INET
+    type = _s.SOCK_DGRAM
+    proto_number = IPPROTO_UDP
+
+    def __init__(self, proto: UDPProto) -> None:
+        self.proto = proto
+        self.laddr = 0
+        self.lport = 0
+        self.raddr = 0
+        self.rport = 0
+        self.bound = False
+        self.connected = False
+        self.closed = False
+        self.reuseaddr = False
+        self.broadcast = False
+        self.ttl: int | None = None
+        self.tos = 0
+        self.error = 0
+        self.rcv_limit = proto.cfg.recvspace
+        self.queue: deque[tuple[bytes, tuple[str, int]]] = deque()
+        self.queued = 0
+        self.drops = 0
+        self.rd_shut = False
+        self.on_change: list[Callable[[], None]] = []
+        self._event = trio.Event()
+
+    def __repr__(self) -> str:
+        return f"<UDPSocket {IPv4Address(self.laddr)}:{self.lport} q={len(self.queue)}>"
+
+    def _notify(self) -> None:
+        self._event.set()
+        self._event = trio.Event()
+        for cb in list(self.on_change):
+            try:
+                cb()
+            except Exception:
+                self.proto.counters["on_change_errors"] += 1
+
+    def poll_mask(self) -> int:
+        if self.closed:
+            return select.POLLNVAL
+        mask = POLLOUT
+        if self.queue or self.rd_shut:
+            mask |= POLLIN
+        if self.error:
+            mask |= select.POLLERR
+        return mask
+
+    def _check(self) -> None:
+        if self.closed:
+            raise _err(errno.EBADF)
+
+    def bind(self, address: Any) -> None:
+        self._check()
+        if self.bound:
+            raise _err(errno.EINVAL, "socket is already bound")
+        laddr, port = split_address(address)
+        self.proto.bind(self, laddr, port)
+
+    def connect(self, address: Any) -> None:
+        """Fix the peer (AF_UNSPEC-style disconnect: ``connect(None)``)."""
+        self._check()
+        if address is None:
+            self.connected = False
+            self.raddr = self.rport = 0
+            return
+        raddr, rport = split_address(address)
+        if rport == 0:
+            raise _err(errno.EINVAL)
+        if raddr == BROADCAST or self.proto.inet.is_broadcast(raddr):
+            if not self.broadcast:
+                raise _err(errno.EACCES)
+        if not self.bound:
+            self.proto.bind(self, 0, 0)
+        self.raddr, self.rport = raddr, rport
+        self.connected = True
+        self.error = 0
+
+    def getsockname(self) -> tuple[str, int]:
+        laddr = self.laddr
+        if not laddr and self.connected:
+            src = self.proto.inet.source_for(self.raddr)
+            laddr = int(src) if src is not None else 0
+        return (str(IPv4Address(laddr)), self.lport)
+
+    def getpeername(self) -> tuple[str, int]:
+        if not self.connected:
+            raise _err(errno.ENOTCONN)
+        return (str(IPv4Address(self.raddr)), self.rport)
+
+    def _take_error(self) -> None:
+        if self.error:
+            err, self.error = self.error, 0
+            raise _err(err)
+
+    def sendto_nowait(self, data: bytes | bytearray | memoryview, address: Any = None) -> int:
+        self._check()
+        self._take_error()
+        if address is None:
+            if not self.connected:
+                raise _err(errno.EDESTADDRREQ)
+            raddr, rport = self.raddr, self.rport
+        else:
+            if self.connected:
+                raise _err(errno.EISCONN)
+            raddr, rport = split_address(address)
+            if rport == 0:
+                raise _err(errno.EINVAL, "destination port 0")
+        return self.proto.send(self, data, raddr, rport)
+
+    async def sendto(self, data: bytes | bytearray | memoryview, address: Any = None) -> int:
+        await trio.lowlevel.checkpoint()
+        return self.sendto_nowait(data, address)
+
+    send_nowait = sendto_nowait
+
+    async def send(self, data: bytes | bytearray | memoryview) -> int:
+        return await self.sendto(data)
+
+    def recvfrom_nowait(self, n: int = 65536, *, peek: bool = False) -> tuple[bytes, tuple[str, int]]:
+        self._check()
+        if self.queue:
+            data, addr = self.queue[0] if peek else self.queue.popleft()
+            if not peek:
+                self.queued -= len(data)
+            return data[:n], addr
+        self._take_error()
+        if self.rd_shut:
+            return b"", ("0.0.0.0", 0)
+        raise BlockingIOError(errno.EAGAIN, "no datagram")
+
+    async def recvfrom(self, n: int = 65536) -> tuple[bytes, tuple[str, int]]:
+        while True:
+            try:
+                return self.recvfrom_nowait(n)
+            except BlockingIOError:
+                await self._event.wait()
+
+    def recv_nowait(self, n: int = 65536) -> bytes:
+        return self.recvfrom_nowait(n)[0]
+
+    async def recv(self, n: int = 65536) -> bytes:
+        return (await self.recvfrom(n))[0]
+
+    def bytes_readable(self) -> int:
+        """FIONREAD: size of the next datagram (Linux)."""
+        return len(self.queue[0][0]) if self.queue else 0
+
+    def shutdown(self, how: int) -> None:
+        if not self.connected:
+            raise _err(errno.ENOTCONN)
+        if how in (_s.SHUT_RD, _s.SHUT_RDWR):
+            self.rd_shut = True
+            self._notify()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.proto.unbind(self)
+        self.queue.clear()
+        self._notify()
+        self.on_change.clear()
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def setsockopt(self, level: int, opt: int, value: Any) -> None:
+        self._check()
+        if isinstance(value, (bytes, bytearray)) and len(value) == 4:
+            value = struct.unpack("i", value)[0]
+        if level == _s.SOL_SOCKET:
+            if opt == _s.SO_REUSEADDR:
+                self.reuseaddr = bool(value)
+            elif opt == _s.SO_BROADCAST:
+                self.broadcast = bool(value)
+            elif opt == _s.SO_RCVBUF:
+                self.rcv_limit = max(int(value) * 2, 2048)
+            elif opt in (_s.SO_SNDBUF, _s.SO_KEEPALIVE, _s.SO_LINGER):
+                pass
+            else:
+                raise _err(errno.ENOPROTOOPT)
+        elif level == _s.IPPROTO_IP:
+            if opt == _s.IP_TTL:
+                v = int(value)
+                if not (v == -1 or 1 <= v <= 255):
+                    raise _err(errno.EINVAL)
+                self.ttl = None if v == -1 else v
+            elif opt == _s.IP_TOS:
+                self.tos = int(value) & 0xFF
+            else:
+                raise _err(errno.ENOPROTOOPT)
+        else:
+            raise _err(errno.ENOPROTOOPT)
+
+    def getsockopt(self, level: int, opt: int) -> Any:
+        if level == _s.SOL_SOCKET:
+            if opt == _s.SO_ERROR:
+                err, self.error = self.error, 0
+                return err
+            if opt == _s.SO_REUSEADDR:
+                return int(self.reuseaddr)
+            if opt == _s.SO_BROADCAST:
+                return int(self.broadcast)
+            if opt == _s.SO_RCVBUF:
+                return self.rcv_limit
+            if opt == _s.SO_SNDBUF:
+                return 212992
+            if opt == _s.SO_TYPE:
+                return _s.SOCK_DGRAM
+            raise _err(errno.ENOPROTOOPT)
+        if level == _s.IPPROTO_IP:
+            if opt == _s.IP_TTL:
+                return self.ttl if self.ttl is not None else 64
+            if opt == _s.IP_TOS:
+                return self.tos
+        raise _err(errno.ENOPROTOOPT)
+
+
+class UDPProto:
+    def __init__(self, inet: Any, sysctl: Any = None, counters: Counters | None = None) -> None:
+        self.inet = inet
+        self.cfg = UDPConfig()
+        if sysctl is not None:
+            register_sysctls(sysctl, self.cfg, KNOBS)
+            for name, attr in (("net.inet.ip.portrange.first", "port_first"),
+                               ("net.inet.ip.portrange.last", "port_last")):
+                if name in sysctl.knobs:
+                    setattr(self.cfg, attr, sysctl.knobs[name].value)
+                    sysctl.knobs[name].on_change.append(
+                        lambda v, a=attr: setattr(self.cfg, a, v))
+        self.counters = counters if counters is not None else Counters("udp")
+        self.ports: dict[int, list[UDPSocket]] = {}
+        self._next_port = 0
+
+    def socket(self) -> UDPSocket:
+        return UDPSocket(self)
+
+    # ------------------------------------------------------------- ports
+    def bind(self, sock: UDPSocket, laddr: int, port: int) -> None:
+        if laddr and not (self.inet.is_local(laddr) or laddr == BROADCAST
+                          or self.inet.is_broadcast(laddr)):
+            raise _err(errno.EADDRNOTAVAIL)
+        if port == 0:
+            port = self._ephemeral()
+        else:
+            for other in self.ports.get(port, ()):
+                if laddr and other.laddr and laddr != other.laddr:
+                    continue
+                if sock.reuseaddr and other.reuseaddr:
+                    continue
+                self.counters["bind_addrinuse"] += 1
+                raise _err(errno.EADDRINUSE)
+        sock.laddr, sock.lport, sock.bound = laddr, port, True
+        self.ports.setdefault(port, []).append(sock)
+
+    def _ephemeral(self) -> int:
+        first, last = self.cfg.port_first, self.cfg.port_last
+        span = max(last - first + 1, 1)
+        if not self._next_port:
+            self._next_port = random.randrange(span)
+        for _ in range(span):
+            self._next_port = (self._next_port + 1) % span
+            port = first + self._next_port
+            if not self.ports.get(port):
+                return port
+        raise _err(errno.EADDRNOTAVAIL, "no free ephemeral port")
+
+    def unbind(self, sock: UDPSocket) -> None:
+        if sock.bound:
+            lst = self.ports.get(sock.lport)
+            if lst and sock in lst:
+                lst.remove(sock)
+                if not lst:
+                    del self.ports[sock.lport]
+            sock.bound = False
+
+    # ------------------------------------------------------------- output
+    def send(self, sock: UDPSocket, data: bytes | bytearray | memoryview, raddr: int,
+             rport: int) -> int:
+        c = self.counters
+        n = len(data)
+        if n > self.cfg.maxdgram:
+            c["send_too_big"] += 1
+            raise _err(errno.EMSGSIZE)
+        if (raddr == BROADCAST or self.inet.is_broadcast(raddr)) and not sock.broadcast:
+            c["send_broadcast_denied"] += 1
+            raise _err(errno.EACCES)
+        if not sock.bound:
+            self.bind(sock, 0, 0)
+        laddr = sock.laddr
+        if not laddr or laddr == BROADCAST:
+            src = self.inet.source_for(raddr)
+            if src is None:
+                c["send_noroute"] += 1
+                raise _err(errno.ENETUNREACH)
+            laddr = int(src)
+        payload = bytes(data)  # the datagram must outlive the caller's buffer
+        hdr = wire.emit_header(sock.lport, rport, n)
+        if self.cfg.checksum:
+            csum = checksum((hdr, payload), pseudo_header_sum(laddr, raddr, IPPROTO_UDP, n + 8))
+            if csum == 0:
+                csum = 0xFFFF  # RFC 768: zero means "no checksum"
+            hdr[6] = csum >> 8
+            hdr[7] = csum & 0xFF
+        err = self.inet.output(laddr, raddr, IPPROTO_UDP, [hdr, payload], ttl=sock.ttl,
+                               tos=sock.tos)
+        if err:
+            c["send_errors"] += 1
+            raise _err(err)
+        c["datagrams_out"] += 1
+        c["bytes_out"] += n
+        return n
+
+    # ------------------------------------------------------------- input
+    def input(self, info: Any) -> None:
+        c = self.counters
+        c["datagrams_in"] += 1
+        try:
+            d = wire.parse(info.payload)
+        except ParseError:
+            c["drop_malformed"] += 1
+            return
+        if d.csum == 0:
+            c["no_checksum"] += 1  # sender chose none (RFC 768)
+        elif not info.csum_valid and not verify(
+                (info.payload[:d.length],),
+                pseudo_header_sum(info.src, info.dst, IPPROTO_UDP, d.length)):
+            c["drop_bad_checksum"] += 1
+            return
+        bcast = info.broadcast or info.dst == BROADCAST or (info.dst >> 28) == 14
+        targets = self._match(info.dst, d.dport, info.src, d.sport, bcast)
+        if not targets:
+            c["no_port"] += 1
+            if not bcast:
+                self._port_unreachable(info)
+            return
+        data = bytes(d.payload)  # the one copy
+        addr = (str(IPv4Address(info.src)), d.sport)
+        for sock in targets:
+            if sock.rd_shut:
+                c["drop_shut_rd"] += 1
+                continue
+            if sock.queued + len(data) > sock.rcv_limit:
+                sock.drops += 1
+                c["rcv_queue_full"] += 1
+                continue
+            sock.queue.append((data, addr))
+            sock.queued += len(data)
+            c["delivered"] += 1
+            sock._notify()
+
+    def _match(self, dst: int, dport: int, src: int, sport: int, bcast: bool) -> list[UDPSocket]:
+        socks = self.ports.get(dport)
+        if not socks:
+            return []
+        best: list[UDPSocket] = []
+        best_score = -1
+        for s in socks:
+            if s.closed:
+                continue
+            if s.laddr and s.laddr != dst and not bcast:
+                continue
+            if s.connected and (s.raddr != src or s.rport != sport):
+                continue
+            score = (2 if s.connected else 0) + (1 if s.laddr else 0)
+            if bcast:
+                best.append(s)  # broadcasts go to every matching socket
+                continue
+            if score > best_score:
+                best, best_score = [s], score
+        return best
+
+    def _port_unreachable(self, info: Any) -> None:
+        """ICMP port unreachable back to the sender (via the IP layer's ICMP)."""
+        c = self.counters
+        inet = self.inet
+        icmp = getattr(inet, "icmp", None)
+        send_error = getattr(icmp, "send_error", None)
+        original = getattr(inet, "original_packet", None)
+        if send_error is not None and original is not None:
+            if send_error(3, 3, original(info), src=info.dst):
+                c["icmp_port_unreach_sent"] += 1
+            else:
+                c["icmp_port_unreach_suppressed"] += 1
+            return
+        fallback = getattr(inet, "send_port_unreachable", None)
+        if fallback is not None:
+            fallback(info)
+            c["icmp_port_unreach_sent"] += 1
+        else:
+            c["icmp_port_unreach_unsupported"] += 1
+
+    def icmp_error(self, icmp_type: int, code: int, src: int, dst: int, hdr: memoryview,
+                   extra: int = 0) -> None:
+        if len(hdr) < 4:
+            return
+        sport = (hdr[0] << 8) | hdr[1]
+        dport = (hdr[2] << 8) | hdr[3]
+        err = 0
+        if icmp_type == 3:
+            err = {0: errno.ENETUNREACH, 1: errno.EHOSTUNREACH, 2: errno.ENOPROTOOPT,
+                   3: errno.ECONNREFUSED, 4: errno.EMSGSIZE}.get(code, errno.EHOSTUNREACH)
+        elif icmp_type == 11:
+            err = errno.EHOSTUNREACH
+        if not err:
+            return
+        for s in self.ports.get(sport, ()):
+            if s.connected and s.raddr == dst and s.rport == dport:
+                s.error = err
+                self.counters[f"icmp_error_{errno.errorcode.get(err, err)}"] += 1
+                s._notify()

@@ -1,0 +1,435 @@
+"""The Linux kernel as the TCP/UDP peer, through devnp-tap in a namespace the test
+creates (every address lives inside it)."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+
+import pytest
+import trio
+
+from stack.core import Stack
+from stack.l2.iface import IFF_UP
+from tests.conftest import NetNS, needs_tun, running_stack
+
+pytestmark = [needs_tun, pytest.mark.root]
+
+ME, KERNEL = "10.9.0.2", "10.9.0.1"
+PY = sys.executable
+
+
+async def run(*cmd: str, check: bool = True, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    return await trio.run_process(list(cmd), capture_stdout=True, capture_stderr=True,
+                                  check=check, stdin=stdin)
+
+
+async def nsrun(ns: NetNS, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    return await run("ip", "netns", "exec", ns.name, *cmd, check=check)
+
+
+async def kpy(ns: NetNS, code: str, *args: str, check: bool = True) -> str:
+    r = await nsrun(ns, PY, "-c", code, *args, check=False)
+    if check and r.returncode:
+        raise AssertionError(f"kernel-side script failed: {r.stderr.decode()}")
+    return r.stdout.decode()
+
+
+async def setup(st: Stack, ns: NetNS) -> None:
+    st.interfaces["tap0"].set_flags(IFF_UP)
+    st.inet.add_address("tap0", f"{ME}/24")
+    await run("ip", "-n", ns.name, "addr", "add", f"{KERNEL}/24", "dev", "tap0")
+    await run("ip", "-n", ns.name, "link", "set", "tap0", "up")
+
+
+def stack_of(ns: NetNS):  # noqa: ANN201
+    return running_stack(drivers=[("tap", f"name=tap0,netns={ns}")])
+
+
+async def recv_all(sock) -> bytes:  # noqa: ANN001
+    out = bytearray()
+    while True:
+        chunk = await sock.recv(1 << 20)
+        if not chunk:
+            return bytes(out)
+        out += chunk
+
+
+async def ss(ns: NetNS, *filt: str) -> str:
+    r = await nsrun(ns, "ss", "-tinoH", *filt, check=False)
+    return r.stdout.decode()
+
+
+async def exchange(st: Stack, ns: NetNS, size: int, *, port: int = 5000) -> None:
+    """``size`` bytes kernel → stack and stack → kernel, checked by sha256."""
+    with tempfile.TemporaryDirectory() as tmp:
+        up = os.path.join(tmp, "up")
+        down = os.path.join(tmp, "down")
+        data_up = random.randbytes(size)
+        data_down = random.randbytes(size)
+        with open(up, "wb") as f:
+            f.write(data_up)
+        lst = st.tcp.socket()
+        lst.bind((ME, port))
+        lst.listen(8)
+        got: dict[str, bytes] = {}
+
+        async def server() -> None:
+            s1, _ = await lst.accept()
+            got["up"] = await recv_all(s1)
+            s1.close()
+            s2, _ = await lst.accept()
+            await s2.send(data_down)
+            s2.close()
+
+        with trio.fail_after(120):
+            async with trio.open_nursery() as n:
+                n.start_soon(server)
+                await nsrun(ns, "socat", "-u", f"FILE:{up}", f"TCP:{ME}:{port}")
+                await nsrun(ns, "socat", "-u", f"TCP:{ME}:{port}", f"CREATE:{down}")
+        with open(down, "rb") as f:
+            got["down"] = f.read()
+        lst.close()
+    assert hashlib.sha256(got["up"]).hexdigest() == hashlib.sha256(data_up).hexdigest()
+    assert hashlib.sha256(got["down"]).hexdigest() == hashlib.sha256(data_down).hexdigest()
+
+
+CONNECT_AND_HOLD = """
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+s.sendall(b"x" * 1000)
+print("ok", flush=True)
+time.sleep(float(sys.argv[3]))
+"""
+
+
+@pytest.mark.parametrize("sack,ts,ws", [(1, 1, 1), (0, 0, 0), (0, 1, 1), (1, 0, 1), (1, 1, 0)])
+async def test_handshake_matrix(netns: NetNS, sack: int, ts: int, ws: int) -> None:
+    for k, v in (("tcp_sack", sack), ("tcp_timestamps", ts), ("tcp_window_scaling", ws)):
+        await nsrun(netns, "sysctl", "-qw", f"net.ipv4.{k}={v}")
+    async with stack_of(netns) as st:
+        await setup(st, netns)
+        lst = st.tcp.socket()
+        lst.bind((ME, 5000))
+        lst.listen(4)
+        async with trio.open_nursery() as n:
+            n.start_soon(kpy, netns, CONNECT_AND_HOLD, ME, "5000", "1.5")
+            srv, peer = await lst.accept()
+            assert peer[0] == KERNEL
+            data = b""
+            while len(data) < 1000:
+                data += await srv.recv(2000)
+            out = await ss(netns, "dst", ME)
+            info = srv.info()
+            assert info["sack"] == bool(sack), out
+            assert info["timestamps"] == bool(ts), out
+            assert (info["wscale"] is not None) == bool(ws), out
+            assert (" sack" in out) == bool(sack), out
+            assert (" ts" in out) == bool(ts), out
+            assert ("wscale:" in out) == bool(ws), out
+            assert "ESTAB" in out
+            # the other direction: our active open to the kernel
+            n.start_soon(nsrun, netns, "socat", "-u", "TCP-LISTEN:6000,reuseaddr", "OPEN:/dev/null")
+            await trio.sleep(0.3)
+            cli = st.tcp.socket()
+            await cli.connect((KERNEL, 6000))
+            ci = cli.info()
+            assert (ci["sack"], ci["timestamps"], ci["wscale"] is not None) == (bool(sack), bool(ts), bool(ws))
+            assert ci["snd_mss"] == 1460 - (12 if ts else 0)
+            await cli.send(b"y" * 100_000)
+            cli.close()
+
+
+async def test_bulk_10mb_each_way(netns: NetNS) -> None:
+    async with stack_of(netns) as st:
+        await setup(st, netns)
+        t0 = trio.current_time()
+        await exchange(st, netns, 10 * 1024 * 1024)
+        print(f"10 MB each way in {trio.current_time() - t0:.2f}s", st.tcp.counters["rexmt_segs"])
+
+
+def have_netem() -> bool:
+    name = f"iopkt-nq-{os.getpid()}"
+    try:
+        subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+        subprocess.run(["ip", "-n", name, "link", "add", "v0", "type", "veth", "peer", "v1"],
+                       check=True, capture_output=True)
+        r = subprocess.run(["ip", "netns", "exec", name, "tc", "qdisc", "add", "dev", "v0",
+                            "root", "netem", "loss", "1%"], capture_output=True)
+        return r.returncode == 0
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+HAVE_NETEM = have_netem() if os.geteuid() == 0 else False
+
+
+@pytest.mark.skipif(not HAVE_NETEM, reason="kernel without sch_netem (tc netem unavailable)")
+@pytest.mark.parametrize("netem", [
+    "loss 1%", "loss 5%", "delay 20ms 5ms", "delay 5ms reorder 25% 50%",
+    "duplicate 5%", "corrupt 2%"])
+async def test_bulk_under_netem(netns: NetNS, netem: str) -> None:
+    async with stack_of(netns) as st:
+        await setup(st, netns)
+        await nsrun(netns, "tc", "qdisc", "add", "dev", "tap0", "root", "netem", *netem.split())
+        await exchange(st, netns, 1024 * 1024)
+
+
+def impair(iface, *, loss: float = 0.0, dup: float = 0.0, corrupt: float = 0.0,  # noqa: ANN001
+           reorder: float = 0.0, seed: int = 7) -> dict[str, int]:
+    """Fault injection at the TAP itself, both directions (for kernels without netem):
+    drop, duplicate, corrupt (received frames, re-verified) and reorder frames."""
+    rng = random.Random(seed)
+    stats = {"lost": 0, "dup": 0, "corrupt": 0, "reorder": 0}
+    deliver, transmit = iface.deliver, iface.transmit
+    held: list = []
+
+    def rx(pkt) -> None:  # noqa: ANN001
+        if rng.random() < loss:
+            stats["lost"] += 1
+            return
+        if corrupt and len(pkt.data) > 80 and rng.random() < corrupt:
+            b = bytearray(pkt.data)
+            b[rng.randrange(60, len(b))] ^= 1 << rng.randrange(8)
+            pkt.data = memoryview(b)
+            pkt.csum_valid = False
+            stats["corrupt"] += 1
+        if reorder and rng.random() < reorder:
+            held.append(pkt)
+            stats["reorder"] += 1
+            return
+        deliver(pkt)
+        while held:
+            deliver(held.pop())
+        if dup and rng.random() < dup:
+            stats["dup"] += 1
+            deliver(pkt)
+
+    def tx(bufs, meta) -> bool:  # noqa: ANN001
+        if rng.random() < loss:
+            stats["lost"] += 1
+            return True
+        ok = transmit(bufs, meta)
+        if dup and rng.random() < dup:
+            stats["dup"] += 1
+            transmit(bufs, meta)
+        return ok
+
+    iface.deliver = rx
+    iface.transmit = tx
+    return stats
+
+
+@pytest.mark.parametrize("fault", [{"loss": 0.01}, {"loss": 0.05}, {"dup": 0.05},
+                                   {"reorder": 0.1}, {"corrupt": 0.1},
+                                   {"loss": 0.02, "dup": 0.02, "reorder": 0.05, "corrupt": 0.01}],
+                         ids=["loss1", "loss5", "dup5", "reorder10", "corrupt10", "mixed"])
+async def test_bulk_with_faults_at_the_tap(netns: NetNS, fault: dict[str, float]) -> None:
+    async with stack_of(netns) as st:
+        await setup(st, netns)
+        stats = impair(st.interfaces["tap0"], **fault)
+        await exchange(st, netns, 2 * 1024 * 1024)
+        assert sum(stats.values()) > 0
+
+
+async def test_isn_wraparound(netns: NetNS) -> None:
+    async with stack_of(netns) as st:
+        await setup(st, netns)
+        st.tcp.isn.override = lambda: 2**32 - 200_000
+        await exchange(st, netns, 1024 * 1024)
+        assert st.tcp.counters["data_bytes_out"] >= 1024 * 1024
+
+
+async def test_zero_window_held_and_resumed(netns: NetNS) -> None:
+    async with stack_of(netns) as st:
+        await setup(st, netns)
+        st.sysctl.set("net.inet.tcp.recvbuf_auto", 0)
+        lst = st.tcp.socket()
+        lst.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+        lst.bind((ME, 5000))
+        lst.listen(1)
+        size = 2 * 1024 * 1024
+        data = random.randbytes(size)
+        with tempfile.NamedTemporaryFile() as f:
+            f.write(data)
+            f.flush()
+            async with trio.open_nursery() as n:
+                n.start_soon(nsrun, netns, "socat", "-u", f"FILE:{f.name}", f"TCP:{ME}:5000")
+                srv, _ = await lst.accept()
+                await trio.sleep(3)  # hold the window closed
+                t = srv.tcb
+                assert t.rcv_space() < t.rcv_mss  # the window we advertise is zero
+                assert t.rcv_adv == t.rcv_nxt
+                out = await ss(netns, "dst", ME)
+                assert "ESTAB" in out
+                got = await recv_all(srv)
+        assert got == data
+
+
+CLIENTS = """
+import socket, sys, threading
+N = int(sys.argv[3]); ok = []
+def one(i):
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20)
+    msg = b"client %d\\n" % i
+    s.sendall(msg)
+    got = b""
+    while len(got) < len(msg):
+        c = s.recv(100)
+        if not c: break
+        got += c
+    s.close()
+    if got == msg: ok.append(i)
+ts = [threading.Thread(target=one, args=(i,)) for i in range(N)]
+[t.start() for t in ts]; [t.join() for t in ts]
+print(len(ok))
+"""
+
+
+async def test_200_parallel_clients(netns: NetNS) -> None:
+    async with stack_of(netns) as st:
+        await setup(st, netns)
+        lst = st.tcp.socket()
+        lst.bind((ME, 7000))
+        lst.listen(256)
+
+        async def echo(s) -> None:  # noqa: ANN001
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = await s.recv(100)
+                if not chunk:
+                    break
+                data += chunk
+            await s.send(data)
+            s.close()
+
+        async with trio.open_nursery() as n:
+            async def acceptor() -> None:
+                while True:
+                    s, _ = await lst.accept()
+                    n.start_soon(echo, s)
+            n.start_soon(acceptor)
+            out = await kpy(netns, CLIENTS, ME, "7000", "200")
+            n.cancel_scope.cancel()
+        assert out.strip() == "200"
+        assert st.tcp.counters["passive_opens"] == 200
+
+
+async def test_closed_port_rst_and_refused(netns: NetNS) -> None:
+    async with stack_of(netns) as st:
+        await setup(st, netns)
+        r = await nsrun(netns, "socat", "-u", "OPEN:/dev/null", f"TCP:{ME}:4444", check=False)
+        assert b"Connection refused" in r.stderr
+        assert st.tcp.counters["rst_closed_port"] >= 1
+        s = st.tcp.socket()
+        with pytest.raises(ConnectionRefusedError):
+            await s.connect((KERNEL, 4444))
+
+
+CLOSE_PEER = """
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+mode = sys.argv[3]
+if mode == "passive":       # we close first; the stack is the passive closer
+    s.close(); time.sleep(2)
+elif mode == "active":      # wait for the stack's FIN, then close
+    print(repr(s.recv(10)), flush=True); time.sleep(1.0); s.close(); time.sleep(1)
+elif mode == "rst":
+    try:
+        print(s.recv(10), flush=True)
+    except ConnectionResetError:
+        print("ECONNRESET", flush=True)
+"""
+
+
+@pytest.mark.parametrize("mode", ["active", "passive", "rst"])
+async def test_close_paths(netns: NetNS, mode: str) -> None:
+    async with stack_of(netns) as st:
+        await setup(st, netns)
+        lst = st.tcp.socket()
+        lst.bind((ME, 5000))
+        lst.listen(1)
+        result: dict[str, str] = {}
+
+        async def peer() -> None:
+            result["out"] = await kpy(netns, CLOSE_PEER, ME, "5000", mode)
+
+        async with trio.open_nursery() as n:
+            n.start_soon(peer)
+            srv, _ = await lst.accept()
+            if mode == "active":
+                srv.close()
+                await trio.sleep(0.3)
+                assert "CLOSE-WAIT" in await ss(netns)
+                assert srv.tcb.state.name == "FIN_WAIT_2"
+                await trio.sleep(1.2)
+                assert srv.tcb.state.name == "TIME_WAIT"
+                assert "ESTAB" not in await ss(netns, "-a")
+            elif mode == "passive":
+                assert await srv.recv(10) == b""
+                assert srv.state == "CLOSE_WAIT"
+                assert "FIN-WAIT-2" in await ss(netns, "-a")
+                srv.close()
+                await trio.sleep(0.3)
+                assert srv.tcb.state.name == "CLOSED"
+                assert "TIME-WAIT" in await ss(netns, "-a")
+            else:
+                srv.abort()
+        if mode == "rst":
+            assert "ECONNRESET" in result["out"]
+
+
+UDP_PEER = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+s.bind(("0.0.0.0", 9999))
+for i in range(3):
+    s.sendto(b"ping %d" % i, (sys.argv[1], 7))
+    print(s.recvfrom(100)[0].decode(), flush=True)
+print(s.recvfrom(100)[0].decode(), flush=True)  # the broadcast
+"""
+
+
+async def test_udp_echo_refused_broadcast(netns: NetNS) -> None:
+    async with stack_of(netns) as st:
+        await setup(st, netns)
+        echo = st.udp.socket()
+        echo.bind(("0.0.0.0", 7))
+        result: dict[str, str] = {}
+
+        async def peer() -> None:
+            result["out"] = await kpy(netns, UDP_PEER, ME)
+
+        async with trio.open_nursery() as n:
+            n.start_soon(peer)
+            for _ in range(3):
+                data, addr = await echo.recvfrom(100)
+                await echo.sendto(b"echo " + data, addr)
+            b = st.udp.socket()
+            with pytest.raises(PermissionError):
+                await b.sendto(b"bcast", ("10.9.0.255", 9999))
+            b.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            await b.sendto(b"bcast", ("10.9.0.255", 9999))
+        assert result["out"].split("\n")[:4] == ["echo ping 0", "echo ping 1", "echo ping 2", "bcast"]
+        # ECONNREFUSED from the kernel's port unreachable
+        c = st.udp.socket()
+        c.connect((KERNEL, 9))
+        await c.send(b"anyone?")
+        with trio.fail_after(3):
+            with pytest.raises(ConnectionRefusedError):
+                await c.recv(100)
+        assert c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+        # and the kernel gets a port unreachable from us
+        r = await nsrun(netns, PY, "-c", (
+            "import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+            "s.connect((sys.argv[1],4321)); s.send(b'x'); s.settimeout(2)\n"
+            "try:\n s.recv(10)\nexcept ConnectionRefusedError:\n print('refused')\n"), ME)
+        assert b"refused" in r.stdout
+        assert errno.ECONNREFUSED
