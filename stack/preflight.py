@@ -6,9 +6,15 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import subprocess
 
 log = logging.getLogger("io-pkt")
+
+
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as octal escapes (\\040 ...)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def mounted_fuse_at(path: str) -> bool:
@@ -17,7 +23,7 @@ def mounted_fuse_at(path: str) -> bool:
         with open("/proc/self/mountinfo") as f:
             for line in f:
                 fields = line.split()
-                mnt = fields[4].replace("\\040", " ")
+                mnt = _unescape(fields[4])
                 sep = fields.index("-")
                 fstype = fields[sep + 1]
                 if mnt == target and fstype.startswith("fuse"):
