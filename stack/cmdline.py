@@ -15,7 +15,7 @@ from stack.options import Options
 log = logging.getLogger("io-pkt")
 
 #: options the built-in stack (-p tcpip) understands
-TCPIP_OPTIONS = {"prefix", "forward", "stacksize", "mbuf_cache", "pagesize", "threads"}
+TCPIP_OPTIONS = {"prefix", "forward", "allow_other", "stacksize", "mbuf_cache", "pagesize", "threads"}
 
 
 class UsageError(Exception):
@@ -83,6 +83,7 @@ def parse_args(argv: list[str]) -> StackConfig:
         raise UsageError(f"io-pkt: prefix={prefix!r} must be an absolute path")
     cfg.prefix = prefix.rstrip("/")
     tcpip.flag("forward")
+    tcpip.flag("allow_other")
     for key in tcpip:
         if key not in TCPIP_OPTIONS:
             log.warning("tcpip: unknown option %r ignored", key)

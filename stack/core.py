@@ -66,7 +66,8 @@ class Stack:
         self.nursery: trio.Nursery = None  # type: ignore[assignment]  # set by run()
         # the tree served at <prefix>/dev/socket
         self.tree = Directory()
-        self.config_dir = self.tree.add("config", Directory())
+        self.config_dir = Directory()
+        self.tree.add("config", self.config_dir)
         self.ready = trio.Event()
         self._mount_scopes: list[trio.CancelScope] = []
         self.lo0 = Loopback()
@@ -203,8 +204,11 @@ class Stack:
             for spec, opts in self.config.protocols:
                 await self._load_logged(spec, "protocol", opts)
             if self.config.mount:
+                # allow_other only on request: then users other than the stack's own
+                # may open the files (the mode bits and root checks still apply)
                 await self.attach_mount(self.tree, self.config.socket_path,
-                                        fsname=f"io-pkt{self.config.instance}")
+                                        fsname=f"io-pkt{self.config.instance}",
+                                        allow_other=self.config.tcpip.flag("allow_other"))
             self.ready.set()
             log.info("io-pkt instance %d ready at %s", self.config.instance,
                      self.config.socket_path)
