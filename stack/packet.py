@@ -12,12 +12,12 @@ joined.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from stack.l2.iface import Interface
 
-Buffer = Union[bytes, bytearray, memoryview]
+Buffer = bytes | bytearray | memoryview
 
 # virtio-net gso types (linux/virtio_net.h)
 GSO_NONE = 0
@@ -31,7 +31,8 @@ class Packet:
     network-layer header once layer 2 has parsed it."""
 
     __slots__ = ("data", "iface", "l3", "ethertype", "src_mac", "dst_mac", "vlan",
-                 "csum_valid", "gso_type", "gso_size", "to_us")
+                 "csum_valid", "csum_partial", "csum_start", "csum_offset", "hdr_len",
+                 "gso_type", "gso_size", "to_us")
 
     def __init__(self, data: memoryview, iface: Interface | None = None) -> None:
         self.data = data
@@ -42,9 +43,25 @@ class Packet:
         self.dst_mac = b""
         self.vlan: int | None = None
         self.csum_valid = False  # the kernel (virtio header) vouched for L4 checksums
+        #: the L4 checksum field holds only the pseudo-header sum (virtio NEEDS_CSUM: the
+        #: frame came from this host and was never on a wire); csum_valid is set too, so
+        #: upper layers skip verification. Forwarding it out needs TxMeta.needs_csum.
+        self.csum_partial = False
+        self.csum_start = 0  # with csum_partial: where the checksummed span begins
+        self.csum_offset = 0  # ... and where the checksum field is, from csum_start
+        self.hdr_len = 0  # GSO: Ethernet + IP + L4 header length (virtio hdr_len)
         self.gso_type = GSO_NONE
         self.gso_size = 0
         self.to_us = True  # destination MAC was ours/broadcast/multicast (not promisc-only)
+
+    def tx_meta(self, shift: int = 0) -> TxMeta | None:
+        """The TxMeta that forwards this frame unchanged (partial checksum and GSO kept;
+        ``shift`` moves the offsets when headers grow/shrink, e.g. +4 for a VLAN tag)."""
+        if not (self.csum_partial or self.gso_type):
+            return None
+        return TxMeta(csum_start=self.csum_start + shift, csum_offset=self.csum_offset,
+                      needs_csum=self.csum_partial, gso_type=self.gso_type,
+                      gso_size=self.gso_size, hdr_len=self.hdr_len + shift if self.hdr_len else 0)
 
     def payload(self) -> memoryview:
         return self.data[self.l3:]
@@ -65,3 +82,23 @@ class TxMeta:
     gso_type: int = GSO_NONE
     gso_size: int = 0
     hdr_len: int = 0
+
+
+def locate_l4_csum(frame: Buffer, l3: int = 14) -> tuple[int, int] | None:
+    """(csum_start, csum_offset) of the TCP/UDP checksum of an IPv4/IPv6 frame whose
+    network header starts at ``l3`` (for devices that flag a partial checksum without
+    saying where it is, such as AF_PACKET auxdata)."""
+    if len(frame) < l3 + 40:
+        return None
+    v = frame[l3] >> 4
+    if v == 4:
+        start, proto = l3 + (frame[l3] & 0xF) * 4, frame[l3 + 9]
+    elif v == 6:
+        start, proto = l3 + 40, frame[l3 + 6]
+    else:
+        return None
+    if proto == 6:
+        return start, 16
+    if proto == 17:
+        return start, 6
+    return None

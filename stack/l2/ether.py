@@ -1,15 +1,28 @@
-"""Ethernet dispatch: frames in by EtherType to registered protocols, frames out with a
-14-byte header prepended (never joined with the payload)."""
+"""Ethernet: the layer-2 component between drivers and protocols.
+
+Input path, per received frame (``Layer2.input``, called from ``Interface.deliver`` in the
+driver's receive task)::
+
+    runt check → parse header → pfil "ether" in → bridge / member hook (iface.l2_hook)
+    → 802.1Q demux to vlanN → destination MAC filter (own unicast, broadcast, joined
+    multicast, IFF_ALLMULTI, promiscuous: seen by taps, then dropped) → fast-forward
+    flow cache (IPv4, when net.inet.ip.forwarding=1) → EtherType dispatch table
+
+Output: ``output`` prepends a 14-byte header as its own small buffer (never joined with
+the payload) and calls ``output_frame``: pfil "ether" out → ``iface.output`` (taps,
+counters, driver). Every decision point has a counter in ``Layer2.counters``.
+"""
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from stack.counters import Counters
-from stack.l2.iface import BROADCAST_MAC, IFF_PROMISC, Interface
+from stack.l2.iface import BROADCAST_MAC, IFF_ALLMULTI, IFF_LOOPBACK, IFF_PROMISC, Interface
 from stack.packet import Buffer, Packet, TxMeta
+from stack.pfil import get_pfil
 
 if TYPE_CHECKING:
     from stack.core import Stack
@@ -26,14 +39,37 @@ EtherHandler = Callable[[Interface, Packet], None]
 _unpack_hdr = struct.Struct("!6s6sH").unpack_from
 
 
+def ipv4_multicast_mac(group: int) -> bytes:
+    """RFC 1112 mapping: 01:00:5e + the low 23 bits of the group address."""
+    return b"\x01\x00\x5e" + (group & 0x7FFFFF).to_bytes(3, "big")
+
+
 class Layer2:
     """The layer-2 component: dispatch table, destination filtering, output."""
 
     def __init__(self, stack: Stack) -> None:
+        from stack.l2.fastfwd import FastForward
+
         self.stack = stack
         self.handlers: dict[int, EtherHandler] = {}
         self.counters = Counters("ether")
+        self.pfil = get_pfil(stack)
+        self.fastfwd = FastForward(stack)
+        self._mcast_refs: dict[tuple[int, bytes], int] = {}
+        stack.iface_listeners.append(self._iface_event)
 
+    def _iface_event(self, event: str, iface: Interface) -> None:
+        """A detached interface leaves its bridge; its vlans lose their parent."""
+        if event != "detach":
+            return
+        from stack.l2.bridge import _member_gone
+        from stack.l2.vlan import _parent_gone
+
+        _member_gone(event, iface)
+        _parent_gone(event, iface)
+        self._mcast_refs = {k: v for k, v in self._mcast_refs.items() if k[0] != id(iface)}
+
+    # -- dispatch table ----------------------------------------------------------------
     def register(self, ethertype: int, handler: EtherHandler) -> None:
         """Protocols (IPv4, ARP, a module's own such as Qnet) register their EtherType."""
         if ethertype in self.handlers and self.handlers[ethertype] is not handler:
@@ -43,6 +79,33 @@ class Layer2:
     def unregister(self, ethertype: int) -> None:
         self.handlers.pop(ethertype, None)
 
+    # -- multicast ---------------------------------------------------------------------
+    def join_multicast(self, iface: Interface, mac: bytes) -> None:
+        """Accept frames to multicast ``mac`` on ``iface`` (reference-counted; drivers
+        with a hardware filter get ``join_multicast(mac, True)``)."""
+        key = (id(iface), mac)
+        n = self._mcast_refs.get(key, 0)
+        self._mcast_refs[key] = n + 1
+        if n == 0:
+            iface.multicast.add(mac)
+            fn = getattr(iface, "join_multicast", None)
+            if fn is not None:
+                fn(mac, True)
+
+    def leave_multicast(self, iface: Interface, mac: bytes) -> None:
+        key = (id(iface), mac)
+        n = self._mcast_refs.get(key, 0)
+        if n <= 1:
+            self._mcast_refs.pop(key, None)
+            if n == 1:
+                iface.multicast.discard(mac)
+                fn = getattr(iface, "join_multicast", None)
+                if fn is not None:
+                    fn(mac, False)
+        else:
+            self._mcast_refs[key] = n - 1
+
+    # -- input -------------------------------------------------------------------------
     def input(self, iface: Interface, pkt: Packet) -> None:
         data = pkt.data
         c = self.counters
@@ -54,14 +117,36 @@ class Layer2:
         pkt.dst_mac = dst
         pkt.src_mac = src
         pkt.l3 = ETH_HLEN
+        pfil = self.pfil
+        if pfil.ether_in:
+            res: Any = pfil.run_chain(pfil.ether_in, "in", pkt, iface)
+            if res is None:
+                c["drop_pfil_in"] += 1
+                iface.counters["iqdrops"] += 1
+                return
+            if res is not pkt:
+                pkt = res if isinstance(res, Packet) else Packet(memoryview(res), iface)
+                if len(pkt.data) < ETH_HLEN:
+                    c["drop_runt"] += 1
+                    return
+                dst, src, etype = _unpack_hdr(pkt.data)
+                pkt.dst_mac, pkt.src_mac, pkt.l3 = dst, src, ETH_HLEN
         if iface.l2_hook is not None and iface.l2_hook(iface, pkt):
-            return  # consumed by a bridge or VLAN
+            return  # consumed by a bridge
+        if etype == ETHERTYPE_VLAN and ETHERTYPE_VLAN not in self.handlers:
+            self._vlan_input(iface, pkt)
+            return
         if dst != iface.mac and dst != BROADCAST_MAC:
+            flags = iface.flags
             if dst[0] & 1:
-                if dst not in iface.multicast and not iface.flags & IFF_PROMISC:
+                if dst not in iface.multicast and not flags & (IFF_ALLMULTI | IFF_PROMISC) \
+                        and not flags & IFF_LOOPBACK:
                     c["drop_multicast_not_joined"] += 1
                     return
-            elif iface.flags & IFF_PROMISC:
+                c["in_multicast"] += 1
+            elif flags & IFF_LOOPBACK:
+                pass  # lo0 takes any destination
+            elif flags & IFF_PROMISC:
                 pkt.to_us = False
                 c["promisc_not_ours"] += 1
                 return
@@ -69,6 +154,11 @@ class Layer2:
                 c["drop_not_our_mac"] += 1
                 return
         pkt.ethertype = etype
+        if etype == ETHERTYPE_IPV4:
+            ff = self.fastfwd
+            if ff.active and dst == iface.mac and ff.forward(iface, pkt):
+                c["fastforwarded"] += 1
+                return
         handler = self.handlers.get(etype)
         if handler is None:
             c["drop_unknown_ethertype"] += 1
@@ -76,7 +166,54 @@ class Layer2:
         c["in_" + hex(etype)] += 1
         handler(iface, pkt)
 
+    def _vlan_input(self, iface: Interface, pkt: Packet) -> None:
+        """802.1Q: strip the tag (move the 12 MAC bytes 4 forward, in place) and deliver
+        to the vlan interface configured for (parent, VID)."""
+        c = self.counters
+        data = pkt.data
+        if len(data) < ETH_HLEN + 4:
+            c["drop_vlan_runt"] += 1
+            return
+        vid = int.from_bytes(data[14:16], "big") & 0x0FFF
+        vif = iface.vlans.get(vid)
+        if vif is None:
+            c["drop_vlan_unknown"] += 1
+            return
+        c["in_vlan"] += 1
+        if data.readonly:
+            buf = bytearray(data)
+            data = memoryview(buf)
+        data[4:16] = data[0:12]
+        inner = Packet(data[4:], vif)
+        inner.vlan = vid
+        inner.csum_valid = pkt.csum_valid
+        inner.csum_partial = pkt.csum_partial
+        inner.gso_type, inner.gso_size = pkt.gso_type, pkt.gso_size
+        if pkt.csum_partial:
+            inner.csum_start = pkt.csum_start - 4
+            inner.csum_offset = pkt.csum_offset
+        vif.deliver(inner)
+
+    # -- output ------------------------------------------------------------------------
     def output(self, iface: Interface, dst: bytes, ethertype: int,
                payload: Sequence[Buffer], meta: TxMeta | None = None) -> bool:
+        """Send ``payload`` (buffers, never joined) in an Ethernet frame to ``dst``."""
         hdr = dst + iface.mac + ethertype.to_bytes(2, "big")
+        pfil = self.pfil
+        if pfil.ether_out:
+            return self.output_frame(iface, [hdr, *payload], meta)
         return iface.output([hdr, *payload], meta)
+
+    def output_frame(self, iface: Interface, bufs: Sequence[Buffer],
+                     meta: TxMeta | None = None) -> bool:
+        """Send a complete frame (header first): pfil "ether" out, then the interface."""
+        pfil = self.pfil
+        if pfil.ether_out:
+            res = pfil.run_chain(pfil.ether_out, "out", bufs, iface)
+            if res is None:
+                self.counters["drop_pfil_out"] += 1
+                iface.counters["oqdrops"] += 1
+                return False
+            if res is not bufs:
+                bufs = [res] if isinstance(res, (bytes, bytearray, memoryview)) else res
+        return iface.output(bufs, meta)

@@ -13,6 +13,7 @@ beyond the bound it drops and counts ``oqdrops`` (BSD's ifq_maxlen back-pressure
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +68,13 @@ def parse_mac(text: str) -> bytes:
     return mac
 
 
+def random_mac() -> bytes:
+    """A random unicast, locally-administered MAC (x2:, x6:, xa:, xe:)."""
+    b = bytearray(os.urandom(6))
+    b[0] = (b[0] & 0xFC) | 0x02
+    return bytes(b)
+
+
 class Interface:
     """One network interface. Counter names follow BSD's if_data: ipackets, ibytes,
     ierrors, iqdrops, opackets, obytes, oerrors, oqdrops, plus driver-specific ones."""
@@ -92,6 +100,9 @@ class Interface:
         #: set by layer 2 when the interface is a bridge member / VLAN parent
         self.l2_hook: Callable[[Interface, Packet], bool] | None = None
         self.multicast: set[bytes] = set()
+        #: 802.1Q children by VLAN id (stack.l2.vlan); the bridge this is a member of
+        self.vlans: dict[int, Interface] = {}
+        self.bridge: Interface | None = None
         self.promisc_refs = 0
         #: protocol-specific per-interface state (inet addresses, ...), keyed by protocol
         self.proto: dict[str, Any] = {}

@@ -1,0 +1,188 @@
+"""Fast forwarding (NetBSD ip_flow / io-pkt's fast-forward path): a flow cache
+``destination → (out interface, next-hop MAC, MTU)`` consulted in the layer-2 input path,
+before IP input, when ``net.inet.ip.forwarding`` is 1.
+
+Division of work:
+
+* layer 2 (here) owns the cache, the sysctl switch ``net.inet.ip.fastforwarding``
+  (default 1; forwarding itself is ``net.inet.ip.forwarding``), the hook point in
+  ``Layer2.input`` and a complete default forwarder for the simple case (IPv4, no IP
+  options, not fragmented, TTL > 1, fits the out MTU, checksums complete): TTL decrement
+  with an incremental header-checksum update (RFC 1624) in place, new Ethernet header,
+  ``out.output``. Anything else returns False and takes the full IP input path.
+* the IPv4 layer fills the cache (``insert`` after it forwarded a packet the slow way:
+  it knows the route, the next hop and its ARP entry) and calls ``invalidate_all`` when
+  routes, addresses or ARP entries change. It may replace ``forward`` entirely.
+* interface detach/down/MTU changes invalidate entries here (interface listener).
+
+The fast path is skipped while pfil has "inet" hooks (filters must see every packet).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from stack.counters import Counters
+from stack.l2.iface import Interface
+from stack.packet import Packet
+
+if TYPE_CHECKING:
+    from stack.core import Stack
+
+ETH_HLEN = 14
+#: cache bound (NetBSD net.inet.ip.maxflows default 256)
+MAX_FLOWS = 256
+
+
+@dataclass(slots=True)
+class FlowEntry:
+    dst: int  # IPv4 destination address as int
+    out: Interface
+    mac: bytes  # next-hop MAC
+    mtu: int
+    hits: int = 0
+
+
+class FastForward:
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.flows: dict[int, FlowEntry] = {}
+        self.counters = Counters("fastfwd")
+        self.max_flows = MAX_FLOWS
+        #: the function Layer2 calls: (in iface, pkt with l3 set) → True if forwarded
+        self.forward: Callable[[Interface, Packet], bool] = self.default_forward
+        #: read by Layer2.input: True iff forwarding on, fast path on and flows exist
+        self.active = False
+        self.forwarding = 0
+        self.enabled = 1
+        self._watching = False
+        # net.inet.ip.forwarding belongs to the IPv4 layer (it registers it, with its
+        # default); we follow it from the first time we see it (_watch_forwarding)
+        stack.sysctl.register("net.inet.ip.fastforwarding", 1,
+                              "use the layer-2 flow cache when forwarding",
+                              lo=0, hi=1, on_change=self._set_enabled)
+        stack.iface_listeners.append(self._iface_event)
+
+    # -- switch --------------------------------------------------------------------------
+    def _set_forwarding(self, value: int | str) -> None:
+        self.forwarding = int(value)
+        if not self.forwarding:
+            self.invalidate_all()
+        self.update_active()
+
+    def _set_enabled(self, value: int | str) -> None:
+        self.enabled = int(value)
+        self.update_active()
+
+    def _watch_forwarding(self) -> None:
+        knob = self.stack.sysctl.knobs.get("net.inet.ip.forwarding")
+        if knob is not None:
+            self.forwarding = int(knob.value)
+            if not self._watching:
+                knob.on_change.append(self._set_forwarding)
+                self._watching = True
+
+    def update_active(self) -> None:
+        if not self._watching:
+            self._watch_forwarding()
+        pfil = getattr(self.stack, "pfil", None)
+        filtered = bool(pfil is not None and (pfil.inet_in or pfil.inet_out))
+        self.active = bool(self.forwarding and self.enabled and self.flows and not filtered)
+
+    # -- the cache API (used by the IPv4 layer) ------------------------------------------
+    def lookup(self, dst: int) -> FlowEntry | None:
+        return self.flows.get(dst)
+
+    def insert(self, dst: int, out: Interface, mac: bytes, mtu: int | None = None) -> FlowEntry:
+        """Cache ``dst`` → ``out`` via next hop ``mac``; evicts the oldest when full."""
+        flows = self.flows
+        if dst not in flows and len(flows) >= self.max_flows:
+            flows.pop(next(iter(flows)))
+            self.counters["evicted"] += 1
+        e = FlowEntry(dst, out, mac, mtu if mtu is not None else out.mtu)
+        flows[dst] = e
+        self.counters["inserted"] += 1
+        self.update_active()
+        return e
+
+    def learn(self, dst: int, out: Interface, mac: bytes, mtu: int | None = None,
+              generation: object = None) -> FlowEntry:
+        """Alias of ``insert`` (the IPv4 layer's name; ``generation`` is unused: the IPv4
+        layer calls ``invalidate()`` on every route/address/ARP change instead)."""
+        return self.insert(dst, out, mac, mtu)
+
+    def invalidate(self, dst: int | None = None) -> None:
+        """Forget the flow to ``dst``; with no argument, every flow."""
+        if dst is None:
+            self.invalidate_all()
+            return
+        if self.flows.pop(dst, None) is not None:
+            self.counters["invalidated"] += 1
+            self.update_active()
+
+    def invalidate_all(self) -> None:
+        """Routes, addresses or ARP entries changed: forget every flow."""
+        if self.flows:
+            self.counters["invalidated"] += len(self.flows)
+            self.flows.clear()
+        self.counters["flushes"] += 1
+        self.update_active()
+
+    def invalidate_iface(self, iface: Interface) -> None:
+        dead = [d for d, e in self.flows.items() if e.out is iface]
+        for d in dead:
+            del self.flows[d]
+        self.counters["invalidated"] += len(dead)
+        self.update_active()
+
+    def _iface_event(self, event: str, iface: Interface) -> None:
+        if event in ("detach", "change"):
+            self.invalidate_iface(iface)
+
+    def render(self) -> str:
+        import ipaddress
+
+        return "".join(
+            f"{ipaddress.IPv4Address(e.dst)} {e.out.name} "
+            f"{':'.join(f'{b:02x}' for b in e.mac)} mtu {e.mtu} hits {e.hits}\n"
+            for e in self.flows.values())
+
+    # -- the default forwarder -----------------------------------------------------------
+    def default_forward(self, iface: Interface, pkt: Packet) -> bool:
+        """Forward a simple IPv4 packet by the cache; False → take the slow path."""
+        c = self.counters
+        data = pkt.data
+        l3 = pkt.l3
+        if pkt.gso_type or pkt.csum_partial or data.readonly or len(data) < l3 + 20:
+            c["miss_special"] += 1
+            return False
+        if data[l3] != 0x45:  # version 4, no options
+            c["miss_options"] += 1
+            return False
+        dst = int.from_bytes(data[l3 + 16:l3 + 20], "big")
+        e = self.flows.get(dst)
+        if e is None:
+            c["miss_noflow"] += 1
+            return False
+        ttl = data[l3 + 8]
+        total = int.from_bytes(data[l3 + 2:l3 + 4], "big")
+        frag = int.from_bytes(data[l3 + 6:l3 + 8], "big")
+        out = e.out
+        if ttl <= 1 or frag & 0x3FFF or total > e.mtu or total > len(data) - l3 \
+                or not out.flags & 0x1:
+            c["miss_slowpath"] += 1  # ICMP errors, fragments, DF: the IP layer's job
+            return False
+        # RFC 1624 incremental update of the header checksum for TTL - 1
+        data[l3 + 8] = ttl - 1
+        s = int.from_bytes(data[l3 + 10:l3 + 12], "big") + 0x0100
+        s = (s & 0xFFFF) + (s >> 16)
+        data[l3 + 10:l3 + 12] = s.to_bytes(2, "big")
+        e.hits += 1
+        c["forwarded"] += 1
+        hdr = e.mac + out.mac + b"\x08\x00"
+        payload = data[l3:l3 + total]
+        stack = self.stack
+        l2 = stack.l2
+        return l2.output_frame(out, [hdr, payload], None) or True

@@ -1,0 +1,180 @@
+"""The shared machinery of drivers that sit on a non-blocking file descriptor (TAP,
+AF_PACKET, UNIX datagram): a receive task that drains the fd until EAGAIN on each
+wake-up, and a transmit path that writes at once and, when the device pushes back
+(EAGAIN), keeps a bounded FIFO drained by a task waiting for POLLOUT.
+
+Receive buffers: each frame is read (one ``readv``/``recvmsg_into``) into a *fresh*
+small ``bytearray`` (owned by the stack from then on) followed by one preallocated large
+spill buffer; only frames longer than the small buffer (64 KB super-segments) are
+completed by extending the fresh buffer from the spill area — so a 60-byte ARP does not
+pin 64 KB and a 64 KB segment costs one extra memcpy, no per-layer copies either way.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections import deque
+from collections.abc import Sequence
+
+import trio
+
+from stack.l2.iface import IFF_RUNNING, Interface
+from stack.packet import Buffer, TxMeta
+
+#: frames up to this size need no spill (1500 MTU + Ethernet + VLAN tags, rounded)
+SMALL_RX = 2048
+#: the spill area: a 64 KB GSO super-segment plus headers
+BIG_RX = 65536 + 256
+#: frames handled per wake-up before yielding to other tasks (then we keep draining)
+RX_BUDGET = 64
+#: transmit queue bound (BSD ifq_maxlen)
+TXQ_MAX = 512
+
+_AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK)
+
+
+class FdInterface(Interface):
+    """Base for fd drivers. Subclasses implement ``_read_one`` (one frame delivered or
+    ``False`` on EAGAIN) and ``_write`` (one frame, raising BlockingIOError on EAGAIN),
+    and call ``start(nursery)`` once the fd is open."""
+
+    def __init__(self, name: str, *, mac: bytes, mtu: int = 1500, driver: str = "",
+                 txq_max: int = TXQ_MAX, **kw: int) -> None:
+        super().__init__(name, mac=mac, mtu=mtu, driver=driver, **kw)
+        self.fd = -1
+        self.txq: deque[tuple[Sequence[Buffer], TxMeta | None]] = deque()
+        self.txq_max = txq_max
+        self._tx_wakeup = trio.Event()
+        self._spill = bytearray(BIG_RX)
+        self.closed = False
+
+    # -- to implement ----------------------------------------------------------------
+    def _read_one(self) -> bool:
+        """Read and deliver one frame; return False when the fd has nothing (EAGAIN)."""
+        raise NotImplementedError
+
+    def _write(self, bufs: Sequence[Buffer], meta: TxMeta | None) -> None:
+        """Write one frame; raise BlockingIOError when the device is full."""
+        raise NotImplementedError
+
+    # -- tasks -----------------------------------------------------------------------
+    def start(self, nursery: trio.Nursery) -> None:
+        nursery.start_soon(self._rx_task, name=f"{self.name}-rx")
+        nursery.start_soon(self._tx_task, name=f"{self.name}-tx")
+
+    async def _rx_task(self) -> None:
+        c = self.counters
+        while not self.closed:
+            try:
+                await trio.lowlevel.wait_readable(self.fd)
+            except (trio.ClosedResourceError, OSError):
+                return  # destroyed under us
+            c["rx_wakeups"] += 1
+            while True:  # drain until EAGAIN, yielding every RX_BUDGET frames
+                n = 0
+                try:
+                    while n < RX_BUDGET and self._read_one():
+                        n += 1
+                except OSError as exc:
+                    if exc.errno in _AGAIN:
+                        break
+                    c["ierrors"] += 1
+                    if self.closed or exc.errno in (errno.EBADF, errno.ENODEV, errno.ENXIO,
+                                                    errno.EBADFD):
+                        # EBADFD: the TAP netdev was deleted under us; stop reading (a
+                        # poll would report it readable forever) and show the link down
+                        if not self.closed:
+                            c["device_gone"] += 1
+                            self.flags &= ~IFF_RUNNING
+                            if self.stack is not None:
+                                self.stack.interface_changed(self)
+                        return
+                    break
+                if n < RX_BUDGET:
+                    break
+                c["rx_budget_yields"] += 1
+                await trio.lowlevel.checkpoint()
+
+    async def _tx_task(self) -> None:
+        c = self.counters
+        q = self.txq
+        while not self.closed:
+            await self._tx_wakeup.wait()
+            self._tx_wakeup = trio.Event()
+            while q and not self.closed:
+                bufs, meta = q[0]
+                try:
+                    self._write(bufs, meta)
+                except BlockingIOError:
+                    c["tx_blocked"] += 1
+                    try:
+                        await trio.lowlevel.wait_writable(self.fd)
+                    except (trio.ClosedResourceError, OSError):
+                        return
+                    continue
+                except OSError:
+                    c["oerrors"] += 1
+                q.popleft()
+
+    # -- transmit --------------------------------------------------------------------
+    def transmit(self, bufs: Sequence[Buffer], meta: TxMeta | None) -> bool:
+        """Write now; on EAGAIN queue (bounded; keeps references to ``bufs``, which the
+        caller must not modify afterwards); beyond the bound drop (oqdrops)."""
+        c = self.counters
+        if self.closed:
+            c["oerrors"] += 1
+            return False
+        q = self.txq
+        if not q:
+            try:
+                self._write(bufs, meta)
+                return True
+            except BlockingIOError:
+                c["tx_queued"] += 1
+            except OSError as exc:
+                c["oerrors"] += 1
+                c["tx_errno_" + errno.errorcode.get(exc.errno or 0, "unknown")] += 1
+                return False
+        if len(q) >= self.txq_max:
+            c["oqdrops"] += 1
+            return False
+        q.append((bufs, meta))
+        self._tx_wakeup.set()
+        return True
+
+    def close_fd(self) -> None:
+        if self.fd >= 0 and not self.closed:
+            self.closed = True
+            fd, self.fd = self.fd, -1
+            try:
+                trio.lowlevel.notify_closing(fd)
+            except Exception:  # not inside trio (unit use)
+                pass
+            os.close(fd)
+
+
+def fold_csum(data: Buffer, initial: int = 0) -> int:
+    """The Internet checksum's one's-complement sum of ``data`` (not inverted)."""
+    if len(data) & 1:
+        data = bytes(data) + b"\0"
+    s = int.from_bytes(data, "big") % 0xFFFF if data else 0
+    s += initial
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s
+
+
+def complete_csum(bufs: Sequence[Buffer], meta: TxMeta) -> list[Buffer]:
+    """Software fallback for a device without checksum offload: fill in the partial L4
+    checksum (virtio NEEDS_CSUM semantics: the field holds the pseudo-header sum; sum
+    from csum_start to the end, store the complement at csum_start+csum_offset).
+    Copies the frame once; only used when a TxMeta asks a device that cannot."""
+    frame = bytearray()
+    for b in bufs:
+        frame += b
+    start, at = meta.csum_start, meta.csum_start + meta.csum_offset
+    s = fold_csum(frame[start:])
+    value = (~s) & 0xFFFF or 0xFFFF  # 0 is sent as 0xFFFF (both verify; UDP needs it)
+    frame[at:at + 2] = value.to_bytes(2, "big")
+    return [frame]

@@ -1,0 +1,208 @@
+"""Packet filter hooks, as NetBSD's pfil(9) (and QNX's io-pkt, which uses it).
+
+Heads and who runs them::
+
+    "ether"  in/out   layer 2 (stack.l2.ether.Layer2): in = a received frame (Packet,
+                      after the runt check, before bridge/VLAN/dispatch), out = the frame
+                      about to be handed to the driver (a list of buffers, header first)
+    "inet"   in/out   the IPv4 layer: in = the Packet (``pkt.l3`` at the IP header) after
+                      header validation, out = the list of buffers of the IP datagram
+                      (IP header first) before the link layer. Forwarded packets pass
+                      "inet" in then out, as in NetBSD.
+    "inet6"  in/out   reserved for IPv6
+    "ifnet"  events   interface attach / detach (called by the stack for every interface)
+    "ifaddr" events   address added / deleted (the IPv4 layer calls ``run_event``)
+
+A packet hook is ``fn(obj, iface, direction) -> result`` where result is
+
+* ``PFIL_PASS`` (``None``/``True``): go on with ``obj`` unchanged,
+* ``PFIL_DROP`` (``False``): drop the packet (the caller counts it),
+* any other object: a replacement (a ``Packet`` in, a buffer list out — the same kind
+  as ``obj``); the next hook and the stack see the replacement.
+
+Hooks of one head/direction run in order of ``priority`` (lower first), then of
+registration. A hook that raises drops that packet; the error is counted
+(``pfil.counters["hook_errors"]`` and per hook) and logged once per hook, and the stack
+keeps running. Event hooks are ``fn(event, iface, *args) -> None``; raising is counted
+and logged once.
+
+Callers on the data path check ``if pfil.active(head, dir)`` (a list truth test) first,
+so a stack without filters pays one attribute load per packet and direction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from stack.counters import Counters
+
+if TYPE_CHECKING:
+    from stack.core import Stack
+    from stack.l2.iface import Interface
+
+log = logging.getLogger("io-pkt.pfil")
+
+PFIL_PASS: None = None
+PFIL_DROP = False
+PFIL_IN = 1
+PFIL_OUT = 2
+PFIL_ALL = PFIL_IN | PFIL_OUT
+
+PacketHook = Callable[[Any, "Interface", str], Any]
+EventHook = Callable[..., None]
+
+PACKET_HEADS = ("ether", "inet", "inet6")
+EVENT_HEADS = ("ifnet", "ifaddr")
+
+
+@dataclass(eq=False)
+class Hook:
+    fn: Callable[..., Any]
+    head: str
+    dirs: int
+    priority: int
+    name: str
+    seq: int
+    errors: int = 0
+    calls: int = 0
+    drops: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Pfil:
+    def __init__(self, stack: Stack | None = None) -> None:
+        self.stack = stack
+        self.counters = Counters("pfil")
+        self._seq = 0
+        self.hooks: list[Hook] = []
+        #: (head, "in"/"out") → ordered hooks; event heads under (head, "event")
+        self.chains: dict[tuple[str, str], list[Hook]] = {}
+        for h in PACKET_HEADS:
+            self.chains[(h, "in")] = []
+            self.chains[(h, "out")] = []
+        for h in EVENT_HEADS:
+            self.chains[(h, "event")] = []
+        # fast attributes for layer 2's hot path (same list objects as in chains)
+        self.ether_in = self.chains[("ether", "in")]
+        self.ether_out = self.chains[("ether", "out")]
+        self.inet_in = self.chains[("inet", "in")]
+        self.inet_out = self.chains[("inet", "out")]
+        if stack is not None:
+            stack.iface_listeners.append(self._iface_event)
+
+    # -- registration ------------------------------------------------------------------
+    def add_hook(self, fn: Callable[..., Any], head: str = "ether", dirs: int = PFIL_ALL,
+                 *, priority: int = 0, name: str = "") -> Hook:
+        """Register ``fn`` on ``head`` for ``dirs`` (PFIL_IN|PFIL_OUT; ignored for the
+        event heads). Returns a handle for ``remove_hook``."""
+        if head not in PACKET_HEADS and head not in EVENT_HEADS:
+            raise ValueError(f"unknown pfil head {head!r}")
+        self._seq += 1
+        hook = Hook(fn, head, dirs, priority, name or getattr(fn, "__name__", "hook"), self._seq)
+        self.hooks.append(hook)
+        if head in EVENT_HEADS:
+            self._insert(self.chains[(head, "event")], hook)
+        else:
+            if dirs & PFIL_IN:
+                self._insert(self.chains[(head, "in")], hook)
+            if dirs & PFIL_OUT:
+                self._insert(self.chains[(head, "out")], hook)
+        self._changed()
+        return hook
+
+    @staticmethod
+    def _insert(chain: list[Hook], hook: Hook) -> None:
+        chain.append(hook)
+        chain.sort(key=lambda h: (h.priority, h.seq))  # in place: fast aliases stay valid
+
+    def remove_hook(self, hook: Hook) -> None:
+        if hook in self.hooks:
+            self.hooks.remove(hook)
+        for chain in self.chains.values():
+            if hook in chain:
+                chain.remove(hook)
+        self._changed()
+
+    def _changed(self) -> None:
+        # the fast-forward path must not bypass inet filters
+        stack = self.stack
+        l2 = getattr(stack, "l2", None) if stack is not None else None
+        ff = getattr(l2, "fastfwd", None)
+        if ff is not None:
+            ff.update_active()
+
+    def active(self, head: str, direction: str) -> bool:
+        return bool(self.chains[(head, direction)])
+
+    # -- running -------------------------------------------------------------------------
+    def run(self, head: str, direction: str, obj: Any, iface: Interface) -> Any:
+        """Run the chain; returns the (possibly replaced) object, or None if dropped."""
+        return self.run_chain(self.chains[(head, direction)], direction, obj, iface)
+
+    def run_chain(self, chain: list[Hook], direction: str, obj: Any, iface: Interface) -> Any:
+        c = self.counters
+        for hook in chain:
+            hook.calls += 1
+            try:
+                res = hook.fn(obj, iface, direction)
+            except Exception:
+                hook.errors += 1
+                c["hook_errors"] += 1
+                if hook.errors == 1:
+                    log.exception("pfil hook %s (%s %s) raised: packet dropped; later "
+                                  "errors of this hook are only counted", hook.name,
+                                  hook.head, direction)
+                return None
+            if res is None or res is True:
+                continue
+            if res is False:
+                hook.drops += 1
+                c[f"{hook.head}_{direction}_dropped"] += 1
+                return None
+            c[f"{hook.head}_{direction}_replaced"] += 1
+            obj = res
+        return obj
+
+    def __call__(self, iface: Interface, obj: Any, direction: str, head: str = "inet") -> Any:
+        """``pfil(iface, pkt, "in")``: run ``head``'s chain; the (possibly replaced)
+        object, or None when dropped. Cheap when the chain is empty."""
+        chain = self.chains[(head, direction)]
+        if not chain:
+            return obj
+        return self.run_chain(chain, direction, obj, iface)
+
+    def run_event(self, head: str, event: str, iface: Interface, *args: Any) -> None:
+        """Event heads: ``run_event("ifaddr", "add", iface, addr)`` etc."""
+        for hook in list(self.chains[(head, "event")]):
+            hook.calls += 1
+            try:
+                hook.fn(event, iface, *args)
+            except Exception:
+                hook.errors += 1
+                self.counters["hook_errors"] += 1
+                if hook.errors == 1:
+                    log.exception("pfil %s hook %s raised on %s", head, hook.name, event)
+
+    def _iface_event(self, event: str, iface: Interface) -> None:
+        if event in ("attach", "detach") and self.chains[("ifnet", "event")]:
+            self.run_event("ifnet", event, iface)
+
+    def render(self) -> str:
+        lines = []
+        for key, chain in self.chains.items():
+            for h in chain:
+                lines.append(f"{key[0]} {key[1]} prio={h.priority} {h.name} calls={h.calls} "
+                             f"drops={h.drops} errors={h.errors}\n")
+        return "".join(lines)
+
+
+def get_pfil(stack: Stack) -> Pfil:
+    """``stack.pfil``, created on first use if this Stack predates the attribute."""
+    pf = getattr(stack, "pfil", None)
+    if pf is None:
+        pf = Pfil(stack)
+        stack.pfil = pf
+    return pf
