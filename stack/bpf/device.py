@@ -1,0 +1,369 @@
+"""The bpf device: live pcap streams of an interface's frames, filters, injection.
+
+Files (served by ``lsm-bpf`` at ``<prefix>/dev/bpf``; see docs/pf-bpf.md):
+
+``clone``   open, attach with the ``BIOCSETIF`` ioctl (a 16-byte interface name), read
+            a pcap stream; the other ioctls below set a filter, read the statistics...
+``IF``      one per interface (``tap0``, ``lo0``...): open = attached to IF. For shells:
+            ``cat $SOCK/dev/bpf/tap0 | tcpdump -r -``.
+``ctl``     text commands: ``filter IF`` + newline + a ``tcpdump -ddd`` program sets
+            the filter new opens of ``IF`` get (``filter IF`` alone clears it);
+            reading lists the readers with their counters.
+
+A read returns the pcap global header first (LINKTYPE_ETHERNET, microsecond
+timestamps), then records as frames arrive; it blocks while there is nothing (EAGAIN
+with O_NONBLOCK) and returns end-of-file once the interface is gone. A write is one
+Ethernet frame, sent out of the interface as is. Each reader has a bounded buffer
+(``BIOCSBLEN``, default 2 MiB): a reader that stops reading loses frames, counted in
+``drop`` (``BIOCGSTATS``), and never slows the stack.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import struct
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import trio
+
+from rmgr.nodes import (
+    POLLIN,
+    POLLOUT,
+    Caller,
+    ControlFile,
+    Directory,
+    Handle,
+    HandleFile,
+    IoRequest,
+    Node,
+    OpenRequest,
+)
+from stack.bpf.vm import INSN_SIZE, BpfError, Filter, parse_ddd, unpack
+from stack.counters import Counters
+from stack.packet import Buffer
+
+if TYPE_CHECKING:
+    from stack.core import Stack
+    from stack.l2.iface import Interface
+
+LINKTYPE_ETHERNET = 1
+DEFAULT_SNAPLEN = 262144
+DEFAULT_BUFSIZE = 2 * 1024 * 1024
+MIN_BUFSIZE = 4096
+MAX_BUFSIZE = 64 * 1024 * 1024
+IFNAMSIZ = 16
+#: most instructions BIOCSETF carries (fixed-size struct: u32 count + insns)
+SETF_MAXINSNS = 512
+
+_REC = struct.Struct("<IIII")
+PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, DEFAULT_SNAPLEN,
+                          LINKTYPE_ETHERNET)
+
+
+# -- ioctl encoding (asm-generic/ioctl.h) ------------------------------------------------
+def _ioc(d: int, t: str, nr: int, size: int) -> int:
+    return (d << 30) | (size << 16) | (ord(t) << 8) | nr
+
+
+def _IO(t: str, nr: int) -> int:  # noqa: N802 - the C macro's name
+    return _ioc(0, t, nr, 0)
+
+
+def _IOR(t: str, nr: int, size: int) -> int:  # noqa: N802
+    return _ioc(2, t, nr, size)
+
+
+def _IOW(t: str, nr: int, size: int) -> int:  # noqa: N802
+    return _ioc(1, t, nr, size)
+
+
+def _IOWR(t: str, nr: int, size: int) -> int:  # noqa: N802
+    return _ioc(3, t, nr, size)
+
+
+#: The BSD names and numbers, with fixed-size arguments (FUSE restricted ioctls).
+BIOCGBLEN = _IOR("B", 102, 4)          # u32 buffer size
+BIOCSBLEN = _IOWR("B", 102, 4)         # u32 in, the size granted out
+BIOCSETF = _IOW("B", 103, 4 + SETF_MAXINSNS * INSN_SIZE)  # u32 count + bpf_insn[512]
+BIOCFLUSH = _IO("B", 104)
+BIOCPROMISC = _IO("B", 105)
+BIOCGDLT = _IOR("B", 106, 4)
+BIOCGETIF = _IOR("B", 107, IFNAMSIZ)
+BIOCSETIF = _IOW("B", 108, IFNAMSIZ)   # char name[16]
+BIOCGSTATS = _IOR("B", 111, 8)         # struct bpf_stat {u32 bs_recv; u32 bs_drop;}
+BIOCIMMEDIATE = _IOW("B", 112, 4)      # accepted; reads are always immediate
+BIOCGSNAPLEN = _IOR("B", 120, 4)
+BIOCSSNAPLEN = _IOW("B", 121, 4)
+BIOCSETFNONE = _IO("B", 122)           # remove the filter (our addition)
+
+
+class BpfReader(Handle):
+    """One open of ``clone`` or ``IF``: attached to at most one interface."""
+
+    def __init__(self, dev: BpfDevice, caller: Caller) -> None:
+        super().__init__()
+        self.dev = dev
+        self.caller = caller
+        self.iface: Interface | None = None
+        self.filter: Filter | None = None
+        self.snaplen = DEFAULT_SNAPLEN
+        self.bufsize = DEFAULT_BUFSIZE
+        self.buf = bytearray()
+        self.recv = 0  # frames seen
+        self.drop = 0  # frames lost to a full buffer
+        self.capt = 0  # frames queued
+        self.promisc = False
+        self.closed = False  # the interface went away: EOF once drained
+        self._hdr_left = 0  # bytes of the pcap header not read yet
+        self._wake = trio.Event()
+        dev.readers.append(self)
+
+    # -- attachment ------------------------------------------------------------------
+    def attach(self, iface: Interface) -> None:
+        if self.iface is iface:
+            return
+        self.detach()
+        self.iface = iface
+        self.buf = bytearray(PCAP_HEADER)
+        self._hdr_left = len(PCAP_HEADER)
+        self.closed = False
+        iface.taps.append(self.tap)
+        self._wakeup()
+
+    def detach(self) -> None:
+        iface = self.iface
+        if iface is None:
+            return
+        if self.tap in iface.taps:
+            iface.taps.remove(self.tap)
+        if self.promisc:
+            iface.set_promisc(False)
+            self.promisc = False
+        self.iface = None
+
+    def iface_gone(self) -> None:
+        self.detach()
+        self.closed = True
+        self._wakeup()
+
+    # -- the data path (called synchronously for every frame) --------------------------
+    def tap(self, iface: Interface, direction: str, bufs: Sequence[Buffer]) -> None:
+        self.recv += 1
+        frame = bufs[0] if len(bufs) == 1 else b"".join(bufs)
+        wirelen = len(frame)
+        snap = self.snaplen
+        f = self.filter
+        if f is not None:
+            keep = f(frame, wirelen)
+            if not keep:
+                return
+            snap = min(snap, keep)
+        cap = wirelen if wirelen <= snap else snap
+        buf = self.buf
+        if len(buf) + 16 + cap > self.bufsize:
+            self.drop += 1
+            self.dev.counters["drops"] += 1
+            return
+        was_empty = not buf
+        t = time.time()
+        sec = int(t)
+        buf += _REC.pack(sec, int((t - sec) * 1e6), cap, wirelen)
+        buf += frame[:cap] if cap < wirelen else frame
+        self.capt += 1
+        if was_empty:
+            self._wakeup()
+
+    def _wakeup(self) -> None:
+        self._wake.set()
+        self.notify()
+
+    # -- file operations ---------------------------------------------------------------
+    async def read(self, size: int, req: IoRequest) -> bytes:
+        while not self.buf:
+            if self.closed:
+                return b""
+            if self.iface is None:
+                raise OSError(errno.EINVAL, "not attached to an interface (BIOCSETIF)")
+            if req.nonblock:
+                raise OSError(errno.EAGAIN, "no frames")
+            self._wake = trio.Event()
+            await self._wake.wait()
+        n = min(size, len(self.buf))
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        if self._hdr_left:
+            self._hdr_left = max(0, self._hdr_left - n)
+        return out
+
+    async def write(self, data: memoryview, req: IoRequest) -> int:
+        iface = self.iface
+        if iface is None:
+            raise OSError(errno.ENXIO if self.closed else errno.EINVAL,
+                          "not attached to an interface")
+        if not self.caller.is_root:
+            raise OSError(errno.EPERM, "injecting frames needs root")
+        n = len(data)
+        if n < 14:
+            raise OSError(errno.EINVAL, "a frame has at least an Ethernet header (14 bytes)")
+        if n > max(iface.mtu + 18, 65535 if "tso4" in iface.offloads else 0):
+            raise OSError(errno.EMSGSIZE, f"frame of {n} bytes is over the MTU of {iface.name}")
+        if not iface.up:
+            raise OSError(errno.ENETDOWN, f"{iface.name} is down")
+        if not iface.output([bytes(data)]):
+            raise OSError(errno.ENOBUFS, "the driver dropped the frame")
+        self.dev.counters["injected"] += 1
+        return n
+
+    def poll(self) -> int:
+        return (POLLIN if self.buf or self.closed else 0) | POLLOUT
+
+    async def ioctl(self, cmd: int, arg: bytes, req: IoRequest) -> tuple[int, bytes]:
+        if cmd == BIOCSETIF:
+            name = arg.split(b"\0", 1)[0].decode(errors="replace")
+            iface = self.dev.stack.interfaces.get(name)
+            if iface is None:
+                raise OSError(errno.ENXIO, f"no interface {name!r}")
+            self.attach(iface)
+            return 0, b""
+        if cmd == BIOCGETIF:
+            if self.iface is None:
+                raise OSError(errno.EINVAL, "not attached")
+            return 0, self.iface.name.encode()[:IFNAMSIZ - 1].ljust(IFNAMSIZ, b"\0")
+        if cmd == BIOCSETF:
+            (count,) = struct.unpack_from("=I", arg)
+            if count == 0:
+                self.filter = None
+            else:
+                if count > SETF_MAXINSNS:
+                    raise OSError(errno.EINVAL, f"at most {SETF_MAXINSNS} instructions")
+                try:
+                    self.filter = Filter(unpack(arg[4:], count))
+                except BpfError as exc:
+                    raise OSError(errno.EINVAL, str(exc)) from None
+            self._flush()
+            return 0, b""
+        if cmd == BIOCSETFNONE:
+            self.filter = None
+            return 0, b""
+        if cmd == BIOCGSTATS:
+            return 0, struct.pack("=II", self.recv & 0xFFFFFFFF, self.drop & 0xFFFFFFFF)
+        if cmd == BIOCFLUSH:
+            self._flush()
+            self.recv = self.drop = 0
+            return 0, b""
+        if cmd == BIOCPROMISC:
+            if self.iface is None:
+                raise OSError(errno.EINVAL, "not attached")
+            if not self.promisc:
+                self.iface.set_promisc(True)
+                self.promisc = True
+            return 0, b""
+        if cmd == BIOCGBLEN:
+            return 0, struct.pack("=I", self.bufsize)
+        if cmd == BIOCSBLEN:
+            (want,) = struct.unpack_from("=I", arg)
+            self.bufsize = max(MIN_BUFSIZE, min(MAX_BUFSIZE, want))
+            return 0, struct.pack("=I", self.bufsize)
+        if cmd == BIOCGDLT:
+            return 0, struct.pack("=I", LINKTYPE_ETHERNET)
+        if cmd == BIOCGSNAPLEN:
+            return 0, struct.pack("=I", self.snaplen)
+        if cmd == BIOCSSNAPLEN:
+            (snap,) = struct.unpack_from("=I", arg)
+            self.snaplen = max(14, min(DEFAULT_SNAPLEN, snap))
+            return 0, b""
+        if cmd == BIOCIMMEDIATE:
+            return 0, b""
+        raise OSError(errno.ENOTTY, f"unknown bpf ioctl {cmd:#x}")
+
+    def _flush(self) -> None:
+        """Drop queued frames (BSD reset_d), keeping what is unread of the pcap header."""
+        self.buf = bytearray(PCAP_HEADER[len(PCAP_HEADER) - self._hdr_left:])
+
+    def release(self) -> None:
+        self.detach()
+        if self in self.dev.readers:
+            self.dev.readers.remove(self)
+
+
+class BpfDevice:
+    """The node tree and the readers of one stack."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.counters = Counters("bpf")
+        self.readers: list[BpfReader] = []
+        #: the filter new opens of <prefix>/dev/bpf/IF get (set through ctl)
+        self.default_filters: dict[str, Filter] = {}
+        self._if_nodes: dict[str, HandleFile] = {}
+        self.tree = Directory(dynamic=self._iface_nodes)
+        self.tree.add("clone", HandleFile(self._open_clone, mode=0o600))
+        self.tree.add("ctl", ControlFile(self._command, self.render, mode=0o600))
+        stack.iface_listeners.append(self._iface_event)
+
+    def close(self) -> None:
+        if self._iface_event in self.stack.iface_listeners:
+            self.stack.iface_listeners.remove(self._iface_event)
+        for r in list(self.readers):
+            r.iface_gone()
+
+    def _iface_nodes(self) -> dict[str, Node]:
+        names = self.stack.interfaces
+        for gone in [n for n in self._if_nodes if n not in names]:
+            del self._if_nodes[gone]
+        for name in names:
+            if name not in self._if_nodes:
+                self._if_nodes[name] = HandleFile(functools.partial(self._open_iface, name),
+                                                  mode=0o600)
+        return dict(self._if_nodes)
+
+    def _open_clone(self, req: OpenRequest) -> BpfReader:
+        self.counters["opens"] += 1
+        return BpfReader(self, req.caller)
+
+    def _open_iface(self, name: str, req: OpenRequest) -> BpfReader:
+        iface = self.stack.interfaces.get(name)
+        if iface is None:
+            raise OSError(errno.ENXIO, f"no interface {name}")
+        self.counters["opens"] += 1
+        r = BpfReader(self, req.caller)
+        r.filter = self.default_filters.get(name)
+        r.attach(iface)
+        return r
+
+    def _iface_event(self, event: str, iface: Interface) -> None:
+        if event == "detach":
+            for r in list(self.readers):
+                if r.iface is iface:
+                    r.iface_gone()
+
+    def _command(self, text: str, caller: Caller) -> str:
+        if not caller.is_root:
+            raise OSError(errno.EPERM, "needs root")
+        first, _, rest = text.partition("\n")
+        words = first.split()
+        if len(words) == 2 and words[0] == "filter":
+            name = words[1]
+            if not rest.strip():
+                self.default_filters.pop(name, None)
+                return f"filter {name} cleared\n"
+            try:
+                f = Filter(parse_ddd(rest))
+            except BpfError as exc:
+                raise OSError(errno.EINVAL, f"bad filter program: {exc}") from None
+            self.default_filters[name] = f
+            return f"filter {name} set ({len(f)} instructions)\n"
+        raise OSError(errno.EINVAL, "expected: filter IF, then a tcpdump -ddd program")
+
+    def render(self) -> str:
+        lines = ["iface    pid      recv     drop     capt  buffered  filter\n"]
+        for r in self.readers:
+            lines.append(f"{r.iface.name if r.iface else '-':8} {r.caller.pid:<8} {r.recv:<8} "
+                         f"{r.drop:<8} {r.capt:<5} {len(r.buf):>9}  "
+                         f"{len(r.filter) if r.filter else '-'}\n")
+        for name, f in self.default_filters.items():
+            lines.append(f"default filter {name}: {len(f)} instructions\n")
+        return "".join(lines)

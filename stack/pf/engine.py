@@ -1,0 +1,385 @@
+"""The pf engine: pfil hooks on "inet" in/out, the state table, the actions.
+
+Per packet (only while enabled; disabled = the hooks are not registered at all):
+
+1. ``set skip on IF`` interfaces pass.
+2. Parse the IPv4 header and the first bytes of TCP/UDP/ICMP in place (no copy).
+3. State lookup (one dict lookup): a match passes and updates the state. An ICMP error
+   passes when the packet it quotes belongs to a state.
+4. Otherwise the compiled rule set picks the last matching rule (or the first ``quick``
+   one); no rule = pass. ``block`` drops (``return``: TCP RST / ICMP port unreachable
+   back to the sender, for packets coming in); ``pass`` with ``keep state`` adds a state.
+   ``log`` keeps a copy of the packet in a bounded ring (``<prefix>/dev/pf/log``, a pcap
+   file of raw IP packets) and counts it.
+
+Packets pf itself sends (RST, ICMP) are not filtered. A rule evaluation that raises
+drops the packet (pfil counts it as a hook error; pf counts ``errors``) and the stack
+goes on.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import logging
+import struct
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from stack.pf.parse import ParseError, parse
+from stack.pf.rules import MatchFn, Rule, Ruleset, compile_ruleset
+from stack.pf.state import DEFAULT_LIMIT, DEFAULT_TIMEOUTS, StateTable
+
+if TYPE_CHECKING:
+    from stack.core import Stack
+    from stack.l2.iface import Interface
+    from stack.packet import Packet
+
+log = logging.getLogger("io-pkt.pf")
+
+_ip = struct.Struct("!BxHxxHxBxxII")  # vihl, total, frag, proto, src, dst
+_ports = struct.Struct("!HH")
+_tcp_seq = struct.Struct("!II")
+LOG_RING = 1024
+LINKTYPE_RAW = 101
+ICMP_ERRORS = frozenset((3, 4, 5, 11, 12))
+ICMP_QUERIES = frozenset((0, 8, 13, 14, 15, 16, 17, 18))
+
+COUNTER_NAMES = ("match", "bad-offset", "fragment", "short", "normalize", "memory",
+                 "bad-timestamp", "congestion", "ip-option", "proto-cksum",
+                 "state-mismatch", "state-insert", "state-limit", "src-limit", "synproxy",
+                 "translate", "no-route")
+
+
+class Pf:
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.enabled = False
+        self.since = time.time()
+        self.ruleset = Ruleset()
+        self.match: dict[str, dict[int | None, MatchFn]] = compile_ruleset(self.ruleset)
+        self.states = StateTable()
+        self.skip: set[str] = set()
+        self.counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
+        self.stats: dict[str, int] = collections.defaultdict(int)
+        self.logring: collections.deque[tuple[float, bytes]] = collections.deque(maxlen=LOG_RING)
+        self._hooks: list[Any] = []
+        self._generating = False
+        #: > 0: the next N evaluations raise (fault injection for tests: ctl ``fault N``)
+        self.fault_next = 0
+        self.block_policy = "drop"
+
+    # -- control ---------------------------------------------------------------------
+    def enable(self) -> None:
+        if self.enabled:
+            raise OSError(errno.EEXIST, "pf already enabled")
+        pfil = self.stack.pfil
+        self._hooks = [pfil.add_hook(self.hook_in, "inet", 1, name="pf"),
+                       pfil.add_hook(self.hook_out, "inet", 2, name="pf")]
+        self.enabled = True
+        self.since = time.time()
+
+    def disable(self) -> None:
+        if not self.enabled:
+            raise OSError(errno.ENOENT, "pf not enabled")
+        for h in self._hooks:
+            self.stack.pfil.remove_hook(h)
+        self._hooks = []
+        self.enabled = False
+        self.since = time.time()
+
+    def load(self, text: str, filename: str = "pf.conf") -> Ruleset:
+        """Parse, compile, then swap in one assignment (atomic: a packet sees the old
+        rule set or the new one, never a mix). States are kept. Raises ParseError."""
+        rs = parse(text, filename)
+        match = compile_ruleset(rs)
+        self.ruleset, self.match = rs, match
+        self.skip = set(rs.skip)
+        self.block_policy = rs.options.get("block-policy", "drop")
+        timeouts = dict(DEFAULT_TIMEOUTS)
+        timeouts.update(rs.timeouts)
+        self.states.timeouts = timeouts
+        self.states.limit = int(rs.options.get("limit-states", DEFAULT_LIMIT))
+        return rs
+
+    @staticmethod
+    def check(text: str, filename: str = "pf.conf") -> Ruleset:
+        rs = parse(text, filename)
+        compile_ruleset(rs)
+        return rs
+
+    def flush_rules(self) -> int:
+        n = len(self.ruleset.rules)
+        tables = self.ruleset.tables
+        self.ruleset = Ruleset(tables=tables)
+        self.match = compile_ruleset(self.ruleset)
+        self.skip = set()
+        return n
+
+    def flush_tables(self) -> int:
+        n = len(self.ruleset.tables)
+        used = {a.table for r in self.ruleset.rules for a in r.src + r.dst if a.kind == "table"}
+        for name, t in self.ruleset.tables.items():
+            if name in used:
+                t.flush()  # rules still refer to it: empty it
+        self.ruleset.tables = {k: v for k, v in self.ruleset.tables.items() if k in used}
+        return n
+
+    def flush_info(self) -> None:
+        for k in self.counters:
+            self.counters[k] = 0
+        self.stats.clear()
+        st = self.states
+        st.inserts = st.removals = st.searches = 0
+        self.logring.clear()
+
+    def recompile(self) -> None:
+        self.match = compile_ruleset(self.ruleset)
+
+    # -- the hooks -------------------------------------------------------------------
+    def hook_in(self, pkt: Packet, iface: Interface, direction: str) -> bool | None:
+        if iface.name in self.skip:
+            return None
+        data = pkt.data
+        off = pkt.l3
+        return self._filter("in", iface, data, off, data, -1, len(data))
+
+    def hook_out(self, bufs: Sequence[Any], iface: Interface, direction: str) -> bool | None:
+        if self._generating or iface.name in self.skip:
+            return None
+        hdr = bufs[0]
+        ihl = (hdr[0] & 15) << 2 if len(hdr) else 0
+        if len(hdr) >= ihl + 20 or len(bufs) == 1:
+            return self._filter("out", iface, hdr, 0, hdr, -1, len(hdr))
+        if len(hdr) == ihl and len(bufs[1]) >= 20:
+            return self._filter("out", iface, hdr, 0, bufs[1], 0, len(bufs[1]))
+        head = b"".join(bytes(b) for b in bufs)[:ihl + 64]
+        return self._filter("out", iface, head, 0, head, -1, len(head))
+
+    def _filter(self, dirn: str, iface: Interface, data: Any, off: int, l4: Any, l4off: int,
+                l4end: int) -> bool | None:
+        """Returns None (pass) or False (drop). ``l4off`` -1: the transport header
+        follows the IP header in ``data``."""
+        c = self.counters
+        if len(data) - off < 20:
+            c["short"] += 1
+            return False
+        vihl, total, frag, p, s, d = _ip.unpack_from(data, off)
+        ihl = (vihl & 15) << 2
+        if l4off < 0:
+            l4off = off + ihl
+        avail = l4end - l4off
+        sp = dp = fl = it = ic = -1
+        first = not frag & 0x1FFF
+        if not first:
+            c["fragment"] += 1
+        elif p == 6 or p == 17:
+            if avail >= (14 if p == 6 else 4):
+                sp, dp = _ports.unpack_from(l4, l4off)
+                if p == 6:
+                    fl = l4[l4off + 13]
+            else:
+                c["short"] += 1
+        elif p == 1:
+            if avail >= 8:
+                it = l4[l4off]
+                ic = l4[l4off + 1]
+                if it in ICMP_QUERIES:
+                    sp = dp = (l4[l4off + 4] << 8) | l4[l4off + 5]
+            else:
+                c["short"] += 1
+        # 1. states
+        st_table = self.states
+        st_table.searches += 1
+        ent = st_table.by_dir[dirn].get((p, s, sp, d, dp))
+        now = 0.0
+        if ent is not None:
+            st, side = ent
+            now = time.monotonic()
+            if st.expire >= now:
+                st_table.update(st, side, fl if fl > 0 else 0, total, now)
+                self.stats[f"pass-{dirn}"] += 1
+                self.stats["state-match"] += 1
+                return None
+            st_table.remove(st)
+        if p == 1 and it in ICMP_ERRORS and avail >= 8 + 20 + 8:
+            if self._icmp_error_state(dirn, l4, l4off + 8):
+                self.stats[f"pass-{dirn}"] += 1
+                self.stats["state-match"] += 1
+                return None
+        # 2. rules
+        if self.fault_next:
+            self.fault_next -= 1
+            self.stats["errors"] += 1
+            raise RuntimeError("pf: injected rule evaluation fault")
+        self.stats["evaluations"] += 1
+        fns = self.match[dirn]
+        fn = fns.get(p) or fns[None]
+        try:
+            rule = fn(iface.name, p, s, d, sp, dp, fl, it, ic)
+        except Exception:
+            self.stats["errors"] += 1
+            raise
+        if rule is None:
+            self.stats[f"pass-{dirn}"] += 1
+            return None
+        c["match"] += 1
+        rule.packets += 1
+        rule.bytes += total
+        if rule.log:
+            self._log(data, off, total, l4, l4off, ihl)
+        if rule.action == "block":
+            self.stats[f"block-{dirn}"] += 1
+            mode = rule.return_mode or ("return" if self.block_policy == "return" else "")
+            if mode and dirn == "in" and first:
+                self._send_return(mode, data, off, ihl, total, p, s, d, sp, dp, fl, l4, l4off)
+            return False
+        self.stats[f"pass-{dirn}"] += 1
+        if rule.keep_state:
+            new = st_table.insert(p, dirn, iface.name, s, sp, d, dp, rule, fl if fl > 0 else 0,
+                                  total)
+            if new is None:
+                c["state-limit"] += 1
+                self.stats[f"block-{dirn}"] += 1
+                return False
+        return None
+
+    def _icmp_error_state(self, dirn: str, buf: Any, q: int) -> bool:
+        """An ICMP error travelling ``dirn``: does the packet it quotes (at ``q``) belong
+        to a state? The quoted packet went the other way."""
+        vihl, _t, _f, p, s, d = _ip.unpack_from(buf, q)
+        qi = q + ((vihl & 15) << 2)
+        if len(buf) < qi + 8:
+            return False
+        sp = dp = -1
+        if p in (6, 17):
+            sp, dp = _ports.unpack_from(buf, qi)
+        elif p == 1:
+            sp = dp = (buf[qi + 4] << 8) | buf[qi + 5]
+        other = "out" if dirn == "in" else "in"
+        ent = self.states.by_dir[other].get((p, s, sp, d, dp))
+        if ent is None or ent[0].expire < time.monotonic():
+            return False
+        return True
+
+    # -- actions ---------------------------------------------------------------------
+    def _log(self, data: Any, off: int, total: int, l4: Any, l4off: int, ihl: int) -> None:
+        self.stats["logged"] += 1
+        if l4 is data:
+            pkt = bytes(data[off:off + total])
+        else:
+            pkt = bytes(data[off:off + ihl]) + bytes(l4[l4off:])
+        self.logring.append((time.time(), pkt))
+
+    def _send_return(self, mode: str, data: Any, off: int, ihl: int, total: int, p: int,
+                     s: int, d: int, sp: int, dp: int, fl: int, l4: Any, l4off: int) -> None:
+        inet = getattr(self.stack, "inet", None)
+        if inet is None:
+            return
+        self._generating = True
+        try:
+            if p == 6 and mode in ("return", "return-rst"):
+                if fl >= 0 and not fl & 0x04:
+                    self._send_rst(inet, data, off, ihl, total, s, d, sp, dp, fl, l4, l4off)
+            elif mode in ("return", "return-icmp") and not (p == 6 and mode == "return"):
+                pkt = memoryview(bytes(data[off:off + total]))
+                inet.icmp.send_error(3, 3, pkt, src=d)
+                self.stats["return-icmp"] += 1
+        finally:
+            self._generating = False
+
+    def _send_rst(self, inet: Any, data: Any, off: int, ihl: int, total: int, s: int, d: int,
+                  sp: int, dp: int, fl: int, l4: Any, l4off: int) -> None:
+        from stack.transport.wire.checksum import checksum, pseudo_header_sum
+
+        seq, ack = _tcp_seq.unpack_from(l4, l4off + 4)
+        doff = (l4[l4off + 12] >> 4) * 4
+        dlen = total - ihl - doff
+        if fl & 0x10:  # ACK: RST with seq = their ack
+            rseq, rack, rfl = ack, 0, 0x04
+        else:
+            rseq = 0
+            rack = (seq + dlen + (1 if fl & 0x02 else 0) + (1 if fl & 0x01 else 0)) & 0xFFFFFFFF
+            rfl = 0x14
+        hdr = bytearray(struct.pack("!HHIIBBHHH", dp, sp, rseq, rack, 5 << 4, rfl, 0, 0, 0))
+        csum = checksum([hdr], pseudo_header_sum(d, s, 6, len(hdr)))
+        hdr[16:18] = csum.to_bytes(2, "big")
+        err = inet.output(d, s, 6, [bytes(hdr)])
+        self.stats["return-rst" if not err else "return-failed"] += 1
+
+    # -- views -----------------------------------------------------------------------
+    def render_info(self) -> str:
+        secs = int(time.time() - self.since)
+        days, rest = divmod(secs, 86400)
+        status = "Enabled" if self.enabled else "Disabled"
+        lines = [f"Status: {status} for {days} days {rest // 3600:02d}:{rest // 60 % 60:02d}:"
+                 f"{rest % 60:02d}{'':>14}Debug: err", ""]
+        el = max(time.time() - self.since, 1e-9)
+        st = self.states
+
+        def row(name: str, v: int, rate: bool = True) -> str:
+            r = f"{v / el:14.1f}/s" if rate else ""
+            return f"  {name:<25}{v:>14}{r}"
+
+        lines.append(f"{'State Table':<27}{'Total':>14}{'Rate':>17}")
+        lines.append(row("current entries", len(st), False))
+        lines.append(row("searches", st.searches))
+        lines.append(row("inserts", st.inserts))
+        lines.append(row("removals", st.removals))
+        lines.append("Counters")
+        for name in COUNTER_NAMES:
+            lines.append(row(name, self.counters[name]))
+        lines.append("Filter")
+        for name in ("evaluations", "pass-in", "pass-out", "block-in", "block-out", "state-match",
+                     "return-rst", "return-icmp", "logged", "errors"):
+            lines.append(row(name, self.stats.get(name, 0)))
+        lines.append(f"  {'rules':<25}{len(self.ruleset.rules):>14}")
+        lines.append(f"  {'tables':<25}{len(self.ruleset.tables):>14}")
+        return "\n".join(lines) + "\n"
+
+    def render_tables(self) -> str:
+        return "".join(f"{name}\n" for name in self.ruleset.tables)
+
+    def render_log_pcap(self) -> bytes:
+        out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, LINKTYPE_RAW)]
+        for ts, pkt in list(self.logring):
+            sec = int(ts)
+            out.append(struct.pack("<IIII", sec, int((ts - sec) * 1e6), len(pkt), len(pkt)))
+            out.append(pkt)
+        return b"".join(out)
+
+    def table_command(self, name: str, op: str, addrs: list[str]) -> str:
+        from stack.pf.parse import _address, _LineError
+        from stack.pf.rules import Table
+
+        t = self.ruleset.tables.get(name)
+        if op == "show":
+            if t is None:
+                raise OSError(errno.ENOENT, f"table <{name}> does not exist")
+            return "".join(f"   {e}\n" for e in t.entries())
+        if t is None:
+            if op != "add":
+                raise OSError(errno.ENOENT, f"table <{name}> does not exist")
+            t = self.ruleset.tables[name] = Table(name)
+            self.recompile()
+        if op == "flush":
+            return f"{t.flush()} addresses deleted.\n"
+        n = 0
+        for text in addrs:
+            try:
+                a = _address(text)
+            except _LineError as exc:
+                raise OSError(errno.EINVAL, str(exc)) from None
+            if a.kind != "net" or a.neg:
+                raise OSError(errno.EINVAL, f"{text}: not an address")
+            if op == "add":
+                n += t.add(a.net, a.plen)
+            elif op == "delete":
+                n += t.delete(a.net, a.plen)
+            else:
+                raise OSError(errno.EINVAL, f"unknown table command {op!r}")
+        return f"{n}/{len(addrs)} addresses {'added' if op == 'add' else 'deleted'}.\n"
+
+
+__all__ = ["Pf", "ParseError", "Rule"]
