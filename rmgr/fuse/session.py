@@ -65,8 +65,10 @@ MAX_IDLE_AGENTS = 32
 #: Unknown inode number for readdir entries the kernel has not looked up (as libfuse).
 UNKNOWN_INO = 0xFFFFFFFF
 
+#: FOPEN_NOFLUSH: nothing is cached, so close(2) needs no FLUSH round trip - and a forked
+#: child closing an inherited fd cannot wait on a stack that is itself waiting on the fork.
 FILE_OPEN_FLAGS = (abi.FOPEN_DIRECT_IO | abi.FOPEN_NONSEEKABLE | abi.FOPEN_STREAM
-                   | abi.FOPEN_PARALLEL_DIRECT_WRITES)
+                   | abi.FOPEN_PARALLEL_DIRECT_WRITES | abi.FOPEN_NOFLUSH)
 INIT_WANT = (abi.ASYNC_READ | abi.BIG_WRITES | abi.MAX_PAGES | abi.ATOMIC_O_TRUNC
              | abi.DO_READDIRPLUS | abi.READDIRPLUS_AUTO | abi.PARALLEL_DIROPS)
 
