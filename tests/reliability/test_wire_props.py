@@ -129,9 +129,6 @@ def test_transport_checksum_pieces_equal_joined(parts: list[bytes], initial: int
     assert tcsum.checksum(parts, initial) == tcsum.checksum([b"".join(parts)], initial)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="BUG stack/inet/wire/__init__.py raw_sum: with a "
-                   "non-zero initial (pseudo-header) sum and an odd total length the final "
-                   "'total <<= 8' also shifts the initial sum; see docs/reliability.md")
 @given(st.binary(min_size=1, max_size=64).filter(lambda b: len(b) % 2 == 1),
        st.integers(1, 0x3FFFF))
 @settings(max_examples=50, deadline=None)

@@ -24,7 +24,7 @@ def raw_sum(bufs: Sequence[Buffer], initial: int = 0) -> int:
     """Ones'-complement sum (mod 0xFFFF) of the concatenation of ``bufs`` taken as
     16-bit big-endian words, without joining them. As 2**16 == 1 (mod 0xFFFF), a buffer
     followed by an odd number of bytes just needs a shift by 8."""
-    total = initial
+    total = 0
     after = 0
     for b in reversed(bufs):
         v = int.from_bytes(b, "big")
@@ -34,7 +34,8 @@ def raw_sum(bufs: Sequence[Buffer], initial: int = 0) -> int:
         after += len(b)
     if after & 1:  # the whole is odd: pad with a zero byte at the end
         total <<= 8
-    return total % 0xFFFF
+    # ``initial`` (a pseudo-header sum) is already word-aligned: add it after the shift
+    return (total + initial) % 0xFFFF
 
 
 def checksum(bufs: Sequence[Buffer], initial: int = 0) -> int:
