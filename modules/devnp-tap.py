@@ -100,7 +100,7 @@ class TapInterface(FdInterface):
             self.counters["ierrors"] += 1
             return True
         if n > len(buf):
-            buf += self._spill[:n - len(buf)]
+            buf += memoryview(self._spill)[:n - len(buf)]  # one copy, not two
             self.counters["rx_spill"] += 1
         pkt = Packet(memoryview(buf)[:n], self)
         flags, gso_type, hdr_len, gso_size, cs, co, _nb = _vnet_unpack(self._hdr)

@@ -33,6 +33,37 @@ TXQ_MAX = 512
 
 _AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK)
 
+#: glibc malloc tuning for the bulk data path (see tune_malloc)
+MMAP_THRESHOLD = 16 << 20
+TRIM_THRESHOLD = 32 << 20
+_malloc_tuned = False
+
+
+def tune_malloc() -> bool:
+    """Keep buffers of up to a few MB on the heap (once per process; glibc only).
+
+    The receive path allocates and frees 64 KB-1 MB buffers all the time (super-segments,
+    socket reads). With glibc's defaults these are mmap()ed and munmap()ed, or the heap
+    top is trimmed and regrown, so every buffer's pages fault in again: measured with
+    bench.micro, 64 µs instead of 23 µs per 64 KB received, depending on the allocator's
+    state. Fixed thresholds (M_MMAP_THRESHOLD 16 MB, M_TRIM_THRESHOLD 32 MB, within
+    the range glibc's own dynamic threshold reaches) keep that memory mapped; at most
+    TRIM_THRESHOLD of free heap stays resident. Lower values measured worse (4 MB/16 MB
+    cost 10 % through the files, 1 MB and below up to 2.5x on the in-stack path)."""
+    global _malloc_tuned
+    if _malloc_tuned:
+        return True
+    _malloc_tuned = True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD)
+                    and libc.mallopt(m_trim_threshold, TRIM_THRESHOLD))
+    except (OSError, AttributeError):  # not glibc
+        return False
+
 
 class FdInterface(Interface):
     """Base for fd drivers. Subclasses implement ``_read_one`` (one frame delivered or
@@ -60,6 +91,7 @@ class FdInterface(Interface):
 
     # -- tasks -----------------------------------------------------------------------
     def start(self, nursery: trio.Nursery) -> None:
+        tune_malloc()
         nursery.start_soon(self._rx_task, name=f"{self.name}-rx")
         nursery.start_soon(self._tx_task, name=f"{self.name}-tx")
 

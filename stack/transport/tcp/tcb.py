@@ -564,7 +564,8 @@ class TCB:
         n = min(n, len(buf))
         if n <= 0:
             return b""
-        data = bytes(buf[:n])
+        with memoryview(buf) as view:  # one copy (buf[:n] would copy twice)
+            data = bytes(view[:n])
         if peek:
             return data
         del buf[:n]

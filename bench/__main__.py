@@ -1,0 +1,232 @@
+"""``python -m bench``: every workload on this stack and, in the same run, between two
+kernel namespaces over veth; one table (workload, this stack, kernel, ratio, target,
+met), also written as markdown to docs/performance.md with the machine it ran on.
+
+    sudo .venv/bin/python -m bench                 # short: the suite in a few minutes
+    sudo .venv/bin/python -m bench --long          # longer runs, more of them
+    sudo .venv/bin/python -m bench --only tcp_rx   # one workload (repeatable)
+    sudo .venv/bin/python -m bench --smoke         # seconds: tiny sizes, one run each
+    ... --out FILE | --no-write                    # where the markdown goes (or nowhere)
+    ... --profile DIR                              # cProfile each stack side into DIR
+
+Each workload side runs in its own process (bench/workloads.py) with a timeout; a
+workload whose layer is missing, or that fails, prints "n/a" with the reason. Every
+namespace a run made is deleted on exit, whatever happened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import replace
+from typing import Any
+
+from bench.common import PY, REPO, Row, machine, median, sh, table
+from bench.workloads import WORKLOADS, Params, params_json
+
+# (workload, metric, row label, unit, target) — the table, in order
+ROWS: list[tuple[str, str, str, str, str]] = [
+    ("ping", "p50", "ping RTT kernel→stack p50", "µs", "<= 60"),
+    ("ping", "p99", "ping RTT kernel→stack p99", "µs", "-"),
+    ("tcp_rx", "mbps", "TCP bulk kernel→stack, in-stack sink", "Mbit/s", ">= 1000"),
+    ("tcp_tx", "mbps", "TCP bulk stack→kernel, in-stack source", "Mbit/s", ">= 1000"),
+    ("files_rx", "mbps", "TCP bulk kernel→stack, via files (libsocket)", "Mbit/s", ">= 800"),
+    ("files_tx", "mbps", "TCP bulk stack→kernel, via files (libsocket)", "Mbit/s", ">= 800"),
+    ("echo", "p50", "1-byte echo RTT via libsocket p50", "µs", "<= 200"),
+    ("echo", "p99", "1-byte echo RTT via libsocket p99", "µs", "-"),
+    ("accept", "rate", "accepted TCP connections", "conn/s", ">= 1000"),
+    ("udp", "rate", "UDP datagrams into an in-stack sink", "dgram/s", ">= 50000"),
+    ("fuse", "rate", "FUSE 64-byte writes", "writes/s", ">= 18000"),
+    ("rss", "mb", "RSS holding 1,000 idle TCP connections", "MB", "<= 100"),
+]
+NAMES = list(WORKLOADS)
+#: the kernel ceiling of these workloads is the same measurement: run it once
+SHARED_KERNEL = {"tcp_rx": "tcp", "tcp_tx": "tcp", "files_rx": "tcp", "files_tx": "tcp"}
+
+DOC = os.path.join(REPO, "docs", "performance.md")
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def sweep_namespaces(tag: str) -> None:
+    """Delete any namespace this run made that a killed worker left behind."""
+    for line in sh("ip", "netns", "list", check=False).splitlines():
+        name = line.split()[0] if line.split() else ""
+        if f"-{tag}-" in name or name.startswith(f"iopkt-bench-{tag}"):
+            sh("ip", "netns", "del", name, check=False)
+
+
+def run_worker(name: str, side: str, p: Params, timeout: float,
+               verbose: bool) -> dict[str, Any]:
+    """One workload side in a child process; n/a on failure, timeout or missing layer."""
+    cmd = [PY, "-m", "bench.workloads", name, side, params_json(p)]
+    env = dict(os.environ, PYTHONPATH=REPO)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # SIGINT first: trio unwinds, the worker's namespaces and mounts are removed
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+        return {"na": f"timed out after {timeout:.0f}s"}
+    if verbose and err.strip():
+        print(err, file=sys.stderr, end="")
+    for line in reversed(out.splitlines()):
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])  # type: ignore[no-any-return]
+    last = [ln for ln in err.strip().splitlines() if ln.strip()]
+    reason = last[-1].strip() if last else f"exit {proc.returncode}"
+    return {"na": f"failed: {reason[:120]}"}
+
+
+def worker_timeout(name: str, p: Params) -> float:
+    per_run = p.seconds * 3 + 20
+    if name == "ping":
+        return 60 + p.ping_count * 0.02
+    if name == "echo":
+        return 60 + p.echo_count * 0.01 * 2
+    if name == "rss":
+        return 120 + p.conns * 0.05
+    return 30 + p.runs * per_run
+
+
+def build_rows(results: dict[str, dict[str, Any]], kernel: dict[str, dict[str, Any]],
+               names: list[str]) -> list[Row]:
+    rows = []
+    for wl, metric, label, unit, target in ROWS:
+        if wl not in names:
+            continue
+        res, kres = results.get(wl, {}), kernel.get(wl, {})
+        notes = []
+        if "na" in res:
+            stack_v = None
+            notes.append(f"n/a: {res['na']}")
+        else:
+            vals = res.get("metrics", {}).get(metric, [])
+            stack_v = median(vals) if vals else None
+            if len(vals) > 1:
+                notes.append(f"median of {len(vals)}: " + ", ".join(f"{v:,.0f}" if v >= 100
+                                                                  else f"{v:.3g}" for v in vals))
+            if res.get("note"):
+                notes.append(str(res["note"]))
+        kvals = kres.get("metrics", {}).get(metric, []) if kres else []
+        kernel_v = median(kvals) if kvals else None
+        if kres and "na" in kres:
+            notes.append(f"kernel n/a: {kres['na']}")
+        elif kres.get("note"):
+            notes.append("kernel: " + str(kres["note"]))
+        rows.append(Row(label, unit, stack_v, kernel_v, target, "; ".join(notes)))
+    return rows
+
+
+def write_doc(path: str, md: str, header: str) -> None:
+    block = f"{BEGIN}\n{header}\n\n{md}{END}"
+    if os.path.exists(path):
+        text = open(path).read()
+        if BEGIN in text and END in text:
+            text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _m: block, text,
+                          flags=re.S)
+        else:
+            text = text.rstrip("\n") + "\n\n## Latest results\n\n" + block + "\n"
+    else:
+        text = "# Performance\n\n## Latest results\n\n" + block + "\n"
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench",
+                                 description=(__doc__ or "").split("\n")[0])
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--long", action="store_true", help="longer runs, more of them")
+    mode.add_argument("--smoke", action="store_true", help="seconds: tiny sizes, one run")
+    ap.add_argument("--only", action="append", choices=NAMES, metavar="NAME",
+                    help=f"run only this workload (repeatable): {', '.join(NAMES)}")
+    ap.add_argument("--runs", type=int, help="timed runs per workload (median reported)")
+    ap.add_argument("--seconds", type=float, help="length of one timed run")
+    ap.add_argument("--no-kernel", action="store_true", help="skip the kernel column")
+    ap.add_argument("--out", help=f"write the markdown here (default {DOC} on full runs)")
+    ap.add_argument("--no-write", action="store_true", help="write no markdown")
+    ap.add_argument("--json", metavar="FILE", help="also write the rows as JSON here")
+    ap.add_argument("--profile", metavar="DIR", help="cProfile each stack side into DIR")
+    ap.add_argument("-v", "--verbose", action="store_true", help="show workers' stderr")
+    args = ap.parse_args(argv)
+
+    if args.smoke:
+        p = Params(seconds=0.3, runs=1, ping_count=50, echo_count=100, conns=100)
+    elif args.long:
+        p = Params(seconds=5.0, runs=5, ping_count=5000, echo_count=10000, conns=1000)
+    else:
+        p = Params()
+    if args.runs:
+        p.runs = args.runs
+    if args.seconds:
+        p.seconds = args.seconds
+    tag = "r" + uuid.uuid4().hex[:5]
+    p.tag = tag
+    names = args.only or NAMES
+    mode_name = "smoke" if args.smoke else "long" if args.long else "short"
+
+    results: dict[str, dict[str, Any]] = {}
+    kernel: dict[str, dict[str, Any]] = {}
+    kernel_cache: dict[str, dict[str, Any]] = {}
+    t0 = time.monotonic()
+    load0 = os.getloadavg()[0]
+    try:
+        for name in names:
+            sp = p
+            if args.profile:
+                os.makedirs(args.profile, exist_ok=True)
+                sp = replace(p, profile=os.path.join(args.profile, f"{name}.prof"))
+            t = time.monotonic()
+            results[name] = run_worker(name, "stack", sp, worker_timeout(name, p), args.verbose)
+            if not args.no_kernel and "kernel" in WORKLOADS[name]:
+                key = SHARED_KERNEL.get(name, name)
+                if key not in kernel_cache:
+                    kernel_cache[key] = run_worker(name, "kernel", p, worker_timeout(name, p),
+                                                   args.verbose)
+                kernel[name] = kernel_cache[key]
+            print(f"  {name}: {time.monotonic() - t:.1f}s", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        sweep_namespaces(tag)
+
+    rows = build_rows(results, kernel, names)
+    elapsed = time.monotonic() - t0
+    load1 = os.getloadavg()[0]
+    header = (f"Machine: {machine()}  \n"
+              f"Run: `python -m bench{' --' + mode_name if mode_name != 'short' else ''}` "
+              f"({mode_name}: {p.runs} run(s) × {p.seconds:g} s, {p.ping_count} pings, "
+              f"{p.echo_count} echoes, {p.conns} idle connections), "
+              f"{time.strftime('%Y-%m-%d %H:%M')}, {elapsed:.0f} s, "
+              f"load average before/after {load0:.1f}/{load1:.1f}")
+    print(header.replace("  \n", "\n"))
+    print(table(rows), end="")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([{"workload": r.workload, "unit": r.unit, "stack": r.stack,
+                        "kernel": r.kernel, "target": r.target, "met": r.met,
+                        "note": r.note} for r in rows], f, indent=1)
+    out = args.out or (DOC if not (args.only or args.smoke or args.runs or args.seconds)
+                       else None)
+    if out and not args.no_write:
+        write_doc(out, table(rows, markdown=True), header)
+        print(f"(markdown written to {os.path.relpath(out)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""The other end of a benchmark workload: a small blocking socket program, run inside a
+kernel network namespace (``ip netns exec NS python -m bench.peer ...``) or, with
+``--lib``, over the stack's socket files through ``rmgr.libsocket`` (SOCK= selects it).
+
+Each mode prints one JSON object on stdout when done (``{"ready": true}`` first for the
+modes the caller must wait for). Modes::
+
+    sink PORT                     accept one, read to EOF: {"bytes", "seconds"}
+    source HOST PORT SECONDS      connect, send for SECONDS, shut down, wait for the
+                                  peer's close: {"bytes", "seconds"}
+    echo-server PORT              accept one, echo until EOF
+    echo-client HOST PORT N       N 1-byte round trips: {"rtt_us": [...]}
+    accept-server PORT            accept and close until killed
+    connect-loop HOST PORT SECONDS  connect + close repeatedly: {"count", "seconds"}
+    udp-sink PORT SECONDS         count datagrams: {"count", "seconds"}
+    udp-blast HOST PORT SECONDS SIZE  send datagrams as fast as possible: {"count"}
+    hold HOST PORT N              open N connections, print ready, hold until stdin EOF
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from typing import Any
+
+CHUNK = 256 * 1024
+
+
+def out(obj: dict[str, Any]) -> None:
+    print(json.dumps(obj), flush=True)
+
+
+def _listener(sk: Any, port: int, backlog: int = 1024) -> Any:
+    s = sk.socket(sk.AF_INET, sk.SOCK_STREAM)
+    s.setsockopt(sk.SOL_SOCKET, sk.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    s.listen(backlog)
+    return s
+
+
+def sink(sk: Any, port: int) -> None:
+    ls = _listener(sk, port)
+    out({"ready": True})
+    c, _ = ls.accept()
+    buf = bytearray(CHUNK)
+    n = c.recv_into(buf)
+    t0 = time.perf_counter()
+    total = n
+    while n:
+        n = c.recv_into(buf)
+        total += n
+    dt = time.perf_counter() - t0
+    c.close()
+    ls.close()
+    out({"bytes": total, "seconds": dt})
+
+
+def _connect(sk: Any, host: str, port: int) -> Any:
+    """Connect with a timeout, then use the socket in blocking mode (the ordinary case:
+    with a timeout, rmgr.libsocket turns each call into non-blocking I/O plus poll)."""
+    c = sk.create_connection((host, port), timeout=30)
+    c.settimeout(None)
+    return c
+
+
+def source(sk: Any, host: str, port: int, seconds: float) -> None:
+    c = _connect(sk, host, port)
+    data = b"\xa5" * CHUNK
+    total = 0
+    t0 = time.perf_counter()
+    deadline = t0 + seconds
+    while time.perf_counter() < deadline:
+        c.sendall(data)
+        total += CHUNK
+    c.shutdown(sk.SHUT_WR)
+    while c.recv(4096):  # the receiver closes after reading everything
+        pass
+    dt = time.perf_counter() - t0
+    c.close()
+    out({"bytes": total, "seconds": dt})
+
+
+def echo_server(sk: Any, port: int) -> None:
+    ls = _listener(sk, port)
+    out({"ready": True})
+    c, _ = ls.accept()
+    c.setsockopt(sk.IPPROTO_TCP, sk.TCP_NODELAY, 1)
+    while True:
+        b = c.recv(4096)
+        if not b:
+            break
+        c.sendall(b)
+    c.close()
+    ls.close()
+
+
+def echo_client(sk: Any, host: str, port: int, n: int) -> None:
+    c = _connect(sk, host, port)
+    c.setsockopt(sk.IPPROTO_TCP, sk.TCP_NODELAY, 1)
+    now = time.perf_counter
+    for _ in range(20):  # warm up
+        c.sendall(b"x")
+        c.recv(1)
+    rtt = []
+    for _ in range(n):
+        t0 = now()
+        c.sendall(b"x")
+        c.recv(1)
+        rtt.append((now() - t0) * 1e6)
+    c.close()
+    out({"rtt_us": rtt})
+
+
+def accept_server(sk: Any, port: int) -> None:
+    ls = _listener(sk, port)
+    out({"ready": True})
+    while True:
+        c, _ = ls.accept()
+        c.close()
+
+
+def connect_loop(sk: Any, host: str, port: int, seconds: float) -> None:
+    count = 0
+    t0 = time.perf_counter()
+    deadline = t0 + seconds
+    while time.perf_counter() < deadline:
+        c = sk.create_connection((host, port), timeout=10)
+        c.close()
+        count += 1
+    out({"count": count, "seconds": time.perf_counter() - t0})
+
+
+def udp_sink(sk: Any, port: int, seconds: float) -> None:
+    s = sk.socket(sk.AF_INET, sk.SOCK_DGRAM)
+    s.setsockopt(sk.SOL_SOCKET, sk.SO_RCVBUF, 4 << 20)
+    s.bind(("0.0.0.0", port))
+    out({"ready": True})
+    s.recv(2048)
+    count = 1
+    t0 = time.perf_counter()
+    s.settimeout(0.5)
+    deadline = t0 + seconds
+    try:
+        while time.perf_counter() < deadline:
+            s.recv(2048)
+            count += 1
+    except (TimeoutError, OSError):
+        pass
+    out({"count": count, "seconds": time.perf_counter() - t0})
+
+
+def udp_blast(sk: Any, host: str, port: int, seconds: float, size: int) -> None:
+    s = sk.socket(sk.AF_INET, sk.SOCK_DGRAM)
+    s.connect((host, port))
+    data = b"u" * size
+    count = 0
+    send = s.send
+    t0 = time.perf_counter()
+    deadline = t0 + seconds
+    while time.perf_counter() < deadline:
+        for _ in range(64):
+            try:
+                send(data)
+                count += 1
+            except (BlockingIOError, ConnectionRefusedError):
+                pass
+    out({"count": count, "seconds": time.perf_counter() - t0})
+
+
+def hold(sk: Any, host: str, port: int, n: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, max(soft, n + 256))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    conns = [sk.create_connection((host, port), timeout=10) for _ in range(n)]
+    out({"ready": True, "count": len(conns)})
+    sys.stdin.read()
+    for c in conns:
+        c.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "--lib":
+        args.pop(0)
+        from rmgr import libsocket as sk
+    else:
+        import socket as sk
+    mode, rest = args[0], args[1:]
+    if mode == "sink":
+        sink(sk, int(rest[0]))
+    elif mode == "source":
+        source(sk, rest[0], int(rest[1]), float(rest[2]))
+    elif mode == "echo-server":
+        echo_server(sk, int(rest[0]))
+    elif mode == "echo-client":
+        echo_client(sk, rest[0], int(rest[1]), int(rest[2]))
+    elif mode == "accept-server":
+        accept_server(sk, int(rest[0]))
+    elif mode == "connect-loop":
+        connect_loop(sk, rest[0], int(rest[1]), float(rest[2]))
+    elif mode == "udp-sink":
+        udp_sink(sk, int(rest[0]), float(rest[1]))
+    elif mode == "udp-blast":
+        udp_blast(sk, rest[0], int(rest[1]), float(rest[2]), int(rest[3]))
+    elif mode == "hold":
+        hold(sk, rest[0], int(rest[1]), int(rest[2]))
+    else:
+        print(f"unknown mode {mode}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        os._exit(130)

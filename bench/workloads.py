@@ -1,0 +1,551 @@
+"""The workloads of ``python -m bench``, each measured on this stack and on the kernel.
+
+One workload side runs per process (``python -m bench.workloads NAME SIDE PARAMS``,
+started by bench/__main__.py), so a crash or a hang costs one row, the stack's resident
+memory is its own, and every namespace it made is deleted when it exits. The last line
+of stdout is ``RESULT {json}``: ``{"metrics": {name: [one value per run]}, "note": ...}``
+or ``{"na": reason}`` when the layer the workload needs is not there.
+
+Stack side: the stack runs in this process on trio with ``devnp-tap`` (offloads on)
+inside a private namespace; the stack is 198.18.1.254/24, the kernel side of the TAP
+198.18.1.1. Kernel side: two namespaces over veth (bench.common.veth_pair, 198.18.0.1 →
+198.18.0.2), the same peer programs (bench/peer.py) at both ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import importlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import trio
+
+from bench.common import PY, REPO, netns, percentile, sh, veth_pair
+
+SIP, KIP = "198.18.1.254", "198.18.1.1"  # stack / kernel side of the TAP
+KA, KB = "198.18.0.1", "198.18.0.2"  # kernel ceiling: veth namespace a → b
+MBIT = 1e6
+
+
+@dataclass
+class Params:
+    seconds: float = 2.0  # duration of one timed run (TCP bulk, UDP, accepts, FUSE)
+    runs: int = 3  # timed runs per workload (median reported)
+    ping_count: int = 1000
+    echo_count: int = 2000
+    conns: int = 1000  # idle connections for the RSS workload
+    tag: str = "b"  # namespace name tag (lets the runner sweep leftovers)
+    profile: str = ""  # cProfile the stack side into this file
+
+
+class NotAvailable(Exception):
+    """The layer this workload needs is not there (yet): reported as n/a."""
+
+
+# -- prerequisites --------------------------------------------------------------------
+def need_root_tun() -> None:
+    if os.geteuid() != 0:
+        raise NotAvailable("needs root")
+    if not os.path.exists("/dev/net/tun"):
+        raise NotAvailable("no /dev/net/tun")
+
+
+def need_module(name: str, what: str) -> None:
+    try:
+        importlib.import_module(name)
+    except ImportError as exc:
+        raise NotAvailable(f"{what} not available ({name}: {exc})") from None
+
+
+def need_fuse() -> None:
+    if not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None:
+        raise NotAvailable("needs /dev/fuse and fusermount3")
+    need_module("rmgr.fuse.session", "FUSE session")
+
+
+def need_files() -> None:
+    need_fuse()
+    need_module("stack.sockets", "socket files")
+    need_module("rmgr.libsocket", "rmgr.libsocket")
+
+
+def need_tap() -> None:
+    need_root_tun()
+    need_module("stack.transport", "transports")
+    if not os.path.exists(os.path.join(REPO, "modules", "devnp-tap.py")):
+        raise NotAvailable("devnp-tap not available")
+
+
+# -- peers ----------------------------------------------------------------------------
+class Peer:
+    """A bench/peer.py process; JSON lines on its stdout."""
+
+    def __init__(self, proc: trio.Process) -> None:
+        self.proc = proc
+        self._buf = b""
+
+    async def line(self, timeout: float = 60) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        with trio.fail_after(timeout):
+            while b"\n" not in self._buf:
+                chunk = await self.proc.stdout.receive_some(65536)
+                if not chunk:
+                    await self.proc.wait()
+                    raise RuntimeError(f"peer exited ({self.proc.returncode}) without output")
+                self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        return json.loads(line)  # type: ignore[no-any-return]
+
+    async def ready(self, timeout: float = 30) -> dict[str, Any]:
+        msg = await self.line(timeout)
+        if not msg.get("ready"):
+            raise RuntimeError(f"peer not ready: {msg}")
+        return msg
+
+    async def close_stdin(self) -> None:
+        if self.proc.stdin is not None:
+            await self.proc.stdin.aclose()
+
+
+@contextlib.asynccontextmanager
+async def peer(*args: object, ns: str | None = None,
+               lib_prefix: str | None = None) -> AsyncIterator[Peer]:
+    cmd = [PY, "-m", "bench.peer"] + (["--lib"] if lib_prefix else []) + [str(a) for a in args]
+    if ns:
+        cmd = ["ip", "netns", "exec", ns, *cmd]
+    env = dict(os.environ, PYTHONPATH=REPO)
+    if lib_prefix:
+        env["SOCK"] = lib_prefix
+    proc = await trio.lowlevel.open_process(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                            env=env, cwd=REPO)
+    try:
+        yield Peer(proc)
+    finally:
+        with trio.CancelScope(shield=True):
+            if proc.returncode is None:
+                with trio.move_on_after(2):
+                    await proc.wait()
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            for stream in (proc.stdin, proc.stdout):
+                if stream is not None:
+                    await stream.aclose()
+
+
+# -- the stack under test -------------------------------------------------------------
+@contextlib.asynccontextmanager
+async def tap_stack(p: Params, *, files: bool = False) -> AsyncIterator[tuple[Any, str, str]]:
+    """A Stack in this process with tap0 in a fresh namespace; yields (stack, ns, prefix)."""
+    from stack.core import Stack, StackConfig
+    from stack.l2.iface import IFF_UP
+    from stack.options import Options
+
+    prefix = tempfile.mkdtemp(prefix="iopkt-bench-") if files else ""
+    try:
+        with netns(p.tag) as ns:
+            cfg = StackConfig(mount=files,
+                              drivers=[("tap", Options.parse(f"name=tap0,netns={ns}"))])
+            if files:
+                cfg.prefix = prefix
+            st = Stack(cfg)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(st.run)
+                try:
+                    if "tap0" not in st.interfaces:
+                        raise NotAvailable("devnp-tap did not load")
+                    st.interfaces["tap0"].set_flags(IFF_UP)
+                    st.inet.add_address("tap0", f"{SIP}/24")
+                    for cmd in (["addr", "add", f"{KIP}/24", "dev", "tap0"],
+                                ["link", "set", "tap0", "up"]):
+                        await trio.run_process(["ip", "-n", ns, *cmd], capture_stderr=True)
+                    yield st, ns, prefix
+                finally:
+                    with trio.CancelScope(shield=True), trio.move_on_after(10):
+                        await st.shutdown()
+                    nursery.cancel_scope.cancel()
+    finally:
+        if prefix:
+            with contextlib.suppress(OSError):
+                mnt = f"{prefix}/dev/socket"
+                if os.path.ismount(mnt):
+                    sh("fusermount3", "-u", "-z", mnt, check=False)
+                shutil.rmtree(prefix, ignore_errors=True)
+
+
+def mbps(res: dict[str, Any]) -> float:
+    return float(res["bytes"]) * 8 / float(res["seconds"]) / MBIT
+
+
+# -- TCP bulk -------------------------------------------------------------------------
+async def _instack_sink(ls: Any) -> int:
+    conn, _ = await ls.accept()
+    total = 0
+    while True:
+        d = await conn.recv(1 << 20)
+        if not d:
+            break
+        total += len(d)
+    conn.close()
+    return total
+
+
+async def _instack_source(st: Any, addr: tuple[str, int], seconds: float) -> int:
+    import socket
+
+    s = st.tcp.socket()
+    await s.connect(addr)
+    data = b"\xa5" * (256 * 1024)
+    total = 0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        total += await s.send(data)
+    s.shutdown(socket.SHUT_WR)
+    while await s.recv(65536):
+        pass
+    s.close()
+    return total
+
+
+async def stack_tcp_rx(p: Params) -> dict[str, Any]:
+    """kernel → stack: a kernel sender in the namespace, an in-stack sink."""
+    need_tap()
+    out = []
+    async with tap_stack(p) as (st, ns, _):
+        ls = st.tcp.socket()
+        ls.bind((SIP, 5001))
+        ls.listen(8)
+        for _ in range(p.runs):
+            async with peer("source", SIP, 5001, p.seconds, ns=ns) as src:
+                await _instack_sink(ls)
+                out.append(mbps(await src.line()))
+        ls.close()
+    return {"metrics": {"mbps": out}}
+
+
+async def stack_tcp_tx(p: Params) -> dict[str, Any]:
+    """stack → kernel: an in-stack sender, a kernel sink in the namespace."""
+    need_tap()
+    out = []
+    async with tap_stack(p) as (st, ns, _):
+        for i in range(p.runs):
+            async with peer("sink", 5002 + i, ns=ns) as snk:
+                await snk.ready()
+                await _instack_source(st, (KIP, 5002 + i), p.seconds)
+                out.append(mbps(await snk.line()))
+    return {"metrics": {"mbps": out}}
+
+
+async def stack_files_rx(p: Params) -> dict[str, Any]:
+    """kernel → a receiver using rmgr.libsocket (through the socket files)."""
+    need_tap()
+    need_files()
+    out = []
+    async with tap_stack(p, files=True) as (_st, ns, prefix):
+        for i in range(p.runs):
+            async with peer("sink", 5101 + i, lib_prefix=prefix) as snk:
+                await snk.ready()
+                async with peer("source", SIP, 5101 + i, p.seconds, ns=ns) as src:
+                    await src.line()
+                out.append(mbps(await snk.line()))
+    return {"metrics": {"mbps": out}}
+
+
+async def stack_files_tx(p: Params) -> dict[str, Any]:
+    """a sender using rmgr.libsocket → a kernel sink."""
+    need_tap()
+    need_files()
+    out = []
+    async with tap_stack(p, files=True) as (_st, ns, prefix):
+        for i in range(p.runs):
+            async with peer("sink", 5201 + i, ns=ns) as snk:
+                await snk.ready()
+                async with peer("source", KIP, 5201 + i, p.seconds, lib_prefix=prefix) as src:
+                    await src.line()
+                out.append(mbps(await snk.line()))
+    return {"metrics": {"mbps": out}}
+
+
+async def kernel_tcp(p: Params) -> dict[str, Any]:
+    """The kernel ceiling for every TCP bulk row: namespace a sends to namespace b."""
+    out = []
+    with veth_pair() as (a, b):
+        for i in range(p.runs):
+            async with peer("sink", 5002 + i, ns=b) as snk:
+                await snk.ready()
+                async with peer("source", KB, 5002 + i, p.seconds, ns=a) as src:
+                    await src.line()
+                out.append(mbps(await snk.line()))
+    return {"metrics": {"mbps": out}}
+
+
+# -- ping -----------------------------------------------------------------------------
+async def stack_ping(p: Params) -> dict[str, Any]:
+    need_tap()
+    from bench.inet_bench import stack_side
+
+    lat, _pps = await stack_side(p.ping_count)
+    if not lat:
+        raise RuntimeError("no ping replies")
+    return {"metrics": {"p50": [percentile(lat, 50)], "p99": [percentile(lat, 99)]},
+            "note": f"{len(lat)} replies, bench.inet_bench"}
+
+
+async def kernel_ping(p: Params) -> dict[str, Any]:
+    from bench.inet_bench import kernel_side
+
+    lat = await trio.to_thread.run_sync(kernel_side, p.ping_count)
+    return {"metrics": {"p50": [percentile(lat, 50)], "p99": [percentile(lat, 99)]}}
+
+
+# -- 1-byte echo through rmgr.libsocket -----------------------------------------------
+async def stack_echo(p: Params) -> dict[str, Any]:
+    """A client using rmgr.libsocket (the files) ↔ a kernel echo server."""
+    need_tap()
+    need_files()
+    async with tap_stack(p, files=True) as (_st, ns, prefix):
+        async with peer("echo-server", 5301, ns=ns) as srv:
+            await srv.ready()
+            async with peer("echo-client", KIP, 5301, p.echo_count, lib_prefix=prefix) as cl:
+                rtt = (await cl.line(timeout=120))["rtt_us"]
+    return {"metrics": {"p50": [percentile(rtt, 50)], "p99": [percentile(rtt, 99)]},
+            "note": f"{len(rtt)} round trips"}
+
+
+async def kernel_echo(p: Params) -> dict[str, Any]:
+    with veth_pair() as (a, b):
+        async with peer("echo-server", 5301, ns=b) as srv:
+            await srv.ready()
+            async with peer("echo-client", KB, 5301, p.echo_count, ns=a) as cl:
+                rtt = (await cl.line(timeout=120))["rtt_us"]
+    return {"metrics": {"p50": [percentile(rtt, 50)], "p99": [percentile(rtt, 99)]}}
+
+
+# -- accepted connections/s -----------------------------------------------------------
+def _wide_ports(ns: str) -> None:
+    sh("ip", "netns", "exec", ns, "sysctl", "-q", "-w",
+       "net.ipv4.ip_local_port_range=1024 65000", check=False)
+    sh("ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1", check=False)
+
+
+async def stack_accept(p: Params) -> dict[str, Any]:
+    """A kernel client connecting and closing in a loop ↔ an in-stack accept loop."""
+    need_tap()
+    out = []
+    async with tap_stack(p) as (st, ns, _):
+        _wide_ports(ns)
+        ls = st.tcp.socket()
+        ls.bind((SIP, 5401))
+        ls.listen(1024)
+        accepted = 0
+
+        async def acceptor() -> None:
+            nonlocal accepted
+            while True:
+                conn, _ = await ls.accept()
+                conn.close()
+                accepted += 1
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(acceptor)
+            for _ in range(p.runs):
+                a0 = accepted
+                async with peer("connect-loop", SIP, 5401, p.seconds, ns=ns) as cl:
+                    res = await cl.line(timeout=p.seconds + 60)
+                out.append((accepted - a0) / float(res["seconds"]))
+            nursery.cancel_scope.cancel()
+        ls.close()
+    return {"metrics": {"rate": out}, "note": "in-stack listener (stack.tcp)"}
+
+
+async def kernel_accept(p: Params) -> dict[str, Any]:
+    out = []
+    with veth_pair() as (a, b):
+        _wide_ports(a)
+        async with peer("accept-server", 5401, ns=b) as srv:
+            await srv.ready()
+            for _ in range(p.runs):
+                async with peer("connect-loop", KB, 5401, p.seconds, ns=a) as cl:
+                    res = await cl.line(timeout=p.seconds + 60)
+                out.append(res["count"] / float(res["seconds"]))
+    return {"metrics": {"rate": out}}
+
+
+# -- UDP datagrams/s into a sink ------------------------------------------------------
+UDP_SIZE = 64
+
+
+async def stack_udp(p: Params) -> dict[str, Any]:
+    """A kernel sender blasting 64-byte datagrams ↔ an in-stack UDP sink."""
+    need_tap()
+    import socket
+
+    out = []
+    async with tap_stack(p) as (st, ns, _):
+        for i in range(p.runs):
+            u = st.udp.socket()
+            u.bind((SIP, 5501 + i))
+            u.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+            count = 0
+            async with peer("udp-blast", SIP, 5501 + i, p.seconds, UDP_SIZE, ns=ns) as bl:
+                await u.recvfrom(2048)
+                t0 = time.perf_counter()
+                with trio.move_on_after(p.seconds):
+                    while True:
+                        try:
+                            u.recvfrom_nowait(2048)
+                            count += 1
+                        except BlockingIOError:
+                            await u.recvfrom(2048)
+                            count += 1
+                dt = time.perf_counter() - t0
+                sent = (await bl.line(timeout=p.seconds + 30))["count"]
+            u.close()
+            out.append(count / dt)
+        note = f"{UDP_SIZE}-byte payloads; last run: {sent} sent"
+    return {"metrics": {"rate": out}, "note": note}
+
+
+async def kernel_udp(p: Params) -> dict[str, Any]:
+    out = []
+    with veth_pair() as (a, b):
+        for i in range(p.runs):
+            async with peer("udp-sink", 5501 + i, p.seconds, ns=b) as snk:
+                await snk.ready()
+                async with peer("udp-blast", KB, 5501 + i, p.seconds + 0.5, UDP_SIZE,
+                                ns=a) as bl:
+                    res = await snk.line(timeout=p.seconds + 30)
+                    await bl.line(timeout=p.seconds + 30)
+            out.append(res["count"] / float(res["seconds"]))
+    return {"metrics": {"rate": out}}
+
+
+# -- FUSE small writes ----------------------------------------------------------------
+def stack_fuse(p: Params) -> dict[str, Any]:
+    need_fuse()
+    from bench.fuse_bench import fuse_runs
+
+    out = []
+    for _ in range(p.runs):
+        ops, _n, dt = fuse_runs(["w64"], p.seconds, None)["w64"]
+        out.append(ops / dt)
+    return {"metrics": {"rate": out}, "note": "bench.fuse_bench; kernel column: a pipe"}
+
+
+def kernel_fuse(p: Params) -> dict[str, Any]:
+    from bench.fuse_bench import pipe_run
+
+    out = []
+    for _ in range(p.runs):
+        ops, _n, dt = pipe_run("w64", p.seconds)
+        out.append(ops / dt)
+    return {"metrics": {"rate": out}}
+
+
+# -- RSS with N idle connections ------------------------------------------------------
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def stack_rss(p: Params) -> dict[str, Any]:
+    """The kernel side opens N connections to an in-stack listener and holds them."""
+    need_tap()
+    async with tap_stack(p) as (st, ns, _):
+        ls = st.tcp.socket()
+        ls.bind((SIP, 5601))
+        ls.listen(1024)
+        conns: list[Any] = []
+        gc.collect()
+        base = rss_mb()
+
+        async def acceptor() -> None:
+            while True:
+                conn, _ = await ls.accept()
+                conns.append(conn)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(acceptor)
+            async with peer("hold", SIP, 5601, p.conns, ns=ns) as h:
+                await h.ready(timeout=120)
+                with trio.move_on_after(30):
+                    while len(conns) < p.conns:
+                        await trio.sleep(0.05)
+                await trio.sleep(0.5)
+                gc.collect()
+                rss = rss_mb()
+                n = len(conns)
+                await h.close_stdin()
+            nursery.cancel_scope.cancel()
+        for c in conns:
+            c.abort()
+        ls.close()
+    return {"metrics": {"mb": [rss]},
+            "note": f"{n} connections held; {rss - base:.1f} MB over the idle stack"}
+
+
+WORKLOADS: dict[str, dict[str, Callable[[Params], Any]]] = {
+    "ping": {"stack": stack_ping, "kernel": kernel_ping},
+    "tcp_rx": {"stack": stack_tcp_rx, "kernel": kernel_tcp},
+    "tcp_tx": {"stack": stack_tcp_tx, "kernel": kernel_tcp},
+    "files_rx": {"stack": stack_files_rx, "kernel": kernel_tcp},
+    "files_tx": {"stack": stack_files_tx, "kernel": kernel_tcp},
+    "echo": {"stack": stack_echo, "kernel": kernel_echo},
+    "accept": {"stack": stack_accept, "kernel": kernel_accept},
+    "udp": {"stack": stack_udp, "kernel": kernel_udp},
+    "fuse": {"stack": stack_fuse, "kernel": kernel_fuse},
+    "rss": {"stack": stack_rss},
+}
+
+
+def run_side(name: str, side: str, p: Params) -> dict[str, Any]:
+    fn = WORKLOADS[name][side]
+    try:
+        if not trio_fn(fn):
+            return fn(p)  # type: ignore[no-any-return]
+        if p.profile:
+            import cProfile
+
+            prof = cProfile.Profile()
+            res = prof.runcall(trio.run, fn, p)
+            prof.dump_stats(p.profile)
+            return res  # type: ignore[no-any-return]
+        return trio.run(fn, p)  # type: ignore[no-any-return]
+    except NotAvailable as exc:
+        return {"na": str(exc)}
+
+
+def trio_fn(fn: Callable[..., Any]) -> bool:
+    import inspect
+
+    return inspect.iscoroutinefunction(fn)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    name, side = args[0], args[1]
+    p = Params(**json.loads(args[2])) if len(args) > 2 else Params()
+    res = run_side(name, side, p)
+    print("RESULT " + json.dumps(res), flush=True)
+    return 0
+
+
+def params_json(p: Params) -> str:
+    return json.dumps(asdict(p))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
