@@ -1,0 +1,160 @@
+/*
+ * io_pkt_socket.h - the binary interface of io-pkt's socket door.
+ *
+ * A socket is an open file under $SOCK/dev/socket (see docs/sockets.md):
+ *
+ *     int fd = open("/dev/socket/2/1/6", O_RDWR);      // socket(AF_INET, SOCK_STREAM, 0)
+ *     struct iop_sockaddr a = IOP_SOCKADDR_IN(inet_addr("10.0.0.1"), htons(80), 0);
+ *     ioctl(fd, IOP_CONNECT, &a);                        // connect()
+ *     write(fd, "hi", 2); read(fd, buf, sizeof buf);     // send() / recv()
+ *     close(fd);                                         // last close: FIN
+ *
+ * read/write are recv/send (one read is one datagram on UDP; a read of 0 is EOF on TCP);
+ * poll/select/epoll report POLLIN/POLLOUT/POLLHUP/POLLERR. Everything else is an ioctl
+ * below; errors are BSD socket errnos. Every command is _IOR/_IOW/_IOWR with a fixed-size
+ * struct, because FUSE only passes such "restricted" ioctls.
+ *
+ * The Python twin is rmgr/libsocket/abi.py; the tests check the two agree.
+ */
+#ifndef IO_PKT_SOCKET_H
+#define IO_PKT_SOCKET_H
+
+#include <stdint.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <netinet/in.h>
+
+#define IOP_MAGIC 'Q'
+
+#define IOP_ADDR_MAX 32     /* room for struct sockaddr_in (and sockaddr_in6 later) */
+#define IOP_NAME_MAX 88
+#define IOP_OPTVAL_MAX 32
+/* largest read/write the stack serves in one request: a longer read(2) may wait for more */
+#define IOP_IO_MAX (1 << 20)
+
+/* flags in iop_sockaddr.flags / iop_accept.flags. An ioctl does not carry the file's
+ * O_NONBLOCK flag, so a non-blocking connect or accept says so here (opening the socket
+ * file with O_NONBLOCK makes every connect/accept on that open non-blocking too). */
+#define IOP_F_NONBLOCK 0x1
+
+/* An address in and out: addr holds a Linux struct sockaddr_in, len is its size. */
+struct iop_sockaddr {
+	uint32_t flags;
+	uint32_t len;
+	union {
+		struct sockaddr sa;
+		struct sockaddr_in sin;
+		unsigned char raw[IOP_ADDR_MAX];
+	} addr;
+};
+
+/* accept: in flags; out the peer and the NAME of the new connection, relative to
+ * $SOCK/dev/socket (e.g. "tcp/7/data"): open it O_RDWR to get the accepted socket.
+ * A connection nobody opens is reset after 30 s, or when the listener is closed. */
+struct iop_accept {
+	uint32_t flags;
+	uint32_t addrlen;
+	union {
+		struct sockaddr sa;
+		struct sockaddr_in sin;
+		unsigned char raw[IOP_ADDR_MAX];
+	} addr;
+	char name[IOP_NAME_MAX];
+};
+
+/* setsockopt/getsockopt: level and name as for setsockopt(2) (Linux numbers); val holds
+ * the option value as setsockopt(2) takes it (int, struct linger, struct timeval). */
+struct iop_sockopt {
+	int32_t level;
+	int32_t name;
+	uint32_t len;
+	uint32_t flags;
+	unsigned char val[IOP_OPTVAL_MAX];
+};
+
+/* what a socket fd is */
+struct iop_sockinfo {
+	int32_t domain;     /* AF_INET */
+	int32_t type;       /* SOCK_STREAM, SOCK_DGRAM, SOCK_RAW */
+	int32_t protocol;
+	uint32_t id;        /* N of tcp/N, udp/N, raw/N in the text door */
+	uint32_t state;     /* IOP_ST_* */
+	uint32_t flags;
+	uint32_t nread;
+	uint32_t reserved;
+	char name[32];      /* "tcp/N" */
+};
+
+#define IOP_ST_CLOSED 0
+#define IOP_ST_BOUND 1
+#define IOP_ST_LISTEN 2
+#define IOP_ST_CONNECTING 3
+#define IOP_ST_CONNECTED 4
+#define IOP_ST_CLOSING 5
+
+/* bind(): EACCES for ports < 1024 unless root; EADDRINUSE */
+#define IOP_BIND        _IOW(IOP_MAGIC, 1, struct iop_sockaddr)
+/* connect(): blocks until established, or EINPROGRESS with IOP_F_NONBLOCK - then wait
+ * for POLLOUT and read SO_ERROR. EALREADY while in progress, EISCONN after. UDP: sets
+ * the peer. A signal gives EINTR; the connection goes on (as BSD). */
+#define IOP_CONNECT     _IOW(IOP_MAGIC, 2, struct iop_sockaddr)
+/* listen(backlog) */
+#define IOP_LISTEN      _IOW(IOP_MAGIC, 3, int32_t)
+/* accept(): EAGAIN with IOP_F_NONBLOCK and nothing pending; a listener with a pending
+ * connection polls POLLIN */
+#define IOP_ACCEPT      _IOWR(IOP_MAGIC, 4, struct iop_accept)
+/* shutdown(how): SHUT_RD, SHUT_WR, SHUT_RDWR */
+#define IOP_SHUTDOWN    _IOW(IOP_MAGIC, 5, int32_t)
+#define IOP_GETSOCKNAME _IOR(IOP_MAGIC, 6, struct iop_sockaddr)
+/* ENOTCONN when not connected */
+#define IOP_GETPEERNAME _IOR(IOP_MAGIC, 7, struct iop_sockaddr)
+#define IOP_SETSOCKOPT  _IOW(IOP_MAGIC, 8, struct iop_sockopt)
+#define IOP_GETSOCKOPT  _IOWR(IOP_MAGIC, 9, struct iop_sockopt)
+/* FIONREAD: bytes readable now (TCP), the size of the next datagram (UDP) */
+#define IOP_NREAD       _IOR(IOP_MAGIC, 10, int32_t)
+/* sendto() = IOP_SENDTO (the destination of the next write on this fd) + write() */
+#define IOP_SENDTO      _IOW(IOP_MAGIC, 11, struct iop_sockaddr)
+/* recvfrom() = read() + IOP_RECVADDR (the source of the datagram this fd read last) */
+#define IOP_RECVADDR    _IOR(IOP_MAGIC, 12, struct iop_sockaddr)
+#define IOP_SOCKINFO    _IOR(IOP_MAGIC, 13, struct iop_sockinfo)
+
+/* helpers */
+static inline struct iop_sockaddr iop_sockaddr_in(in_addr_t addr, in_port_t port,
+						  uint32_t flags)
+{
+	struct iop_sockaddr a;
+	memset(&a, 0, sizeof a);
+	a.flags = flags;
+	a.len = sizeof(struct sockaddr_in);
+	a.addr.sin.sin_family = AF_INET;
+	a.addr.sin.sin_port = port;          /* network order, as from htons() */
+	a.addr.sin.sin_addr.s_addr = addr;   /* network order, as from inet_addr() */
+	return a;
+}
+#define IOP_SOCKADDR_IN(addr, port, flags) iop_sockaddr_in((addr), (port), (flags))
+
+static inline int iop_setsockopt_int(int fd, int level, int name, int value)
+{
+	struct iop_sockopt o;
+	memset(&o, 0, sizeof o);
+	o.level = level;
+	o.name = name;
+	o.len = sizeof value;
+	memcpy(o.val, &value, sizeof value);
+	return ioctl(fd, IOP_SETSOCKOPT, &o);
+}
+
+static inline int iop_getsockopt_int(int fd, int level, int name, int *value)
+{
+	struct iop_sockopt o;
+	memset(&o, 0, sizeof o);
+	o.level = level;
+	o.name = name;
+	o.len = sizeof *value;
+	if (ioctl(fd, IOP_GETSOCKOPT, &o) < 0)
+		return -1;
+	memcpy(value, o.val, sizeof *value);
+	return 0;
+}
+
+#endif /* IO_PKT_SOCKET_H */

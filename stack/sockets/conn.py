@@ -1,0 +1,212 @@
+"""Sockets as the files see them: ``Conn`` (one socket, whichever door made it) and the
+``SocketTable`` that numbers them per protocol (``tcp/N``, ``udp/N``, ``raw/N``)."""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import trio
+
+from rmgr.libsocket import abi
+from rmgr.nodes import Handle
+
+from .endpoint import Endpoint
+
+if TYPE_CHECKING:
+    from rmgr.nodes import Directory
+
+log = logging.getLogger("io-pkt.sockets")
+
+#: an accepted connection nobody opens within this many seconds is reset and dropped
+ACCEPT_CLAIM_TIMEOUT = 30.0
+
+PROTO_NAMES = {abi.SOCK_STREAM: "tcp", abi.SOCK_DGRAM: "udp", abi.SOCK_RAW: "raw"}
+
+
+class Conn:
+    """One socket. Lives while some open file holds it (``refs``); an accepted
+    connection not yet opened is *unclaimed* and reaped after a timeout or when its
+    listener goes away."""
+
+    def __init__(self, table: SocketTable, ep: Endpoint, *, uid: int, gid: int,
+                 sock_type: int, protocol: int) -> None:
+        self.table = table
+        self.ep = ep
+        self.uid = uid
+        self.gid = gid
+        self.type = sock_type
+        self.protocol = protocol
+        self.kind = PROTO_NAMES[sock_type]
+        self.id = table.next_id(self.kind)
+        self.refs = 0
+        self.claimed = True
+        self.closed = False
+        self.listener: Conn | None = None  # for unclaimed accepted connections
+        self.children: set[Conn] = set()  # unclaimed connections accepted from us
+        self.handles: set[Handle] = set()
+        self._event = trio.Event()
+        self.dir: Directory | None = None  # text-door directory, made on demand
+        self.rcvtimeo: float | None = None  # SO_RCVTIMEO (seconds, None = forever)
+        self.sndtimeo: float | None = None  # SO_SNDTIMEO
+        self.linger: tuple[int, int] = (0, 0)  # SO_LINGER (onoff, seconds)
+        #: the unclaimed-reap timer; cancelled once claimed or closed, so that task does
+        #: not keep the connection alive for ACCEPT_CLAIM_TIMEOUT after it is gone
+        self.reap_scope: trio.CancelScope | None = None
+        ep.set_listener(self._on_change)
+
+    # -- readiness -------------------------------------------------------------------
+    def _on_change(self) -> None:
+        self._event.set()
+        self._event = trio.Event()
+        for h in list(self.handles):
+            h.notify()
+
+    def on_state(self) -> None:
+        """A state change made by us (bind, listen, connect): wake waiters too."""
+        self._on_change()
+
+    async def wait_change(self) -> None:
+        """Wait for the next readiness change (callers re-check their condition)."""
+        await self._event.wait()
+
+    # -- lifetime --------------------------------------------------------------------
+    def hold(self, handle: Handle | None = None) -> None:
+        if self.closed:
+            raise OSError(errno.ECONNABORTED, "socket is closed")
+        self.refs += 1
+        if handle is not None:
+            self.handles.add(handle)
+        if not self.claimed:
+            self.claimed = True
+            if self.reap_scope is not None:
+                self.reap_scope.cancel()
+            if self.listener is not None:
+                self.listener.children.discard(self)
+                self.listener = None
+
+    def drop(self, handle: Handle | None = None) -> None:
+        if handle is not None:
+            self.handles.discard(handle)
+        self.refs -= 1
+        if self.refs <= 0:
+            self.close()
+
+    def close(self, *, abort: bool = False) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.reap_scope is not None:
+            self.reap_scope.cancel()
+        for child in list(self.children):
+            child.close(abort=True)
+        self.children.clear()
+        try:
+            if abort or self.linger == (1, 0):
+                self.ep.abort()
+            else:
+                self.ep.close()
+        except Exception:  # a transport that fails to close must not break release
+            log.exception("closing %s/%d", self.kind, self.id)
+        self.ep.set_listener(None)
+        self.table.forget(self)
+        self._event.set()
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}/{self.id}"
+
+    # -- text renderings ----------------------------------------------------------------
+    def local_text(self) -> str:
+        try:
+            host, port = self.ep.getsockname()
+        except OSError:
+            host, port = "0.0.0.0", 0
+        return f"{host}!{port}\n"
+
+    def remote_text(self) -> str:
+        try:
+            host, port = self.ep.getpeername()
+        except OSError:
+            host, port = "0.0.0.0", 0
+        return f"{host}!{port}\n"
+
+    def state_name(self) -> str:
+        try:
+            st = self.ep.state()
+        except Exception:
+            st = abi.ST_CLOSED
+        return abi.STATE_NAMES[st] if 0 <= st < len(abi.STATE_NAMES) else str(st)
+
+    def status_text(self) -> str:
+        try:
+            nread = self.ep.nread()
+        except OSError:
+            nread = 0
+        flags = []
+        if not self.claimed:
+            flags.append("unclaimed")
+        return (f"{self.kind}/{self.id} {self.state_name()} uid {self.uid} proto "
+                f"{self.protocol} refs {self.refs} nread {nread}"
+                f"{' ' + ' '.join(flags) if flags else ''}\n")
+
+
+EndpointFactory = Callable[[int, int], Endpoint]
+
+
+class SocketTable:
+    """All sockets of one stack, numbered per protocol kind."""
+
+    def __init__(self, factory: EndpointFactory,
+                 spawn: Callable[..., object] | None = None) -> None:
+        self.factory = factory
+        self.spawn = spawn  # nursery.start_soon, for reap timers
+        self.conns: dict[str, dict[int, Conn]] = {k: {} for k in PROTO_NAMES.values()}
+        self._next: dict[str, int] = {k: 0 for k in PROTO_NAMES.values()}
+        self.on_forget: list[Callable[[Conn], None]] = []
+
+    def next_id(self, kind: str) -> int:
+        n = self._next[kind]
+        self._next[kind] = n + 1
+        return n
+
+    def create(self, sock_type: int, protocol: int, *, uid: int, gid: int) -> Conn:
+        ep = self.factory(sock_type, protocol)
+        conn = Conn(self, ep, uid=uid, gid=gid, sock_type=sock_type, protocol=protocol)
+        self.conns[conn.kind][conn.id] = conn
+        return conn
+
+    def adopt(self, parent: Conn, ep: Endpoint) -> Conn:
+        """An accepted connection: listed at once, unclaimed until someone opens it."""
+        conn = Conn(self, ep, uid=parent.uid, gid=parent.gid, sock_type=parent.type,
+                    protocol=parent.protocol)
+        conn.claimed = False
+        conn.listener = parent
+        parent.children.add(conn)
+        self.conns[conn.kind][conn.id] = conn
+        if self.spawn is not None:
+            self.spawn(self._reap_later, conn)
+        return conn
+
+    async def _reap_later(self, conn: Conn) -> None:
+        if conn.claimed or conn.closed:  # claimed before this task started
+            return
+        with trio.CancelScope() as conn.reap_scope:
+            await trio.sleep(ACCEPT_CLAIM_TIMEOUT)
+        conn.reap_scope = None
+        if not conn.claimed and not conn.closed:
+            log.info("%s: accepted connection never opened; reset", conn.name)
+            conn.close(abort=True)
+
+    def forget(self, conn: Conn) -> None:
+        self.conns[conn.kind].pop(conn.id, None)
+        for fn in list(self.on_forget):
+            fn(conn)
+
+    def get(self, kind: str, n: int) -> Conn | None:
+        return self.conns.get(kind, {}).get(n)
+
+    def all(self) -> list[Conn]:
+        return [c for d in self.conns.values() for c in d.values()]

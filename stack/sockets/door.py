@@ -1,0 +1,370 @@
+"""The socket door: one ``SocketHandle`` per open file description of a socket file.
+
+read/write are recv/send, ioctl is the rest of the BSD socket API (``rmgr.libsocket.abi``
+and ``rmgr/include/io_pkt_socket.h`` define the commands), poll reports readiness.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import socket as _std
+import struct
+
+import trio
+
+from rmgr.libsocket import abi
+from rmgr.nodes import POLLHUP, POLLIN, POLLOUT, Caller, Handle, IoRequest
+
+from .conn import Conn, SocketTable
+from .endpoint import Address
+
+TIMEVAL = struct.Struct("<qq")
+LINGER = struct.Struct("<ii")
+
+SO_TYPE = _std.SO_TYPE
+SO_ERROR = _std.SO_ERROR
+SO_LINGER = _std.SO_LINGER
+SO_RCVTIMEO = _std.SO_RCVTIMEO
+SO_SNDTIMEO = _std.SO_SNDTIMEO
+SO_ACCEPTCONN = getattr(_std, "SO_ACCEPTCONN", 30)
+SO_PROTOCOL = getattr(_std, "SO_PROTOCOL", 38)
+SO_DOMAIN = getattr(_std, "SO_DOMAIN", 39)
+
+
+def _eagain(what: str = "operation would block") -> OSError:
+    return OSError(errno.EAGAIN, what)
+
+
+def sockaddr_out(addr: Address) -> bytes:
+    return abi.SOCKADDR.pack(0, 16, abi.addr_field(*addr))
+
+
+def sockaddr_in(raw: bytes) -> tuple[int, Address]:
+    flags, length, field = abi.SOCKADDR.unpack(raw)
+    if length < 8:
+        raise OSError(errno.EINVAL, "address too short")
+    (family,) = struct.unpack_from("=H", field, 0)
+    if family != abi.AF_INET:
+        raise OSError(errno.EAFNOSUPPORT, f"address family {family} not supported")
+    return flags, abi.unpack_sockaddr_in(field)
+
+
+def _timeout_of(raw: bytes) -> float | None:
+    sec, usec = TIMEVAL.unpack(raw[:TIMEVAL.size])
+    if sec < 0 or usec < 0 or usec >= 1_000_000:
+        raise OSError(errno.EDOM, "bad timeval")
+    t = sec + usec / 1e6
+    return t if t > 0 else None
+
+
+def _timeval(t: float | None) -> bytes:
+    if not t:
+        return TIMEVAL.pack(0, 0)
+    return TIMEVAL.pack(int(t), int(round((t - int(t)) * 1e6)))
+
+
+class SocketHandle(Handle):
+    """An open socket file: the socket door's fd (also ``tcp/N/data`` of the text
+    door, which speaks the same ioctls)."""
+
+    def __init__(self, table: SocketTable, conn: Conn, caller: Caller,
+                 open_nonblock: bool = False) -> None:
+        super().__init__()
+        self.table = table
+        self.conn = conn
+        self.caller = caller
+        self.open_nonblock = open_nonblock
+        self.next_dest: Address | None = None  # IOP_SENDTO: destination of next write
+        self.last_from: Address | None = None  # IOP_RECVADDR: source of last datagram
+        self.released = False
+        conn.hold(self)
+
+    # -- helpers ---------------------------------------------------------------------
+    @property
+    def ep(self):  # type: ignore[no-untyped-def]
+        return self.conn.ep
+
+    def _check_open(self) -> None:
+        if self.conn.closed:
+            raise OSError(errno.EBADF, "socket is closed")
+
+    # -- data ------------------------------------------------------------------------
+    async def read(self, size: int, req: IoRequest) -> bytes:
+        self._check_open()
+        conn = self.conn
+        nonblock = req.nonblock
+        timeout = conn_timeout(conn, "rcv")
+        with trio.move_on_after(timeout if timeout else math.inf) as scope:
+            while True:
+                try:
+                    data, addr = self.ep.recv_nowait(size)
+                except BlockingIOError:
+                    if nonblock:
+                        raise _eagain("no data") from None
+                else:
+                    if addr is not None:
+                        self.last_from = addr
+                    return data
+                if conn.closed:
+                    return b""
+                await conn.wait_change()
+        assert scope.cancelled_caught
+        raise _eagain("receive timed out (SO_RCVTIMEO)")
+
+    async def write(self, data: memoryview, req: IoRequest) -> int:
+        self._check_open()
+        conn = self.conn
+        dest, self.next_dest = self.next_dest, None
+        nonblock = req.nonblock
+        total = len(data)
+        sent = 0
+        timeout = conn_timeout(conn, "snd")
+        deadline = trio.current_time() + timeout if timeout else math.inf
+        try:
+            while True:
+                try:
+                    n = self.ep.send_nowait(data[sent:], dest)
+                except BlockingIOError:
+                    if nonblock:
+                        if sent:
+                            return sent
+                        raise _eagain("send buffer full") from None
+                else:
+                    sent += n
+                    if sent >= total or conn.type != abi.SOCK_STREAM:
+                        return sent
+                    continue
+                if trio.current_time() >= deadline:
+                    if sent:
+                        return sent
+                    raise _eagain("send timed out (SO_SNDTIMEO)")
+                with trio.move_on_at(deadline):
+                    await conn.wait_change()
+        except trio.Cancelled:
+            # interrupted (EINTR) after part went out: report the part, as write(2)
+            # does, so the caller does not send it twice
+            if sent:
+                return sent
+            raise
+
+    def poll(self) -> int:
+        if self.conn.closed:
+            return POLLIN | POLLOUT | POLLHUP
+        return self.ep.poll_mask()
+
+    async def release(self) -> None:
+        if self.released:
+            return
+        self.released = True
+        conn = self.conn
+        conn.drop(self)
+
+    # -- ioctl -----------------------------------------------------------------------
+    async def ioctl(self, cmd: int, arg: bytes, req: IoRequest) -> tuple[int, bytes]:
+        fn = _IOCTLS.get(cmd)
+        if fn is None:
+            raise OSError(errno.ENOTTY, f"unknown socket ioctl {cmd:#x}")
+        self._check_open()
+        return await fn(self, bytes(arg), req)
+
+    async def _bind(self, arg: bytes, req: IoRequest) -> tuple[int, bytes]:
+        _flags, addr = sockaddr_in(arg)
+        if 0 < addr[1] < 1024 and not req.caller.is_root:
+            raise OSError(errno.EACCES, f"port {addr[1]} needs root")
+        self.ep.bind(addr)
+        self.conn.on_state()
+        return 0, b""
+
+    async def _connect(self, arg: bytes, req: IoRequest) -> tuple[int, bytes]:
+        flags, addr = sockaddr_in(arg)
+        nonblock = bool(flags & abi.IOP_F_NONBLOCK) or self.open_nonblock
+        await connect(self.conn, addr, nonblock)
+        return 0, b""
+
+    async def _listen(self, arg: bytes, req: IoRequest) -> tuple[int, bytes]:
+        (backlog,) = abi.INT.unpack(arg)
+        if self.conn.type != abi.SOCK_STREAM:
+            raise OSError(errno.EOPNOTSUPP, "listen on a datagram socket")
+        self.ep.listen(max(0, min(backlog, 4096)) or 1)
+        self.conn.on_state()
+        return 0, b""
+
+    async def _accept(self, arg: bytes, req: IoRequest) -> tuple[int, bytes]:
+        flags, _l, _a, _n = abi.ACCEPT.unpack(arg)
+        nonblock = bool(flags & abi.IOP_F_NONBLOCK) or self.open_nonblock
+        child, peer = await accept(self.table, self.conn, nonblock)
+        name = f"{child.kind}/{child.id}/data".encode()
+        return 0, abi.ACCEPT.pack(0, 16, abi.addr_field(*peer), name)
+
+    async def _shutdown(self, arg: bytes, req: IoRequest) -> tuple[int, bytes]:
+        (how,) = abi.INT.unpack(arg)
+        if how not in (0, 1, 2):
+            raise OSError(errno.EINVAL, "shutdown: how is 0, 1 or 2")
+        self.ep.shutdown(how)
+        return 0, b""
+
+    async def _getsockname(self, arg: bytes, req: IoRequest) -> tuple[int, bytes]:
+        return 0, sockaddr_out(self.ep.getsockname())
+
+    async def _getpeername(self, arg: bytes, req: IoRequest) -> tuple[int, bytes]:
+        return 0, sockaddr_out(self.ep.getpeername())
+
+    async def _setsockopt(self, arg: bytes, req: IoRequest) -> tuple[int, bytes]:
+        level, name, length, _flags, val = abi.SOCKOPT.unpack(arg)
+        setsockopt(self.conn, level, name, bytes(val[:min(length, abi.IOP_OPTVAL_MAX)]))
+        return 0, b""
+
+    async def _getsockopt(self, arg: bytes, req: IoRequest) -> tuple[int, bytes]:
+        level, name, _length, _flags, _val = abi.SOCKOPT.unpack(arg)
+        out = getsockopt(self.conn, level, name)
+        return 0, abi.SOCKOPT.pack(level, name, len(out), 0, out)
+
+    async def _nread(self, arg: bytes, req: IoRequest) -> tuple[int, bytes]:
+        return 0, abi.INT.pack(self.ep.nread())
+
+    async def _sendto(self, arg: bytes, req: IoRequest) -> tuple[int, bytes]:
+        _flags, addr = sockaddr_in(arg)
+        self.next_dest = addr
+        return 0, b""
+
+    async def _recvaddr(self, arg: bytes, req: IoRequest) -> tuple[int, bytes]:
+        if self.last_from is None:
+            try:
+                return 0, sockaddr_out(self.ep.getpeername())
+            except OSError:
+                return 0, abi.SOCKADDR.pack(0, 0, bytes(32))
+        return 0, sockaddr_out(self.last_from)
+
+    async def _sockinfo(self, arg: bytes, req: IoRequest) -> tuple[int, bytes]:
+        c = self.conn
+        try:
+            nread = self.ep.nread()
+        except OSError:
+            nread = 0
+        info = abi.SockInfo(abi.AF_INET, c.type, c.protocol, c.id, self.ep.state(), 0,
+                            nread, c.name)
+        return 0, info.pack()
+
+
+_IOCTLS = {
+    abi.IOP_BIND: SocketHandle._bind,
+    abi.IOP_CONNECT: SocketHandle._connect,
+    abi.IOP_LISTEN: SocketHandle._listen,
+    abi.IOP_ACCEPT: SocketHandle._accept,
+    abi.IOP_SHUTDOWN: SocketHandle._shutdown,
+    abi.IOP_GETSOCKNAME: SocketHandle._getsockname,
+    abi.IOP_GETPEERNAME: SocketHandle._getpeername,
+    abi.IOP_SETSOCKOPT: SocketHandle._setsockopt,
+    abi.IOP_GETSOCKOPT: SocketHandle._getsockopt,
+    abi.IOP_NREAD: SocketHandle._nread,
+    abi.IOP_SENDTO: SocketHandle._sendto,
+    abi.IOP_RECVADDR: SocketHandle._recvaddr,
+    abi.IOP_SOCKINFO: SocketHandle._sockinfo,
+}
+
+
+# -- operations shared by both doors ----------------------------------------------------
+def conn_timeout(conn: Conn, which: str) -> float | None:
+    return conn.rcvtimeo if which == "rcv" else conn.sndtimeo
+
+
+async def connect(conn: Conn, addr: Address, nonblock: bool) -> None:
+    ep = conn.ep
+    st = ep.state()
+    if st == abi.ST_CONNECTING:
+        raise OSError(errno.EALREADY, "connection already in progress")
+    if conn.type == abi.SOCK_STREAM:
+        if st == abi.ST_CONNECTED:
+            raise OSError(errno.EISCONN, "socket is already connected")
+        if st == abi.ST_LISTEN:
+            raise OSError(errno.EISCONN, "socket is listening")
+    ep.connect(addr)
+    conn.on_state()
+    if conn.type != abi.SOCK_STREAM:
+        return
+    if ep.state() == abi.ST_CONNECTING:
+        if nonblock:
+            raise OSError(errno.EINPROGRESS, "operation now in progress")
+        while ep.state() == abi.ST_CONNECTING and not conn.closed:
+            await conn.wait_change()
+    err = ep.pop_error()
+    if err:
+        raise OSError(err, _std_strerror(err))
+    if ep.state() != abi.ST_CONNECTED:
+        raise OSError(errno.ECONNREFUSED, "connection refused")
+
+
+async def accept(table: SocketTable, conn: Conn, nonblock: bool) -> tuple[Conn, Address]:
+    ep = conn.ep
+    if ep.state() != abi.ST_LISTEN:
+        raise OSError(errno.EINVAL, "socket is not listening")
+    while True:
+        try:
+            child_ep, peer = ep.accept_nowait()
+        except BlockingIOError:
+            if nonblock:
+                raise _eagain("no pending connection") from None
+        else:
+            return table.adopt(conn, child_ep), peer
+        if conn.closed:
+            raise OSError(errno.ECONNABORTED, "listener closed")
+        await conn.wait_change()
+
+
+def _std_strerror(err: int) -> str:
+    import os
+
+    return os.strerror(err)
+
+
+def setsockopt(conn: Conn, level: int, name: int, val: bytes) -> None:
+    if level == _std.SOL_SOCKET:
+        if name == SO_RCVTIMEO:
+            conn.rcvtimeo = _timeout_of(val.ljust(16, b"\0"))
+            return
+        if name == SO_SNDTIMEO:
+            conn.sndtimeo = _timeout_of(val.ljust(16, b"\0"))
+            return
+        if name == SO_LINGER:
+            onoff, secs = LINGER.unpack(val.ljust(8, b"\0")[:8])
+            conn.linger = (1 if onoff else 0, max(0, secs))
+            try:
+                conn.ep.setsockopt(level, name, conn.linger)
+            except OSError as exc:
+                if exc.errno != errno.ENOPROTOOPT:
+                    raise
+            return
+        if name in (SO_TYPE, SO_ERROR, SO_ACCEPTCONN, SO_PROTOCOL, SO_DOMAIN):
+            raise OSError(errno.ENOPROTOOPT, "read-only socket option")
+    if len(val) < 4:
+        val = val.ljust(4, b"\0")
+    (value,) = struct.unpack_from("<i", val, 0)
+    conn.ep.setsockopt(level, name, value)
+    conn.on_state()
+
+
+def getsockopt(conn: Conn, level: int, name: int) -> bytes:
+    ep = conn.ep
+    if level == _std.SOL_SOCKET:
+        if name == SO_TYPE:
+            return abi.INT.pack(conn.type)
+        if name == SO_PROTOCOL:
+            return abi.INT.pack(conn.protocol or {1: 6, 2: 17}.get(conn.type, 0))
+        if name == SO_DOMAIN:
+            return abi.INT.pack(abi.AF_INET)
+        if name == SO_ACCEPTCONN:
+            return abi.INT.pack(1 if ep.state() == abi.ST_LISTEN else 0)
+        if name == SO_ERROR:
+            return abi.INT.pack(ep.pop_error())
+        if name == SO_RCVTIMEO:
+            return _timeval(conn_timeout(conn, "rcv"))
+        if name == SO_SNDTIMEO:
+            return _timeval(conn_timeout(conn, "snd"))
+        if name == SO_LINGER:
+            onoff, secs = conn.linger
+            return LINGER.pack(onoff, secs)
+    value = ep.getsockopt(level, name)
+    if isinstance(value, tuple):
+        return LINGER.pack(*value)
+    return struct.pack("<i", int(value))

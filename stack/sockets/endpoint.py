@@ -1,0 +1,105 @@
+"""What the socket files need from a transport socket: the ``Endpoint`` interface.
+
+The socket layer drives transports only through non-blocking calls (``*_nowait``,
+raising ``BlockingIOError``) plus one readiness callback; every blocking operation of the
+socket door is built here as "try, else wait for a change, retry". That makes every
+blocking call cancellation-safe: a cancelled (EINTR) recv/accept never loses data,
+because nothing is taken from a queue until it can be handed to the caller.
+
+``stack.sockets.backend`` adapts the stack's own transports (``stack.tcp``,
+``stack.udp``, ``stack.raw``) to this interface.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+
+from rmgr.libsocket import abi
+
+Address = tuple[str, int]
+
+
+class Endpoint(abc.ABC):
+    """One transport socket seen from the socket files."""
+
+    type: int = abi.SOCK_STREAM
+    protocol: int = 0
+
+    def __init__(self) -> None:
+        self._listener: Callable[[], None] | None = None
+
+    # -- readiness -------------------------------------------------------------------
+    def set_listener(self, fn: Callable[[], None] | None) -> None:
+        """``fn()`` is called (synchronously, from the stack) on every change of
+        readiness or state."""
+        self._listener = fn
+
+    def changed(self) -> None:
+        if self._listener is not None:
+            self._listener()
+
+    @abc.abstractmethod
+    def poll_mask(self) -> int: ...
+
+    @abc.abstractmethod
+    def state(self) -> int:
+        """One of ``abi.ST_*``."""
+
+    # -- setup -----------------------------------------------------------------------
+    @abc.abstractmethod
+    def bind(self, addr: Address) -> None: ...
+
+    @abc.abstractmethod
+    def connect(self, addr: Address) -> None:
+        """Start connecting (TCP) or set the peer (UDP/raw). Returns at once; for TCP
+        the state is ST_CONNECTING until the handshake ends (then ``pop_error()``
+        tells how)."""
+
+    @abc.abstractmethod
+    def listen(self, backlog: int) -> None: ...
+
+    @abc.abstractmethod
+    def accept_nowait(self) -> tuple[Endpoint, Address]: ...
+
+    # -- data ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def send_nowait(self, data: memoryview, addr: Address | None = None) -> int: ...
+
+    @abc.abstractmethod
+    def recv_nowait(self, size: int) -> tuple[bytes, Address | None]:
+        """Stream: up to ``size`` bytes (``b""`` at EOF). Datagram: one datagram cut
+        to ``size``. Raises BlockingIOError when there is nothing."""
+
+    @abc.abstractmethod
+    def nread(self) -> int:
+        """Bytes readable now (stream) or the size of the next datagram."""
+
+    # -- teardown --------------------------------------------------------------------
+    @abc.abstractmethod
+    def shutdown(self, how: int) -> None: ...
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Orderly close (FIN); with SO_LINGER on and 0 seconds the transport resets."""
+
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """Reset (RST) and forget."""
+
+    # -- names and options -----------------------------------------------------------
+    @abc.abstractmethod
+    def getsockname(self) -> Address: ...
+
+    @abc.abstractmethod
+    def getpeername(self) -> Address: ...
+
+    @abc.abstractmethod
+    def setsockopt(self, level: int, name: int, value: int | tuple[int, int]) -> None: ...
+
+    @abc.abstractmethod
+    def getsockopt(self, level: int, name: int) -> int | tuple[int, int]: ...
+
+    @abc.abstractmethod
+    def pop_error(self) -> int:
+        """SO_ERROR: the pending error (0 if none), cleared by reading."""

@@ -1,0 +1,230 @@
+"""The text door (Plan 9 ``/net``): ``tcp/clone``, ``tcp/N/{ctl,data,listen,local,remote,
+status}`` and the same for ``udp`` (and ``raw``, listing raw sockets).
+
+``ctl`` commands (one per write; the write fails with the BSD errno on error):
+
+* ``connect HOST!PORT [LOCALPORT]`` - connect (blocks until established, TCP); UDP: set
+  the peer.
+* ``announce PORT`` / ``announce *!PORT`` / ``announce HOST!PORT`` - bind and listen (UDP:
+  bind); then opening ``listen`` waits for a call.
+* ``bind PORT`` / ``bind HOST!PORT`` - choose the local address.
+* ``hangup`` - close both directions (FIN); reads of ``data`` then give EOF.
+* ``shutdown rd|wr|rdwr`` - half-close.
+* ``keepalive [SECONDS]``, ``nodelay``, ``ttl N``, ``linger SECONDS``.
+
+Reading ``clone`` or ``ctl`` gives the connection number ``N`` and a newline.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket as _std
+from collections.abc import Iterator, Mapping
+
+from rmgr.libsocket import abi
+from rmgr.nodes import Caller, Directory, Handle, HandleFile, IoRequest, OpenRequest, TextFile
+
+from . import door
+from .conn import Conn, SocketTable
+from .endpoint import Address
+
+
+def parse_addr(text: str, *, default_host: str = "0.0.0.0") -> Address:
+    """``10.0.0.1!80``, ``*!80``, ``80``, ``tcp!10.0.0.1!80``, ``10.0.0.1:80``."""
+    parts = text.strip().replace(":", "!").split("!")
+    if parts and parts[0] in ("tcp", "udp", "net", "il"):
+        parts = parts[1:]
+    try:
+        if len(parts) == 1:
+            return (default_host, _port(parts[0]))
+        if len(parts) == 2:
+            host = default_host if parts[0] in ("*", "") else parts[0]
+            _std.inet_aton(host)
+            return (host, _port(parts[1]))
+    except (OSError, ValueError):
+        pass
+    raise OSError(errno.EINVAL, f"bad address {text!r}; expected HOST!PORT")
+
+
+def _port(text: str) -> int:
+    if text in ("*", ""):
+        return 0
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise ValueError(text)
+    return port
+
+
+class CtlHandle(Handle):
+    """An open ``clone`` / ``ctl`` / ``listen`` file: holds the connection open."""
+
+    def __init__(self, table: SocketTable, conn: Conn) -> None:
+        super().__init__()
+        self.table = table
+        self.conn = conn
+        self.pos = 0
+        self.released = False
+        conn.hold(self)
+
+    async def read(self, size: int, req: IoRequest) -> bytes:
+        text = f"{self.conn.id}\n".encode()
+        chunk = text[self.pos:self.pos + size]
+        self.pos += len(chunk)
+        return chunk
+
+    async def write(self, data: memoryview, req: IoRequest) -> int:
+        if len(data) > 4096:
+            raise OSError(errno.EFBIG, "control message too long")
+        try:
+            text = bytes(data).decode()
+        except UnicodeDecodeError:
+            raise OSError(errno.EINVAL, "control message is not text") from None
+        for line in text.splitlines():
+            if line.strip():
+                await self.command(line.split(), req.caller)
+        return len(data)
+
+    async def command(self, words: list[str], caller: Caller) -> None:
+        conn = self.conn
+        if conn.closed:
+            raise OSError(errno.EBADF, "connection is closed")
+        ep = conn.ep
+        verb, args = words[0], words[1:]
+        if verb == "connect" and args:
+            if len(args) > 1:
+                self._bind(("0.0.0.0", _port(args[1])), caller)
+            await door.connect(conn, parse_addr(args[0]), nonblock=False)
+        elif verb == "announce" and len(args) == 1:
+            self._bind(parse_addr(args[0]), caller)
+            if conn.type == abi.SOCK_STREAM:
+                ep.listen(128)
+            conn.on_state()
+        elif verb == "bind" and len(args) == 1:
+            self._bind(parse_addr(args[0]), caller)
+        elif verb == "hangup" and not args:
+            try:
+                ep.shutdown(_std.SHUT_RDWR)
+            except OSError as exc:
+                if exc.errno != errno.ENOTCONN:
+                    raise
+            conn.on_state()
+        elif verb == "shutdown" and len(args) == 1 and args[0] in ("rd", "wr", "rdwr"):
+            ep.shutdown({"rd": 0, "wr": 1, "rdwr": 2}[args[0]])
+        elif verb == "keepalive" and len(args) <= 1:
+            ep.setsockopt(_std.SOL_SOCKET, _std.SO_KEEPALIVE, 1)
+            if args:
+                try:
+                    ep.setsockopt(_std.IPPROTO_TCP, _std.TCP_KEEPIDLE, max(1, int(args[0])))
+                except OSError as exc:  # the stack may only have the sysctl
+                    if exc.errno != errno.ENOPROTOOPT:
+                        raise
+        elif verb == "nodelay" and not args:
+            ep.setsockopt(_std.IPPROTO_TCP, _std.TCP_NODELAY, 1)
+        elif verb == "ttl" and len(args) == 1:
+            ep.setsockopt(_std.IPPROTO_IP, _std.IP_TTL, int(args[0]))
+        elif verb == "linger" and len(args) == 1:
+            door.setsockopt(conn, _std.SOL_SOCKET, _std.SO_LINGER,
+                            door.LINGER.pack(1, int(args[0])))
+        else:
+            raise OSError(errno.EINVAL, f"unknown control message {' '.join(words)!r}")
+
+    def _bind(self, addr: Address, caller: Caller) -> None:
+        if 0 < addr[1] < 1024 and not caller.is_root:
+            raise OSError(errno.EACCES, f"port {addr[1]} needs root")
+        self.conn.ep.bind(addr)
+        self.conn.on_state()
+
+    def poll(self) -> int:
+        return door.POLLIN | door.POLLOUT
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self.conn.drop(self)
+
+
+class _ConnDirs(Mapping[str, Directory]):
+    """The ``N`` directories of one protocol, made on demand from the live table."""
+
+    def __init__(self, tdoor: TextDoor, kind: str) -> None:
+        self.tdoor = tdoor
+        self.kind = kind
+
+    def __getitem__(self, name: str) -> Directory:
+        if not name.isdigit():
+            raise KeyError(name)
+        conn = self.tdoor.table.get(self.kind, int(name))
+        if conn is None:
+            raise KeyError(name)
+        return self.tdoor.conn_dir(conn)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([str(n) for n in sorted(self.tdoor.table.conns[self.kind])])
+
+    def __len__(self) -> int:
+        return len(self.tdoor.table.conns[self.kind])
+
+
+class TextDoor:
+    def __init__(self, table: SocketTable) -> None:
+        self.table = table
+
+    def publish(self, tree: Directory) -> None:
+        for kind, sock_type in (("tcp", abi.SOCK_STREAM), ("udp", abi.SOCK_DGRAM)):
+            d = tree.add(kind, Directory(dynamic=lambda k=kind: _ConnDirs(self, k)))
+            d.add("clone", HandleFile(lambda req, t=sock_type: self.open_clone(t, req),
+                                      mode=0o666))
+            d.add("stats", TextFile(lambda k=kind: self.render_stats(k)))
+        # raw sockets come only through the socket door, but are listed here
+        tree.add("raw", Directory(dynamic=lambda: _ConnDirs(self, "raw")))
+
+    def render_stats(self, kind: str) -> str:
+        return "".join(c.status_text() for c in sorted(self.table.conns[kind].values(),
+                                                       key=lambda c: c.id))
+
+    def open_clone(self, sock_type: int, req: OpenRequest) -> Handle:
+        conn = self.table.create(sock_type, 0, uid=req.caller.uid, gid=req.caller.gid)
+        try:
+            return CtlHandle(self.table, conn)
+        except BaseException:
+            conn.close(abort=True)
+            raise
+
+    def conn_dir(self, conn: Conn) -> Directory:
+        if conn.dir is None:
+            kw = {"uid": conn.uid, "gid": conn.gid}
+            conn.dir = Directory({
+                "ctl": HandleFile(lambda req: self._open_ctl(conn, req), mode=0o660, **kw),
+                "data": HandleFile(lambda req: self._open_data(conn, req), mode=0o660, **kw),
+                "listen": HandleFile(lambda req: self._open_listen(conn, req), mode=0o660,
+                                     **kw),
+                "local": TextFile(conn.local_text, mode=0o444, **kw),
+                "remote": TextFile(conn.remote_text, mode=0o444, **kw),
+                "status": TextFile(conn.status_text, mode=0o444, **kw),
+            }, mode=0o555, **kw)
+        return conn.dir
+
+    def _check_owner(self, conn: Conn, caller: Caller) -> None:
+        if conn.closed:
+            raise OSError(errno.ENOENT, f"{conn.name} is gone")
+        if not caller.is_root and caller.uid != conn.uid:
+            raise OSError(errno.EACCES, f"{conn.name} belongs to uid {conn.uid}")
+
+    def _open_ctl(self, conn: Conn, req: OpenRequest) -> Handle:
+        self._check_owner(conn, req.caller)
+        return CtlHandle(self.table, conn)
+
+    def _open_data(self, conn: Conn, req: OpenRequest) -> Handle:
+        self._check_owner(conn, req.caller)
+        return door.SocketHandle(self.table, conn, req.caller, req.nonblock)
+
+    async def _open_listen(self, conn: Conn, req: OpenRequest) -> Handle:
+        self._check_owner(conn, req.caller)
+        if conn.type != abi.SOCK_STREAM:
+            raise OSError(errno.EOPNOTSUPP, "listen is for tcp")
+        conn.hold()  # keep the listener while we wait, even if its ctl is closed
+        try:
+            child, _peer = await door.accept(self.table, conn, req.nonblock)
+        finally:
+            conn.drop()
+        return CtlHandle(self.table, child)
