@@ -58,6 +58,10 @@ def netns_factory() -> Iterator[object]:
         ns = NetNS(name)
         made.append(ns)
         ns.run("ip", "link", "set", "lo", "up")
+        # the stack speaks IPv4 only: the kernel's IPv6 chatter (DAD, router and MLD
+        # solicitations) would only add frames that race with what tests assert on
+        ns.run("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
+               "net.ipv6.conf.default.disable_ipv6=1")
         return ns
 
     yield make
