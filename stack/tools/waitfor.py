@@ -1,4 +1,4 @@
-"""``io-pkt waitfor [PATH] [SECONDS]``: wait until a stack serves PATH (default
+"""``io-pkt waitfor [PATH] [SECONDS]`` (either order): wait until a stack serves PATH (default
 ``$SOCK/dev/socket``), as QNX's ``waitfor /dev/socket``. Exit 0 when ready, 1 on timeout."""
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ def ready(path: str) -> bool:
 
 def main(argv: list[str]) -> int:
     prefix, args = pop_prefix(argv)
-    path = args[0] if args else f"{prefix}/dev/socket"
-    try:
-        timeout = float(args[1]) if len(args) > 1 else 30.0
-    except ValueError:
-        print(f"waitfor: bad timeout {args[1]!r}", file=sys.stderr)
-        return 2
+    path, timeout = f"{prefix}/dev/socket", 30.0
+    for arg in args:  # a number is the timeout, anything else the path
+        try:
+            timeout = float(arg)
+        except ValueError:
+            path = arg
     deadline = time.monotonic() + timeout
     while not ready(path):
         if time.monotonic() > deadline:
