@@ -202,6 +202,7 @@ IOCTL_OUT: Final = struct.Struct("<iIII")  # result, flags, in_iovs, out_iovs
 POLL_IN: Final = struct.Struct("<QQII")  # fh, kh, flags, events
 POLL_OUT: Final = struct.Struct("<II")  # revents, padding
 NOTIFY_POLL_WAKEUP_OUT: Final = struct.Struct("<Q")  # kh
+NOTIFY_INVAL_ENTRY_OUT: Final = struct.Struct("<QII")  # parent, namelen, flags; name + NUL
 # struct fuse_dirent header: ino, off, namelen, type (then name, padded to 8)
 DIRENT: Final = struct.Struct("<QQII")
 

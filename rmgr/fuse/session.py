@@ -55,6 +55,8 @@ COPY_LIMIT = 4096
 #: ``dynamic`` callable are not cached at all so they appear and vanish at once.
 ENTRY_TTL = 1
 ATTR_TTL = 1
+#: how often (seconds) entries found through ``dynamic`` are checked for having vanished
+DYN_SWEEP_INTERVAL = 1.0
 #: st_size reported for HandleFile nodes. The kernel takes the inode lock exclusively for
 #: a direct write past EOF, which would serialise every write (a blocked socket send would
 #: stall the other sockets opened from the same node); inside "EOF" with
@@ -165,6 +167,12 @@ class FuseSession:
         self._nodes: dict[int, Node] = {abi.ROOT_ID: root}
         self._ino_of: dict[int, int] = {id(root): abi.ROOT_ID}  # id(node) -> ino
         self._nlookup: dict[int, int] = {}
+        #: inodes found through a directory's ``dynamic`` part: ino -> (parent ino, name).
+        #: The kernel keeps such a dentry while a cached child (``tcp/N/data``) pins it,
+        #: so it never FORGETs it when the entry vanishes and the node (a whole socket)
+        #: would stay in this table: ``_sweep`` tells the kernel (NOTIFY_INVAL_ENTRY).
+        self._dyn: dict[int, tuple[int, str]] = {}
+        self._dyn_added = trio.Event()
         self._next_ino = abi.ROOT_ID + 1
         self._files: dict[int, _OpenFile] = {}
         self._dirs: dict[int, _DirHandle] = {}
@@ -285,9 +293,58 @@ class FuseSession:
             first = _Agent()
             self._reader = first
             nursery.start_soon(self._agent, first)
+            nursery.start_soon(self._sweep)
             await self._done.wait()
             nursery.cancel_scope.cancel()
         self._nursery = None
+
+    async def _sweep(self) -> None:
+        """Invalidate the kernel's entries for dynamic nodes that have gone (a closed
+        socket's ``tcp/N``) so it FORGETs them and their children, and the nodes are freed.
+
+        The notification is written from a worker thread with its own fd: the kernel
+        takes the parent directory's lock for it, which a LOOKUP waiting for this loop's
+        reply may hold."""
+        while True:
+            if not self._dyn:
+                self._dyn_added = trio.Event()
+                await self._dyn_added.wait()
+            await trio.sleep(DYN_SWEEP_INTERVAL)
+            notes = self._vanished()
+            if notes and not self.stopped:
+                self.counters["inval_entry"] += len(notes)
+                await trio.to_thread.run_sync(self._write_notes, os.dup(self.fd), notes,
+                                              abandon_on_cancel=True)
+
+    def _vanished(self) -> list[bytes]:
+        """NOTIFY_INVAL_ENTRY messages for the dynamic entries no longer there."""
+        notes = []
+        for ino, (pino, name) in list(self._dyn.items()):
+            parent, node = self._nodes.get(pino), self._nodes.get(ino)
+            try:
+                live = isinstance(parent, Directory) and parent.lookup(name) is node
+            except Exception:
+                live = False
+            if not live:
+                del self._dyn[ino]
+                raw = name.encode()
+                notes.append(b"".join((
+                    _OUT.pack(16 + abi.NOTIFY_INVAL_ENTRY_OUT.size + len(raw) + 1,
+                              abi.NOTIFY_INVAL_ENTRY, 0),
+                    abi.NOTIFY_INVAL_ENTRY_OUT.pack(pino, len(raw), 0), raw, b"\0")))
+        return notes
+
+    def _write_notes(self, fd: int, notes: list[bytes]) -> None:
+        """(worker thread) write notifications; ENOENT = the kernel had no such entry."""
+        try:
+            for msg in notes:
+                try:
+                    os.write(fd, msg)
+                except OSError as exc:
+                    if exc.errno != errno.ENOENT:
+                        break
+        finally:
+            os.close(fd)
 
     def dispatch(self, mv: memoryview) -> None:
         """Answer (or start answering) one request held in ``mv``."""
@@ -483,6 +540,7 @@ class FuseSession:
             self._nlookup[ino] = left
             return
         del self._nlookup[ino]
+        self._dyn.pop(ino, None)
         node = self._nodes.pop(ino)
         del self._ino_of[id(node)]
 
@@ -503,8 +561,11 @@ class FuseSession:
         return (ino, size, 0, sec, sec, sec, nsec, nsec, nsec, ftype | (node.mode & 0o7777),
                 2 if ftype == stat.S_IFDIR else 1, node.uid, node.gid, 0, 4096, 0)
 
-    def _entry(self, node: Node, ttl: int) -> bytes:
+    def _entry(self, node: Node, ttl: int, parent: int = 0, name: str = "") -> bytes:
         ino = self._ref(node)
+        if not ttl and parent:
+            self._dyn[ino] = (parent, name)
+            self._dyn_added.set()
         return abi.ENTRY_OUT.pack(ino, 0, ttl, ATTR_TTL if ttl else 0, 0, 0,
                                   *self._attr(node, ino))
 
@@ -561,7 +622,7 @@ class FuseSession:
             ttl = 0
             if child is None:
                 raise OSError(errno.ENOENT, "no such entry")
-        self.reply(unique, self._entry(child, ttl))
+        self.reply(unique, self._entry(child, ttl, nodeid, name))
 
     def _op_forget(self, unique: int, nodeid: int, uid: int, gid: int, pid: int,
                    body: memoryview) -> None:
@@ -830,7 +891,8 @@ class FuseSession:
                 ino = self._ino_of.get(id(child), UNKNOWN_INO)
                 out += abi.ENTRY_OUT.pack(0, 0, 0, 0, 0, 0, *self._attr(child, ino))
             else:
-                out += self._entry(child, ttl)  # counts one lookup, as the kernel does
+                # counts one lookup, as the kernel does
+                out += self._entry(child, ttl, nodeid, name.decode())
                 ino = self._ino_of[id(child)]
             out += abi.DIRENT.pack(ino, i + 1, len(name), child.file_type >> 12)
             out += name

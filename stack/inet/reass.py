@@ -105,6 +105,14 @@ class Reassembler:
             return None
         key = (src, dst, proto, ident)
         q = self.queues.get(key)
+        if len(hdr) + end > 65535:
+            # ping of death: no datagram can hold this byte; drop it now, and the
+            # fragments held for it (as Linux's ip_frag_queue), rather than keep them
+            # until the datagram completes or times out
+            c["drop_too_long"] += 1
+            if q is not None and not q.dead:
+                self._kill(q)
+            return None
         if q is None:
             self._evict(n + FRAG_OVERHEAD)
             if self.mem + n + FRAG_OVERHEAD > int(self.k_maxmem.value):

@@ -196,6 +196,33 @@ async def test_reassembly_overlap_drops_datagram(two_if_stack, autojump_clock) -
     assert rc["reassembled"] == 1
 
 
+async def test_fragment_beyond_65535_dropped_on_arrival(two_if_stack, autojump_clock) -> None:
+    """A fragment ending past 65,535 (header included) is dropped as it arrives, with the
+    fragments already held for its datagram, not kept until completion or timeout."""
+    st, f0, _ = two_if_stack
+    await learn_peer(f0)
+    reass = st.inet.reass
+    rc = reass.counters
+    first = fragment(echo("10.0.0.1", b"A" * 2000, id=81), fragsize=800)[0]
+    f0.inject(eth(first))
+    assert len(reass.queues) == 1 and reass.mem > 0
+    # ends at 20 + 65,512 + 24 = 65,556: the whole datagram can never be valid
+    tail = IP(src="10.0.0.2", dst="10.0.0.1", proto=1, id=81, frag=65512 // 8) / (b"Z" * 24)
+    f0.inject(eth(tail))
+    assert rc["drop_too_long"] == 1
+    assert reass.mem == 0  # the held fragment went with it
+    for fr in fragment(echo("10.0.0.1", b"A" * 2000, id=81), fragsize=800)[1:]:
+        f0.inject(eth(fr))  # the rest of that datagram: poisoned, never reassembled
+    assert rc["reassembled"] == 0 and rc["drop_dead_datagram"] == 2
+    # a lone one (no queue yet) creates nothing
+    tail.id = 82
+    f0.inject(eth(tail))
+    assert rc["drop_too_long"] == 2 and 82 not in {k[3] for k in reass.queues}
+    assert frames_of(f0) == []
+    await trio.sleep(31)  # the poisoned key's timer runs out quietly
+    assert not reass.queues and rc["frag_timeout"] == 0
+
+
 async def test_reassembly_timeout_and_memory_bound(two_if_stack, autojump_clock) -> None:
     st, f0, _ = two_if_stack
     await learn_peer(f0)

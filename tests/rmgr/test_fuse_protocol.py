@@ -219,6 +219,32 @@ async def test_dynamic_entries_not_cached(kernel: FakeKernel) -> None:
     assert (await kernel.call(abi.LOOKUP, b"two\0", dyn)).error == 0
 
 
+async def test_vanished_dynamic_entry_invalidated(kernel: FakeKernel,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dynamic entry that disappears (a closed socket's tcp/N) is invalidated in the
+    kernel (NOTIFY_INVAL_ENTRY), so the kernel FORGETs it and the node is freed; live
+    entries are left alone. (Without it the kernel kept tcp/N pinned by its cached
+    children and the session kept every socket ever accepted: the soak's RSS growth.)"""
+    from rmgr.fuse import session as sess
+
+    monkeypatch.setattr(sess, "DYN_SWEEP_INTERVAL", 0.02)
+    kernel.tree.dyn_names = {"one", "two"}
+    dyn = await kernel.lookup("dyn")
+    one = await kernel.lookup("one", dyn)
+    await kernel.lookup("two", dyn)
+    kernel.tree.dyn_names = {"two"}
+    r = await kernel.recv()
+    assert (r.unique, r.error) == (0, abi.NOTIFY_INVAL_ENTRY)
+    parent, namelen, flags = abi.NOTIFY_INVAL_ENTRY_OUT.unpack_from(r.body)
+    assert (parent, namelen, flags) == (dyn, 3, 0)
+    assert r.body[abi.NOTIFY_INVAL_ENTRY_OUT.size:] == b"one\0"
+    await kernel.no_reply(0.1)  # once only, and "two" is still there
+    assert kernel.session.counters["inval_entry"] == 1
+    kernel.send(abi.FORGET, abi.FORGET_IN.pack(1), one)
+    await kernel.no_reply(0.05)
+    assert one not in kernel.session.known_inodes()
+
+
 async def test_readdir_and_readdirplus(kernel: FakeKernel) -> None:
     r = await kernel.call(abi.OPENDIR, abi.OPEN_IN.pack(0, 0))
     fh = abi.OPEN_OUT.unpack(r.body)[0]

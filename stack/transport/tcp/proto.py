@@ -21,7 +21,7 @@ from stack.transport.tcp.tcb import INF, IPPROTO_TCP, TCB, State
 from stack.transport.tcp.timers import TimerService
 from stack.transport.wire import tcp as wire
 from stack.transport.wire.checksum import ParseError, checksum, pseudo_header_sum, verify
-from stack.transport.wire.tcp import ACK, RST, SYN, TCPOptions, TCPSegment
+from stack.transport.wire.tcp import ACK, FIN, RST, SYN, TCPOptions, TCPSegment
 
 S = State
 
@@ -52,6 +52,7 @@ class TCPConfig:
     keepcnt: int = 8
     syn_backlog: int = 256
     syncookies: int = 1
+    drop_synfin: int = 1
     syn_retries: int = 6
     synack_retries: int = 5
     max_retries: int = 15
@@ -85,6 +86,7 @@ KNOBS: list[tuple[str, str, float, str, int | None, int | None]] = [
     ("net.inet.tcp.keepcnt", "keepcnt", 0, "keepalive probes before drop", 1, 1000),
     ("net.inet.tcp.syncache.limit", "syn_backlog", 0, "SYN queue bound per listener", 1, 1 << 20),
     ("net.inet.tcp.syncookies", "syncookies", 0, "SYN cookies when the SYN queue is full", 0, 1),
+    ("net.inet.tcp.drop_synfin", "drop_synfin", 0, "drop SYN+FIN segments to a listener (BSD)", 0, 1),
     ("net.inet.tcp.syn_retries", "syn_retries", 0, "SYN retransmissions before ETIMEDOUT", 1, 20),
     ("net.inet.tcp.synack_retries", "synack_retries", 0, "SYN-ACK retransmissions", 1, 20),
     ("net.inet.tcp.retries", "max_retries", 0, "data retransmissions before ETIMEDOUT", 1, 30),
@@ -397,6 +399,9 @@ class TCPProto:
             return
         if not flags & SYN:
             c["drop_listen_no_syn"] += 1
+            return
+        if flags & FIN and self.cfg.drop_synfin:
+            c["drop_synfin"] += 1  # BSD net.inet.tcp.drop_synfin: a scan, not an open
             return
         if len(lst.accept_queue) >= lst.backlog:
             c["listen_overflow_syn_dropped"] += 1
