@@ -50,9 +50,14 @@ def read_file(prefix: str, rel: str) -> str:
 
 
 def command(prefix: str, rel: str, text: str) -> str:
-    """Write one command to a control file; return its reply or raise ToolError with the
-    stack's message."""
-    path = socket_dir(prefix) / rel
+    """Write one command to a control file under the socket tree; return its reply or
+    raise ToolError with the stack's message."""
+    return control_command(socket_dir(prefix) / rel, text)
+
+
+def control_command(path: Path | str, text: str, *, eperm_hint: str = "") -> str:
+    """Write one command to the control file at ``path`` (any mount: dev/socket, dev/pf);
+    return its reply, or raise ToolError with the message the stack gave."""
     try:
         fd = os.open(path, os.O_RDWR)
     except FileNotFoundError:
@@ -63,13 +68,15 @@ def command(prefix: str, rel: str, text: str) -> str:
         try:
             os.write(fd, text.encode())
         except OSError as exc:
-            reply = _read_all(fd)
-            msg = reply.strip().removeprefix("error: ") if reply.strip() else (
+            reply = _read_all(fd).strip()
+            msg = reply.removeprefix("error: ") if reply else (
                 exc.strerror or errno.errorcode.get(exc.errno or 0, "error"))
             # "ENOENT: message" → "message": the message already says what is wrong
             name, sep, rest = msg.partition(": ")
             if sep and name.isupper() and name.startswith("E"):
                 msg = rest
+            if exc.errno == errno.EPERM and not reply and eperm_hint:
+                msg = eperm_hint
             raise ToolError(msg) from None
         return _read_all(fd)
     finally:

@@ -12,12 +12,11 @@ Short forms combine as in pfctl (``-nf FILE``, ``-sr``, ``-ss``, ``-si``, ``-Fa`
 
 from __future__ import annotations
 
-import errno
 import getopt
 import os
 import sys
 
-from stack.tools.common import ToolError, pop_prefix
+from stack.tools.common import ToolError, control_command, pop_prefix
 
 SHOW = {"r": "rules", "rules": "rules", "s": "states", "states": "states", "i": "info",
         "info": "info", "T": "tables", "Tables": "tables", "tables": "tables"}
@@ -40,39 +39,8 @@ def pf_dir(prefix: str) -> str:
 
 def ctl(prefix: str, text: str) -> str:
     """One command to ``dev/pf/ctl``; the reply, or ToolError with the stack's message."""
-    path = pf_dir(prefix) + "/ctl"
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except OSError as exc:
-        raise ToolError(f"{path}: {exc.strerror}") from None
-    try:
-        try:
-            os.write(fd, text.encode())
-        except OSError as exc:
-            reply = _read_all(fd).strip()
-            msg = reply.removeprefix("error: ") if reply else (exc.strerror or "error")
-            name, sep, rest = msg.partition(": ")
-            if sep and name.isupper() and name.startswith("E"):
-                msg = rest
-            if exc.errno == errno.EPERM and not reply:
-                msg = "Permission denied (pf commands need root)"
-            raise ToolError(msg) from None
-        return _read_all(fd)
-    finally:
-        os.close(fd)
-
-
-def _read_all(fd: int) -> str:
-    chunks = []
-    while True:
-        try:
-            b = os.read(fd, 65536)
-        except OSError:
-            break
-        if not b:
-            break
-        chunks.append(b)
-    return b"".join(chunks).decode(errors="replace")
+    return control_command(pf_dir(prefix) + "/ctl", text,
+                           eperm_hint="Permission denied (pf commands need root)")
 
 
 def read(prefix: str, name: str) -> str:

@@ -7,7 +7,6 @@ the IP layer with protocol P (no IP_HDRINCL)."""
 from __future__ import annotations
 
 import errno
-import os
 import select
 import socket as _s
 from collections import deque
@@ -18,11 +17,9 @@ from typing import Any
 import trio
 
 from stack.counters import Counters
+from stack.transport.sockopt import get_ip_option, set_ip_option
+from stack.transport.sockopt import sock_error as _err
 from stack.transport.tcp.proto import to_int_addr
-
-
-def _err(code: int, msg: str = "") -> OSError:
-    return OSError(code, msg or os.strerror(code))
 
 
 class RawSocket:
@@ -119,10 +116,8 @@ class RawSocket:
             self.broadcast = bool(value)
         elif level == _s.SOL_SOCKET and opt == _s.SO_RCVBUF:
             self.rcv_limit = int(value) * 2
-        elif level == _s.IPPROTO_IP and opt == _s.IP_TTL:
-            self.ttl = int(value)
-        elif level == _s.IPPROTO_IP and opt == _s.IP_TOS:
-            self.tos = int(value) & 0xFF
+        elif level == _s.IPPROTO_IP:
+            set_ip_option(self, opt, value)
         else:
             raise _err(errno.ENOPROTOOPT)
 
@@ -131,6 +126,8 @@ class RawSocket:
             return 0
         if level == _s.SOL_SOCKET and opt == _s.SO_TYPE:
             return _s.SOCK_RAW
+        if level == _s.IPPROTO_IP:
+            return get_ip_option(self, opt)
         raise _err(errno.ENOPROTOOPT)
 
     def close(self) -> None:

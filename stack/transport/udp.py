@@ -7,7 +7,6 @@ ICMP port unreachable and reports it on the next call (Linux semantics)."""
 from __future__ import annotations
 
 import errno
-import os
 import random
 import select
 import socket as _s
@@ -20,6 +19,8 @@ from typing import Any
 import trio
 
 from stack.counters import Counters
+from stack.transport.sockopt import get_ip_option, set_ip_option
+from stack.transport.sockopt import sock_error as _err
 from stack.transport.tcp.proto import register_sysctls, split_address
 from stack.transport.wire import udp as wire
 from stack.transport.wire.checksum import ParseError, checksum, pseudo_header_sum, verify
@@ -30,8 +31,6 @@ POLLOUT = select.POLLOUT | select.POLLWRNORM
 BROADCAST = 0xFFFFFFFF
 
 
-def _err(code: int, msg: str = "") -> OSError:
-    return OSError(code, msg or os.strerror(code))
 
 
 class UDPConfig:
@@ -233,15 +232,7 @@ class UDPSocket:
             else:
                 raise _err(errno.ENOPROTOOPT)
         elif level == _s.IPPROTO_IP:
-            if opt == _s.IP_TTL:
-                v = int(value)
-                if not (v == -1 or 1 <= v <= 255):
-                    raise _err(errno.EINVAL)
-                self.ttl = None if v == -1 else v
-            elif opt == _s.IP_TOS:
-                self.tos = int(value) & 0xFF
-            else:
-                raise _err(errno.ENOPROTOOPT)
+            set_ip_option(self, opt, value)
         else:
             raise _err(errno.ENOPROTOOPT)
 
@@ -262,10 +253,7 @@ class UDPSocket:
                 return _s.SOCK_DGRAM
             raise _err(errno.ENOPROTOOPT)
         if level == _s.IPPROTO_IP:
-            if opt == _s.IP_TTL:
-                return self.ttl if self.ttl is not None else 64
-            if opt == _s.IP_TOS:
-                return self.tos
+            return get_ip_option(self, opt)
         raise _err(errno.ENOPROTOOPT)
 
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import trio
 
+from stack.transport.sockopt import get_ip_option, set_ip_option
+from stack.transport.sockopt import sock_error as _err
 from stack.transport.tcp import seq as sq
 from stack.transport.tcp.proto import TCPProto, split_address
 from stack.transport.tcp.tcb import RECV_STATES, SEND_STATES, TCB, State
@@ -31,8 +33,6 @@ POLLHUP = select.POLLHUP
 POLLRDHUP = getattr(select, "POLLRDHUP", 0x2000)
 
 
-def _err(code: int, msg: str = "") -> OSError:
-    return OSError(code, msg or os.strerror(code))
 
 
 def _addr(a: int, p: int) -> tuple[str, int]:
@@ -362,15 +362,7 @@ class TCPSocket:
             else:
                 raise _err(errno.ENOPROTOOPT)
         elif level == _s.IPPROTO_IP:
-            if opt == _s.IP_TTL:
-                v = int(value)
-                if not (v == -1 or 1 <= v <= 255):
-                    raise _err(errno.EINVAL)
-                t.ttl = None if v == -1 else v
-            elif opt == _s.IP_TOS:
-                t.tos = int(value) & 0xFF
-            else:
-                raise _err(errno.ENOPROTOOPT)
+            set_ip_option(t, opt, value)
         else:
             raise _err(errno.ENOPROTOOPT)
 
@@ -404,10 +396,7 @@ class TCPSocket:
                 return t.snd_mss
             raise _err(errno.ENOPROTOOPT)
         if level == _s.IPPROTO_IP:
-            if opt == _s.IP_TTL:
-                return t.ttl if t.ttl is not None else 64
-            if opt == _s.IP_TOS:
-                return t.tos
+            return get_ip_option(t, opt)
         raise _err(errno.ENOPROTOOPT)
 
     def info(self) -> dict[str, Any]:

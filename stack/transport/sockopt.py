@@ -1,0 +1,39 @@
+"""What every transport socket shares: its errors and the IPPROTO_IP level options."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket as _s
+from typing import Any, Protocol
+
+
+def sock_error(code: int, msg: str = "") -> OSError:
+    """An OSError carrying a BSD errno (and the usual message when none is given)."""
+    return OSError(code, msg or os.strerror(code))
+
+
+class HasIPOptions(Protocol):
+    ttl: int | None
+    tos: int
+
+
+def set_ip_option(target: HasIPOptions, opt: int, value: Any) -> None:
+    """IP_TTL (1..255, -1 = the default) and IP_TOS, as Linux takes them."""
+    if opt == _s.IP_TTL:
+        v = int(value)
+        if not (v == -1 or 1 <= v <= 255):
+            raise sock_error(errno.EINVAL)
+        target.ttl = None if v == -1 else v
+    elif opt == _s.IP_TOS:
+        target.tos = int(value) & 0xFF
+    else:
+        raise sock_error(errno.ENOPROTOOPT)
+
+
+def get_ip_option(target: HasIPOptions, opt: int, default_ttl: int = 64) -> int:
+    if opt == _s.IP_TTL:
+        return target.ttl if target.ttl is not None else default_ttl
+    if opt == _s.IP_TOS:
+        return target.tos
+    raise sock_error(errno.ENOPROTOOPT)
