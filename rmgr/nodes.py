@@ -22,7 +22,7 @@ import select
 import stat
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 POLLIN = select.POLLIN
 POLLOUT = select.POLLOUT
@@ -83,6 +83,9 @@ class Node:
         return 0
 
 
+_N = TypeVar("_N", bound=Node)
+
+
 class Directory(Node):
     file_type = stat.S_IFDIR
 
@@ -106,7 +109,7 @@ class Directory(Node):
             node = self.dynamic().get(name)
         return node
 
-    def add(self, name: str, node: Node) -> Node:
+    def add(self, name: str, node: _N) -> _N:
         if "/" in name or name in ("", ".", ".."):
             raise ValueError(f"bad node name {name!r}")
         self.entries[name] = node

@@ -27,7 +27,7 @@ import struct
 import sys
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from . import abi
@@ -79,6 +79,9 @@ SocketIO = _std.SocketIO
 
 #: the stdlib socket class (for families the stack does not serve)
 _StdSocket = _std.socket
+#: the stdlib's makefile, called with one of our sockets as ``self`` (it only needs the
+#: socket API), which its typed overloads cannot express
+_std_makefile: Callable[..., Any] = _StdSocket.makefile
 
 #: Largest read or write given to the kernel in one call: FUSE carries up to 1 MiB per
 #: request, and a longer read(2) on a FUSE file would wait for a second request.
@@ -273,8 +276,8 @@ class socket(metaclass=_Meta):  # noqa: N801 - the stdlib's name
     def makefile(self, mode: str = "r", buffering: int | None = None, *,
                  encoding: str | None = None, errors: str | None = None,
                  newline: str | None = None) -> Any:
-        return _StdSocket.makefile(self, mode, buffering, encoding=encoding,  # type: ignore[arg-type]
-                                   errors=errors, newline=newline)
+        return _std_makefile(self, mode, buffering, encoding=encoding, errors=errors,
+                             newline=newline)
 
     def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
         return _StdSocket._sendfile_use_send(self, file, offset, count)  # type: ignore[attr-defined,no-any-return]
@@ -647,6 +650,9 @@ def getnameinfo(sockaddr: tuple[str, int], flags: int) -> tuple[str, str]:
     return host, serv
 
 
+_DEFAULT_PROTO: dict[int, int] = {SOCK_STREAM: IPPROTO_TCP, SOCK_DGRAM: IPPROTO_UDP}
+
+
 def getaddrinfo(host: str | bytes | None, port: str | bytes | int | None, family: int = 0,
                 type: int = 0, proto: int = 0, flags: int = 0) -> list[tuple[Any, ...]]:
     """Numeric IPv4 hosts and /etc/hosts; AF_INET results only."""
@@ -685,7 +691,7 @@ def getaddrinfo(host: str | bytes | None, port: str | bytes | int | None, family
     for addr in addrs:
         for t, p in kinds:
             if not p:
-                p = {SOCK_STREAM: IPPROTO_TCP, SOCK_DGRAM: IPPROTO_UDP}.get(t, proto)
+                p = _DEFAULT_PROTO.get(t, proto)
             out.append((AddressFamily.AF_INET, SocketKind(t), p, canon, (addr, portnum)))
             canon = ""
     return out

@@ -16,7 +16,7 @@ from rmgr.nodes import Caller, ControlFile
 from stack.control import backend
 from stack.control.interfaces import flag_names
 from stack.control.util import einval, parse_int, require_root, take
-from stack.l2.iface import IFF_UP, parse_mac
+from stack.l2.iface import IFF_UP, Interface, parse_mac
 
 if TYPE_CHECKING:
     from stack.control import Control
@@ -92,7 +92,7 @@ class BridgeFiles:
             self.control.changed()
         return "ok\n"
 
-    def _iface(self, name: str) -> object:
+    def _iface(self, name: str) -> Interface:
         iface = self.stack.interfaces.get(name)
         if iface is None:
             raise OSError(errno.ENXIO, f"no such interface: {name}")

@@ -14,6 +14,7 @@ Commands (one line; several verbs after the interface name run in order)::
 from __future__ import annotations
 
 import errno
+import functools
 import re
 from typing import TYPE_CHECKING
 
@@ -44,7 +45,7 @@ class InterfaceFiles:
         return Directory(dynamic=self._nicinfo_entries)
 
     def _nicinfo_entries(self) -> dict[str, Node]:
-        return {name: TextFile(lambda n=name: self.render_nicinfo(n))
+        return {name: TextFile(functools.partial(self.render_nicinfo, name))
                 for name in list(self.stack.interfaces)}
 
     # -- reading ---------------------------------------------------------------------

@@ -10,6 +10,7 @@ tcp, ether, stack.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
@@ -42,7 +43,7 @@ class StatsFiles:
         cfg.add("nicinfo", self.control.interfaces.nicinfo_dir())
 
     def _stat_entries(self) -> dict[str, Node]:
-        return {g: TextFile(lambda g=g: self.render(g)) for g in self.groups()}
+        return {g: TextFile(functools.partial(self.render, g)) for g in self.groups()}
 
     # -- collection ------------------------------------------------------------------
     def collect(self) -> dict[str, dict[str, int]]:

@@ -18,8 +18,10 @@ Reading ``clone`` or ``ctl`` gives the connection number ``N`` and a newline.
 from __future__ import annotations
 
 import errno
+import functools
 import socket as _std
 from collections.abc import Iterator, Mapping
+from typing import TypedDict
 
 from rmgr.libsocket import abi
 from rmgr.nodes import Caller, Directory, Handle, HandleFile, IoRequest, OpenRequest, TextFile
@@ -143,6 +145,13 @@ class CtlHandle(Handle):
             self.conn.drop(self)
 
 
+class _Owner(TypedDict):
+    """Owner keywords of the nodes of one connection's directory."""
+
+    uid: int
+    gid: int
+
+
 class _ConnDirs(Mapping[str, Directory]):
     """The ``N`` directories of one protocol, made on demand from the live table."""
 
@@ -171,10 +180,9 @@ class TextDoor:
 
     def publish(self, tree: Directory) -> None:
         for kind, sock_type in (("tcp", abi.SOCK_STREAM), ("udp", abi.SOCK_DGRAM)):
-            d = tree.add(kind, Directory(dynamic=lambda k=kind: _ConnDirs(self, k)))
-            d.add("clone", HandleFile(lambda req, t=sock_type: self.open_clone(t, req),
-                                      mode=0o666))
-            d.add("stats", TextFile(lambda k=kind: self.render_stats(k)))
+            d = tree.add(kind, Directory(dynamic=functools.partial(_ConnDirs, self, kind)))
+            d.add("clone", HandleFile(functools.partial(self.open_clone, sock_type), mode=0o666))
+            d.add("stats", TextFile(functools.partial(self.render_stats, kind)))
         # raw sockets come only through the socket door, but are listed here
         tree.add("raw", Directory(dynamic=lambda: _ConnDirs(self, "raw")))
 
@@ -192,7 +200,7 @@ class TextDoor:
 
     def conn_dir(self, conn: Conn) -> Directory:
         if conn.dir is None:
-            kw = {"uid": conn.uid, "gid": conn.gid}
+            kw: _Owner = {"uid": conn.uid, "gid": conn.gid}
             conn.dir = Directory({
                 "ctl": HandleFile(lambda req: self._open_ctl(conn, req), mode=0o660, **kw),
                 "data": HandleFile(lambda req: self._open_data(conn, req), mode=0o660, **kw),

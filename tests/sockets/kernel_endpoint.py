@@ -5,6 +5,7 @@ FUSE independently of the stack's transports (the same tests then run on the sta
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import select
@@ -30,6 +31,8 @@ class KernelEndpoint(Endpoint):
         self._err = 0
         self._kick = trio.Event()
         self._closed = False
+        self._reported = -1  # the mask _watch last reported with changed()
+        self._lowered = 0  # bits of it that an operation has cleared since
         self._poller = select.poll()
         self._poller.register(self.sock.fileno(), select.POLLIN | select.POLLOUT)
         nursery.start_soon(self._watch)
@@ -40,24 +43,32 @@ class KernelEndpoint(Endpoint):
         return ev[0][1] if ev else 0
 
     def kick(self) -> None:
+        # an operation (recv, accept ...) may have lowered the mask; the watcher may only
+        # run after the peer has raised it again, and a poller that saw it low must
+        # still be woken: remember what went low
+        if not self._closed:
+            self._lowered |= self._reported & ~self._mask()
         self._kick.set()
 
     async def _watch(self) -> None:
-        last = -1
         while not self._closed:
             mask = self._mask()
             if self._state == abi.ST_CONNECTING and mask & (select.POLLOUT | select.POLLERR
                                                             | select.POLLHUP):
                 self._err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 self._state = abi.ST_CLOSED if self._err else abi.ST_CONNECTED
-                last = -1
-            if mask != last:
-                last = mask
+                self._reported = -1
+            if mask != self._reported or mask & self._lowered:
+                self._reported, self._lowered = mask, 0
                 self.changed()
             self._kick = trio.Event()
             async with trio.open_nursery() as n:
                 async def waiter(fn, *a) -> None:  # type: ignore[no-untyped-def]
-                    await fn(*a)
+                    # close() may come first (fd -1) or wake us (ClosedResourceError):
+                    # either way this round is over and the loop ends
+                    with contextlib.suppress(trio.ClosedResourceError):
+                        if not self._closed:
+                            await fn(*a)
                     n.cancel_scope.cancel()
                 n.start_soon(waiter, self._kick.wait)
                 if not mask & select.POLLIN and not mask & (select.POLLHUP | select.POLLERR):

@@ -115,8 +115,10 @@ def register_sysctls(sysctl: Any, cfg: Any, knobs: list[tuple[str, str, float, s
                 if v not in ALGORITHMS:
                     raise OSError(errno.EINVAL, f"unknown congestion control {v!r}")
                 setattr(cfg, attr, v)
+            elif isinstance(v, str) or not scale:
+                setattr(cfg, attr, v)
             else:
-                setattr(cfg, attr, v / scale if scale else v)
+                setattr(cfg, attr, v / scale)
 
         knob = sysctl.register(name, default, desc, lo=lo, hi=hi, on_change=setter)
         # a value set before we registered wins

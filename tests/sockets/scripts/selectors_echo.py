@@ -14,6 +14,7 @@ srv.setblocking(False)
 sel.register(srv, selectors.EVENT_READ)
 print("serving", type(sel).__name__, flush=True)
 pending: dict[socket.socket, bytes] = {}
+closing: set[socket.socket] = set()  # peer sent EOF; close once pending is out
 while True:
     for key, mask in sel.select():
         sock = key.fileobj
@@ -27,9 +28,13 @@ while True:
                 data = sock.recv(65536)
             except BlockingIOError:
                 continue
-            if not data:
-                sel.unregister(sock)
-                sock.close()
+            if not data:  # EOF: echo what is still pending, then close
+                if sock in pending:
+                    closing.add(sock)
+                    sel.modify(sock, selectors.EVENT_WRITE)
+                else:
+                    sel.unregister(sock)
+                    sock.close()
                 continue
             pending[sock] = pending.get(sock, b"") + data
             sel.modify(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
@@ -41,4 +46,9 @@ while True:
             pending[sock] = pending[sock][n:]
             if not pending[sock]:
                 del pending[sock]
-                sel.modify(sock, selectors.EVENT_READ)
+                if sock in closing:
+                    closing.discard(sock)
+                    sel.unregister(sock)
+                    sock.close()
+                else:
+                    sel.modify(sock, selectors.EVENT_READ)
