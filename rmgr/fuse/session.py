@@ -17,6 +17,7 @@ import errno
 import inspect
 import logging
 import os
+import select
 import socket
 import stat
 import struct
@@ -62,6 +63,8 @@ DYN_SWEEP_INTERVAL = 1.0
 #: stall the other sockets opened from the same node); inside "EOF" with
 #: FOPEN_PARALLEL_DIRECT_WRITES it takes it shared.
 HANDLE_FILE_SIZE = 1 << 62
+#: After a request, how long the reader stays awake for the next one before sleeping.
+BUSY_POLL_NS = 50_000
 #: Parked tasks kept for the next request that blocks (more exit when done).
 MAX_IDLE_AGENTS = 32
 #: Unknown inode number for readdir entries the kernel has not looked up (as libfuse).
@@ -456,6 +459,8 @@ class FuseSession:
             try:
                 n = readv(fd, [self._buf])
             except BlockingIOError:
+                if since_yield and await self._poll_briefly(fd):
+                    continue  # the next request came while we stayed awake
                 since_yield = 0
                 await wait_readable(fd)
                 continue
@@ -476,6 +481,23 @@ class FuseSession:
             if since_yield >= 16:
                 since_yield = 0
                 await trio.lowlevel.checkpoint()
+
+    async def _poll_briefly(self, fd: int) -> bool:
+        """Right after serving a request, stay awake for up to BUSY_POLL_NS (yielding to
+        every other task each time round, so nothing waits on us) before sleeping in
+        epoll: a synchronous client's next request usually comes within that window, and
+        on an idle machine the wake-up from sleep costs more than the request itself
+        (docs/performance.md). Like NAPI busy-polling, bounded and only after work."""
+        deadline = time.perf_counter_ns() + BUSY_POLL_NS
+        while time.perf_counter_ns() < deadline:
+            await trio.lowlevel.checkpoint()
+            if self.stopped or self._reader is None:
+                return True
+            r, _, _ = select.select([fd], [], [], 0)
+            if r:
+                self.counters["busy_poll_hits"] += 1
+                return True
+        return False
 
     async def _drive(self, a: _Agent, job: _Job) -> None:
         unique, _opcode, coro, holds_buffer = job

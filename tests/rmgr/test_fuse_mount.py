@@ -496,3 +496,24 @@ async def test_serve_mount_cleans_stale_mount_itself(fuse_base: str) -> None:
         assert not mounted_fuse_at(path)
     finally:
         force_unmount(path)
+
+
+async def test_back_to_back_requests_are_caught_awake(mounted: Mounted) -> None:
+    """After a request the reader stays awake briefly (busy poll) and catches a
+    synchronous client's next request without sleeping in epoll: the counter moves, and
+    every write is still answered in order."""
+
+    def burst() -> list[bytes]:
+        fd = os.open(mounted.p("chan"), os.O_RDWR)
+        try:
+            got = []
+            for i in range(200):
+                os.write(fd, b"m%03d" % i)
+                got.append(os.read(fd, 100))
+            return got
+        finally:
+            os.close(fd)
+
+    before = mounted.session.counters["busy_poll_hits"]
+    assert await blocking(burst) == [b"m%03d" % i for i in range(200)]
+    assert mounted.session.counters["busy_poll_hits"] - before > 100
