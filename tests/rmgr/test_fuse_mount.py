@@ -498,11 +498,11 @@ async def test_serve_mount_cleans_stale_mount_itself(fuse_base: str) -> None:
         force_unmount(path)
 
 
-async def test_back_to_back_requests_are_caught_awake(mounted: Mounted) -> None:
-    """After a request the reader stays awake briefly (busy poll) and catches a
-    synchronous client's next request without sleeping in epoll: the counter moves, and
-    every write is still answered in order. The client is another process, as real
-    clients are (a thread of this one would compete with the session for the GIL)."""
+async def test_back_to_back_round_trips_from_another_process(mounted: Mounted) -> None:
+    """200 synchronous write/read round trips from another process (the busy-poll path:
+    the reader stays awake after each request) are all answered, in order. Whether the
+    poll catches them depends on the machine's load; test_fuse_protocol checks that it
+    does when the next request comes in time."""
     script = (
         "import os, sys\n"
         "fd = os.open(sys.argv[1], os.O_RDWR)\n"
@@ -510,8 +510,6 @@ async def test_back_to_back_requests_are_caught_awake(mounted: Mounted) -> None:
         "    os.write(fd, b'm%03d' % i)\n"
         "    assert os.read(fd, 100) == b'm%03d' % i\n"
         "print('ok')\n")
-    before = mounted.session.counters["busy_poll_hits"]
     done = await trio.run_process([sys.executable, "-c", script, mounted.p("chan")],
                                   capture_stdout=True)
     assert done.stdout == b"ok\n"
-    assert mounted.session.counters["busy_poll_hits"] - before > 100

@@ -416,3 +416,27 @@ async def test_statfs_access_setattr(kernel: FakeKernel) -> None:
     assert (await kernel.call(abi.SETATTR, trunc, secret)).error == 0
     chmod = abi.SETATTR_IN.pack(abi.FATTR_MODE, *([0] * 15))
     assert (await kernel.call(abi.SETATTR, chmod, secret)).error == -errno.EPERM
+
+
+async def test_busy_poll_catches_the_next_request(kernel: FakeKernel,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """After answering, the reader polls (yielding to other tasks) before sleeping in
+    epoll; a request sent in that window is caught awake. The window is widened here so
+    the check does not depend on the machine's speed; without busy polling (0) nothing
+    is caught."""
+    import rmgr.fuse.session as session_mod
+
+    monkeypatch.setattr(session_mod, "BUSY_POLL_NS", 50_000_000)
+    c = kernel.session.counters
+    before = c["busy_poll_hits"]
+    for _ in range(30):
+        r = await kernel.call(abi.GETATTR, abi.GETATTR_IN.pack(0, 0, 0))
+        assert r.error == 0
+    caught = c["busy_poll_hits"] - before
+    assert caught >= 20
+    monkeypatch.setattr(session_mod, "BUSY_POLL_NS", 0)
+    await kernel.call(abi.GETATTR, abi.GETATTR_IN.pack(0, 0, 0))  # ends the open window
+    before = c["busy_poll_hits"]
+    for _ in range(10):
+        assert (await kernel.call(abi.GETATTR, abi.GETATTR_IN.pack(0, 0, 0))).error == 0
+    assert c["busy_poll_hits"] == before
