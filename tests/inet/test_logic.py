@@ -353,6 +353,9 @@ async def test_loopback_ping_local_addresses(two_if_stack) -> None:
     rtt = await st.inet.ping("10.0.0.1", size=40000, timeout=2)  # fragmented on lo0
     assert st.inet.reass.counters["reassembled"] == 2  # the request and the reply
     assert rtt >= 0
+    # every answer came from the stack's own echo responder, over lo0
+    ic = st.inet.icmp.counters
+    assert ic["out_echo"] == 4 and ic["out_echo_reply"] == 4, dict(ic)
 
 
 async def test_forwarding_ttl_and_no_route(autojump_clock) -> None:
