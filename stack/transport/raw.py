@@ -17,7 +17,7 @@ from typing import Any
 import trio
 
 from stack.counters import Counters
-from stack.transport.sockopt import get_ip_option, set_ip_option
+from stack.transport.sockopt import fire_change, get_ip_option, set_ip_option
 from stack.transport.sockopt import sock_error as _err
 from stack.transport.tcp.proto import to_int_addr
 
@@ -46,13 +46,7 @@ class RawSocket:
         proto.sockets.append(self)
 
     def _notify(self) -> None:
-        self._event.set()
-        self._event = trio.Event()
-        for cb in list(self.on_change):
-            try:
-                cb()
-            except Exception:
-                self.rawproto.counters["on_change_errors"] += 1
+        fire_change(self, self.rawproto.counters)
 
     def poll_mask(self) -> int:
         if self.closed:

@@ -1,11 +1,17 @@
-"""What every transport socket shares: its errors and the IPPROTO_IP level options."""
+"""What every transport socket shares: its errors, the IPPROTO_IP level options and
+the readiness notification the socket files wait on."""
 
 from __future__ import annotations
 
 import errno
 import os
 import socket as _s
+from collections.abc import Callable
 from typing import Any, Protocol
+
+import trio
+
+from stack.counters import Counters
 
 
 def sock_error(code: int, msg: str = "") -> OSError:
@@ -37,3 +43,20 @@ def get_ip_option(target: HasIPOptions, opt: int, default_ttl: int = 64) -> int:
     if opt == _s.IP_TOS:
         return target.tos
     raise sock_error(errno.ENOPROTOOPT)
+
+
+class HasReadiness(Protocol):
+    _event: trio.Event
+    on_change: list[Callable[[], None]]
+
+
+def fire_change(sock: HasReadiness, counters: Counters) -> None:
+    """Readiness may have changed: wake in-stack waiters (a fresh Event each time) and
+    call the listeners (the FUSE poll notifier); a listener that raises is counted."""
+    sock._event.set()
+    sock._event = trio.Event()
+    for cb in list(sock.on_change):
+        try:
+            cb()
+        except Exception:
+            counters["on_change_errors"] += 1

@@ -19,7 +19,7 @@ from typing import Any
 import trio
 
 from stack.counters import Counters
-from stack.transport.sockopt import get_ip_option, set_ip_option
+from stack.transport.sockopt import fire_change, get_ip_option, set_ip_option
 from stack.transport.sockopt import sock_error as _err
 from stack.transport.tcp.proto import register_sysctls, split_address
 from stack.transport.wire import udp as wire
@@ -79,13 +79,7 @@ class UDPSocket:
         return f"<UDPSocket {IPv4Address(self.laddr)}:{self.lport} q={len(self.queue)}>"
 
     def _notify(self) -> None:
-        self._event.set()
-        self._event = trio.Event()
-        for cb in list(self.on_change):
-            try:
-                cb()
-            except Exception:
-                self.proto.counters["on_change_errors"] += 1
+        fire_change(self, self.proto.counters)
 
     def poll_mask(self) -> int:
         if self.closed:

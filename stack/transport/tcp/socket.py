@@ -19,7 +19,7 @@ from typing import Any
 
 import trio
 
-from stack.transport.sockopt import get_ip_option, set_ip_option
+from stack.transport.sockopt import fire_change, get_ip_option, set_ip_option
 from stack.transport.sockopt import sock_error as _err
 from stack.transport.tcp import seq as sq
 from stack.transport.tcp.proto import TCPProto, split_address
@@ -63,13 +63,7 @@ class TCPSocket:
 
     # ------------------------------------------------------------- readiness
     def _notify(self) -> None:
-        self._event.set()
-        self._event = trio.Event()
-        for cb in list(self.on_change):
-            try:
-                cb()
-            except Exception:
-                self.proto.counters["on_change_errors"] += 1
+        fire_change(self, self.proto.counters)
 
     async def _wait(self) -> None:
         await self._event.wait()
