@@ -58,6 +58,8 @@ def _mreq(ifindex: int, mr_type: int, addr: bytes = b"") -> bytes:
 
 
 class PacketInterface(FdInterface):
+    sock: socket.socket  # always set in __init__ (the fd's owner)
+
     kind = "ether"
 
     def __init__(self, name: str, *, link: str, netns: str | None, mac: bytes | None,
@@ -176,16 +178,7 @@ class PacketInterface(FdInterface):
             self.sock.setsockopt(SOL_PACKET, opt, _mreq(self.ifindex, PACKET_MR_MULTICAST, mac))
 
     def destroy(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.fd = -1
-            try:
-                import trio
-
-                trio.lowlevel.notify_closing(self.sock)
-            except Exception:
-                pass
-            self.sock.close()
+        self.close_fd()
 
     def describe(self) -> dict[str, str]:
         return {"link": self.link, "netns": self.netns or "-", "ifindex": str(self.ifindex),

@@ -53,6 +53,8 @@ def _prob(opts: Options, key: str) -> float:
 
 
 class VwireInterface(FdInterface):
+    sock: socket.socket  # always set in __init__ (the fd's owner)
+
     kind = "ether"
 
     def __init__(self, name: str, *, mac: bytes, mtu: int, path: str | None,
@@ -182,13 +184,7 @@ class VwireInterface(FdInterface):
 
     def destroy(self) -> None:
         if not self.closed:
-            self.closed = True
-            self.fd = -1
-            try:
-                trio.lowlevel.notify_closing(self.sock)
-            except Exception:
-                pass
-            self.sock.close()
+            self.close_fd()
             if self.path:
                 import os
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 from collections import deque
 from collections.abc import Sequence
 
@@ -74,6 +75,7 @@ class FdInterface(Interface):
                  txq_max: int = TXQ_MAX, **kw: int) -> None:
         super().__init__(name, mac=mac, mtu=mtu, driver=driver, **kw)
         self.fd = -1
+        self.sock: socket.socket | None = None  # set by drivers whose fd is a socket's
         self.txq: deque[tuple[Sequence[Buffer], TxMeta | None]] = deque()
         self.txq_max = txq_max
         self._tx_wakeup = trio.Event()
@@ -176,13 +178,21 @@ class FdInterface(Interface):
         return True
 
     def close_fd(self) -> None:
-        if self.fd >= 0 and not self.closed:
-            self.closed = True
-            fd, self.fd = self.fd, -1
-            try:
-                trio.lowlevel.notify_closing(fd)
-            except Exception:  # not inside trio (unit use)
-                pass
+        """Close the device once, waking a task that waits on it first (trio requires
+        it). A driver whose fd belongs to a socket object sets ``self.sock``: it is
+        closed through that object."""
+        if self.closed or (self.fd < 0 and self.sock is None):
+            return
+        self.closed = True
+        fd, self.fd = self.fd, -1
+        owner = self.sock
+        try:
+            trio.lowlevel.notify_closing(owner if owner is not None else fd)
+        except Exception:  # not inside trio (unit use)
+            pass
+        if owner is not None:
+            owner.close()
+        else:
             os.close(fd)
 
 
