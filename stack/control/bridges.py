@@ -10,26 +10,15 @@ Commands (several verbs may follow one bridge name, run in order)::
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING
 
-from rmgr.nodes import Caller, ControlFile
+from rmgr.nodes import Caller
 from stack.control import backend
 from stack.control.interfaces import flag_names
-from stack.control.util import einval, parse_int, require_root, take
+from stack.control.util import ControlFiles, einval, parse_int, require_root, take
 from stack.l2.iface import IFF_UP, Interface, parse_mac
 
-if TYPE_CHECKING:
-    from stack.control import Control
 
-
-class BridgeFiles:
-    def __init__(self, control: Control) -> None:
-        self.control = control
-        self.stack = control.stack
-
-    def node(self) -> ControlFile:
-        return ControlFile(self.command, self.render)
-
+class BridgeFiles(ControlFiles):
     def render(self) -> str:
         out = []
         for br in backend.list_bridges(self.stack):

@@ -16,15 +16,19 @@ from __future__ import annotations
 import errno
 import functools
 import re
-from typing import TYPE_CHECKING
 
-from rmgr.nodes import Caller, ControlFile, Directory, Node, TextFile
+from rmgr.nodes import Caller, Directory, Node, TextFile
 from stack.control import backend
-from stack.control.util import IPIf, einval, parse_ifaddr, parse_int, require_root, take
+from stack.control.util import (
+    ControlFiles,
+    IPIf,
+    einval,
+    parse_ifaddr,
+    parse_int,
+    require_root,
+    take,
+)
 from stack.l2.iface import FLAG_NAMES, IFF_UP, Interface, format_mac
-
-if TYPE_CHECKING:
-    from stack.control import Control
 
 _NAME = re.compile(r"^[a-z][a-z_]*[0-9]+$")
 
@@ -33,14 +37,7 @@ def flag_names(flags: int) -> str:
     return ",".join(name for bit, name in FLAG_NAMES if flags & bit) or "-"
 
 
-class InterfaceFiles:
-    def __init__(self, control: Control) -> None:
-        self.control = control
-        self.stack = control.stack
-
-    def node(self) -> ControlFile:
-        return ControlFile(self.command, self.render)
-
+class InterfaceFiles(ControlFiles):
     def nicinfo_dir(self) -> Directory:
         return Directory(dynamic=self._nicinfo_entries)
 

@@ -21,15 +21,19 @@ arp commands::
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING
 
-from rmgr.nodes import Caller, ControlFile
+from rmgr.nodes import Caller
 from stack.control import backend
-from stack.control.util import einval, parse_addr, parse_dest, parse_int, require_root, take
+from stack.control.util import (
+    ControlFiles,
+    einval,
+    parse_addr,
+    parse_dest,
+    parse_int,
+    require_root,
+    take,
+)
 from stack.l2.iface import parse_mac
-
-if TYPE_CHECKING:
-    from stack.control import Control
 
 ROUTE_COLUMNS = ("destination", "gateway", "flags", "metric", "mtu", "use", "interface")
 ARP_COLUMNS = ("address", "mac", "interface", "state", "expires", "flags")
@@ -43,14 +47,7 @@ def render_table(columns: tuple[str, ...], rows: list[dict[str, str]]) -> str:
                    for row in table)
 
 
-class RouteFiles:
-    def __init__(self, control: Control) -> None:
-        self.control = control
-        self.stack = control.stack
-
-    def node(self) -> ControlFile:
-        return ControlFile(self.command, self.render)
-
+class RouteFiles(ControlFiles):
     def render(self) -> str:
         return render_table(ROUTE_COLUMNS, backend.list_routes(self.stack))
 
@@ -114,14 +111,7 @@ class RouteFiles:
             self.control.changed()
 
 
-class ArpFiles:
-    def __init__(self, control: Control) -> None:
-        self.control = control
-        self.stack = control.stack
-
-    def node(self) -> ControlFile:
-        return ControlFile(self.command, self.render)
-
+class ArpFiles(ControlFiles):
     def render(self) -> str:
         return render_table(ARP_COLUMNS, backend.list_arp(self.stack))
 

@@ -1,15 +1,39 @@
-"""Small helpers shared by the control files: permission checks, argument parsing."""
+"""Small helpers shared by the control files: their base class, permission checks,
+argument parsing."""
 
 from __future__ import annotations
 
 import errno
 import ipaddress
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING
 
-from rmgr.nodes import Caller
+from rmgr.nodes import Caller, ControlFile
+
+if TYPE_CHECKING:
+    from stack.control import Control
 
 IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPIf = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+
+class ControlFiles:
+    """One control file's two halves on one object: ``render`` answers reads (the
+    table), ``command`` takes writes. Subclasses implement both."""
+
+    def __init__(self, control: Control) -> None:
+        self.control = control
+        self.stack = control.stack
+
+    def node(self) -> ControlFile:
+        return ControlFile(self.command, self.render)
+
+    def render(self) -> str:
+        raise NotImplementedError
+
+    def command(self, text: str, caller: Caller) -> str | Awaitable[str]:
+        raise NotImplementedError
 
 
 def require_root(caller: Caller, what: str) -> None:
