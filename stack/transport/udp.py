@@ -7,7 +7,6 @@ ICMP port unreachable and reports it on the next call (Linux semantics)."""
 from __future__ import annotations
 
 import errno
-import random
 import select
 import socket as _s
 import struct
@@ -19,6 +18,7 @@ from typing import Any
 import trio
 
 from stack.counters import Counters
+from stack.transport.ports import EphemeralPorts
 from stack.transport.sockopt import fire_change, get_ip_option, set_ip_option
 from stack.transport.sockopt import sock_error as _err
 from stack.transport.tcp.proto import register_sysctls, split_address
@@ -265,7 +265,7 @@ class UDPProto:
                         lambda v, a=attr: setattr(self.cfg, a, v))
         self.counters = counters if counters is not None else Counters("udp")
         self.ports: dict[int, list[UDPSocket]] = {}
-        self._next_port = 0
+        self._ports = EphemeralPorts()
 
     def socket(self) -> UDPSocket:
         return UDPSocket(self)
@@ -289,16 +289,8 @@ class UDPProto:
         self.ports.setdefault(port, []).append(sock)
 
     def _ephemeral(self) -> int:
-        first, last = self.cfg.port_first, self.cfg.port_last
-        span = max(last - first + 1, 1)
-        if not self._next_port:
-            self._next_port = random.randrange(span)
-        for _ in range(span):
-            self._next_port = (self._next_port + 1) % span
-            port = first + self._next_port
-            if not self.ports.get(port):
-                return port
-        raise _err(errno.EADDRNOTAVAIL, "no free ephemeral port")
+        return self._ports.pick(self.cfg.port_first, self.cfg.port_last, self.ports,
+                                self.counters)
 
     def unbind(self, sock: UDPSocket) -> None:
         if sock.bound:

@@ -15,6 +15,7 @@ import trio
 
 from stack.counters import Counters
 from stack.packet import TxMeta
+from stack.transport.ports import EphemeralPorts
 from stack.transport.tcp import seq as sq
 from stack.transport.tcp.isn import ISNGenerator, SynCookies
 from stack.transport.tcp.tcb import INF, IPPROTO_TCP, TCB, State
@@ -164,7 +165,7 @@ class TCPProto:
         self.challenge_epoch = 0.0
         self.challenge_count = 0
         self._ts_offset = random.getrandbits(32)
-        self._next_port = 0
+        self._ports = EphemeralPorts()
         #: test hook: called with every TCB that becomes ESTABLISHED by a listener
         self.on_accept: list[Callable[[TCB], None]] = []
 
@@ -234,17 +235,8 @@ class TCPProto:
         self.ports.setdefault(port, []).append(tcb)
 
     def _ephemeral(self, tcb: TCB, laddr: int) -> int:
-        first, last = self.cfg.port_first, self.cfg.port_last
-        span = max(last - first + 1, 1)
-        if not self._next_port:
-            self._next_port = random.randrange(span)
-        for _ in range(span):
-            self._next_port = (self._next_port + 1) % span
-            port = first + self._next_port
-            if port not in self.ports or not self.ports[port]:
-                return port
-        self.counters["ephemeral_exhausted"] += 1
-        raise _err(errno.EADDRNOTAVAIL, "no free ephemeral port")
+        return self._ports.pick(self.cfg.port_first, self.cfg.port_last, self.ports,
+                                self.counters)
 
     def _unbind(self, tcb: TCB) -> None:
         if tcb.bound:
