@@ -231,6 +231,20 @@ def transfer(ts: TapStack, **kw: Any) -> Iterator[Transfer]:
     t.finish()
 
 
+def settled(read: Any, quiet: float = 0.5, timeout: float = 20, step: float = 0.1) -> int:
+    """Poll ``read()`` until it stops changing for ``quiet`` seconds; return the value."""
+    end = time.monotonic() + timeout
+    last, since = read(), time.monotonic()
+    while time.monotonic() < end:
+        time.sleep(step)
+        v = read()
+        if v != last:
+            last, since = v, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            break
+    return int(last)
+
+
 def wait_for(pred: Any, timeout: float = 10, step: float = 0.05) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:

@@ -21,25 +21,12 @@ from tests.reliability.helpers import (
     TapStack,
     delta,
     needs_tap_stack,
+    settled,
     transfer,
     wait_for,
 )
 
 pytestmark = [needs_tap_stack]
-
-
-def settled(read: Any, quiet: float = 0.5, timeout: float = 20) -> int:
-    """Poll ``read()`` until it stops changing for ``quiet`` seconds; return the value."""
-    end = time.monotonic() + timeout
-    last, since = read(), time.monotonic()
-    while time.monotonic() < end:
-        time.sleep(0.1)
-        v = read()
-        if v != last:
-            last, since = v, time.monotonic()
-        elif time.monotonic() - since >= quiet:
-            break
-    return int(last)
 
 
 def hostile_corpus(stack_mac: str, my_mac: str) -> list[tuple[str, list[bytes], tuple[str, ...]]]:
