@@ -189,12 +189,26 @@ async def test_bulk_under_netem(netns: NetNS, netem: str) -> None:
         await exchange(st, netns, 1024 * 1024)
 
 
+def occupies_sequence_space(frame: bytes) -> bool:
+    """A TCP/IPv4 frame carrying data, SYN or FIN: the segments TCP must send again if
+    lost (a lost pure ACK is never retransmitted, by any TCP)."""
+    if len(frame) < 34 or frame[12:14] != b"\x08\x00" or frame[23] != socket.IPPROTO_TCP:
+        return False
+    ihl = (frame[14] & 0x0F) * 4
+    tcp = 14 + ihl
+    total = int.from_bytes(frame[16:18], "big")
+    doff = (frame[tcp + 12] >> 4) * 4
+    flags = frame[tcp + 13]
+    return total - ihl - doff > 0 or bool(flags & 0x03)  # payload, FIN (0x01), SYN (0x02)
+
+
 def impair(iface, *, loss: float = 0.0, dup: float = 0.0, corrupt: float = 0.0,  # noqa: ANN001
            reorder: float = 0.0, seed: int = 7) -> dict[str, int]:
     """Fault injection at the TAP itself, both directions (for kernels without netem):
     drop, duplicate, corrupt (received frames, re-verified) and reorder frames."""
     rng = random.Random(seed)
-    stats = {"lost_rx": 0, "lost_tx": 0, "dup_rx": 0, "dup_tx": 0, "corrupt": 0, "reorder": 0}
+    stats = {"lost_rx": 0, "lost_tx": 0, "lost_tx_seq": 0, "dup_rx": 0, "dup_tx": 0,
+             "corrupt": 0, "reorder": 0}
     deliver, transmit = iface.deliver, iface.transmit
     held: list = []
 
@@ -219,9 +233,17 @@ def impair(iface, *, loss: float = 0.0, dup: float = 0.0, corrupt: float = 0.0, 
             stats["dup_rx"] += 1
             deliver(pkt)
 
+    sent_seq = 0
+
     def tx(bufs, meta) -> bool:  # noqa: ANN001
-        if rng.random() < loss:
+        nonlocal sent_seq
+        seq = occupies_sequence_space(b"".join(bytes(b) for b in bufs))
+        sent_seq += seq
+        # with TSO the download is a few dozen 64 kB frames, so a random 1% loss often
+        # hits only ACKs; the 10th data frame is always lost too, so recovery is exercised
+        if rng.random() < loss or (loss and seq and sent_seq == 10):
             stats["lost_tx"] += 1
+            stats["lost_tx_seq"] += seq
             return True
         ok = transmit(bufs, meta)
         if dup and rng.random() < dup:
@@ -253,7 +275,9 @@ async def test_bulk_with_faults_at_the_tap(netns: NetNS, fault: dict[str, float]
                           ("corrupt", "corrupt")):
             if alone and kind in fault:
                 assert stats[key] > 0 or (kind == "loss" and stats["lost_rx"] > 0), stats
-        if stats["lost_tx"]:  # what we lost, we sent again
+        if "loss" in fault:
+            assert stats["lost_tx_seq"] > 0, stats
+        if stats["lost_tx_seq"]:  # what we lost of data, SYN or FIN, we sent again
             assert c["rexmt_segs"] + c["fast_rexmt_segs"] > 0, (stats, dict(c))
         if stats["dup_rx"] and alone:
             assert c["dup_segs_in"] + c["dupacks_in"] + c["partial_dup_trimmed"] > 0, dict(c)
