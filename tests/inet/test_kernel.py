@@ -128,6 +128,10 @@ E = Ether(src='{format_mac(tap.peer_mac)}', dst='{format_mac(tap.mac)}')
 def echo(i, n):
     return IP(src='10.9.0.1', dst='10.9.0.2', id=i) / ICMP(id=i, seq=1) / (b'Q' * n)
 go = lambda frs: sendp([E / f for f in frs], iface='tap0')
+# what the kernel receives back: the two echo replies and, 1 s on, time exceeded
+sn = AsyncSniffer(iface='tap0', filter='icmp and src 10.9.0.2')
+sn.start()
+time.sleep(0.3)
 fr = fragment(echo(101, 3000), fragsize=1000)
 go(list(reversed(fr)))                       # out of order
 fr = fragment(echo(102, 3000), fragsize=1000)
@@ -137,6 +141,17 @@ o = IP(bytes(fr[1])); o.frag -= 16; del o.chksum
 go([fr[0], o, fr[1], fr[2], fr[3]])          # overlapping
 fr = fragment(echo(104, 3000), fragsize=1000)
 go([fr[0], fr[2]])                           # never completed
+time.sleep(2.5)
+got = [IP(bytes(p[IP])) for p in sn.stop()]
+got = [(p[ICMP].type, p[ICMP].code, p) for p in defragment(got) if ICMP in p]
+seen = [(t, c, p.summary()) for t, c, p in got]
+replies = sorted(p[ICMP].id for t, c, p in got if t == 0)
+assert replies == [101, 102] and all(len(p[ICMP].payload) == 3000 for t, c, p in got if t == 0), seen
+te = [p for t, c, p in got if (t, c) == (11, 1)]
+assert len(te) == 1, seen
+q = te[0][IPerror]   # the quoted header is the first fragment of datagram 104
+assert q.id == 104 and q.frag == 0 and q.src == '10.9.0.1' and q.flags.MF, q.show(dump=True)
+assert te[0][ICMPerror].id == 104, q.show(dump=True)  # and 8 bytes beyond it (RFC 792)
 """)
         rc = st.inet.reass.counters
         with trio.move_on_after(3):
