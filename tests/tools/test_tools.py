@@ -32,6 +32,13 @@ def tool_err(sp: object, *args: str) -> str:
     return lines[0]
 
 
+def wait_listening(dump: subprocess.Popen[str]) -> None:
+    """tcpdump prints "listening on" to stderr once its capture is open."""
+    assert dump.stderr is not None
+    line = dump.stderr.readline()
+    assert "listening on" in line, line
+
+
 def peer_up(ns: object, ifname: str, cidr: str) -> None:
     ns.run("ip", "addr", "add", cidr, "dev", ifname)  # type: ignore[attr-defined]
     ns.run("ip", "link", "set", ifname, "up")  # type: ignore[attr-defined]
@@ -61,9 +68,19 @@ def test_ifconfig_address_ping_arp(one: tuple[object, object]) -> None:
     assert "round-trip min/avg/max/stddev = " in r.stdout
     kmac = ns.run("cat", "/sys/class/net/tap0/address").stdout.strip()  # type: ignore[attr-defined]
     assert f"? ({PEER}) at {kmac} on tap0" in tool_ok(sp, "arp", "-a")
-    # ttl and size reach the wire: size 1400 → 1408 bytes back
-    r = sp.tool("ping", "-c", "1", "-s", "1400", "-T", "9", PEER)  # type: ignore[attr-defined]
+    # ttl and size reach the wire: the kernel sees TTL 9 and 1428 bytes of IP; 1408 back
+    dump = ns.popen("tcpdump", "-n", "-v", "-l", "--immediate-mode", "-c", "1", "-i", "tap0",  # type: ignore[attr-defined]
+                    f"icmp[icmptype] == icmp-echo and src {ADDR}",
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_listening(dump)
+        r = sp.tool("ping", "-c", "1", "-s", "1400", "-T", "9", PEER)  # type: ignore[attr-defined]
+        seen, _ = dump.communicate(timeout=10)
+    finally:
+        dump.kill()
+        dump.wait()
     assert "1408 bytes from" in r.stdout
+    assert "ttl 9," in seen and "length 1428)" in seen, seen
     # alias / -alias / mtu / down
     tool_ok(sp, "ifconfig", "tap0", "inet", "10.77.0.9", "netmask", "255.255.255.0", "alias")
     tool_ok(sp, "ifconfig", "tap0", "mtu", "1400")

@@ -406,8 +406,11 @@ except ConnectionResetError:
     sys.exit(0)
 if mode == "passive":       # we close first; the stack is the passive closer
     s.close(); time.sleep(2)
-elif mode == "active":      # wait for the stack's FIN, then close
-    print(repr(s.recv(10)), flush=True); time.sleep(1.0); s.close(); time.sleep(1)
+elif mode == "active":      # read to the stack's FIN, then close
+    got = b""
+    while chunk := s.recv(10):
+        got += chunk
+    print(repr(got), flush=True); time.sleep(1.0); s.close(); time.sleep(1)
 elif mode == "rst":
     try:
         print(s.recv(10), flush=True)
@@ -432,6 +435,7 @@ async def test_close_paths(netns: NetNS, mode: str) -> None:
             n.start_soon(peer)
             srv, _ = await lst.accept()
             if mode == "active":
+                await srv.send(b"last words")
                 srv.close()
                 await trio.sleep(0.3)
                 assert "CLOSE-WAIT" in await ss(netns)
@@ -451,6 +455,10 @@ async def test_close_paths(netns: NetNS, mode: str) -> None:
                 srv.abort()
         if mode == "rst":
             assert "ECONNRESET" in result["out"]
+        elif mode == "active":  # the data sent before close, then end of file
+            assert result["out"] == "b'last words'\n", result
+        else:  # the peer's close went through without an error
+            assert result["out"] == "", result
 
 
 UDP_PEER = """
