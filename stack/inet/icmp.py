@@ -100,7 +100,8 @@ class Icmp:
         self.k_bcastecho = reg("net.inet.icmp.bmcastecho", 0,
                                "answer echo requests sent to broadcast", lo=0, hi=1)
         self._tokens = float(self.k_burst.value)
-        self._last = time.monotonic()
+        self.clock = time.monotonic  # the rate limiter's clock (tests freeze it)
+        self._last = self.clock()
         self.waiters: dict[tuple[int, int], _Waiter] = {}
         self._ident = os.getpid() & 0xFFFF
         self._seq = itertools.count(1)
@@ -197,7 +198,7 @@ class Icmp:
         rate = int(self.k_rate.value)
         if rate <= 0:
             return True
-        now = time.monotonic()
+        now = self.clock()
         burst = float(self.k_burst.value)
         self._tokens = min(burst, self._tokens + (now - self._last) * rate)
         self._last = now

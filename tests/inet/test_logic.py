@@ -5,6 +5,7 @@ and out, forwarding, loopback, fragmentation. Deterministic (autojump clock)."""
 from __future__ import annotations
 
 import errno
+import time
 
 import pytest
 import trio
@@ -283,13 +284,22 @@ async def test_options_skipped_and_padding_ignored(two_if_stack) -> None:
 async def test_protocol_unreachable_and_rate_limit(two_if_stack) -> None:
     st, f0, _ = two_if_stack
     await learn_peer(f0)
+    now = [time.monotonic()]
+    st.inet.icmp.clock = lambda: now[0]  # time stands still while the 200 arrive
+    frame = eth(IP(src="10.0.0.2", dst="10.0.0.1", proto=99) / b"abcdefgh")
     for _ in range(200):
-        f0.inject(eth(IP(src="10.0.0.2", dst="10.0.0.1", proto=99) / b"abcdefgh"))
+        f0.inject(frame)
     out = frames_of(f0)
     burst = int(st.sysctl["net.inet.icmp.errburst"])
-    assert burst <= len(out) <= burst + 5
+    rate = int(st.sysctl["net.inet.icmp.errppslimit"])
+    assert len(out) == burst
     assert all(o[ICMP].type == 3 and o[ICMP].code == 2 for o in out)
-    assert st.inet.icmp.counters["error_ratelimited"] >= 200 - burst - 5
+    assert st.inet.icmp.counters["error_ratelimited"] == 200 - burst
+    now[0] += 0.1  # a tenth of a second refills rate/10 tokens
+    for _ in range(200):
+        f0.inject(frame)
+    assert len(frames_of(f0)) == rate // 10
+    assert st.inet.icmp.counters["error_ratelimited"] == 400 - burst - rate // 10
     # no error about a broadcast
     st.sysctl.set("net.inet.icmp.errppslimit", "0")
     f0.inject(eth(IP(src="10.0.0.2", dst="10.0.0.255", proto=99) / b"x",
