@@ -114,12 +114,8 @@ class CtlHandle(Handle):
             ep.shutdown({"rd": 0, "wr": 1, "rdwr": 2}[args[0]])
         elif verb == "keepalive" and len(args) <= 1:
             ep.setsockopt(_std.SOL_SOCKET, _std.SO_KEEPALIVE, 1)
-            if args:
-                try:
-                    ep.setsockopt(_std.IPPROTO_TCP, _std.TCP_KEEPIDLE, max(1, int(args[0])))
-                except OSError as exc:  # the stack may only have the sysctl
-                    if exc.errno != errno.ENOPROTOOPT:
-                        raise
+            if args:  # the idle time in seconds, as TCP_KEEPIDLE
+                ep.setsockopt(_std.IPPROTO_TCP, _std.TCP_KEEPIDLE, int(args[0]))
         elif verb == "nodelay" and not args:
             ep.setsockopt(_std.IPPROTO_TCP, _std.TCP_NODELAY, 1)
         elif verb == "ttl" and len(args) == 1:

@@ -182,6 +182,40 @@ async def test_keepalive_probe_and_drop(autojump_clock: object, net: Net) -> Non
     assert net.a.tcp.counters["keepalive_drops"] == 1
 
 
+async def test_keepalive_times_per_socket(autojump_clock: object, net: Net) -> None:
+    # the sysctls say two hours; the socket's own times win, and accept() inherits them
+    lst, cli, srv = await _pair(net)
+    idle, intvl, cnt = socket.TCP_KEEPIDLE, socket.TCP_KEEPINTVL, socket.TCP_KEEPCNT
+    assert [cli.getsockopt(socket.IPPROTO_TCP, o) for o in (idle, intvl, cnt)] == [7200, 75, 8]
+    for opt, bad in ((idle, 0), (idle, 32768), (intvl, -1), (cnt, 128)):
+        with pytest.raises(OSError) as e:
+            cli.setsockopt(socket.IPPROTO_TCP, opt, bad)
+        assert e.value.errno == errno.EINVAL
+    cli.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for opt, v in ((idle, 5), (intvl, 2), (cnt, 2)):
+        cli.setsockopt(socket.IPPROTO_TCP, opt, v)
+    assert [cli.getsockopt(socket.IPPROTO_TCP, o) for o in (idle, intvl, cnt)] == [5, 2, 2]
+    net.wire.faults.drop = lambda s, d, p, data: s == ip(B)
+    t0 = cli.tcb.last_rcv
+    with pytest.raises(TimeoutError):
+        await cli.recv(1)
+    assert trio.current_time() - t0 == pytest.approx(5 + 2 * 2, abs=0.1)
+    assert net.a.tcp.counters["keepalive_probes"] == 2
+    assert net.a.tcp.counters["keepalive_drops"] == 1
+    # a listener's times pass to the connections it accepts
+    net.wire.faults.drop = None
+    lst2 = net.b.tcp.socket()
+    lst2.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    lst2.setsockopt(socket.IPPROTO_TCP, idle, 30)
+    lst2.bind((B, 6000))
+    lst2.listen(1)
+    c2 = net.a.tcp.socket()
+    await c2.connect((B, 6000))
+    s2, _ = await lst2.accept()
+    assert s2.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+    assert s2.getsockopt(socket.IPPROTO_TCP, idle) == 30
+
+
 async def test_rfc5961_rst_and_syn_challenge(autojump_clock: object, net: Net) -> None:
     lst, cli, srv = await _pair(net)
     t = srv.tcb

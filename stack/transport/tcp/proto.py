@@ -435,6 +435,7 @@ class TCPProto:
     def _inherit(self, lst: TCB, tcb: TCB) -> None:
         tcb.nodelay = lst.nodelay
         tcb.keepalive = lst.keepalive
+        tcb.keepidle, tcb.keepintvl, tcb.keepcnt = lst.keepidle, lst.keepintvl, lst.keepcnt
         tcb.ttl = lst.ttl
         tcb.tos = lst.tos
         tcb.reuseaddr = lst.reuseaddr

@@ -31,6 +31,10 @@ POLLOUT = select.POLLOUT | select.POLLWRNORM
 POLLERR = select.POLLERR
 POLLHUP = select.POLLHUP
 POLLRDHUP = getattr(select, "POLLRDHUP", 0x2000)
+# per-socket keepalive options and their upper bounds (Linux: MAX_TCP_KEEPIDLE,
+# MAX_TCP_KEEPINTVL, MAX_TCP_KEEPCNT)
+KEEP_LIMITS = {_s.TCP_KEEPIDLE: 32767, _s.TCP_KEEPINTVL: 32767, _s.TCP_KEEPCNT: 127}
+KEEP_NAMES = {_s.TCP_KEEPIDLE: "idle time", _s.TCP_KEEPINTVL: "interval", _s.TCP_KEEPCNT: "count"}
 
 
 
@@ -349,8 +353,17 @@ class TCPSocket:
                 t.nodelay = bool(value)
                 if t.nodelay and t.state in SEND_STATES:
                     t.output()
-            elif opt == _s.TCP_KEEPIDLE or opt == _s.TCP_KEEPINTVL or opt == _s.TCP_KEEPCNT:
-                raise _err(errno.ENOPROTOOPT, "per-socket keepalive times: use the sysctls")
+            elif opt in KEEP_LIMITS:
+                v = int(value)
+                if not 1 <= v <= KEEP_LIMITS[opt]:  # Linux's bounds, EINVAL as there
+                    raise _err(errno.EINVAL, f"keepalive {KEEP_NAMES[opt]} must be 1..{KEEP_LIMITS[opt]}")
+                if opt == _s.TCP_KEEPIDLE:
+                    t.keepidle = float(v)
+                    t.arm_keepalive()  # a new idle time counts from the last segment received
+                elif opt == _s.TCP_KEEPINTVL:
+                    t.keepintvl = float(v)
+                else:
+                    t.keepcnt = v
             elif opt == _s.TCP_MAXSEG:
                 pass
             else:
@@ -388,6 +401,10 @@ class TCPSocket:
                 return int(t.nodelay)
             if opt == _s.TCP_MAXSEG:
                 return t.snd_mss
+            if opt in KEEP_LIMITS:  # whole seconds, as Linux reports them
+                idle, intvl, cnt = t.keep_times()
+                return {_s.TCP_KEEPIDLE: max(1, int(idle)), _s.TCP_KEEPINTVL: max(1, int(intvl)),
+                        _s.TCP_KEEPCNT: cnt}[opt]
             raise _err(errno.ENOPROTOOPT)
         if level == _s.IPPROTO_IP:
             return get_ip_option(t, opt)

@@ -157,6 +157,10 @@ class TCB:
         # user options
         self.nodelay = False
         self.keepalive = False
+        # TCP_KEEPIDLE/KEEPINTVL/KEEPCNT; None: the net.inet.tcp.keep* sysctls
+        self.keepidle: float | None = None
+        self.keepintvl: float | None = None
+        self.keepcnt: int | None = None
         self.ttl: int | None = None
         self.tos = 0
         self.error = 0          # pending SO_ERROR
@@ -295,26 +299,33 @@ class TCB:
         interval = max(self.rto, cfg.rto_min) * (1 << min(self.persist_shift, 12))
         self.t_persist = now + min(max(interval, cfg.persist_min), cfg.persist_max)
 
-    def _keep_timeout(self, now: float) -> None:
+    def keep_times(self) -> tuple[float, float, int]:
+        """(idle, interval, count): this socket's keepalive times, else the sysctls'."""
         cfg = self.proto.cfg
+        return (cfg.keepidle if self.keepidle is None else self.keepidle,
+                cfg.keepintvl if self.keepintvl is None else self.keepintvl,
+                cfg.keepcnt if self.keepcnt is None else self.keepcnt)
+
+    def _keep_timeout(self, now: float) -> None:
         if not self.keepalive or self.state not in (S.ESTABLISHED, S.CLOSE_WAIT):
             return
+        keepidle, keepintvl, keepcnt = self.keep_times()
         idle = now - self.last_rcv
-        if idle < cfg.keepidle and self.keep_probes == 0:
-            self.t_keep = self.last_rcv + cfg.keepidle
+        if idle < keepidle and self.keep_probes == 0:
+            self.t_keep = self.last_rcv + keepidle
             return
-        if self.keep_probes >= cfg.keepcnt:
+        if self.keep_probes >= keepcnt:
             self.c["keepalive_drops"] += 1
             self.drop(errno.ETIMEDOUT, send_rst=True)
             return
         self.keep_probes += 1
         self.c["keepalive_probes"] += 1
         self._send_control(sq.sub(self.snd_una, 1) & sq.MASK, ACK)
-        self.t_keep = now + cfg.keepintvl
+        self.t_keep = now + keepintvl
 
     def arm_keepalive(self) -> None:
         if self.keepalive and self.state in (S.ESTABLISHED, S.CLOSE_WAIT):
-            self.t_keep = self.last_rcv + self.proto.cfg.keepidle
+            self.t_keep = self.last_rcv + self.keep_times()[0]
         else:
             self.t_keep = INF
         self.rearm()
