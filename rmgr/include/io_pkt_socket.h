@@ -117,6 +117,10 @@ struct iop_sockinfo {
 /* recvfrom() = read() + IOP_RECVADDR (the source of the datagram this fd read last) */
 #define IOP_RECVADDR    _IOR(IOP_MAGIC, 12, struct iop_sockaddr)
 #define IOP_SOCKINFO    _IOR(IOP_MAGIC, 13, struct iop_sockinfo)
+/* recv(flags) = IOP_RECVFLAGS (flags for the next read on this fd) + read(). Takes
+ * MSG_PEEK, MSG_WAITALL (streams: the read returns the full size unless EOF, an error
+ * or a signal comes first) and MSG_DONTWAIT; others fail with EOPNOTSUPP. */
+#define IOP_RECVFLAGS   _IOW(IOP_MAGIC, 14, int32_t)
 
 /* helpers */
 static inline struct iop_sockaddr iop_sockaddr_in(in_addr_t addr, in_port_t port,

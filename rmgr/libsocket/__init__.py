@@ -64,6 +64,8 @@ SOCK_NONBLOCK: int = getattr(_std, "SOCK_NONBLOCK", 0o4000)
 SOCK_CLOEXEC: int = getattr(_std, "SOCK_CLOEXEC", 0o2000000)
 MSG_DONTWAIT: int = getattr(_std, "MSG_DONTWAIT", 0x40)
 MSG_NOSIGNAL: int = getattr(_std, "MSG_NOSIGNAL", 0x4000)
+MSG_PEEK: int = getattr(_std, "MSG_PEEK", abi.RECV_PEEK)
+MSG_WAITALL: int = getattr(_std, "MSG_WAITALL", abi.RECV_WAITALL)
 _GLOBAL_DEFAULT_TIMEOUT = _std._GLOBAL_DEFAULT_TIMEOUT  # type: ignore[attr-defined]
 
 getdefaulttimeout = _std.getdefaulttimeout
@@ -455,15 +457,22 @@ class socket(metaclass=_Meta):  # noqa: N801 - the stdlib's name
         if bufsize < 0:
             raise ValueError("negative buffersize in recv")
         fd = self._checked_fd()
-        self._check_flags(flags)
+        rflags = self._recv_flags(flags)
         n = min(bufsize, IO_MAX)
-        return self._io(lambda: os.read(fd, n), select.POLLIN, flags)  # type: ignore[no-any-return]
+        if not rflags:
+            return self._io(lambda: os.read(fd, n), select.POLLIN, flags)  # type: ignore[no-any-return]
+
+        def once() -> bytes:
+            _ioctl(fd, abi.IOP_RECVFLAGS, abi.INT.pack(rflags))
+            return os.read(fd, n)
+
+        return self._io(once, select.POLLIN, flags)  # type: ignore[no-any-return]
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
         if nbytes < 0:
             raise ValueError("negative buffersize in recv_into")
         fd = self._checked_fd()
-        self._check_flags(flags)
+        rflags = self._recv_flags(flags)
         view = memoryview(buffer).cast("B")
         if nbytes:
             if nbytes > len(view):
@@ -472,7 +481,13 @@ class socket(metaclass=_Meta):  # noqa: N801 - the stdlib's name
         view = view[:IO_MAX]
         if not len(view):
             return 0
-        return self._io(lambda: os.readv(fd, [view]), select.POLLIN, flags)  # type: ignore[no-any-return]
+
+        def once() -> int:
+            if rflags:
+                _ioctl(fd, abi.IOP_RECVFLAGS, abi.INT.pack(rflags))
+            return os.readv(fd, [view])
+
+        return self._io(once, select.POLLIN, flags)  # type: ignore[no-any-return]
 
     def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Any]:
         data = self.recv(bufsize, flags)
@@ -535,7 +550,14 @@ class socket(metaclass=_Meta):  # noqa: N801 - the stdlib's name
 
     def _check_flags(self, flags: int) -> None:
         if flags & ~(MSG_DONTWAIT | MSG_NOSIGNAL):
-            raise OSError(_errno.EOPNOTSUPP, f"send/recv flags {flags:#x} are not supported")
+            raise OSError(_errno.EOPNOTSUPP, f"send flags {flags:#x} are not supported")
+
+    @staticmethod
+    def _recv_flags(flags: int) -> int:
+        """The flags the stack applies to the next read (MSG_DONTWAIT is done here)."""
+        if flags & ~(MSG_DONTWAIT | MSG_PEEK | MSG_WAITALL):
+            raise OSError(_errno.EOPNOTSUPP, f"recv flags {flags:#x} are not supported")
+        return flags & (MSG_PEEK | MSG_WAITALL)
 
     # -- stack extras ------------------------------------------------------------------
     def nread(self) -> int:

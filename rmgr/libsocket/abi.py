@@ -88,6 +88,12 @@ IOP_NREAD = _IOR(IOP_MAGIC, 10, INT.size)
 IOP_SENDTO = _IOW(IOP_MAGIC, 11, SOCKADDR.size)
 IOP_RECVADDR = _IOR(IOP_MAGIC, 12, SOCKADDR.size)
 IOP_SOCKINFO = _IOR(IOP_MAGIC, 13, SOCKINFO.size)
+#: recv(flags) = IOP_RECVFLAGS (flags for the next read on this fd) + read()
+IOP_RECVFLAGS = _IOW(IOP_MAGIC, 14, INT.size)
+#: the recv flags IOP_RECVFLAGS takes (Linux values)
+RECV_PEEK = 0x2
+RECV_WAITALL = 0x100
+RECV_DONTWAIT = 0x40
 
 COMMANDS: dict[str, int] = {k: v for k, v in dict(globals()).items()
                             if k.startswith("IOP_") and isinstance(v, int)

@@ -106,8 +106,8 @@ class TCPEndpoint(_Wrapped):
     def send_nowait(self, data: memoryview, addr: Address | None = None) -> int:
         return int(self.s.send_nowait(data))
 
-    def recv_nowait(self, size: int) -> tuple[bytes, Address | None]:
-        return self.s.recv_nowait(size), None
+    def recv_nowait(self, size: int, peek: bool = False) -> tuple[bytes, Address | None]:
+        return self.s.recv_nowait(size, peek=peek), None
 
     def nread(self) -> int:
         return int(self.s.bytes_readable())
@@ -143,8 +143,8 @@ class UDPEndpoint(_Wrapped):
     def send_nowait(self, data: memoryview, addr: Address | None = None) -> int:
         return int(self.s.sendto_nowait(data, addr))
 
-    def recv_nowait(self, size: int) -> tuple[bytes, Address | None]:
-        data, addr = self.s.recvfrom_nowait(size)
+    def recv_nowait(self, size: int, peek: bool = False) -> tuple[bytes, Address | None]:
+        data, addr = self.s.recvfrom_nowait(size, peek=peek)
         return data, addr
 
     def nread(self) -> int:
@@ -180,8 +180,8 @@ class RawEndpoint(_Wrapped):
     def send_nowait(self, data: memoryview, addr: Address | None = None) -> int:
         return int(self.s.sendto_nowait(data, addr))
 
-    def recv_nowait(self, size: int) -> tuple[bytes, Address | None]:
-        data, addr = self.s.recvfrom_nowait(size)
+    def recv_nowait(self, size: int, peek: bool = False) -> tuple[bytes, Address | None]:
+        data, addr = self.s.recvfrom_nowait(size, peek=peek)
         return data, addr
 
     def nread(self) -> int:

@@ -77,6 +77,8 @@ class SocketHandle(Handle):
         self.open_nonblock = open_nonblock
         self.next_dest: Address | None = None  # IOP_SENDTO: destination of next write
         self.last_from: Address | None = None  # IOP_RECVADDR: source of last datagram
+        self.recv_flags = 0  # IOP_RECVFLAGS: MSG_* for the next read
+        self.deferred_error: OSError | None = None  # met after a MSG_WAITALL read's data
         self.released = False
         conn.hold(self)
 
@@ -92,13 +94,33 @@ class SocketHandle(Handle):
     # -- data ------------------------------------------------------------------------
     async def read(self, size: int, req: IoRequest) -> bytes:
         self._check_open()
+        if self.deferred_error is not None:
+            err, self.deferred_error = self.deferred_error, None
+            raise err
+        flags = self.recv_flags
+        nonblock = req.nonblock or bool(flags & abi.RECV_DONTWAIT)
+        timeout = conn_timeout(self.conn, "rcv")
+        deadline = trio.current_time() + timeout if timeout else math.inf
+        try:
+            if flags & abi.RECV_WAITALL and not flags & abi.RECV_PEEK \
+                    and self.conn.type == abi.SOCK_STREAM:
+                data = await self._read_all(size, nonblock, deadline)
+            else:
+                data = await self._read(size, nonblock, bool(flags & abi.RECV_PEEK), deadline)
+        except trio.Cancelled:
+            raise  # EINTR with nothing read: the caller's retry keeps its flags
+        except BaseException:
+            self.recv_flags = 0
+            raise
+        self.recv_flags = 0
+        return data
+
+    async def _read(self, size: int, nonblock: bool, peek: bool, deadline: float) -> bytes:
         conn = self.conn
-        nonblock = req.nonblock
-        timeout = conn_timeout(conn, "rcv")
-        with trio.move_on_after(timeout if timeout else math.inf) as scope:
+        with trio.move_on_at(deadline) as scope:
             while True:
                 try:
-                    data, addr = self.ep.recv_nowait(size)
+                    data, addr = self.ep.recv_nowait(size, peek)
                 except BlockingIOError:
                     if nonblock:
                         raise _eagain("no data") from None
@@ -111,6 +133,33 @@ class SocketHandle(Handle):
                 await conn.wait_change()
         assert scope.cancelled_caught
         raise _eagain("receive timed out (SO_RCVTIMEO)")
+
+    async def _read_all(self, size: int, nonblock: bool, deadline: float) -> bytes:
+        """MSG_WAITALL on a stream: ``size`` bytes, fewer only at EOF, on an error, a
+        timeout or a signal (the part read so far is returned, as on Linux; an error
+        met after some data is reported by the next read)."""
+        got = bytearray()
+        try:
+            while len(got) < size:
+                try:
+                    chunk = await self._read(size - len(got), nonblock, False, deadline)
+                except BlockingIOError:
+                    if got:  # non-blocking, or SO_RCVTIMEO, after a part
+                        break
+                    raise
+                except OSError as exc:
+                    if not got:
+                        raise
+                    self.deferred_error = exc
+                    break
+                if not chunk:
+                    break
+                got += chunk
+        except trio.Cancelled:
+            if got:
+                return bytes(got)
+            raise
+        return bytes(got)
 
     async def write(self, data: memoryview, req: IoRequest) -> int:
         self._check_open()
@@ -228,6 +277,14 @@ class SocketHandle(Handle):
         self.next_dest = addr
         return 0, b""
 
+    async def _recvflags(self, arg: bytes, req: IoRequest) -> tuple[int, bytes]:
+        (flags,) = abi.INT.unpack(arg)
+        known = abi.RECV_PEEK | abi.RECV_WAITALL | abi.RECV_DONTWAIT
+        if flags & ~known:
+            raise OSError(errno.EOPNOTSUPP, f"recv flags {flags & ~known:#x} are not supported")
+        self.recv_flags = flags
+        return 0, b""
+
     async def _recvaddr(self, arg: bytes, req: IoRequest) -> tuple[int, bytes]:
         if self.last_from is None:
             try:
@@ -260,6 +317,7 @@ _IOCTLS = {
     abi.IOP_NREAD: SocketHandle._nread,
     abi.IOP_SENDTO: SocketHandle._sendto,
     abi.IOP_RECVADDR: SocketHandle._recvaddr,
+    abi.IOP_RECVFLAGS: SocketHandle._recvflags,
     abi.IOP_SOCKINFO: SocketHandle._sockinfo,
 }
 

@@ -67,9 +67,10 @@ class Endpoint(abc.ABC):
     def send_nowait(self, data: memoryview, addr: Address | None = None) -> int: ...
 
     @abc.abstractmethod
-    def recv_nowait(self, size: int) -> tuple[bytes, Address | None]:
+    def recv_nowait(self, size: int, peek: bool = False) -> tuple[bytes, Address | None]:
         """Stream: up to ``size`` bytes (``b""`` at EOF). Datagram: one datagram cut
-        to ``size``. Raises BlockingIOError when there is nothing."""
+        to ``size``. Raises BlockingIOError when there is nothing. ``peek`` (MSG_PEEK)
+        leaves what it returns in the queue."""
 
     @abc.abstractmethod
     def nread(self) -> int:

@@ -91,8 +91,11 @@ class RawSocket:
         await trio.lowlevel.checkpoint()
         return self.sendto_nowait(data, address)
 
-    def recvfrom_nowait(self, n: int = 65536) -> tuple[bytes, tuple[str, int]]:
+    def recvfrom_nowait(self, n: int = 65536, *, peek: bool = False) -> tuple[bytes, tuple[str, int]]:
         if self.queue:
+            if peek:
+                data, addr = self.queue[0]
+                return data[:n], addr
             data, addr = self.queue.popleft()
             self.queued -= len(data)
             return data[:n], addr

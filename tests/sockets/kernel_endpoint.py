@@ -134,11 +134,12 @@ class KernelEndpoint(Endpoint):
         finally:
             self.kick()
 
-    def recv_nowait(self, size: int) -> tuple[bytes, Address | None]:
+    def recv_nowait(self, size: int, peek: bool = False) -> tuple[bytes, Address | None]:
+        flags = socket.MSG_PEEK if peek else 0
         try:
             if self.type == abi.SOCK_STREAM:
-                return self.sock.recv(size), None
-            data, addr = self.sock.recvfrom(size)
+                return self.sock.recv(size, flags), None
+            data, addr = self.sock.recvfrom(size, flags)
             return data, addr
         finally:
             self.kick()

@@ -4,6 +4,8 @@ data, then FIN), and UDP through the text door from bash."""
 
 from __future__ import annotations
 
+import errno
+import json
 import struct
 import subprocess
 import sys
@@ -154,3 +156,22 @@ async def test_udp_text_door_from_bash(net) -> None:  # type: ignore[no-untyped-
     finally:
         await stop(script)
         await stop(echo)
+
+
+async def test_recv_flags_with_signals_and_hostile_values(net) -> None:  # type: ignore[no-untyped-def]
+    srv = await spawn(["ip", "netns", "exec", net.ns.name, PY, f"{HERE}/scripts/kservers.py",
+                       net.KERNEL_IP], stdout=subprocess.PIPE)
+    try:
+        assert await readline(srv) == b"ready\n"
+        with trio.fail_after(30):
+            r = await trio.run_process([PY, f"{HERE}/scripts/recv_flags.py", net.KERNEL_IP],
+                                       env=net.env(), capture_stdout=True,
+                                       capture_stderr=True, check=False)
+    finally:
+        await stop(srv)
+    assert r.returncode == 0, r.stderr.decode()
+    assert json.loads(r.stdout) == {
+        "lib_oob": errno.errorcode[errno.EOPNOTSUPP],
+        "ioctl_unknown": errno.errorcode[errno.EOPNOTSUPP],
+        "waitall_interrupted": ["12345", True], "after": "67890",
+        "peek_after_eintr": ["peekaboo", "peekaboo"], "waitall_gathers": 20_000}

@@ -103,6 +103,49 @@ def echo_roundtrip():  # type: ignore[no-untyped-def]
         return [len(got), n, bytes(buf[:n]).decode()]
 
 
+def peek_and_waitall():  # type: ignore[no-untyped-def]
+    data = bytes(range(256)) * 400
+    with socket.create_connection((server, 7100)) as s:
+        s.sendall(data)
+        peeked = s.recv(10, socket.MSG_PEEK)
+        peeked_again = s.recv(10, socket.MSG_PEEK)
+        first = s.recv(10)
+        rest = s.recv(len(data) - 10, socket.MSG_WAITALL)  # one call, all of it
+        s.shutdown(socket.SHUT_WR)
+        eof = s.recv(10, socket.MSG_WAITALL)  # at EOF, WAITALL returns what there is
+        return [peeked == peeked_again == first == data[:10], len(rest), rest == data[10:],
+                eof.decode()]
+
+
+def udp_peek():  # type: ignore[no-untyped-def]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(3)
+        s.sendto(b"one", (server, 7102))
+        d1, a1 = s.recvfrom(100, socket.MSG_PEEK)
+        s.sendto(b"two", (server, 7102))
+        d2, a2 = s.recvfrom(2, socket.MSG_PEEK)  # cut, still queued whole
+        d3 = s.recv(100)
+        d4 = s.recv(100)
+        return [d1.decode(), list(a1), d2.decode(), list(a2), d3.decode(), d4.decode()]
+
+
+def keepalive_times():  # type: ignore[no-untyped-def]
+    with socket.socket() as s:
+        opts = (socket.TCP_KEEPIDLE, socket.TCP_KEEPINTVL, socket.TCP_KEEPCNT)
+        # the defaults (the count is not compared: 8 probes as in BSD, Linux sends 9)
+        r = [[s.getsockopt(socket.IPPROTO_TCP, o) for o in opts[:2]]]
+        for o, v in zip(opts, (60, 5, 3), strict=True):
+            s.setsockopt(socket.IPPROTO_TCP, o, v)
+        r.append([s.getsockopt(socket.IPPROTO_TCP, o) for o in opts])
+        for o, bad in zip(opts, (0, 40000, 200), strict=True):
+            try:
+                s.setsockopt(socket.IPPROTO_TCP, o, bad)
+                r.append("accepted")
+            except OSError as exc:
+                r.append(errno.errorcode[exc.errno])
+        return r
+
+
 def makefile_lines():  # type: ignore[no-untyped-def]
     with socket.create_connection((server, 7103)) as s, s.makefile("rb") as f:
         return f.readline().decode()
