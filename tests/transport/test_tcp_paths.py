@@ -195,6 +195,11 @@ async def test_keepalive_times_per_socket(autojump_clock: object, net: Net) -> N
     for opt, v in ((idle, 5), (intvl, 2), (cnt, 2)):
         cli.setsockopt(socket.IPPROTO_TCP, opt, v)
     assert [cli.getsockopt(socket.IPPROTO_TCP, o) for o in (idle, intvl, cnt)] == [5, 2, 2]
+    await trio.sleep(30)  # idle, answered probes: the connection stays
+    assert net.a.tcp.counters["keepalive_probes"] >= 5 and cli.state == "ESTABLISHED"
+    await srv.send(b"segments received restart the socket's own idle time")
+    await _recv_exactly(cli, 52)
+    net.a.tcp.counters["keepalive_probes"] = 0
     net.wire.faults.drop = lambda s, d, p, data: s == ip(B)
     t0 = cli.tcb.last_rcv
     with pytest.raises(TimeoutError):

@@ -310,9 +310,11 @@ class TCB:
         if not self.keepalive or self.state not in (S.ESTABLISHED, S.CLOSE_WAIT):
             return
         keepidle, keepintvl, keepcnt = self.keep_times()
-        idle = now - self.last_rcv
-        if idle < keepidle and self.keep_probes == 0:
-            self.t_keep = self.last_rcv + keepidle
+        # compare with the deadline itself, not ``now - last_rcv < keepidle``: in floating
+        # point that can hold at the very deadline and re-arm the timer for ``now``, forever
+        due = self.last_rcv + keepidle
+        if self.keep_probes == 0 and now < due:
+            self.t_keep = due
             return
         if self.keep_probes >= keepcnt:
             self.c["keepalive_drops"] += 1
@@ -967,7 +969,8 @@ class TCB:
         self.last_rcv = now
         self.keep_probes = 0
         if self.keepalive:
-            self.t_keep = now + self.proto.cfg.keepidle
+            self.t_keep = now + (self.proto.cfg.keepidle if self.keepidle is None
+                                 else self.keepidle)
 
         # 7. segment text
         changed = False
