@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from stack.core import StackConfig
-from stack.options import Options
+from stack.options import OptionError, Options
 
 log = logging.getLogger("io-pkt")
 
@@ -42,7 +42,10 @@ def parse_args(argv: list[str]) -> StackConfig:
         if i < len(argv) and not argv[i].startswith("-"):
             word = argv[i]
             i += 1
-            return Options.parse(word)
+            try:
+                return Options.parse(word)
+            except OptionError as exc:  # malformed, not merely unknown: say so, start nothing
+                raise UsageError(f"io-pkt: {exc}") from None
         return Options()
 
     while i < len(argv):

@@ -385,8 +385,8 @@ class UDPProto:
         for s in socks:
             if s.closed:
                 continue
-            if s.laddr and s.laddr != dst and not bcast:
-                continue
+            if s.laddr and s.laddr != dst:
+                continue  # a unicast-bound socket gets no broadcasts (BSD, Linux)
             if s.connected and (s.raddr != src or s.rport != sport):
                 continue
             score = (2 if s.connected else 0) + (1 if s.laddr else 0)

@@ -83,6 +83,7 @@ def test_unknown_tcpip_option_and_flag_are_logged(caplog: pytest.LogCaptureFixtu
     (["-i", "x"], "instance number"),
     (["stray"], "unexpected argument"),
     (["-p", "tcpip", "prefix=relative"], "absolute path"),
+    (["-d", "tap", "name=tap0,a b=1"], "io-pkt: bad option 'a b=1'"),  # malformed, not unknown
 ])
 def test_usage_errors(argv: list[str], msg: str) -> None:
     with pytest.raises(UsageError, match=msg):

@@ -125,7 +125,14 @@ async def test_bounded_receive_queue_counts_drops(autojump_clock: object, net: N
 
 async def test_broadcast_needs_so_broadcast(autojump_clock: object, net: Net) -> None:
     rx = net.b.udp.socket()
+    rx.setsockopt(_s.SOL_SOCKET, _s.SO_REUSEADDR, 1)
     rx.bind(("0.0.0.0", 6000))
+    unicast = net.b.udp.socket()  # bound to B's own address: no broadcasts (BSD, Linux)
+    unicast.setsockopt(_s.SOL_SOCKET, _s.SO_REUSEADDR, 1)
+    unicast.bind((B, 6000))
+    bcast = net.b.udp.socket()  # bound to the broadcast address itself: gets them
+    bcast.setsockopt(_s.SOL_SOCKET, _s.SO_REUSEADDR, 1)
+    bcast.bind(("10.0.0.255", 6000))
     tx = net.a.udp.socket()
     for dst in ("255.255.255.255", "10.0.0.255"):
         with pytest.raises(PermissionError):
@@ -138,6 +145,9 @@ async def test_broadcast_needs_so_broadcast(autojump_clock: object, net: Net) ->
     await tx.sendto(b"to all", ("10.0.0.255", 6000))
     data, addr = await rx.recvfrom(100)
     assert data == b"to all" and addr[0] == A
+    assert (await bcast.recvfrom(100))[0] == b"to all"
+    with pytest.raises(BlockingIOError):
+        unicast.recvfrom_nowait()
     # no port unreachable for a broadcast nobody wants
     await tx.sendto(b"nobody", ("255.255.255.255", 6001))
     await trio.sleep(0.1)
