@@ -146,3 +146,49 @@ async def test_log_and_info(pfnet: PfNet) -> None:
     rules = await pfnet.read_file(pfnet.pfdir / "rules.verbose")
     assert "@0 block drop in log quick proto icmp all" in rules
     assert "Packets: 1" in rules
+
+
+#: python3 in the namespace: a UDP peer on 7777 that echoes the first datagram at once,
+#: then sends "late" from the same port after argv[1] seconds
+LATE_PEER = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[2], 7777))
+print("ready", flush=True)
+data, addr = s.recvfrom(100)
+s.sendto(data, addr)
+time.sleep(float(sys.argv[1]))
+s.sendto(b"late", addr)
+"""
+
+
+async def udp_reply_then_late(pfnet: PfNet, late_after: float) -> list[bytes]:
+    """The stack sends one datagram out; what comes back within late_after + 2 s."""
+    s = pfnet.st.udp.socket()
+    s.bind((STACK_IP, 0))
+    got: list[bytes] = []
+    async with trio.open_nursery() as n:
+        n.start_soon(pfnet.kernel, "python3", "-c", LATE_PEER, str(late_after), KERNEL_IP)
+        with trio.fail_after(10):
+            while not got:  # until the peer is up and answers
+                await s.sendto(b"hi", (KERNEL_IP, 7777))
+                with trio.move_on_after(0.5):
+                    got.append((await s.recvfrom(100))[0])
+        with trio.move_on_after(late_after + 2):
+            got.append((await s.recvfrom(100))[0])
+    s.close()
+    return got
+
+
+async def test_udp_keep_state_and_its_timeout(pfnet: PfNet) -> None:
+    # long UDP timeouts: the reply and the late datagram both match the state
+    await pfnet.load("block all\npass out proto udp keep state\n")
+    await pfnet.ctl("enable")
+    assert await udp_reply_then_late(pfnet, 1.5) == [b"hi", b"late"]
+    assert "all udp " in await pfnet.read_file(pfnet.pfdir / "states")
+    # short ones: the state is gone when "late" comes, and default block drops it
+    await pfnet.load("set timeout udp.first 1\nset timeout udp.single 1\n"
+                     "set timeout udp.multiple 1\nblock all\npass out proto udp keep state\n")
+    blocked = pfnet.pf.stats["block-in"]
+    assert await udp_reply_then_late(pfnet, 2.5) == [b"hi"]
+    assert pfnet.pf.stats["block-in"] > blocked
