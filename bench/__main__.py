@@ -5,13 +5,14 @@ met), also written as markdown to docs/performance.md with the machine it ran on
     sudo .venv/bin/python -m bench                 # short: the suite in a few minutes
     sudo .venv/bin/python -m bench --long          # longer runs, more of them
     sudo .venv/bin/python -m bench --only tcp_rx   # one workload (repeatable)
-    sudo .venv/bin/python -m bench --smoke         # seconds: tiny sizes, one run each
+    sudo .venv/bin/python -m bench --smoke         # seconds: tiny sizes, two runs each
     ... --out FILE | --no-write                    # where the markdown goes (or nowhere)
     ... --profile DIR                              # cProfile each stack side into DIR
 
 Each workload side runs in its own process (bench/workloads.py) with a timeout; a
 workload whose layer is missing, or that fails, prints "n/a" with the reason. Every
-namespace a run made is deleted on exit, whatever happened.
+figure is the median of ``--runs`` runs. Every namespace a run made is deleted on exit,
+whatever happened.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from dataclasses import replace
 from typing import Any
 
 from bench.common import PY, REPO, Row, machine, median, sh, table
-from bench.workloads import WORKLOADS, Params, params_json
+from bench.workloads import ONE_PROCESS_PER_RUN, WORKLOADS, Params, params_json
 
 # (workload, metric, row label, unit, target) — the table, in order
 ROWS: list[tuple[str, str, str, str, str]] = [
@@ -43,6 +44,11 @@ ROWS: list[tuple[str, str, str, str, str]] = [
     ("echo", "p99", "1-byte echo RTT via libsocket p99", "µs", "-"),
     ("accept", "rate", "accepted TCP connections", "conn/s", ">= 1000"),
     ("udp", "rate", "UDP datagrams into an in-stack sink", "dgram/s", ">= 50000"),
+    ("fwd", "pps", "UDP packets forwarded by the stack, ns a → ns b", "pkt/s", "-"),
+    ("pf", "keep_pct", "TCP bulk kernel→stack, pf on (100 rules, keep state) vs off", "%",
+     ">= 80"),
+    ("pf", "nostate_pct", "TCP bulk kernel→stack, pf on (100 rules, no state) vs off", "%",
+     ">= 80"),
     ("fuse", "rate", "FUSE 64-byte writes", "writes/s", ">= 18000"),
     ("rss", "mb", "RSS holding 1,000 idle TCP connections", "MB", "<= 100"),
 ]
@@ -90,14 +96,39 @@ def run_worker(name: str, side: str, p: Params, timeout: float,
     return {"na": f"failed: {reason[:120]}"}
 
 
+def run_workload_side(name: str, side: str, p: Params, verbose: bool) -> dict[str, Any]:
+    """All ``p.runs`` runs of one side: one worker, or (ONE_PROCESS_PER_RUN) one worker
+    per run, their values merged in order (the last run's note)."""
+    if name not in ONE_PROCESS_PER_RUN or p.runs <= 1:
+        return run_worker(name, side, p, worker_timeout(name, p), verbose)
+    one = replace(p, runs=1)
+    merged: dict[str, Any] = {"metrics": {}}
+    for _ in range(p.runs):
+        res = run_worker(name, side, one, worker_timeout(name, one), verbose)
+        if "na" in res:
+            return res
+        merge_run(merged, res)
+    return merged
+
+
+def merge_run(merged: dict[str, Any], res: dict[str, Any]) -> None:
+    for metric, vals in res.get("metrics", {}).items():
+        merged["metrics"].setdefault(metric, []).extend(vals)
+    for key in ("note", "notes"):
+        if key in res:
+            merged[key] = res[key]
+
+
 def worker_timeout(name: str, p: Params) -> float:
     per_run = p.seconds * 3 + 20
     if name == "ping":
-        return 60 + p.ping_count * 0.02
+        return 60 + p.runs * p.ping_count * 0.02
     if name == "echo":
-        return 60 + p.echo_count * 0.01 * 2
+        return 60 + p.runs * (p.echo_count * 0.01 * 2 + 10)
     if name == "rss":
-        return 120 + p.conns * 0.05
+        return 60 + p.runs * (60 + p.conns * 0.05)
+    if name == "pf":  # a pf-off run, then three runs per run
+        return 30 + (3 * p.runs + 1) * per_run
     return 30 + p.runs * per_run
 
 
@@ -118,6 +149,8 @@ def build_rows(results: dict[str, dict[str, Any]], kernel: dict[str, dict[str, A
             if len(vals) > 1:
                 notes.append(f"median of {len(vals)}: " + ", ".join(f"{v:,.0f}" if v >= 100
                                                                   else f"{v:.3g}" for v in vals))
+            if res.get("notes", {}).get(metric):
+                notes.append(str(res["notes"][metric]))
             if res.get("note"):
                 notes.append(str(res["note"]))
         kvals = kres.get("metrics", {}).get(metric, []) if kres else []
@@ -155,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"run only this workload (repeatable): {', '.join(NAMES)}")
     ap.add_argument("--runs", type=int, help="timed runs per workload (median reported)")
     ap.add_argument("--seconds", type=float, help="length of one timed run")
+    ap.add_argument("--pings", type=int, help="pings per run of the ping workload")
+    ap.add_argument("--echoes", type=int, help="round trips per run of the echo workload")
     ap.add_argument("--no-kernel", action="store_true", help="skip the kernel column")
     ap.add_argument("--out", help=f"write the markdown here (default {DOC} on full runs)")
     ap.add_argument("--no-write", action="store_true", help="write no markdown")
@@ -164,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     if args.smoke:
-        p = Params(seconds=0.3, runs=1, ping_count=50, echo_count=100, conns=100)
+        p = Params(seconds=0.3, runs=2, ping_count=50, echo_count=100, conns=100)
     elif args.long:
         p = Params(seconds=5.0, runs=5, ping_count=5000, echo_count=10000, conns=1000)
     else:
@@ -173,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
         p.runs = args.runs
     if args.seconds:
         p.seconds = args.seconds
+    if args.pings:
+        p.ping_count = args.pings
+    if args.echoes:
+        p.echo_count = args.echoes
     tag = "r" + uuid.uuid4().hex[:5]
     p.tag = tag
     names = args.only or NAMES
@@ -190,12 +229,11 @@ def main(argv: list[str] | None = None) -> int:
                 os.makedirs(args.profile, exist_ok=True)
                 sp = replace(p, profile=os.path.join(args.profile, f"{name}.prof"))
             t = time.monotonic()
-            results[name] = run_worker(name, "stack", sp, worker_timeout(name, p), args.verbose)
+            results[name] = run_workload_side(name, "stack", sp, args.verbose)
             if not args.no_kernel and "kernel" in WORKLOADS[name]:
                 key = SHARED_KERNEL.get(name, name)
                 if key not in kernel_cache:
-                    kernel_cache[key] = run_worker(name, "kernel", p, worker_timeout(name, p),
-                                                   args.verbose)
+                    kernel_cache[key] = run_workload_side(name, "kernel", p, args.verbose)
                 kernel[name] = kernel_cache[key]
             print(f"  {name}: {time.monotonic() - t:.1f}s", file=sys.stderr, flush=True)
     except KeyboardInterrupt:
@@ -209,8 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     load1 = os.getloadavg()[0]
     header = (f"Machine: {machine()}  \n"
               f"Run: `python -m bench{' --' + mode_name if mode_name != 'short' else ''}` "
-              f"({mode_name}: {p.runs} run(s) × {p.seconds:g} s, {p.ping_count} pings, "
-              f"{p.echo_count} echoes, {p.conns} idle connections), "
+              f"({mode_name}: medians of {p.runs} run(s) of {p.seconds:g} s, "
+              f"{p.ping_count} pings, {p.echo_count} echoes, {p.conns} idle connections), "
               f"{time.strftime('%Y-%m-%d %H:%M')}, {elapsed:.0f} s, "
               f"load average before/after {load0:.1f}/{load1:.1f}")
     print(header.replace("  \n", "\n"))
@@ -220,8 +258,8 @@ def main(argv: list[str] | None = None) -> int:
             json.dump([{"workload": r.workload, "unit": r.unit, "stack": r.stack,
                         "kernel": r.kernel, "target": r.target, "met": r.met,
                         "note": r.note} for r in rows], f, indent=1)
-    out = args.out or (DOC if not (args.only or args.smoke or args.runs or args.seconds)
-                       else None)
+    out = args.out or (DOC if not (args.only or args.smoke or args.runs or args.seconds
+                                   or args.pings or args.echoes) else None)
     if out and not args.no_write:
         write_doc(out, table(rows, markdown=True), header)
         print(f"(markdown written to {os.path.relpath(out)})")

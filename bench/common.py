@@ -36,10 +36,12 @@ def netns(tag: str = "b") -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def veth_pair(addr_a: str = "198.18.0.1", addr_b: str = "198.18.0.2") -> Iterator[tuple[str, str]]:
+def veth_pair(addr_a: str = "198.18.0.1", addr_b: str = "198.18.0.2",
+              tag: str = "k") -> Iterator[tuple[str, str]]:
     """Two kernel namespaces joined by veth (the physical ceiling on this machine).
-    198.18.0.0/15 is the benchmarking range (RFC 2544), used only inside them."""
-    with netns("ka") as a, netns("kb") as b:
+    198.18.0.0/15 is the benchmarking range (RFC 2544), used only inside them. ``tag``
+    goes into the namespaces' names (the runner sweeps its own tag's leftovers)."""
+    with netns(tag) as a, netns(tag) as b:
         sh("ip", "link", "add", "bva", "netns", a, "type", "veth", "peer", "name", "bvb",
            "netns", b)
         for ns, dev, addr in ((a, "bva", addr_a), (b, "bvb", addr_b)):
@@ -47,6 +49,24 @@ def veth_pair(addr_a: str = "198.18.0.1", addr_b: str = "198.18.0.2") -> Iterato
             sh("ip", "netns", "exec", ns, "ip", "link", "set", dev, "up")
         yield a, b
 
+
+
+@contextlib.contextmanager
+def kernel_router(tag: str = "k") -> Iterator[tuple[str, str]]:
+    """The forwarding topology with the kernel as the router: namespace a (198.18.1.1,
+    device fwd0) — router namespace (198.18.1.254 | 198.18.2.254, ip_forward=1) — namespace
+    b (198.18.2.1, device fwd0), over two veth pairs. Yields (a, b)."""
+    with netns(tag) as a, netns(tag) as r, netns(tag) as b:
+        for i, ns in enumerate((a, b)):
+            net, rdev = f"198.18.{i + 1}", f"rt{i}"
+            sh("ip", "link", "add", "fwd0", "netns", ns, "type", "veth", "peer", "name", rdev,
+               "netns", r)
+            for where, dev, addr in ((ns, "fwd0", f"{net}.1"), (r, rdev, f"{net}.254")):
+                sh("ip", "-n", where, "addr", "add", f"{addr}/24", "dev", dev)
+                sh("ip", "-n", where, "link", "set", dev, "up")
+            sh("ip", "-n", ns, "route", "add", "default", "via", f"{net}.254")
+        sh("ip", "netns", "exec", r, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+        yield a, b
 
 def percentile(values: list[float], p: float) -> float:
     if not values:

@@ -104,7 +104,7 @@ def timeit(fn: Callable[[], None], n: int, repeat: int = 5) -> float:
 async def run(n: int) -> dict[str, float]:
     from stack.core import Stack, StackConfig
 
-    st = Stack(StackConfig(mount=False))
+    st: Any = Stack(StackConfig(mount=False))
     out: dict[str, float] = {}
     async with trio.open_nursery() as nursery:
         await nursery.start(st.run)

@@ -13,12 +13,17 @@ modes the caller must wait for). Modes::
     accept-server PORT            accept and close until killed
     connect-loop HOST PORT SECONDS  connect + close repeatedly: {"count", "seconds"}
     udp-sink PORT SECONDS         count datagrams: {"count", "seconds"}
-    udp-blast HOST PORT SECONDS SIZE  send datagrams as fast as possible: {"count"}
+    udp-blast HOST PORT SECONDS SIZE  send datagrams as fast as possible: {"count",
+                                  "seconds"}
+    udp-hole PORT                 bind PORT and never read (datagrams are dropped there
+                                  without an ICMP error back); ready, hold until stdin EOF
     hold HOST PORT N              open N connections, print ready, hold until stdin EOF
 """
 
 from __future__ import annotations
 
+import errno
+import importlib
 import json
 import os
 import resource
@@ -165,9 +170,18 @@ def udp_blast(sk: Any, host: str, port: int, seconds: float, size: int) -> None:
             try:
                 send(data)
                 count += 1
-            except (BlockingIOError, ConnectionRefusedError):
-                pass
+            except OSError as exc:  # a full queue, or an ICMP error from the far side
+                if exc.errno not in (errno.EAGAIN, errno.ENOBUFS, errno.ECONNREFUSED):
+                    raise
     out({"count": count, "seconds": time.perf_counter() - t0})
+
+
+def udp_hole(sk: Any, port: int) -> None:
+    s = sk.socket(sk.AF_INET, sk.SOCK_DGRAM)
+    s.bind(("0.0.0.0", port))
+    out({"ready": True})
+    sys.stdin.read()
+    s.close()
 
 
 def hold(sk: Any, host: str, port: int, n: int) -> None:
@@ -183,11 +197,10 @@ def hold(sk: Any, host: str, port: int, n: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] == "--lib":
+    lib = bool(args) and args[0] == "--lib"
+    if lib:
         args.pop(0)
-        from rmgr import libsocket as sk
-    else:
-        import socket as sk
+    sk: Any = importlib.import_module("rmgr.libsocket" if lib else "socket")
     mode, rest = args[0], args[1:]
     if mode == "sink":
         sink(sk, int(rest[0]))
@@ -205,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         udp_sink(sk, int(rest[0]), float(rest[1]))
     elif mode == "udp-blast":
         udp_blast(sk, rest[0], int(rest[1]), float(rest[2]), int(rest[3]))
+    elif mode == "udp-hole":
+        udp_hole(sk, int(rest[0]))
     elif mode == "hold":
         hold(sk, rest[0], int(rest[1]), int(rest[2]))
     else:

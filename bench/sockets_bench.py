@@ -18,6 +18,7 @@ Needs root, /dev/fuse and /dev/net/tun.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import shutil
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -87,10 +89,7 @@ def role_peer(host: str) -> None:
 
 
 def role_client(which: str, host: str, echo_n: int, bulk_mb: int) -> None:
-    if which == "lib":
-        from rmgr import libsocket as socket
-    else:
-        socket = _std  # type: ignore[no-redef]
+    socket: Any = importlib.import_module("rmgr.libsocket") if which == "lib" else _std
     out: dict[str, float] = {}
     s = socket.create_connection((host, 7100))
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -133,10 +132,7 @@ def role_client(which: str, host: str, echo_n: int, bulk_mb: int) -> None:
 
 
 def role_acceptor(which: str, host: str, n: int) -> None:
-    if which == "lib":
-        from rmgr import libsocket as socket
-    else:
-        socket = _std  # type: ignore[no-redef]
+    socket: Any = importlib.import_module("rmgr.libsocket") if which == "lib" else _std
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind((host, 7200))
@@ -208,7 +204,7 @@ async def with_stack(ns: str, args: argparse.Namespace) -> dict[str, dict[str, f
     prefix = f"{top}/s"
     cfg = StackConfig(prefix=prefix, mount=True,
                       drivers=[("tap", Options.parse(f"name=tap0,netns={ns}"))])
-    st = Stack(cfg)
+    st: Any = Stack(cfg)
     async with trio.open_nursery() as nursery:
         await nursery.start(st.run)
         try:

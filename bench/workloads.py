@@ -9,7 +9,13 @@ or ``{"na": reason}`` when the layer the workload needs is not there.
 Stack side: the stack runs in this process on trio with ``devnp-tap`` (offloads on)
 inside a private namespace; the stack is 198.18.1.254/24, the kernel side of the TAP
 198.18.1.1. Kernel side: two namespaces over veth (bench.common.veth_pair, 198.18.0.1 →
-198.18.0.2), the same peer programs (bench/peer.py) at both ends.
+198.18.0.2), the same peer programs (bench/peer.py) at both ends. The forwarding workload
+puts the stack (or a kernel router namespace) between two namespaces: ns a 198.18.1.1 →
+router 198.18.1.254 | 198.18.2.254 → ns b 198.18.2.1.
+
+Every workload repeats its measurement ``Params.runs`` times and returns one value per
+run (the runner reports the median); the RSS workload is one run per process
+(``ONE_PROCESS_PER_RUN``: the runner starts it ``runs`` times and merges the values).
 """
 
 from __future__ import annotations
@@ -19,18 +25,20 @@ import gc
 import importlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+import traceback
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import trio
 
-from bench.common import PY, REPO, netns, percentile, sh, veth_pair
+from bench.common import PY, REPO, kernel_router, median, netns, percentile, sh, veth_pair
 
 SIP, KIP = "198.18.1.254", "198.18.1.1"  # stack / kernel side of the TAP
 KA, KB = "198.18.0.1", "198.18.0.2"  # kernel ceiling: veth namespace a → b
@@ -39,10 +47,10 @@ MBIT = 1e6
 
 @dataclass
 class Params:
-    seconds: float = 2.0  # duration of one timed run (TCP bulk, UDP, accepts, FUSE)
-    runs: int = 3  # timed runs per workload (median reported)
-    ping_count: int = 1000
-    echo_count: int = 2000
+    seconds: float = 2.0  # duration of one timed run (TCP bulk, UDP, forwarding, ...)
+    runs: int = 3  # runs per workload, every workload (median reported)
+    ping_count: int = 1000  # pings per run
+    echo_count: int = 2000  # round trips per run
     conns: int = 1000  # idle connections for the RSS workload
     tag: str = "b"  # namespace name tag (lets the runner sweep leftovers)
     profile: str = ""  # cProfile the stack side into this file
@@ -145,31 +153,42 @@ async def peer(*args: object, ns: str | None = None,
 
 # -- the stack under test -------------------------------------------------------------
 @contextlib.asynccontextmanager
-async def tap_stack(p: Params, *, files: bool = False) -> AsyncIterator[tuple[Any, str, str]]:
-    """A Stack in this process with tap0 in a fresh namespace; yields (stack, ns, prefix)."""
+async def _stack(p: Params, ifaces: int, *, files: bool = False, forward: bool = False,
+                 protocols: tuple[str, ...] = ()) -> AsyncIterator[tuple[Any, list[str], str]]:
+    """A Stack in this process with tapI (I < ifaces) each in a fresh namespace: the stack
+    is 198.18.(I+1).254/24 there, the kernel side 198.18.(I+1).1, routed through the
+    stack when ``forward``. Yields (stack, namespaces, prefix)."""
     from stack.core import Stack, StackConfig
     from stack.l2.iface import IFF_UP
     from stack.options import Options
 
     prefix = tempfile.mkdtemp(prefix="iopkt-bench-") if files else ""
     try:
-        with netns(p.tag) as ns:
-            cfg = StackConfig(mount=files,
-                              drivers=[("tap", Options.parse(f"name=tap0,netns={ns}"))])
+        with contextlib.ExitStack() as spaces:
+            nss = [spaces.enter_context(netns(p.tag)) for _ in range(ifaces)]
+            cfg = StackConfig(mount=files, tcpip=Options.parse("forward" if forward else ""),
+                              drivers=[("tap", Options.parse(f"name=tap{i},netns={ns}"))
+                                       for i, ns in enumerate(nss)],
+                              protocols=[(name, Options()) for name in protocols])
             if files:
                 cfg.prefix = prefix
-            st = Stack(cfg)
+            st: Any = Stack(cfg)
             async with trio.open_nursery() as nursery:
                 await nursery.start(st.run)
                 try:
-                    if "tap0" not in st.interfaces:
-                        raise NotAvailable("devnp-tap did not load")
-                    st.interfaces["tap0"].set_flags(IFF_UP)
-                    st.inet.add_address("tap0", f"{SIP}/24")
-                    for cmd in (["addr", "add", f"{KIP}/24", "dev", "tap0"],
-                                ["link", "set", "tap0", "up"]):
-                        await trio.run_process(["ip", "-n", ns, *cmd], capture_stderr=True)
-                    yield st, ns, prefix
+                    for i, ns in enumerate(nss):
+                        dev, net = f"tap{i}", f"198.18.{i + 1}"
+                        if dev not in st.interfaces:
+                            raise NotAvailable("devnp-tap did not load")
+                        st.interfaces[dev].set_flags(IFF_UP)
+                        st.inet.add_address(dev, f"{net}.254/24")
+                        cmds = [["addr", "add", f"{net}.1/24", "dev", dev],
+                                ["link", "set", dev, "up"]]
+                        if forward:
+                            cmds.append(["route", "add", "default", "via", f"{net}.254"])
+                        for cmd in cmds:
+                            await trio.run_process(["ip", "-n", ns, *cmd], capture_stderr=True)
+                    yield st, nss, prefix
                 finally:
                     with trio.CancelScope(shield=True), trio.move_on_after(10):
                         await st.shutdown()
@@ -181,6 +200,14 @@ async def tap_stack(p: Params, *, files: bool = False) -> AsyncIterator[tuple[An
                 if os.path.ismount(mnt):
                     sh("fusermount3", "-u", "-z", mnt, check=False)
                 shutil.rmtree(prefix, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def tap_stack(p: Params, *, files: bool = False,
+                    protocols: tuple[str, ...] = ()) -> AsyncIterator[tuple[Any, str, str]]:
+    """A Stack in this process with tap0 in a fresh namespace; yields (stack, ns, prefix)."""
+    async with _stack(p, 1, files=files, protocols=protocols) as (st, nss, prefix):
+        yield st, nss[0], prefix
 
 
 def mbps(res: dict[str, Any]) -> float:
@@ -279,7 +306,7 @@ async def stack_files_tx(p: Params) -> dict[str, Any]:
 async def kernel_tcp(p: Params) -> dict[str, Any]:
     """The kernel ceiling for every TCP bulk row: namespace a sends to namespace b."""
     out = []
-    with veth_pair() as (a, b):
+    with veth_pair(tag=p.tag) as (a, b):
         for i in range(p.runs):
             async with peer("sink", 5002 + i, ns=b) as snk:
                 await snk.ready()
@@ -290,45 +317,89 @@ async def kernel_tcp(p: Params) -> dict[str, Any]:
 
 
 # -- ping -----------------------------------------------------------------------------
-async def stack_ping(p: Params) -> dict[str, Any]:
-    need_tap()
-    from bench.inet_bench import stack_side
+_TIME = re.compile(r"time=([0-9.]+) ms")
 
-    lat, _pps = await stack_side(p.ping_count)
-    if not lat:
-        raise RuntimeError("no ping replies")
-    return {"metrics": {"p50": [percentile(lat, 50)], "p99": [percentile(lat, 99)]},
-            "note": f"{len(lat)} replies, bench.inet_bench"}
+
+def rtts(out: str) -> list[float]:
+    """The round trips (µs) in ping's output."""
+    return [float(x) * 1000 for x in _TIME.findall(out)]
+
+
+async def ping(ns: str, dst: str, count: int, *extra: str) -> list[float]:
+    r = await trio.run_process(["ip", "netns", "exec", ns, "ping", "-n", "-c", str(count),
+                                *extra, dst], capture_stdout=True, capture_stderr=True,
+                               check=False)
+    return rtts(r.stdout.decode())
+
+
+async def _ping_runs(p: Params, ns: str, dst: str) -> dict[str, Any]:
+    """``runs`` sessions of ``ping_count`` pings (2 ms apart) after a warm-up (ARP);
+    p50 and p99 of each session."""
+    await ping(ns, dst, 5, "-i", "0.01")
+    p50, p99, n = [], [], 0
+    for _ in range(p.runs):
+        lat = await ping(ns, dst, p.ping_count, "-i", "0.002")
+        if not lat:
+            raise RuntimeError(f"no ping replies from {dst}")
+        p50.append(percentile(lat, 50))
+        p99.append(percentile(lat, 99))
+        n += len(lat)
+    return {"metrics": {"p50": p50, "p99": p99},
+            "note": f"{p.ping_count} pings per run, {n} replies in all"}
+
+
+async def stack_ping(p: Params) -> dict[str, Any]:
+    """Kernel ``ping`` in the TAP's namespace → the stack's address."""
+    need_tap()
+    async with tap_stack(p) as (_st, ns, _):
+        return await _ping_runs(p, ns, SIP)
 
 
 async def kernel_ping(p: Params) -> dict[str, Any]:
-    from bench.inet_bench import kernel_side
-
-    lat = await trio.to_thread.run_sync(kernel_side, p.ping_count)
-    return {"metrics": {"p50": [percentile(lat, 50)], "p99": [percentile(lat, 99)]}}
+    with veth_pair(tag=p.tag) as (a, _b):
+        res = await _ping_runs(p, a, KB)
+    del res["note"]
+    return res
 
 
 # -- 1-byte echo through rmgr.libsocket -----------------------------------------------
+async def _echo_run(port: int, client_host: str, n: int, *, server_ns: str,
+                    client_ns: str | None = None, lib_prefix: str | None = None
+                    ) -> list[float]:
+    async with peer("echo-server", port, ns=server_ns) as srv:
+        await srv.ready()
+        async with peer("echo-client", client_host, port, n, ns=client_ns,
+                        lib_prefix=lib_prefix) as cl:
+            return (await cl.line(timeout=120))["rtt_us"]  # type: ignore[no-any-return]
+
+
+def _echo_result(runs: list[list[float]]) -> dict[str, Any]:
+    return {"metrics": {"p50": [percentile(r, 50) for r in runs],
+                        "p99": [percentile(r, 99) for r in runs]},
+            "note": f"{len(runs[0])} round trips per run"}
+
+
 async def stack_echo(p: Params) -> dict[str, Any]:
     """A client using rmgr.libsocket (the files) ↔ a kernel echo server."""
     need_tap()
     need_files()
+    runs = []
     async with tap_stack(p, files=True) as (_st, ns, prefix):
-        async with peer("echo-server", 5301, ns=ns) as srv:
-            await srv.ready()
-            async with peer("echo-client", KIP, 5301, p.echo_count, lib_prefix=prefix) as cl:
-                rtt = (await cl.line(timeout=120))["rtt_us"]
-    return {"metrics": {"p50": [percentile(rtt, 50)], "p99": [percentile(rtt, 99)]},
-            "note": f"{len(rtt)} round trips"}
+        for i in range(p.runs):
+            runs.append(await _echo_run(5301 + i, KIP, p.echo_count, server_ns=ns,
+                                        lib_prefix=prefix))
+    return _echo_result(runs)
 
 
 async def kernel_echo(p: Params) -> dict[str, Any]:
-    with veth_pair() as (a, b):
-        async with peer("echo-server", 5301, ns=b) as srv:
-            await srv.ready()
-            async with peer("echo-client", KB, 5301, p.echo_count, ns=a) as cl:
-                rtt = (await cl.line(timeout=120))["rtt_us"]
-    return {"metrics": {"p50": [percentile(rtt, 50)], "p99": [percentile(rtt, 99)]}}
+    runs = []
+    with veth_pair(tag=p.tag) as (a, b):
+        for i in range(p.runs):
+            runs.append(await _echo_run(5301 + i, KB, p.echo_count, server_ns=b,
+                                        client_ns=a))
+    res = _echo_result(runs)
+    del res["note"]
+    return res
 
 
 # -- accepted connections/s -----------------------------------------------------------
@@ -370,7 +441,7 @@ async def stack_accept(p: Params) -> dict[str, Any]:
 
 async def kernel_accept(p: Params) -> dict[str, Any]:
     out = []
-    with veth_pair() as (a, b):
+    with veth_pair(tag=p.tag) as (a, b):
         _wide_ports(a)
         async with peer("accept-server", 5401, ns=b) as srv:
             await srv.ready()
@@ -418,7 +489,7 @@ async def stack_udp(p: Params) -> dict[str, Any]:
 
 async def kernel_udp(p: Params) -> dict[str, Any]:
     out = []
-    with veth_pair() as (a, b):
+    with veth_pair(tag=p.tag) as (a, b):
         for i in range(p.runs):
             async with peer("udp-sink", 5501 + i, p.seconds, ns=b) as snk:
                 await snk.ready()
@@ -428,6 +499,115 @@ async def kernel_udp(p: Params) -> dict[str, Any]:
                     await bl.line(timeout=p.seconds + 30)
             out.append(res["count"] / float(res["seconds"]))
     return {"metrics": {"rate": out}}
+
+
+# -- forwarding: UDP packets/s through the router -------------------------------------
+FWD_SRC, FWD_DST, FWD_PORT = "198.18.1.1", "198.18.2.1", 5701
+FWD_WARMUP = 0.3  # s of flood before the counted window (queues fill, flow cache in)
+
+
+async def rx_packets(ns: str, dev: str) -> tuple[float, int]:
+    """(time, packets received by DEV in NS): the far side's interface counter."""
+    t0 = time.perf_counter()
+    r = await trio.run_process(["ip", "-n", ns, "-s", "-j", "link", "show", "dev", dev],
+                               capture_stdout=True, capture_stderr=True)
+    t = (t0 + time.perf_counter()) / 2
+    return t, int(json.loads(r.stdout)[0]["stats64"]["rx"]["packets"])
+
+
+async def _fwd_runs(p: Params, src: str, dst: str, dst_dev: str) -> tuple[list[float], str]:
+    """A kernel sender in ``src`` floods 64-byte UDP datagrams at 198.18.2.1 in ``dst``
+    through the router; the rate is what reaches ``dst_dev`` in ``dst`` (its rx packet
+    counter) over ``seconds``, after FWD_WARMUP s of flood. A socket bound in ``dst``
+    and never read takes the datagrams (dropped there, no ICMP back through the router)."""
+    if not await ping(src, FWD_DST, 3, "-i", "0.05"):
+        raise RuntimeError(f"{FWD_SRC} cannot reach {FWD_DST} through the router")
+    out, offered = [], []
+    for i in range(p.runs):
+        async with peer("udp-hole", FWD_PORT + i, ns=dst) as hole:
+            await hole.ready()
+            async with peer("udp-blast", FWD_DST, FWD_PORT + i,
+                            FWD_WARMUP + p.seconds + 0.5, UDP_SIZE, ns=src) as bl:
+                await trio.sleep(FWD_WARMUP)
+                t0, c0 = await rx_packets(dst, dst_dev)
+                await trio.sleep(p.seconds)
+                t1, c1 = await rx_packets(dst, dst_dev)
+                res = await bl.line(timeout=p.seconds + 30)
+            await hole.close_stdin()
+        out.append((c1 - c0) / (t1 - t0))
+        offered.append(res["count"] / float(res["seconds"]))
+    note = (f"{UDP_SIZE}-byte UDP payloads, ns a → router → ns b, counted on arrival in "
+            f"ns b; offered by the sender {median(offered):,.0f}/s")
+    return out, note
+
+
+async def stack_fwd(p: Params) -> dict[str, Any]:
+    """The stack routes between tap0 (ns a) and tap1 (ns b), forwarding on."""
+    need_tap()
+    async with _stack(p, 2, forward=True) as (st, (a, b), _):
+        f0 = st.inet.counters["forwarded"]
+        ff0 = st.l2.fastfwd.counters["forwarded"]
+        rates, note = await _fwd_runs(p, a, b, "tap1")
+        slow = st.inet.counters["forwarded"] - f0
+        fast = st.l2.fastfwd.counters["forwarded"] - ff0
+    if fast + slow:
+        note += f"; {100 * fast / (fast + slow):.0f}% by the fast-forward cache"
+    return {"metrics": {"pps": rates}, "note": note}
+
+
+async def kernel_fwd(p: Params) -> dict[str, Any]:
+    """The same sender and topology, a kernel namespace (ip_forward=1) as the router."""
+    with kernel_router(tag=p.tag) as (a, b):
+        rates, note = await _fwd_runs(p, a, b, "fwd0")
+    return {"metrics": {"pps": rates}, "note": note.split("; ")[-1]}
+
+
+# -- pf: TCP bulk with 100 rules vs without -------------------------------------------
+async def stack_pf(p: Params) -> dict[str, Any]:
+    """TCP bulk kernel → in-stack sink (as tcp_rx) with lsm-pf loaded: pf off, on with 100
+    stateful rules, on with 100 stateless rules (every packet walks them), per run; then
+    off once more. Each run's figures are % of the mean of the pf-off runs around it."""
+    need_tap()
+    need_module("stack.pf", "pf")
+    from bench.pf_bench import ruleset
+
+    async with tap_stack(p, protocols=("pf",)) as (st, ns, _):
+        pf = getattr(st, "pf", None)
+        if pf is None:
+            raise NotAvailable("lsm-pf did not load")
+        ls = st.tcp.socket()
+        ls.bind((SIP, 5801))
+        ls.listen(8)
+
+        async def bulk() -> float:
+            async with peer("source", SIP, 5801, p.seconds, ns=ns) as src:
+                await _instack_sink(ls)
+                return mbps(await src.line())
+
+        off, keep, nostate = [await bulk()], [], []
+        for _ in range(p.runs):
+            pf.load(ruleset(stateful=True))
+            pf.enable()
+            keep.append(await bulk())
+            pf.load(ruleset(stateful=False))
+            nostate.append(await bulk())
+            pf.disable()
+            off.append(await bulk())
+        ls.close()
+        nrules = len(pf.ruleset.rules)
+        stats = dict(pf.stats)
+    base = [(off[i] + off[i + 1]) / 2 for i in range(p.runs)]
+    if not stats.get("state-match") or not stats.get("evaluations"):
+        raise RuntimeError(f"pf saw no traffic: {stats}")
+    return {"metrics": {"keep_pct": [k / b * 100 for k, b in zip(keep, base, strict=True)],
+                        "nostate_pct": [n / b * 100 for n, b in zip(nostate, base, strict=True)],
+                        "off": off, "keep": keep, "nostate": nostate},
+            "notes": {"keep_pct": f"pf off {median(off):,.0f} → on {median(keep):,.0f} "
+                                  f"Mbit/s (medians); {stats['state-match']} state matches",
+                      "nostate_pct": f"pf off {median(off):,.0f} → on {median(nostate):,.0f}"
+                                     f" Mbit/s (medians); {stats['evaluations']} rule-set "
+                                     "evaluations"},
+            "note": f"{nrules} rules"}
 
 
 # -- FUSE small writes ----------------------------------------------------------------
@@ -506,9 +686,15 @@ WORKLOADS: dict[str, dict[str, Callable[[Params], Any]]] = {
     "echo": {"stack": stack_echo, "kernel": kernel_echo},
     "accept": {"stack": stack_accept, "kernel": kernel_accept},
     "udp": {"stack": stack_udp, "kernel": kernel_udp},
+    "fwd": {"stack": stack_fwd, "kernel": kernel_fwd},
+    "pf": {"stack": stack_pf},
     "fuse": {"stack": stack_fuse, "kernel": kernel_fuse},
     "rss": {"stack": stack_rss},
 }
+
+#: workloads whose every run needs a fresh process (the RSS of an idle stack): the runner
+#: starts the worker ``runs`` times with runs=1 and merges the values
+ONE_PROCESS_PER_RUN = {"rss"}
 
 
 def run_side(name: str, side: str, p: Params) -> dict[str, Any]:
@@ -524,8 +710,22 @@ def run_side(name: str, side: str, p: Params) -> dict[str, Any]:
             prof.dump_stats(p.profile)
             return res  # type: ignore[no-any-return]
         return trio.run(fn, p)  # type: ignore[no-any-return]
-    except NotAvailable as exc:
-        return {"na": str(exc)}
+    except Exception as exc:  # trio's nurseries wrap what a workload raises in groups
+        leaves = list(_leaves(exc))
+        for leaf in leaves:
+            if isinstance(leaf, NotAvailable):
+                return {"na": str(leaf)}
+        traceback.print_exception(exc)
+        leaf = leaves[0] if leaves else exc
+        return {"na": f"failed: {type(leaf).__name__}: {leaf}"[:160]}
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        for sub in exc.exceptions:
+            yield from _leaves(sub)
+    else:
+        yield exc
 
 
 def trio_fn(fn: Callable[..., Any]) -> bool:
