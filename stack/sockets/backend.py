@@ -25,6 +25,12 @@ _TCP_STATES = {
 }
 
 
+#: what Linux's tcp_poll adds once both directions are shut (RCV_SHUTDOWN)
+_POLL_READ_SHUT = select.POLLIN | select.POLLRDNORM | getattr(select, "POLLRDHUP", 0x2000)
+#: Linux's smallest SO_SNDBUF (2 * (2048 + sizeof(struct sk_buff)) on 64-bit)
+_SOCK_MIN_SNDBUF = 4608
+
+
 def _err(code: int) -> OSError:
     return OSError(code, os.strerror(code))
 
@@ -76,9 +82,25 @@ class TCPEndpoint(_Wrapped):
     type = abi.SOCK_STREAM
     protocol = 6
 
-    def __init__(self, sock: Any, spawn: Callable[..., object] | None = None) -> None:
+    def __init__(self, sock: Any, spawn: Callable[..., object] | None = None, *,
+                 attempted: bool = False) -> None:
         super().__init__(sock)
         self.spawn = spawn
+        #: a connection was attempted (connect) or accepted. Once it is over (CLOSED:
+        #: refused, reset, timed out, or closed both ways) Linux's tcp_done() marks both
+        #: directions shut: poll gives POLLIN|POLLRDHUP (with POLLHUP) and a read gives
+        #: EOF. The transport does so only for a connection that it saw sending or
+        #: blocking in connect(), not for one the files connected without blocking.
+        self.attempted = attempted
+
+    def _over(self) -> bool:
+        return self.attempted and not self.s.closed and self.s.state == "CLOSED"
+
+    def poll_mask(self) -> int:
+        mask = super().poll_mask()
+        if self._over():
+            mask |= _POLL_READ_SHUT
+        return mask
 
     def state(self) -> int:
         name = self.s.state
@@ -95,19 +117,25 @@ class TCPEndpoint(_Wrapped):
         except BlockingIOError as exc:
             if exc.errno != errno.EINPROGRESS:
                 raise
+        self.attempted = True
 
     def listen(self, backlog: int) -> None:
         self.s.listen(backlog)
 
     def accept_nowait(self) -> tuple[Endpoint, Address]:
         child, peer = self.s.accept_nowait()
-        return TCPEndpoint(child, self.spawn), peer
+        return TCPEndpoint(child, self.spawn, attempted=True), peer
 
     def send_nowait(self, data: memoryview, addr: Address | None = None) -> int:
         return int(self.s.send_nowait(data))
 
     def recv_nowait(self, size: int, peek: bool = False) -> tuple[bytes, Address | None]:
-        return self.s.recv_nowait(size, peek=peek), None
+        try:
+            return self.s.recv_nowait(size, peek=peek), None
+        except OSError as exc:
+            if exc.errno == errno.ENOTCONN and self._over():
+                return b"", None  # the connection (attempt) is over: EOF, as Linux
+            raise
 
     def nread(self) -> int:
         return int(self.s.bytes_readable())
@@ -129,6 +157,23 @@ class TCPEndpoint(_Wrapped):
 class UDPEndpoint(_Wrapped):
     type = abi.SOCK_DGRAM
     protocol = 17
+
+    def __init__(self, sock: Any) -> None:
+        super().__init__(sock)
+        #: SO_SNDBUF as set: the transport keeps no send queue and ignores the option,
+        #: but a program reads back what Linux would store (twice the value, at least
+        #: SOCK_MIN_SNDBUF); None: the transport's default
+        self.sndbuf: int | None = None
+
+    def setsockopt(self, level: int, name: int, value: int | tuple[int, int]) -> None:
+        super().setsockopt(level, name, value)
+        if level == _s.SOL_SOCKET and name == _s.SO_SNDBUF and isinstance(value, int):
+            self.sndbuf = max(value * 2, _SOCK_MIN_SNDBUF)
+
+    def getsockopt(self, level: int, name: int) -> int | tuple[int, int]:
+        if level == _s.SOL_SOCKET and name == _s.SO_SNDBUF and self.sndbuf is not None:
+            return self.sndbuf
+        return super().getsockopt(level, name)
 
     def state(self) -> int:
         if self.s.closed:

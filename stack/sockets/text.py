@@ -83,7 +83,10 @@ class CtlHandle(Handle):
             raise OSError(errno.EINVAL, "control message is not text") from None
         for line in text.splitlines():
             if line.strip():
-                await self.command(line.split(), req.caller)
+                try:
+                    await self.command(line.split(), req.caller)
+                except ValueError:  # a number that is not one: int("x"), a bad port
+                    raise OSError(errno.EINVAL, f"bad control message {line!r}") from None
         return len(data)
 
     async def command(self, words: list[str], caller: Caller) -> None:
@@ -113,9 +116,9 @@ class CtlHandle(Handle):
         elif verb == "shutdown" and len(args) == 1 and args[0] in ("rd", "wr", "rdwr"):
             ep.shutdown({"rd": 0, "wr": 1, "rdwr": 2}[args[0]])
         elif verb == "keepalive" and len(args) <= 1:
-            ep.setsockopt(_std.SOL_SOCKET, _std.SO_KEEPALIVE, 1)
-            if args:  # the idle time in seconds, as TCP_KEEPIDLE
+            if args:  # the idle time in seconds, as TCP_KEEPIDLE; a bad one changes nothing
                 ep.setsockopt(_std.IPPROTO_TCP, _std.TCP_KEEPIDLE, int(args[0]))
+            ep.setsockopt(_std.SOL_SOCKET, _std.SO_KEEPALIVE, 1)
         elif verb == "nodelay" and not args:
             ep.setsockopt(_std.IPPROTO_TCP, _std.TCP_NODELAY, 1)
         elif verb == "ttl" and len(args) == 1:

@@ -57,6 +57,37 @@ def nonblock_connect():  # type: ignore[no-untyped-def]
     return r
 
 
+POLL_BITS = [(getattr(select, n), n) for n in (
+    "POLLIN", "POLLPRI", "POLLOUT", "POLLERR", "POLLHUP", "POLLNVAL", "POLLRDNORM",
+    "POLLWRNORM", "POLLRDHUP")]
+ALL = select.POLLIN | select.POLLOUT | select.POLLRDHUP
+
+
+def mask(s, events=ALL):  # type: ignore[no-untyped-def]
+    """The exact revents of one poll(0) on ``s`` registered for ``events``, as names."""
+    p = select.poll()
+    p.register(s, events)
+    ev = p.poll(0)
+    got = ev[0][1] if ev else 0
+    return [n for bit, n in POLL_BITS if got & bit] + ([hex(got)] if got & ~sum(
+        bit for bit, _ in POLL_BITS) else [])
+
+
+def wait(s, events, timeout=5.0):  # type: ignore[no-untyped-def]
+    """Block in poll until ``events`` (or POLLERR/POLLHUP) on ``s``; its revents as names."""
+    p = select.poll()
+    p.register(s, events)
+    ev = p.poll(int(timeout * 1000))
+    return mask(s, events) if ev else ["timeout"]
+
+
+def outcome(fn):  # type: ignore[no-untyped-def]
+    try:
+        return ["ok", fn()]
+    except OSError as exc:
+        return [type(exc).__name__, errno.errorcode.get(exc.errno or 0)]
+
+
 def nonblock_refused():  # type: ignore[no-untyped-def]
     s = socket.socket()
     s.setblocking(False)
@@ -66,12 +97,81 @@ def nonblock_refused():  # type: ignore[no-untyped-def]
         pass
     except ConnectionRefusedError:
         return "refused at once"
-    p = select.poll()
-    p.register(s, select.POLLOUT)
-    ev = p.poll(5000)
+    r = [wait(s, select.POLLOUT), mask(s), mask(s, 0)]
     err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    r += [errno.errorcode.get(err), mask(s)]  # reading SO_ERROR clears POLLERR
+    r.append(outcome(lambda: s.recv(10).decode()))  # the attempt is over: EOF
     s.close()
-    return [bool(ev and ev[0][1] & (select.POLLOUT | select.POLLERR)), errno.errorcode.get(err)]
+    return r
+
+
+def poll_fresh():  # type: ignore[no-untyped-def]
+    with socket.socket() as t, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        return [mask(t), mask(u)]
+
+
+def poll_reset():  # type: ignore[no-untyped-def]
+    # the peer reads our "go" then resets
+    s = socket.create_connection((server, 7101), timeout=5)
+    s.setblocking(False)
+    r = [mask(s)]
+    s.sendall(b"go")
+    r.append(wait(s, select.POLLIN))
+    r.append(mask(s))
+    r.append(mask(s, 0))  # POLLERR and POLLHUP come even when not asked for
+    ep = select.epoll()
+    ep.register(s.fileno(), select.EPOLLIN)
+    ev = ep.poll(0)
+    ep.close()
+    r.append(ev[0][1] == select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP if ev else ev)
+    r.append(outcome(lambda: s.recv(10).decode()))  # ECONNRESET
+    r.append(mask(s))  # the error was reported: POLLERR is gone, the hang-up stays
+    r.append(outcome(lambda: s.recv(10).decode()))  # then EOF
+    r.append(s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+    s.close()
+    return r
+
+
+def poll_peer_fin_then_shut():  # type: ignore[no-untyped-def]
+    # the peer closes at once: half-closed (POLLRDHUP, no POLLHUP) until we shut too
+    s = socket.create_connection((server, 7104), timeout=5)
+    r = [wait(s, select.POLLIN)]
+    r.append(mask(s))
+    s.shutdown(socket.SHUT_WR)
+    r.append(mask(s))
+    r.append(s.recv(10).decode())
+    r.append(mask(s, select.POLLIN))
+    s.close()
+    return r
+
+
+def poll_shut_wr_only():  # type: ignore[no-untyped-def]
+    # a peer that never reads nor closes (never accepted): our FIN alone is no hang-up
+    s = socket.create_connection((server, 7105), timeout=5)
+    r = [mask(s)]
+    s.shutdown(socket.SHUT_WR)
+    r.append(mask(s))
+    s.close()
+    return r
+
+
+def poll_shut_then_peer_fin():  # type: ignore[no-untyped-def]
+    s = socket.create_connection((server, 7100), timeout=5)  # echo: closes after our FIN
+    s.shutdown(socket.SHUT_WR)
+    r = [wait(s, select.POLLIN)]
+    r.append(mask(s))
+    r.append(s.recv(10).decode())
+    r.append(mask(s))
+    s.close()
+    return r
+
+
+def poll_shut_rdwr():  # type: ignore[no-untyped-def]
+    s = socket.create_connection((server, 7100), timeout=5)
+    s.shutdown(socket.SHUT_RDWR)
+    r = [mask(s), s.recv(10).decode()]
+    s.close()
+    return r
 
 
 def eagain():  # type: ignore[no-untyped-def]
@@ -207,6 +307,61 @@ def options():  # type: ignore[no-untyped-def]
         return r
 
 
+def buffer_options():  # type: ignore[no-untyped-def]
+    # SO_RCVBUF/SO_SNDBUF: Linux stores twice what is asked (bookkeeping), the stack too
+    # (values well inside Linux's rmem_max/wmem_max and above its minimums)
+    r = []
+    with socket.socket() as t, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        for s in (t, u):
+            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                s.setsockopt(socket.SOL_SOCKET, opt, 32768)
+                r.append(s.getsockopt(socket.SOL_SOCKET, opt))
+                s.setsockopt(socket.SOL_SOCKET, opt, 50000)
+                r.append(s.getsockopt(socket.SOL_SOCKET, opt))
+    return r
+
+
+def broadcast_option():  # type: ignore[no-untyped-def]
+    r = []
+    with socket.socket() as t, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        for s in (t, u):
+            r.append(s.getsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            r.append(s.getsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 0)
+            r.append(s.getsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST))
+    # (sending to a broadcast address is not compared: the namespace has no broadcast
+    # route, so Linux says ENETUNREACH before it looks at SO_BROADCAST; test_door.py
+    # checks the EACCES on the stack's subnet broadcast)
+    return r
+
+
+def rcvtimeo():  # type: ignore[no-untyped-def]
+    # SO_RCVTIMEO on a blocking socket (no settimeout): recv fails with EAGAIN
+    tv = struct.pack("ll", 0, 300000)
+    r = []
+    with socket.create_connection((server, 7100)) as t, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        u.connect((server, 7102))
+        for s in (t, u):
+            r.append(list(struct.unpack("ll", s.getsockopt(socket.SOL_SOCKET,
+                                                            socket.SO_RCVTIMEO, 16))))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+            r.append(list(struct.unpack("ll", s.getsockopt(socket.SOL_SOCKET,
+                                                            socket.SO_RCVTIMEO, 16))))
+            r.append(s.getblocking())
+            t0 = time.monotonic()
+            try:
+                s.recv(10)
+                r.append("recv returned")
+            except OSError as exc:
+                r.append([type(exc).__name__, errno.errorcode.get(exc.errno or 0),
+                          0.25 < time.monotonic() - t0 < 5])
+            s.send(b"back")
+            r.append(s.recv(10).decode())  # data that comes in time is read
+    return r
+
+
 def notconn():  # type: ignore[no-untyped-def]
     with socket.socket() as s:
         s.getpeername()
@@ -267,7 +422,7 @@ def own_ip() -> str:
 
 for name, fn in list(globals().items()):
     if callable(fn) and getattr(fn, "__module__", None) == "__main__" and name not in (
-            "check", "own_ip"):
+            "check", "own_ip", "mask", "wait", "outcome"):
         check(name, fn)
 for r in results:
     print(json.dumps(r, default=repr))

@@ -1,7 +1,9 @@
 """Kernel-side servers for the socket tests (run inside the test's namespace).
 
 usage: kservers.py HOST  - TCP echo on 7100, TCP accept-then-RST on 7101, UDP echo on 7102,
-TCP "send hello then wait" on 7103. Prints "ready" when listening."""
+TCP "send hello then wait" on 7103, TCP close at once (FIN) on 7104,
+TCP never accepted (the handshake completes, nothing is read or closed) on 7105. Prints
+"ready" when listening."""
 
 import socket
 import struct
@@ -53,9 +55,17 @@ def hello(c: socket.socket) -> None:
     c.close()
 
 
+def close_at_once(c: socket.socket) -> None:
+    c.close()
+
+
 tcp(7100, echo)
 tcp(7101, rst)
 tcp(7103, hello)
+tcp(7104, close_at_once)
+idle = socket.socket()  # listens, never accepts
+idle.bind((host, 7105))
+idle.listen(64)
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 u.bind((host, 7102))
 print("ready", flush=True)
