@@ -11,7 +11,15 @@ from __future__ import annotations
 import ipaddress
 
 from stack.tools.cfgparse import table
-from stack.tools.common import ToolError, command, fail, pop_prefix, read_file
+from stack.tools.common import (
+    ToolError,
+    command,
+    fail,
+    pop_prefix,
+    read_file,
+    unknown_option,
+    wants_help,
+)
 
 TOOL = "arp"
 USAGE = "usage: arp [-n] -a | arp [-n] HOST | arp -d HOST | arp -d -a | arp -s HOST MAC [temp] [pub]"
@@ -41,7 +49,13 @@ def format_entry(r: dict[str, str]) -> str:
 def main(argv: list[str]) -> int:
     prefix, args = pop_prefix(argv)
     args = [a for a in args if a != "-n"]
+    if wants_help(args):
+        print(USAGE)
+        return 0
     try:
+        for a in args:
+            if a.startswith("-") and a not in ("-a", "-d", "-s"):
+                raise unknown_option(a, USAGE)
         if not args:
             raise ToolError(USAGE)
         if args == ["-a"]:

@@ -14,7 +14,16 @@ from __future__ import annotations
 import sys
 
 from stack.tools.cfgparse import Stanza, stanzas
-from stack.tools.common import ToolError, command, fail, pop_prefix, read_file
+from stack.tools.common import (
+    ToolError,
+    bad_usage,
+    command,
+    fail,
+    pop_prefix,
+    read_file,
+    unknown_option,
+    wants_help,
+)
 
 TOOL = "brconfig"
 USAGE = "usage: brconfig -a | brconfig BRIDGE [addr] | brconfig BRIDGE COMMAND [ARGS]..."
@@ -62,15 +71,20 @@ def find(prefix: str, name: str) -> Stanza:
 
 def main(argv: list[str]) -> int:
     prefix, args = pop_prefix(argv)
+    if wants_help(args):
+        print(USAGE)
+        return 0
     try:
         if not args:
             raise ToolError(USAGE)
+        if args[0] == "-a" and len(args) > 1:
+            raise bad_usage(f"unexpected argument: {args[1]}", USAGE)
         if args == ["-a"]:
             sys.stdout.write("".join(render(s) for s in stanzas(read_file(prefix, "config/bridges"))))
             return 0
         name, rest = args[0], args[1:]
         if name.startswith("-"):
-            raise ToolError(USAGE)
+            raise unknown_option(name, USAGE)
         if not rest:
             sys.stdout.write(render(find(prefix, name)))
             return 0

@@ -13,6 +13,21 @@ class ToolError(Exception):
     """One line for the user; the tool exits 1."""
 
 
+def unknown_option(option: str, usage: str) -> ToolError:
+    """``unknown option -Z (usage: ...)``: the error and the usage on one line."""
+    return ToolError(f"unknown option {option} ({usage})")
+
+
+def bad_usage(what: str, usage: str) -> ToolError:
+    """``unexpected argument: X (usage: ...)`` and the like, on one line."""
+    return ToolError(f"{what} ({usage})")
+
+
+def wants_help(args: list[str]) -> bool:
+    """``-h`` as the first argument, or ``--help`` anywhere: print the usage, exit 0."""
+    return bool(args) and (args[0] in ("-h", "--help") or "--help" in args)
+
+
 def pop_prefix(argv: list[str]) -> tuple[str, list[str]]:
     """Take ``--prefix P`` / ``--prefix=P`` out of argv; else $SOCK; else ''."""
     prefix = os.environ.get("SOCK", "")
@@ -97,5 +112,7 @@ def _read_all(fd: int) -> str:
 
 
 def fail(tool: str, exc: Exception) -> int:
-    print(f"{tool}: {exc}", file=sys.stderr)
+    """Print the error as exactly one line ``TOOL: message`` on stderr; return 1."""
+    msg = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    print(f"{tool}: {msg}", file=sys.stderr)
     return 1

@@ -17,7 +17,16 @@ import ipaddress
 import sys
 
 from stack.tools.cfgparse import Stanza, stanzas
-from stack.tools.common import ToolError, command, fail, pop_prefix, read_file
+from stack.tools.common import (
+    ToolError,
+    bad_usage,
+    command,
+    fail,
+    pop_prefix,
+    read_file,
+    unknown_option,
+    wants_help,
+)
 
 TOOL = "ifconfig"
 USAGE = ("usage: ifconfig [-a | -l] | IF [create|destroy] | IF [inet] ADDR[/LEN] "
@@ -134,6 +143,9 @@ def parse_config(name: str, args: list[str], current: Stanza) -> list[str]:
 
 def main(argv: list[str]) -> int:
     prefix, args = pop_prefix(argv)
+    if wants_help(args):
+        print(USAGE)
+        return 0
     try:
         if not args or args == ["-a"]:
             sys.stdout.write("".join(format_stanza(s) for s in load(prefix)))
@@ -141,8 +153,10 @@ def main(argv: list[str]) -> int:
         if args == ["-l"]:
             print(" ".join(s.name for s in load(prefix)))
             return 0
+        if args[0] in ("-a", "-l"):
+            raise bad_usage(f"unexpected argument: {args[1]}", USAGE)
         if args[0].startswith("-"):
-            raise ToolError(USAGE)
+            raise unknown_option(args[0], USAGE)
         name, rest = args[0], args[1:]
         if rest and rest[0] == "create":
             command(prefix, "config/interfaces", " ".join(["create", name, *rest[1:]]))

@@ -13,7 +13,16 @@ import sys
 
 from stack.tools import route as route_tool
 from stack.tools.cfgparse import stanzas, table
-from stack.tools.common import ToolError, fail, pop_prefix, read_file, socket_dir
+from stack.tools.common import (
+    ToolError,
+    bad_usage,
+    fail,
+    pop_prefix,
+    read_file,
+    socket_dir,
+    unknown_option,
+    wants_help,
+)
 
 TOOL = "netstat"
 USAGE = "usage: netstat [-an] | netstat -r [-n] | netstat -i | netstat -s [-p PROTO]"
@@ -83,6 +92,9 @@ def main(argv: list[str]) -> int:
     prefix, args = pop_prefix(argv)
     flags: set[str] = set()
     proto = None
+    if wants_help(args):
+        print(USAGE)
+        return 0
     try:
         i = 0
         while i < len(args):
@@ -94,10 +106,10 @@ def main(argv: list[str]) -> int:
                 i += 2
                 continue
             if not a.startswith("-") or len(a) < 2:
-                raise ToolError(f"unexpected argument: {a}\n{USAGE}")
+                raise bad_usage(f"unexpected argument: {a}", USAGE)
             for ch in a[1:]:
                 if ch not in "arisnvW":
-                    raise ToolError(f"unknown option -{ch}\n{USAGE}")
+                    raise unknown_option(f"-{ch}", USAGE)
                 flags.add(ch)
             i += 1
         if "r" in flags:

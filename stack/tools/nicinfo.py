@@ -6,9 +6,18 @@ from __future__ import annotations
 import sys
 
 from stack.tools.cfgparse import keyvalues
-from stack.tools.common import ToolError, fail, pop_prefix, read_file, socket_dir
+from stack.tools.common import (
+    ToolError,
+    fail,
+    pop_prefix,
+    read_file,
+    socket_dir,
+    unknown_option,
+    wants_help,
+)
 
 TOOL = "nicinfo"
+USAGE = "usage: nicinfo [IF...]"
 
 LABELS = [
     ("ipackets", "Packets Received OK"), ("ibytes", "Bytes Received OK"),
@@ -54,8 +63,14 @@ def render(name: str, text: str) -> str:
 
 def main(argv: list[str]) -> int:
     prefix, args = pop_prefix(argv)
+    if wants_help(args):
+        print(USAGE)
+        return 0
     try:
-        names = [a for a in args if not a.startswith("-")]
+        for a in args:
+            if a.startswith("-"):
+                raise unknown_option(a, USAGE)
+        names = list(args)
         if not names:
             names = sorted(p.name for p in (socket_dir(prefix) / "config/nicinfo").iterdir())
         for name in names:

@@ -16,7 +16,7 @@ import getopt
 import os
 import sys
 
-from stack.tools.common import ToolError, control_command, pop_prefix
+from stack.tools.common import ToolError, control_command, pop_prefix, wants_help
 
 SHOW = {"r": "rules", "rules": "rules", "s": "states", "states": "states", "i": "info",
         "info": "info", "T": "tables", "Tables": "tables", "tables": "tables"}
@@ -64,11 +64,18 @@ def _read_rules_file(path: str) -> tuple[str, str]:
 
 def main(argv: list[str]) -> int:
     prefix, argv = pop_prefix(argv)
+    if wants_help(argv):
+        print(USAGE)
+        return 0
     try:
         opts, rest = getopt.getopt(argv, "edhnvf:s:F:t:T:")
     except getopt.GetoptError as exc:
-        print(f"pfctl: {exc}\n{USAGE}", file=sys.stderr)
-        return 2
+        # one line: "unknown option -Z (usage: ...)", "option -f requires argument (usage: ...)"
+        dashes = "-" if len(exc.opt) == 1 else "--"
+        what = f"unknown option {dashes}{exc.opt}" if exc.opt and "not recognized" in exc.msg \
+            else exc.msg
+        print(f"pfctl: {what} ({USAGE})", file=sys.stderr)
+        return 1
     o: dict[str, str] = {}
     verbose = False
     check_only = False
@@ -83,8 +90,8 @@ def main(argv: list[str]) -> int:
         else:
             o[k] = v
     if not o:
-        print(USAGE, file=sys.stderr)
-        return 2
+        print(f"pfctl: {USAGE}", file=sys.stderr)
+        return 1
     try:
         return _run(prefix, o, rest, verbose, check_only)
     except ToolError as exc:

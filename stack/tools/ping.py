@@ -18,11 +18,19 @@ import os
 import sys
 import time
 
-from stack.tools.common import ToolError, fail, pop_prefix, socket_dir
+from stack.tools.common import (
+    ToolError,
+    bad_usage,
+    fail,
+    pop_prefix,
+    socket_dir,
+    unknown_option,
+    wants_help,
+)
 
 TOOL = "ping"
 USAGE = ("usage: ping [-c count] [-s size] [-i wait] [-T ttl] [-W timeout] [-w deadline] "
-         "[-f] [-q] host")
+         "[-Q tos] [-D] [-f] [-q] host")
 FLOOD_DEFAULT_COUNT = 1000
 FLOOD_WAIT = 0.01
 
@@ -86,14 +94,14 @@ def parse(args: list[str]) -> Options:
         elif a in ("-n", "-v"):
             pass
         elif a.startswith("-"):
-            raise ToolError(f"unknown option {a}\n{USAGE}")
+            raise unknown_option(a, USAGE)
         elif o.host:
-            raise ToolError(USAGE)
+            raise bad_usage(f"unexpected argument: {a}", USAGE)
         else:
             o.host = a
         i += 1
     if not o.host:
-        raise ToolError(USAGE)
+        raise bad_usage("no host given", USAGE)
     try:
         o.host = str(ipaddress.IPv4Address(o.host))
     except ValueError:
@@ -212,6 +220,9 @@ def run(prefix: str, o: Options) -> int:
 
 def main(argv: list[str]) -> int:
     prefix, args = pop_prefix(argv)
+    if wants_help(args):
+        print(USAGE)
+        return 0
     try:
         return run(prefix, parse(args))
     except ToolError as exc:

@@ -14,7 +14,17 @@ import os
 import sys
 
 from stack.tools.cfgparse import keyvalues, table
-from stack.tools.common import ToolError, command, fail, pop_prefix, read_file, socket_dir
+from stack.tools.common import (
+    ToolError,
+    bad_usage,
+    command,
+    fail,
+    pop_prefix,
+    read_file,
+    socket_dir,
+    unknown_option,
+    wants_help,
+)
 
 TOOL = "route"
 USAGE = "usage: route [-n] {add|delete|change|get|show|flush|monitor} ..."
@@ -68,7 +78,7 @@ def _words_to_command(verb: str, args: list[str]) -> tuple[str, str, str]:
         elif a in ("-reject", "-blackhole"):
             out.append(a)
         elif a.startswith("-"):
-            raise ToolError(f"unknown option: {a}")
+            raise unknown_option(a, USAGE)
         elif not dest:
             dest = _short_net(a) if "-net" in args and "-netmask" not in args \
                 and "netmask" not in args else a
@@ -130,10 +140,21 @@ def monitor(prefix: str, count: int | None) -> int:
 def main(argv: list[str]) -> int:
     prefix, args = pop_prefix(argv)
     args = [a for a in args if a not in ("-n", "-q", "-v")]
+    if wants_help(args):
+        print(USAGE)
+        return 0
     try:
         if not args:
             raise ToolError(USAGE)
         verb, rest = args[0], args[1:]
+        if verb.startswith("-"):
+            raise unknown_option(verb, USAGE)
+        if verb in ("show", "print", "flush"):
+            extra = [a for a in rest if a != "-inet"]  # the only family there is
+            if extra and extra[0].startswith("-"):
+                raise unknown_option(extra[0], f"usage: route {verb} [-inet]")
+            if extra:
+                raise bad_usage(f"unexpected argument: {extra[0]}", f"usage: route {verb} [-inet]")
         if verb in ("show", "print"):
             sys.stdout.write(render_routes(prefix))
         elif verb == "flush":
@@ -144,10 +165,15 @@ def main(argv: list[str]) -> int:
             count = None
             if rest[:1] == ["-c"] and len(rest) == 2 and rest[1].isdigit():
                 count = int(rest[1])
+            elif rest and rest[0].startswith("-") and rest[0] != "-c":
+                raise unknown_option(rest[0], "usage: route monitor [-c COUNT]")
             elif rest:
                 raise ToolError("usage: route monitor [-c COUNT]")
             return monitor(prefix, count)
         elif verb == "get":
+            for a in rest:
+                if a.startswith("-") and a not in ("-net", "-host", "-inet"):
+                    raise unknown_option(a, "usage: route get DEST")
             dests = [a for a in rest if not a.startswith("-")]
             if len(dests) != 1:
                 raise ToolError("usage: route get DEST")
@@ -158,7 +184,7 @@ def main(argv: list[str]) -> int:
             kind = "host" if "/" not in dest and dest != "default" else "net"
             print(f"{verb} {kind} {dest}" + (f": gateway {gw}" if gw else ""))
         else:
-            raise ToolError(USAGE)
+            raise bad_usage(f"unknown command: {verb}", USAGE)
         return 0
     except ToolError as exc:
         return fail(TOOL, exc)

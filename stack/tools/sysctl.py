@@ -8,7 +8,15 @@
 
 from __future__ import annotations
 
-from stack.tools.common import ToolError, command, fail, pop_prefix, read_file
+from stack.tools.common import (
+    ToolError,
+    command,
+    fail,
+    pop_prefix,
+    read_file,
+    unknown_option,
+    wants_help,
+)
 
 TOOL = "sysctl"
 USAGE = "usage: sysctl [-n] -a | sysctl [-n] NAME... | sysctl [-n] -w NAME=VALUE..."
@@ -27,6 +35,9 @@ def main(argv: list[str]) -> int:
     prefix, args = pop_prefix(argv)
     value_only = write = show_all = False
     names: list[str] = []
+    if wants_help(args):
+        print(USAGE)
+        return 0
     try:
         for a in args:
             if a.startswith("-") and len(a) > 1 and "=" not in a:
@@ -40,7 +51,7 @@ def main(argv: list[str]) -> int:
                     elif ch in "qe":
                         pass
                     else:
-                        raise ToolError(f"unknown option -{ch}\n{USAGE}")
+                        raise unknown_option(f"-{ch}", USAGE)
             else:
                 names.append(a)
         if not names and not show_all:

@@ -8,7 +8,10 @@ import sys
 import time
 
 from stack.preflight import mounted_fuse_at
-from stack.tools.common import pop_prefix
+from stack.tools.common import fail, pop_prefix, unknown_option, wants_help
+
+TOOL = "waitfor"
+USAGE = "usage: waitfor [PATH] [SECONDS]"
 
 
 def ready(path: str) -> bool:
@@ -26,15 +29,20 @@ def ready(path: str) -> bool:
 def main(argv: list[str]) -> int:
     prefix, args = pop_prefix(argv)
     path, timeout = f"{prefix}/dev/socket", 30.0
+    if wants_help(args):
+        print(USAGE)
+        return 0
     for arg in args:  # a number is the timeout, anything else the path
         try:
             timeout = float(arg)
         except ValueError:
+            if arg.startswith("-"):
+                return fail(TOOL, unknown_option(arg, USAGE))
             path = arg
     deadline = time.monotonic() + timeout
     while not ready(path):
         if time.monotonic() > deadline:
-            print(f"waitfor: {path} not ready after {timeout:g}s", file=sys.stderr)
+            print(f"{TOOL}: {path} not ready after {timeout:g}s", file=sys.stderr)
             return 1
         time.sleep(0.02)
     return 0

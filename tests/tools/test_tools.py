@@ -4,9 +4,14 @@ creates (every address lives inside a namespace)."""
 from __future__ import annotations
 
 import os
+import queue
+import re
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -23,9 +28,11 @@ def tool_ok(sp: object, *args: str) -> str:
 
 
 def tool_err(sp: object, *args: str) -> str:
-    """Run a tool that must fail: exit 1 and exactly one line on stderr, named by tool."""
+    """Run a tool that must fail: exit 1, exactly one line on stderr, named by tool, and
+    nothing on stdout."""
     r = sp.tool(*args, check=False)  # type: ignore[attr-defined]
     assert r.returncode == 1, (args, r.returncode, r.stdout, r.stderr)
+    assert r.stdout == "", (args, r.stdout)
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, (args, r.stderr)
     assert lines[0].startswith(f"{args[0]}: "), lines
@@ -308,3 +315,293 @@ def test_two_instances_configured_independently(stack_process: object,
                        capture_output=True, timeout=30)
     assert r.returncode == 0 and r.stdout.split() == ["lo0", "tap0"]
     assert "instance 1" in open(f"{s1.prefix}/dev/socket/config/status").read()  # type: ignore[attr-defined]
+
+
+# -- usage errors: one line, every tool ------------------------------------------------
+
+#: (argv, what the one stderr line says after "TOOL: ") for an unknown option or argument
+USAGE_ERRORS = [
+    (["ifconfig", "-Z"], "unknown option -Z"),
+    (["ifconfig", "-a", "-Z"], "unexpected argument: -Z"),
+    (["route", "-Z", "show"], "unknown option -Z"),
+    (["route", "show", "-Z"], "unknown option -Z"),
+    (["route", "add", "-Z", "10.50.0.0/16", PEER], "unknown option -Z"),
+    (["route", "get", "-Z", PEER], "unknown option -Z"),
+    (["route", "monitor", "-Z"], "unknown option -Z"),
+    (["route", "frob"], "unknown command: frob"),
+    (["arp", "-Z"], "unknown option -Z"),
+    (["arp", "-a", "-Z"], "unknown option -Z"),
+    (["netstat", "-Z"], "unknown option -Z"),
+    (["netstat", "-rZ"], "unknown option -Z"),
+    (["netstat", "frob"], "unexpected argument: frob"),
+    (["sysctl", "-Z"], "unknown option -Z"),
+    (["sysctl", "-aZ"], "unknown option -Z"),
+    (["ping", "-Z", PEER], "unknown option -Z"),
+    (["ping", PEER, PEER], f"unexpected argument: {PEER}"),
+    (["ping", "-c", "1"], "no host given"),
+    (["brconfig", "-Z"], "unknown option -Z"),
+    (["nicinfo", "-Z"], "unknown option -Z"),
+    (["mount", "-Z"], "unknown option -Z"),
+    (["mount", "-T", "io-pkt", "-Z", "devnp-tap"], "unknown option -Z"),
+    (["waitfor", "-Z"], "unknown option -Z"),
+    (["pfctl", "-Z"], "unknown option -Z"),
+    (["pfctl", "-f"], "option -f requires argument"),
+]
+
+
+def test_usage_errors_are_one_line(stack_process: object) -> None:
+    """docs/control.md: an error is exactly one line ``TOOL: message`` on stderr, exit 1,
+    nothing on stdout (tool_err); a usage error has the usage in parentheses on that line."""
+    sp = stack_process()  # type: ignore[operator]
+    for argv, what in USAGE_ERRORS:
+        line = tool_err(sp, *argv)
+        assert line.startswith(f"{argv[0]}: {what} ("), (argv, line)
+        assert "usage: " in line and line.endswith(")"), (argv, line)
+    # -h / --help: the usage on stdout, exit 0 (the same usage the errors quote)
+    for tool in ("ifconfig", "route", "arp", "netstat", "sysctl", "ping", "brconfig",
+                 "nicinfo", "mount", "waitfor", "pfctl"):
+        for flag in ("-h", "--help"):
+            r = sp.tool(tool, flag, check=False)
+            assert r.returncode == 0 and r.stderr == "", (tool, flag, r)
+            assert len(r.stdout.splitlines()) == 1 and r.stdout.startswith("usage: "), r.stdout
+    # a wrong-but-known invocation with no better message: still one line, the usage
+    assert tool_err(sp, "arp").startswith("arp: usage: arp ")
+    assert tool_err(sp, "sysctl").startswith("sysctl: usage: sysctl ")
+
+
+# -- route delete, seen by show/netstat, traffic and the monitor ------------------------
+
+def _wait_opened(pid: int, suffix: str, timeout: float = 20) -> None:
+    """Until process ``pid`` has a file open whose path ends with ``suffix``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}").endswith(suffix):
+                    return
+            except OSError:
+                pass
+        time.sleep(0.02)
+    raise AssertionError(f"process {pid} did not open {suffix} in {timeout}s")
+
+
+def _route_rows(text: str, dest: str) -> list[list[str]]:
+    return [ln.split() for ln in text.splitlines() if ln.split()[:1] == [dest]]
+
+
+def test_route_delete_and_monitor(one: tuple[object, object]) -> None:
+    sp, ns = one
+    ns.run("ip", "addr", "add", "10.98.0.1/32", "dev", "lo")  # type: ignore[attr-defined]
+    mon = subprocess.Popen(IO_PKT + ["route", "monitor"], cwd=REPO,
+                           env=io_pkt_env(SOCK=sp.prefix),  # type: ignore[attr-defined]
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        assert mon.stdout is not None
+        for ln in mon.stdout:
+            lines.put(ln.rstrip("\n"))
+
+    threading.Thread(target=pump, daemon=True).start()
+    seen: list[str] = []
+
+    def until(pred: Callable[[str], bool], timeout: float = 20) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                ln = lines.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            seen.append(ln)
+            if pred(ln):
+                return ln
+        raise AssertionError(f"monitor: no such line within {timeout}s; got {seen}")
+
+    try:
+        _wait_opened(mon.pid, "/config/route_monitor")  # its queue exists from the open
+        out = tool_ok(sp, "route", "add", "-net", "10.98.0.0/16", PEER, "-metric", "3")
+        assert out.strip() == f"add net 10.98.0.0/16: gateway {PEER}"
+        assert _route_rows(tool_ok(sp, "route", "show"), "10.98.0.0/16") == \
+            [["10.98.0.0/16", PEER, "UGS", "3", "0", "-", "tap0"]]
+        assert [r[:3] for r in _route_rows(tool_ok(sp, "netstat", "-rn"), "10.98.0.0/16")] == \
+            [["10.98.0.0/16", PEER, "UGS"]]
+        assert sp.tool("ping", "-c", "1", "10.98.0.1").returncode == 0  # type: ignore[attr-defined]
+        # a default route too, deleted without naming its gateway (the first match)
+        tool_ok(sp, "route", "add", "default", PEER)
+        out = tool_ok(sp, "route", "delete", "10.98.0.0/16", PEER)
+        assert out.strip() == f"delete net 10.98.0.0/16: gateway {PEER}"
+        assert tool_ok(sp, "route", "delete", "default").strip() == "delete net default"
+        # gone from every view, and traffic no longer has a way there
+        for view in (["route", "show"], ["netstat", "-rn"]):
+            text = tool_ok(sp, *view)
+            assert "10.98.0.0/16" not in text and "default" not in text, (view, text)
+            assert _route_rows(text, "10.77.0.0/24"), text  # the connected route stays
+        routes = open(f"{sp.prefix}/dev/socket/config/routes").read()  # type: ignore[attr-defined]
+        assert "10.98.0.0/16" not in routes and "default" not in routes, routes
+        assert "no route" in tool_err(sp, "route", "get", "10.98.1.1")
+        r = sp.tool("ping", "-c", "1", "-W", "0.5", "10.98.0.1", check=False)  # type: ignore[attr-defined]
+        assert r.returncode == 2 and "Network is unreachable" in r.stderr, r
+        assert "no route" in tool_err(sp, "route", "delete", "10.98.0.0/16", PEER)
+        # the monitor printed the add and then the delete, with the route's details
+        dst = f"dst 10.98.0.0/16 gateway {PEER} if tap0 metric 3 flags UGS"
+        until(lambda ln: ln == f"RTM_ADD: {dst}")
+        until(lambda ln: ln == f"RTM_DELETE: {dst}")
+        until(lambda ln: ln.startswith("RTM_DELETE: dst default "))
+        while not lines.empty():
+            seen.append(lines.get())
+    finally:
+        mon.kill()
+        mon.communicate()
+    assert seen.count(f"RTM_DELETE: {dst}") == 1 and seen.count(f"RTM_ADD: {dst}") == 1, seen
+    assert seen.index(f"RTM_ADD: {dst}") < seen.index(f"RTM_DELETE: {dst}"), seen
+    assert f"RTM_ADD: dst default gateway {PEER} if tap0 metric 0 flags UGS" in seen, seen
+
+
+# -- ping -f ---------------------------------------------------------------------------
+
+def _kernel_icmp(ns: object) -> dict[str, int]:
+    """The namespace's Icmp counters from /proc/net/snmp (per network namespace)."""
+    rows = [ln.split()[1:] for ln in ns.run("cat", "/proc/net/snmp").stdout.splitlines()  # type: ignore[attr-defined]
+            if ln.startswith("Icmp:")]
+    return dict(zip(rows[0], map(int, rows[1]), strict=True))
+
+
+def test_ping_flood_bounded(one: tuple[object, object]) -> None:
+    sp, ns = one
+    tool_ok(sp, "ping", "-c", "1", PEER)  # ARP resolved before the clock starts
+    before = _kernel_icmp(ns)
+    t0 = time.monotonic()
+    r = sp.tool("ping", "-f", "-c", "200", PEER, timeout=120)  # type: ignore[attr-defined]
+    took = time.monotonic() - t0
+    after = _kernel_icmp(ns)
+    assert r.returncode == 0 and r.stderr == "", r
+    # no pause between requests: the default 1 s interval would take 200 s
+    assert took < 60, took
+    # the kernel answered every one of the 200 requests it got
+    assert after["InEchos"] - before["InEchos"] == 200, (before, after)
+    assert after["OutEchoReps"] - before["OutEchoReps"] == 200, (before, after)
+    m = re.search(r"^(\d+) packets transmitted, (\d+) packets received, ([\d.]+)% packet loss$",
+                  r.stdout, re.M)
+    assert m is not None, r.stdout
+    sent, received = int(m[1]), int(m[2])
+    assert sent == 200 and 0 < received <= sent, r.stdout  # a reply over 10 ms counts lost
+    assert float(m[3]) == round(100.0 * (sent - received) / sent, 1)
+    # BSD flood output: a "." per request, erased ("\b \b") per reply; no per-reply lines
+    assert r.stdout.startswith(f"PING {PEER} ({PEER}): 56 data bytes\n"), r.stdout[:80]
+    flood = r.stdout.split("\n")[1]
+    assert flood.count(".") == sent and flood.count("\b \b") == received, repr(flood[:200])
+    assert "bytes from" not in r.stdout and "Request timeout" not in r.stdout
+    assert f"--- {PEER} ping statistics ---" in r.stdout
+    assert "round-trip min/avg/max/stddev = " in r.stdout
+    # without -c the flood is bounded: 1000 requests, then the summary
+    before = _kernel_icmp(ns)
+    r = sp.tool("ping", "-f", PEER, timeout=300)  # type: ignore[attr-defined]
+    after = _kernel_icmp(ns)
+    assert r.returncode == 0, r
+    assert re.search(r"^1000 packets transmitted, \d+ packets received", r.stdout, re.M), r.stdout
+    assert r.stdout.split("\n")[1].count(".") == 1000
+    assert after["InEchos"] - before["InEchos"] == 1000, (before, after)
+
+
+# -- status, sysctl, modules: the formats docs/control.md gives ------------------------
+
+DOC = Path(REPO, "docs", "control.md")
+STATUS_COUNTER = re.compile(r"counter [a-z][a-z0-9_]* \d+")
+SYSCTL_LINE = re.compile(r"([a-z][a-z0-9_-]*(?:\.[a-z0-9_-]+)+)=(\S*)")
+MODULE_LINE = re.compile(r"((?:devnp|lsm)-[A-Za-z0-9_.-]+) (driver|protocol) (running|unloaded) "
+                         r"interfaces=(\S+) options=(\S+) from=(\S+)")
+
+
+def _doc_example(section: str) -> list[str]:
+    """The first code block under ``### `section``` in docs/control.md."""
+    text = DOC.read_text().split(f"### `{section}`\n", 1)[1]
+    block = text.split("```\n", 2)[1]
+    return block.splitlines()
+
+
+def _config(sp: object, name: str) -> str:
+    return Path(sp.prefix, "dev/socket/config", name).read_text()  # type: ignore[attr-defined]
+
+
+def test_status_sysctl_modules_formats(one: tuple[object, object]) -> None:
+    sp, ns = one
+    # status: pid, instance, prefix, interfaces, then sorted "counter NAME VALUE" lines
+    lines = _config(sp, "status").splitlines()
+    assert lines[:4] == [f"pid {sp.proc.pid}", "instance 0", f"prefix {sp.prefix}",  # type: ignore[attr-defined]
+                         "interfaces lo0 tap0"], lines
+    counters = lines[4:]
+    assert counters and all(STATUS_COUNTER.fullmatch(ln) for ln in counters), counters
+    names = [ln.split()[1] for ln in counters]
+    assert names == sorted(names) and "if_attached" in names, names
+    stack_stats = {ln.split()[0] for ln in _config(sp, "stats/stack").splitlines()}
+    assert set(names) <= stack_stats, (names, stack_stats)
+    doc = _doc_example("status")
+    assert [ln.split()[0] for ln in doc[:4]] == ["pid", "instance", "prefix", "interfaces"]
+    assert all(STATUS_COUNTER.fullmatch(ln) for ln in doc[4:] if ln != "..."), doc
+    # sysctl: sorted NAME=VALUE lines; a write answers NAME=NEWVALUE
+    lines = _config(sp, "sysctl").splitlines()
+    assert lines and all(SYSCTL_LINE.fullmatch(ln) for ln in lines), lines
+    knobs = dict(ln.split("=", 1) for ln in lines)
+    assert list(knobs) == sorted(knobs)
+    assert knobs["net.inet.ip.forwarding"] == "0" and knobs["net.inet.ip.ttl"] == "64"
+    assert all(SYSCTL_LINE.fullmatch(ln) for ln in _doc_example("sysctl"))
+    fd = os.open(Path(sp.prefix, "dev/socket/config/sysctl"), os.O_RDWR)  # type: ignore[attr-defined]
+    try:
+        os.write(fd, b"net.inet.ip.ttl=0x30")
+        assert os.read(fd, 4096) == b"net.inet.ip.ttl=48\n"
+    finally:
+        os.close(fd)
+    assert "net.inet.ip.ttl=48" in _config(sp, "sysctl").splitlines()
+    # modules: NAME KIND STATE interfaces= options= from=, "-" for an empty value
+    [tap] = _config(sp, "modules").splitlines()
+    m = MODULE_LINE.fullmatch(tap)
+    assert m is not None, tap
+    assert m.groups()[:5] == ("devnp-tap", "driver", "running", "tap0",
+                              f"name=tap0,netns={ns}"), tap
+    assert m[6] == str(Path(REPO, "modules", "devnp-tap.py")), tap
+    assert tool_ok(sp, "mount", "-T", "io-pkt", "lsm-pf").strip() == "loaded lsm-pf"
+    lines = _config(sp, "modules").splitlines()
+    assert lines[0] == tap and len(lines) == 2, lines
+    m = MODULE_LINE.fullmatch(lines[1])
+    assert m is not None and m.groups()[:5] == ("lsm-pf", "protocol", "running", "-", "-"), lines
+    assert all(MODULE_LINE.fullmatch(ln) for ln in _doc_example("modules"))
+    fd = os.open(Path(sp.prefix, "dev/socket/config/modules"), os.O_RDWR)  # type: ignore[attr-defined]
+    try:
+        os.write(fd, b"unload lsm-pf")
+        assert os.read(fd, 4096) == b"unloaded lsm-pf\n"
+    finally:
+        os.close(fd)
+    deadline = time.monotonic() + 10
+    while len(_config(sp, "modules").splitlines()) > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _config(sp, "modules").splitlines() == [tap]
+
+
+# -- netstat -i columns after known traffic ----------------------------------------------
+
+def _netstat_i(sp: object) -> dict[tuple[str, str], list[str]]:
+    """(name, network) → the row's columns; only rows with every column filled."""
+    lines = tool_ok(sp, "netstat", "-i").splitlines()
+    assert lines[0].split() == ["Name", "Mtu", "Network", "Address", "Ipkts", "Ierrs", "Opkts",
+                                "Oerrs", "Colls"], lines[0]
+    return {(w[0], w[2]): w for w in (ln.split() for ln in lines[1:]) if len(w) == 9}
+
+
+def test_netstat_interfaces_counts_traffic(one: tuple[object, object]) -> None:
+    sp, _ = one
+    mac = Path(sp.prefix, "dev/socket/config/nicinfo/tap0").read_text()  # type: ignore[attr-defined]
+    mac = dict(ln.split(" ", 1) for ln in mac.splitlines())["mac"]
+    before = _netstat_i(sp)
+    r = sp.tool("ping", "-c", "5", "-i", "0.2", PEER)  # type: ignore[attr-defined]
+    assert "5 packets transmitted, 5 packets received" in r.stdout, r.stdout
+    after = _netstat_i(sp)
+    link, net = after[("tap0", "<Link>")], after[("tap0", "10.77.0.0/24")]
+    assert link[:4] == ["tap0", "1500", "<Link>", mac], link
+    assert net[:4] == ["tap0", "1500", "10.77.0.0/24", ADDR], net
+    assert link[4:] == net[4:]  # the counters are the interface's, on both rows
+    ipkts, ierrs, opkts, oerrs, colls = map(int, net[4:])
+    b_ipkts, _, b_opkts, _, _ = map(int, before[("tap0", "10.77.0.0/24")][4:])
+    # 5 echo requests out and 5 replies in, at least (ARP may add to both)
+    assert ipkts - b_ipkts >= 5 and opkts - b_opkts >= 5, (before, after)
+    assert ipkts >= 5 and opkts >= 5
+    assert ierrs == oerrs == colls == 0, net
