@@ -219,8 +219,8 @@ class Stack:
         try:
             await self.modules.load(spec, kind, opts)
         except LoadError as exc:
-            # io-pkt's own wording: the stack goes on without the module
-            log.error("Unable to load/init %s: %s", spec, exc)
+            # io-pkt's own wording, with the module's name: the stack goes on without it
+            log.error("Unable to load/init %s: %s", exc.module or spec, exc)
 
     async def attach_mount(self, root: Directory, mountpoint: str, **kw: Any) -> None:
         """Serve ``root`` at ``mountpoint`` (QNX resmgr_attach); returns once mounted."""

@@ -2,7 +2,10 @@
 
 Search order for a name: the bundled ``modules/`` folder, then each directory of
 ``IO_PKT_MODULE_PATH`` (colon-separated), then installed distributions' ``io_pkt.modules``
-entry points. A spec containing ``/`` is a path and is used as given.
+entry points. A spec containing ``/`` is a path to a module file: it must be an existing
+regular file named ``devnp-NAME.py`` or ``lsm-NAME.py``. Whatever the way it was found, a
+module file that anyone may write (or that sits in a directory anyone may write, without
+the sticky bit) is refused before it is executed.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import importlib.util
 import logging
 import os
 import re
+import stat
 import sys
 from collections.abc import Callable
 from importlib import metadata
@@ -35,7 +39,11 @@ _NAME = re.compile(r"^(devnp|lsm)-[a-z0-9][a-z0-9_.]*(-[a-z0-9_.]+)*$")
 
 
 class LoadError(Exception):
-    """A module could not be loaded or initialised; the message is the reason."""
+    """A module could not be loaded or initialised; the message is the reason.
+    ``module`` is the name the failure is reported under ("Unable to load/init NAME:
+    reason"); ModuleManager.load sets it."""
+
+    module = ""
 
 
 def canonical_name(spec: str, kind: str) -> str:
@@ -52,7 +60,52 @@ def validate_name(name: str) -> None:
                         "lower-case letters, digits, '_', '.', '-')")
 
 
-def _load_file(path: Path, name: str) -> ModuleType:
+def module_label(spec: str, kind: str) -> str:
+    """The module a -d/-p spec names, for messages: ``devnp-tap`` for ``-d tap``,
+    ``lsm-qnet`` for ``-p qnet``, ``devnp-foo`` for ``/opt/mods/devnp-foo.py``; a path that
+    names no module file is shown as given."""
+    if "/" in spec:
+        base = os.path.basename(spec)
+        stem = base[:-3] if base.endswith(".py") else ""
+        return stem if stem and _NAME.match(stem) and ".." not in stem else spec
+    return canonical_name(spec, kind)
+
+
+def check_module_file(path: Path) -> str:
+    """Refuse a module file that must not be run; returns the module's name (the stem).
+    The name is checked first (no file system access for a bad one), then that the file
+    exists and is a regular file, then that not every user can change it (a world-writable
+    file, or a world-writable directory without the sticky bit)."""
+    base = path.name
+    if not base.endswith(".py"):
+        raise LoadError("not a module file (expected a path to devnp-NAME.py or "
+                        "lsm-NAME.py)")
+    name = base[:-3]
+    validate_name(name)
+    try:
+        real = path.resolve(strict=True)
+        st = real.stat()
+    except FileNotFoundError:
+        raise LoadError(f"no such file {path}") from None
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+        raise LoadError(f"{path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise LoadError(f"{path}: not a regular file")
+    if st.st_mode & stat.S_IWOTH:
+        raise LoadError(f"{path} is world-writable: refusing to run it (chmod o-w {path})")
+    try:
+        dst = real.parent.stat()
+    except OSError as exc:
+        raise LoadError(f"{real.parent}: {exc.strerror or exc}") from None
+    if dst.st_mode & stat.S_IWOTH and not dst.st_mode & stat.S_ISVTX:
+        raise LoadError(f"{path}: its directory {real.parent} is world-writable: "
+                        "refusing to run a module from it")
+    return name
+
+
+def _load_file(path: Path) -> tuple[str, ModuleType]:
+    """Check (check_module_file), then execute a module file: (name, module)."""
+    name = check_module_file(path)
     modname = "io_pkt_module_" + re.sub(r"[^A-Za-z0-9_]", "_", name)
     spec = importlib.util.spec_from_file_location(modname, path)
     if spec is None or spec.loader is None:
@@ -64,17 +117,14 @@ def _load_file(path: Path, name: str) -> ModuleType:
     except Exception as exc:
         sys.modules.pop(modname, None)
         raise LoadError(f"{path}: {type(exc).__name__}: {exc}") from exc
-    return module
+    return name, module
 
 
 def find_module(spec: str, kind: str) -> tuple[str, ModuleEntry, str]:
     """Resolve a -d/-p spec to (name, entry, where-from). Raises LoadError."""
     if "/" in spec:
         path = Path(spec)
-        if not path.is_file():
-            raise LoadError(f"no such file {spec}")
-        name = path.stem
-        module = _load_file(path, name)
+        name, module = _load_file(path)
         where = str(path)
     else:
         name = canonical_name(spec, kind)
@@ -84,7 +134,7 @@ def find_module(spec: str, kind: str) -> tuple[str, ModuleEntry, str]:
         for d in dirs:
             candidate = d / f"{name}.py"
             if candidate.is_file():
-                module = _load_file(candidate, name)
+                _, module = _load_file(candidate)
                 where = str(candidate)
                 break
         if module is None:
@@ -176,8 +226,9 @@ class ModuleManager:
         c = self.stack.counters
         try:
             name, entry, where = find_module(spec, kind)
-        except LoadError:
+        except LoadError as exc:
             c["modules_failed_load"] += 1
+            exc.module = module_label(spec, kind)
             raise
         inst = ModuleInstance(name, kind, opts, where)
         try:
@@ -187,9 +238,10 @@ class ModuleManager:
             if isinstance(exc, trio.Cancelled):
                 raise
             leaf = first_leaf(exc)
-            if isinstance(leaf, LoadError):
-                raise leaf from exc
-            raise LoadError(f"{type(leaf).__name__}: {leaf}") from exc
+            err = leaf if isinstance(leaf, LoadError) else \
+                LoadError(f"{type(leaf).__name__}: {leaf}")
+            err.module = name
+            raise err from exc
         inst.state = "running"
         self.loaded.append(inst)
         opts.warn_unknown(name)

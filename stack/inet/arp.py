@@ -7,11 +7,21 @@ tries, packets queued up to ``queue`` per entry), ``reachable`` (confirmed withi
 ``down`` seconds), ``permanent`` (static). The cache holds at most ``maxentries``;
 when full the oldest dynamic entry is evicted, so a flood cannot grow memory.
 One trio-deadline timer per entry; no periodic scan.
+
+Spoofing (Linux's ``locktime``): an entry whose MAC was set or confirmed by an ARP packet
+less than ``net.link.ether.inet.locktime`` seconds ago is not re-pointed to another MAC;
+such a packet is dropped whole (``drop_mac_locked``, no reply either). After the lock time
+a different MAC is accepted (``moved``, logged as BSD does: ``arp: A moved from X to Y on
+IF``, at most one line a second). A sender without an entry gets one only from a
+request for one of our addresses: unsolicited replies (``drop_unsolicited``), gratuitous
+ARP and requests for other hosts (``request_not_for_us``) create nothing. Static entries
+never change (``static_change_refused``).
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -39,13 +49,19 @@ PERMANENT = "permanent"
 
 ZERO_MAC = b"\0" * 6
 
+log = logging.getLogger("io-pkt.arp")
+
+#: at most one "moved" log line per this many seconds (a flood of MAC changes for many
+#: addresses is counted, not logged line by line)
+MOVED_LOG_INTERVAL = 1.0
+
 #: what to call when a queued packet is dropped unresolved: (fn, args)
 FailInfo = tuple[Callable[..., None], tuple[Any, ...]] | None
 
 
 class ArpEntry:
     __slots__ = ("ifname", "ip", "mac", "state", "queue", "tries", "timer", "published",
-                 "expires")
+                 "expires", "updated")
 
     def __init__(self, ifname: str, ip: int) -> None:
         self.ifname = ifname
@@ -57,6 +73,8 @@ class ArpEntry:
         self.timer: Timer | None = None
         self.published = False
         self.expires = 0.0
+        #: when an ARP packet last set or confirmed ``mac`` (trio clock); see locktime
+        self.updated = 0.0
 
 
 class Arp:
@@ -73,6 +91,11 @@ class Arp:
         self.k_reachable = reg("net.inet.arp.reachable", 30, "seconds an entry stays reachable", lo=1)
         self.k_stale = reg("net.inet.arp.stale_gc", 60, "seconds an unused stale entry lives", lo=1)
         self.k_down = reg("net.inet.arp.down", 20, "seconds a failed entry rejects sends", lo=0)
+        self.k_locktime = reg("net.link.ether.inet.locktime", 1,
+                              "seconds after an ARP update during which the MAC of an entry "
+                              "cannot be changed (0: no lock)", lo=0)
+        self._moved_log_at = float("-inf")
+        self._moved_suppressed = 0
 
     # -- timers ----------------------------------------------------------------------
     def _arm(self, e: ArpEntry, delay: float, fn: Callable[[ArpEntry], None]) -> None:
@@ -211,6 +234,7 @@ class Arp:
             return
         changed = e.mac != mac
         e.mac = mac
+        e.updated = trio.current_time()
         e.state = REACHABLE
         e.tries = 0
         self.entries.move_to_end((e.ifname, e.ip))
@@ -266,15 +290,30 @@ class Arp:
         key = (iface.name, spa)
         e = self.entries.get(key) if spa else None
         if e is not None:
-            if e.state != PERMANENT:
+            if e.state == PERMANENT:
+                if a.sha != e.mac:
+                    c["static_change_refused"] += 1
+            elif not e.mac or a.sha == e.mac:
                 c["updated"] += 1
+                self._confirm(e, iface, a.sha)
+            else:
+                # another MAC for a resolved neighbour: a spoof, or a genuine move
+                now = trio.current_time()
+                if now - e.updated < int(self.k_locktime.value):
+                    c["drop_mac_locked"] += 1
+                    return
+                c["moved"] += 1
+                self._log_moved(now, e, a.sha)
                 self._confirm(e, iface, a.sha)
         elif for_us and spa and a.op == warp.OP_REQUEST:
             e = self._new_entry(iface.name, spa)
             if e is not None:
                 e.mac = a.sha
+                e.updated = trio.current_time()
                 self._to_stale(e)
                 inet.neighbour_changed()
+        elif a.op != warp.OP_REQUEST:
+            c["drop_unsolicited"] += 1  # a reply nobody asked for creates nothing
         if a.op == warp.OP_REQUEST:
             c["in_request"] += 1
             if for_us:
@@ -288,6 +327,16 @@ class Arp:
                     c["request_not_for_us"] += 1
         else:
             c["in_reply"] += 1
+
+    def _log_moved(self, now: float, e: ArpEntry, mac: bytes) -> None:
+        if now - self._moved_log_at < MOVED_LOG_INTERVAL:
+            self._moved_suppressed += 1
+            return
+        more = f" ({self._moved_suppressed} more not logged)" if self._moved_suppressed else ""
+        self._moved_log_at = now
+        self._moved_suppressed = 0
+        log.info("arp: %s moved from %s to %s on %s%s", int_to_ip(e.ip), format_mac(e.mac),
+                 format_mac(mac), e.ifname, more)
 
     def _reply(self, iface: Interface, a: warp.ArpPacket, mac: bytes) -> None:
         frame = warp.build(warp.OP_REPLY, mac, a.tpa, a.sha, a.spa)

@@ -34,6 +34,7 @@ from stack.inet.wire.ipv4 import (
     PROTO_ICMP,
     int_to_ip,
     ip_to_int,
+    options_error,
     pack_header,
     prefix_mask,
     unpack_header,
@@ -412,7 +413,6 @@ class IPv4Layer:
             if ihl > n:
                 c["drop_truncated"] += 1
                 return
-            c["in_options_skipped"] += 1
         else:
             ihl = HLEN
         _, tos, total, ident, flags, ttl, proto, _, src, dst = unpack_header(data, off)
@@ -431,6 +431,12 @@ class IPv4Layer:
         if src >> 24 == 127 and not iface.flags & IFF_LOOPBACK:
             c["drop_martian_source"] += 1
             return
+        if ihl > HLEN:
+            bad = options_error(data[off + HLEN:off + ihl])
+            if bad >= 0:
+                self._bad_options(data[off:off + total], HLEN + bad, dst)
+                return
+            c["in_options_skipped"] += 1  # well formed; none of them is acted on
         pf = self.pf
         if pf is not None and pf.inet_in:
             res = pf.run_chain(pf.inet_in, "in", pkt, iface)
@@ -490,6 +496,16 @@ class IPv4Layer:
         if not bcast:
             self.icmp.send_error(wicmp.DEST_UNREACH, wicmp.UNREACH_PROTOCOL,
                                  data[off:off + total], src=dst)
+
+    def _bad_options(self, packet: memoryview, pointer: int, dst: int) -> None:
+        """Drop a datagram whose options are malformed; RFC 1122 3.2.2.5 / RFC 1812
+        5.2.5: answer with a parameter problem pointing at the bad octet (rate-limited
+        and suppressed like every ICMP error), if it was for us or we forward."""
+        self.counters["drop_bad_options"] += 1
+        local = dst in self.local
+        if local or self.k_forwarding.value:
+            self.icmp.send_error(wicmp.PARAM_PROBLEM, 0, packet, pointer,
+                                 src=dst if local else None)
 
     def original_packet(self, info: IPInfo) -> memoryview:
         """The datagram (IP header on) that ``info`` describes, for ICMP quoting."""

@@ -28,6 +28,17 @@ from tests.reliability.helpers import (
 
 pytestmark = [needs_tap_stack]
 
+#: the MAC a spoofed ARP packet claims for the kernel peer's address
+SPOOF_MAC = "02:00:00:5e:e0:66"
+#: addresses only unsolicited / gratuitous ARP replies speak for
+UNSOLICITED = ("10.9.0.66", "10.9.0.67")
+
+
+def arp_table(ts: TapStack) -> dict[str, str]:
+    """``config/arp`` as address -> MAC (``(incomplete)`` while resolving)."""
+    rows = ts.read("config/arp").splitlines()[1:]
+    return {r.split()[0]: r.split()[1] for r in rows if r.strip()}
+
 
 def hostile_corpus(stack_mac: str, my_mac: str) -> list[tuple[str, list[bytes], tuple[str, ...]]]:
     """(name, frames, counters of which at least one must move)."""
@@ -90,6 +101,28 @@ def hostile_corpus(stack_mac: str, my_mac: str) -> list[tuple[str, list[bytes], 
          ("tcp.rst_listen_ack",)),
         ("tcp_rst_to_closed_port", [e(ip() / TCP(sport=41004, dport=9, flags="R"))],
          ("tcp.drop_rst_closed_port",)),
+        # options: RR whose length runs past the header; a length of 0 after two NOPs
+        ("ip_option_overflow", [e(ip(options=b"\x07\x28\x04\x00") / ICMP(id=9, seq=2)),
+                                e(ip(options=b"\x01\x01\x44\x00") / ICMP(id=9, seq=3))],
+         ("ip.drop_bad_options",)),
+        # the kernel peer's own ARP reply (its entry is now confirmed), then at once a
+        # reply and a gratuitous request claiming the peer's address for another MAC
+        ("arp_spoof_kernel_peer",
+         [bytes(Ether(dst=stack_mac, src=my_mac) /
+                ARP(op=2, hwsrc=my_mac, psrc=KERNEL_IP, hwdst=stack_mac, pdst=STACK_IP)),
+          bytes(Ether(dst=stack_mac, src=SPOOF_MAC) /
+                ARP(op=2, hwsrc=SPOOF_MAC, psrc=KERNEL_IP, hwdst=stack_mac, pdst=STACK_IP)),
+          bytes(Ether(dst="ff:ff:ff:ff:ff:ff", src=SPOOF_MAC) /
+                ARP(op=1, hwsrc=SPOOF_MAC, psrc=KERNEL_IP, pdst=KERNEL_IP))],
+         ("arp.drop_mac_locked",)),
+        # replies nobody asked for, unicast and gratuitous (broadcast, sender = target)
+        ("arp_unsolicited_replies",
+         [bytes(Ether(dst=stack_mac, src=SPOOF_MAC) /
+                ARP(op=2, hwsrc=SPOOF_MAC, psrc=UNSOLICITED[0], hwdst=stack_mac, pdst=STACK_IP)),
+          bytes(Ether(dst="ff:ff:ff:ff:ff:ff", src=SPOOF_MAC) /
+                ARP(op=2, hwsrc=SPOOF_MAC, psrc=UNSOLICITED[1], hwdst="ff:ff:ff:ff:ff:ff",
+                    pdst=UNSOLICITED[1]))],
+         ("arp.drop_unsolicited",)),
         ("arp_claims_our_address", [bytes(Ether(dst="ff:ff:ff:ff:ff:ff", src=my_mac) /
                                           ARP(op=2, hwsrc=my_mac, psrc=STACK_IP,
                                               hwdst="ff:ff:ff:ff:ff:ff", pdst=STACK_IP))],
@@ -105,13 +138,18 @@ def hostile_corpus(stack_mac: str, my_mac: str) -> list[tuple[str, list[bytes], 
 
 def test_hostile_corpus_dropped_and_counted(netns: Any, stack_process: Any) -> None:
     ts = TapStack.start(stack_process, netns)
+    # the ARP lock (1 s by default) must outlast any stall of this shared machine
+    # between the peer's confirmation and the spoof right behind it in one write
+    ts.sp.tool("sysctl", "-w", "net.link.ether.inet.locktime=10")
     assert ts.ping(2)
     stack_mac = ts.mac()
     my_mac = netns.run("cat", "/sys/class/net/tap0/address").stdout.strip()
+    assert arp_table(ts).get(KERNEL_IP) == my_mac
     corpus = hostile_corpus(stack_mac, my_mac)
     pinger = netns.popen("ping", "-c", "60", "-i", "0.1", "-W", "1", STACK_IP,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     results: dict[str, dict[str, int]] = {}
+    start = ts.all_stats()
     try:
         with transfer(ts, total=3_000_000, rate=700_000):
             for name, frames, want in corpus:
@@ -135,9 +173,25 @@ def test_hostile_corpus_dropped_and_counted(netns: Any, stack_process: Any) -> N
     text = out.decode()
     received = int(text.split(" received")[0].rsplit(",", 1)[-1].strip())
     assert received >= 54, text[-300:]  # >= 90% of 60 while under attack
-    # the spoofed claim did not replace anything: our address is not in the ARP table
-    assert STACK_IP not in ts.read("config/arp")
+    # every frame of those cases counted (the loop moves on at the first counter)
+    for counter, n in (("arp.drop_mac_locked", 2), ("arp.drop_unsolicited", 2),
+                       ("ip.drop_bad_options", 2), ("icmp.out_error_12_0", 1)):
+        assert wait_for(lambda c=counter, n=n: delta(start, ts.all_stats()).get(c, 0) >= n, 5), \
+            (counter, delta(start, ts.all_stats()))
+    # nothing else claimed a locked MAC (the peer's own frames carry its real one)
+    assert delta(start, ts.all_stats())["arp.drop_mac_locked"] == 2
+    table = arp_table(ts)
+    # the spoof did not re-point the peer's entry; the claims and the unsolicited
+    # replies created nothing: not our own address, not the addresses they spoke for
+    assert table.get(KERNEL_IP) == my_mac, table
+    assert SPOOF_MAC not in table.values(), table
+    assert not {STACK_IP, *UNSOLICITED} & set(table), table
     assert ts.ping(2)
+    # the stack's own traffic to the peer still reaches it (its replies would not if the
+    # entry pointed at the spoofed MAC), and the peer's options-carrying pings pass
+    r = ts.sp.tool("ping", "-c", "2", "-W", "2", KERNEL_IP, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert netns.run("ping", "-R", "-c", "2", "-W", "2", STACK_IP, check=False).returncode == 0
     # netstat -s shows why
     r = ts.sp.tool("netstat", "-s", "-p", "ip")
     assert "drop bad checksum" in r.stdout and "drop truncated" in r.stdout

@@ -290,13 +290,77 @@ def tempfile_dir(tmp_path: Any) -> str:
     return d
 
 
-@pytest.mark.parametrize("spec", ["../../../etc/passwd", "devnp-../x", "lsm-a;rm -rf",
-                                  "/nonexistent/devnp-x.py", "DEVNP-TAP", "lsm-"])
-def test_module_names_and_paths_validated(stack_process: Any, spec: str) -> None:
+NOT_A_MODULE = "not a module file (expected a path to devnp-NAME.py or lsm-NAME.py)"
+
+
+def module_files(d: str) -> dict[str, str]:
+    """A world-writable module file and a module that is not a .py file, in ``d``
+    (0755); each would leave ``<file>.ran`` if it were ever executed."""
+    body = "__import__('pathlib').Path(__file__ + '.ran').touch()\n"
+    out = {}
+    for key, name, mode in (("ww", "devnp-ww.py", 0o666), ("txt", "devnp-txt.txt", 0o644)):
+        path = os.path.join(d, name)
+        with open(path, "w") as f:
+            f.write(body)
+        os.chmod(path, mode)
+        out[key] = path
+    return out
+
+
+def test_module_names_and_paths_validated(stack_process: Any, tmp_path: Any) -> None:
+    """Bad specs through ``io-pkt mount`` (a running stack): each refused with its reason
+    in one ``Unable to load/init`` message; nothing is executed; the stack lives. The
+    mount tool makes a relative path absolute, so the message shows that path."""
+    d = tempfile_dir(tmp_path)
+    files = module_files(d)
     sp = stack_process()
-    r = sp.tool("mount", "-T", "io-pkt", spec, check=False)
-    assert r.returncode != 0, r.stdout
+    cases = [
+        (("-p", "../../../etc/passwd"), f"Unable to load/init /etc/passwd: {NOT_A_MODULE}"),
+        (("-d", "devnp-../x"), f"Unable to load/init {REPO}/devnp-../x: {NOT_A_MODULE}"),
+        (("-d", files["ww"]), f"Unable to load/init {files['ww']}: {files['ww']} is "
+                              f"world-writable: refusing to run it (chmod o-w {files['ww']})"),
+        (("-d", files["txt"]), f"Unable to load/init {files['txt']}: {NOT_A_MODULE}"),
+        (("-d", "/nonexistent/devnp-x.py"),
+         "Unable to load/init /nonexistent/devnp-x.py: no such file /nonexistent/devnp-x.py"),
+        (("-p", "lsm-a;rm"), "Unable to load/init lsm-a;rm: bad module name 'lsm-a;rm'"),
+        # the control file splits words: "-rf" is taken as the module's options
+        (("-p", "lsm-a;rm -rf"), "Unable to load/init lsm-a;rm: bad option '-rf'"),
+        (("-d", "DEVNP-TAP"), "Unable to load/init DEVNP-TAP: bad module name 'devnp-DEVNP-TAP'"),
+        (("-p", "lsm-"), "Unable to load/init lsm-: bad module name 'lsm-'"),
+    ]
+    for args, want in cases:
+        r = sp.tool("mount", "-T", "io-pkt", *args, check=False)
+        assert r.returncode != 0, (args, r.stdout)
+        assert r.stderr.splitlines()[0].startswith(f"mount: {want}"), (args, r.stderr)
+        alive(sp)
+    # without -d/-p a path must name a devnp-/lsm- file to say what it is
+    r = sp.tool("mount", "-T", "io-pkt", "../../../etc/passwd", check=False)
+    assert r.returncode != 0 and "say -d or -p, or use a devnp-/lsm- name" in r.stderr, r.stderr
+    assert not [f for f in os.listdir(d) if f.endswith(".ran")]
     alive(sp)
+
+
+def test_bad_modules_on_the_command_line_one_line_each(stack_process: Any, tmp_path: Any) -> None:
+    """The same specs given at start: one ``Unable to load/init NAME: reason`` line each
+    (the module's name, or the path as typed when it names no module file), nothing
+    executed, and the stack starts without them."""
+    d = tempfile_dir(tmp_path)
+    files = module_files(d)
+    sp = stack_process("-d", "../../../etc/passwd", "-p", "devnp-../x", "-d", files["ww"],
+                       "-d", files["txt"], "-p", "missing")
+    alive(sp)
+    _, err = sp.stop()
+    lines = [ln.split(": ", 1)[1] for ln in err.splitlines() if "Unable to load/init" in ln]
+    assert lines == [
+        f"Unable to load/init ../../../etc/passwd: {NOT_A_MODULE}",
+        f"Unable to load/init devnp-ww: {files['ww']} is world-writable: refusing to run it "
+        f"(chmod o-w {files['ww']})",
+        f"Unable to load/init {files['txt']}: {NOT_A_MODULE}",
+        f"Unable to load/init devnp-../x: {NOT_A_MODULE}",
+        "Unable to load/init lsm-missing: module not found (searched modules/, "
+        "IO_PKT_MODULE_PATH, entry points 'io_pkt.modules')",
+    ], err
+    assert not [f for f in os.listdir(d) if f.endswith(".ran")]
 
 
 #: reviewed uses: pf compiles its *parsed* rules (ints and repr() of interface names) into

@@ -106,6 +106,55 @@ def parse(buf: Buffer, *, verify: bool = True) -> IPv4Header:
                       bytes(memoryview(buf)[HLEN:ihl]), csum)
 
 
+OPT_EOL = 0
+OPT_NOP = 1
+OPT_RR = 7
+OPT_TS = 68
+OPT_LSRR = 131
+OPT_SSRR = 137
+#: options whose data starts with a pointer: (minimum length, minimum pointer), as Linux's
+#: ``ip_options_compile``: record route and the source routes are type, length, pointer
+#: (pointer 4 = the first address); timestamp adds an overflow/flags octet (pointer 5)
+_POINTER_OPTS = {OPT_RR: (3, 4), OPT_LSRR: (3, 4), OPT_SSRR: (3, 4), OPT_TS: (4, 5)}
+
+
+def options_error(opts: Buffer) -> int:
+    """Check the TLV structure of IPv4 options (the header bytes after the first 20).
+    Returns -1 if they are well formed, else the offset *within* ``opts`` of the first
+    offending octet (add 20 for an ICMP parameter-problem pointer).
+
+    EOL ends the list (what follows is padding); NOP is one octet; every other option has
+    a length octet that counts the type and itself (so >= 2) and must not run past the
+    header. Record route, source routes and timestamp must also hold their pointer octet,
+    with the pointer at or after the first slot and, unless the list is full, at a
+    4-byte slot that fits (RFC 791; what Linux's ``ip_options_compile`` checks)."""
+    n = len(opts)
+    i = 0
+    while i < n:
+        t = opts[i]
+        if t == OPT_EOL:
+            return -1
+        if t == OPT_NOP:
+            i += 1
+            continue
+        if i + 1 >= n:
+            return i  # no room for the length octet
+        ln = opts[i + 1]
+        if ln < 2 or i + ln > n:
+            return i + 1
+        ptr = _POINTER_OPTS.get(t)
+        if ptr is not None:
+            if ln < ptr[0]:
+                return i + 1
+            p = opts[i + 2]
+            # the pointer is at or after the first slot, and a slot it points to (the
+            # list is not full) lies wholly inside the option
+            if p < ptr[1] or (p <= ln and p + 3 > ln):
+                return i + 2
+        i += ln
+    return -1
+
+
 def decrement_ttl(buf: memoryview, off: int = 0) -> None:
     """TTL - 1 in a writable header with an incremental checksum update (RFC 1624)."""
     buf[off + 8] -= 1
