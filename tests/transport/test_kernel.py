@@ -3,6 +3,7 @@ creates (every address lives inside it)."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import random
@@ -10,11 +11,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 
-from stack.core import Stack
 from stack.l2.iface import IFF_UP
 from tests.conftest import NetNS, needs_tun, running_stack
 
@@ -40,7 +42,11 @@ async def kpy(ns: NetNS, code: str, *args: str, check: bool = True) -> str:
     return r.stdout.decode()
 
 
-async def setup(st: Stack, ns: NetNS) -> None:
+#: a running stack.core.Stack; its layers (.inet, .tcp, ...) are attached at start, untyped
+AnyStack = Any
+
+
+async def setup(st: AnyStack, ns: NetNS) -> None:
     st.interfaces["tap0"].set_flags(IFF_UP)
     st.inet.add_address("tap0", f"{ME}/24")
     await run("ip", "-n", ns.name, "addr", "add", f"{KERNEL}/24", "dev", "tap0")
@@ -60,12 +66,19 @@ async def recv_all(sock) -> bytes:  # noqa: ANN001
         out += chunk
 
 
+async def until(cond, timeout: float = 10) -> None:  # noqa: ANN001
+    """Wait for ``cond()`` (polling; the deadline only guards against a hang)."""
+    with trio.fail_after(timeout):
+        while not cond():
+            await trio.sleep(0.02)
+
+
 async def ss(ns: NetNS, *filt: str) -> str:
     r = await nsrun(ns, "ss", "-tinoH", *filt, check=False)
     return r.stdout.decode()
 
 
-async def exchange(st: Stack, ns: NetNS, size: int, *, port: int = 5000) -> None:
+async def exchange(st: AnyStack, ns: NetNS, size: int, *, port: int = 5000) -> None:
     """``size`` bytes kernel → stack and stack → kernel, checked by sha256."""
     with tempfile.TemporaryDirectory() as tmp:
         up = os.path.join(tmp, "up")
@@ -92,8 +105,8 @@ async def exchange(st: Stack, ns: NetNS, size: int, *, port: int = 5000) -> None
                 n.start_soon(server)
                 await nsrun(ns, "socat", "-u", f"FILE:{up}", f"TCP:{ME}:{port}")
                 await nsrun(ns, "socat", "-u", f"TCP:{ME}:{port}", f"CREATE:{down}")
-        with open(down, "rb") as f:
-            got["down"] = f.read()
+        with open(down, "rb") as fd:
+            got["down"] = fd.read()
         lst.close()
     assert hashlib.sha256(got["up"]).hexdigest() == hashlib.sha256(data_up).hexdigest()
     assert hashlib.sha256(got["down"]).hexdigest() == hashlib.sha256(data_down).hexdigest()
@@ -260,7 +273,7 @@ def impair(iface, *, loss: float = 0.0, dup: float = 0.0, corrupt: float = 0.0, 
                                    {"reorder": 0.1}, {"corrupt": 0.1},
                                    {"loss": 0.02, "dup": 0.02, "reorder": 0.05, "corrupt": 0.01}],
                          ids=["loss1", "loss5", "dup5", "reorder10", "corrupt10", "mixed"])
-async def test_bulk_with_faults_at_the_tap(netns: NetNS, fault: dict[str, float]) -> None:
+async def test_bulk_with_faults_at_the_tap(netns: NetNS, fault: dict[str, Any]) -> None:
     async with stack_of(netns) as st:
         await setup(st, netns)
         stats = impair(st.interfaces["tap0"], **fault)
@@ -291,19 +304,35 @@ async def test_bulk_with_faults_at_the_tap(netns: NetNS, fault: dict[str, float]
 
 
 async def test_isn_wraparound(netns: NetNS) -> None:
+    """The stack's send sequence numbers wrap past 2**32 in mid-stream. Only the stack's
+    ISN can be forced - the kernel picks its own at random - so only the stack → kernel
+    stream is made to wrap; the kernel → stack one wraps only by chance."""
     async with stack_of(netns) as st:
         await setup(st, netns)
+        near = 2**32 - 200_000
         issued: list[int] = []
 
         def near_wrap() -> int:
-            issued.append(2**32 - 200_000)
-            return issued[-1]
+            issued.append(near)
+            return near
 
         st.tcp.isn.override = near_wrap
-        await exchange(st, netns, 1024 * 1024)
-        # both passive opens took the ISN 200 kB below 2**32, so each 1 MB stream wrapped
-        assert len(issued) == 2, issued
-        assert st.tcp.counters["data_bytes_out"] >= 1024 * 1024
+        accepted: list = []
+        st.tcp.on_accept.append(accepted.append)
+        size = 1024 * 1024
+        await exchange(st, netns, size)  # sha256 checked both ways
+        assert len(issued) == 2 and len(accepted) == 2, (issued, accepted)
+        up, down = accepted  # the kernel's upload, then its download
+        assert up.iss == down.iss == near
+        # the download: SYN, 1 MB and FIN sent from 200 kB below 2**32, all acknowledged
+        # by the kernel - the send sequence crossed 2**32 at 200 kB into the stream
+        end = (near + 1 + size + 1) % 2**32
+        assert end < near
+        assert down.snd_max == end
+        await until(lambda: down.snd_una == end)
+        # the upload: the stack sent only its SYN and FIN, its sequence did not wrap
+        assert up.snd_max == near + 2
+        assert st.tcp.counters["data_bytes_out"] == size
 
 
 async def test_zero_window_held_and_resumed(netns: NetNS) -> None:
@@ -392,9 +421,65 @@ async def test_closed_port_rst_and_refused(netns: NetNS) -> None:
             await s.connect((KERNEL, 4444))
 
 
+async def kernel_icmp_out(ns: NetNS) -> int:
+    """Destination unreachables the kernel in ``ns`` has sent (/proc/net/snmp)."""
+    snmp = (await nsrun(ns, "cat", "/proc/net/snmp")).stdout.decode()
+    lines = [ln.split() for ln in snmp.splitlines() if ln.startswith("Icmp:")]
+    return int(dict(zip(lines[0], lines[1], strict=True))["OutDestUnreachs"])
+
+
+@pytest.mark.parametrize("kroute,dst,err", [
+    (("unreachable", "10.50.0.0/24"), "10.50.0.1", errno.EHOSTUNREACH),
+    (None, "10.60.0.1", errno.ENETUNREACH)], ids=["host", "net"])
+async def test_icmp_unreachable_fails_connect(netns: NetNS, kroute: tuple[str, str] | None,
+                                              dst: str, err: int) -> None:
+    """The kernel routes for the stack and answers its SYNs with ICMP destination
+    unreachable (an ``unreachable`` route: host unreachable; no route: net unreachable).
+    BSD semantics: soft errors, remembered; the connect fails with that error, not
+    ETIMEDOUT."""
+    async with stack_of(netns) as st:
+        await setup(st, netns)
+        await nsrun(netns, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.icmp_ratelimit=0")
+        if kroute is not None:
+            await run("ip", "-n", netns.name, "route", "add", *kroute)
+        st.inet.route_add("default", KERNEL)
+        st.sysctl.set("net.inet.tcp.rexmit_initial", 200)
+        c = st.tcp.counters
+        sent0 = await kernel_icmp_out(netns)
+        # syn_retries 6: the error about the 4th retransmission ends the connect
+        s = st.tcp.socket()
+        with trio.fail_after(60), pytest.raises(OSError) as ei:
+            await s.connect((dst, 80))
+        assert ei.value.errno == err, ei.value
+        assert c["conn_dropped_soft_error"] == 1, dict(c)
+        assert c["icmp_soft_error"] == 4 and c["conn_timeouts"] == 0, dict(c)
+        assert c["syn_out"] == 5, dict(c)  # the SYN and 4 retransmissions
+        # syn_retries 2: the connect times out and reports the error remembered
+        st.sysctl.set("net.inet.tcp.syn_retries", 2)
+        s = st.tcp.socket()
+        with trio.fail_after(60), pytest.raises(OSError) as ei:
+            await s.connect((dst, 80))
+        assert ei.value.errno == err, ei.value
+        assert c["conn_timeouts"] == 1 and c["timeout_soft_error"] == 1, dict(c)
+        assert c["icmp_soft_error"] >= 5 and c["drop_ETIMEDOUT"] == 0, dict(c)
+        assert c["icmp_hard_error"] == 0, dict(c)
+        # the errors were the kernel's, and it sent one for each SYN we saw answered
+        got = c["icmp_soft_error"] + c["conn_dropped_soft_error"]
+        assert await kernel_icmp_out(netns) - sent0 >= got
+        assert st.inet.icmp.counters["in_error_3"] >= got
+
+
 CLOSE_PEER = """
-import socket, sys, time
+import os, socket, sys, time
 mode = sys.argv[3]
+
+
+def wait_go():  # the test has looked at our CLOSE-WAIT with ss: it creates this file
+    deadline = time.monotonic() + 30
+    while not os.path.exists(sys.argv[4]) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 try:
     s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
 except ConnectionResetError:
@@ -410,55 +495,115 @@ elif mode == "active":      # read to the stack's FIN, then close
     got = b""
     while chunk := s.recv(10):
         got += chunk
-    print(repr(got), flush=True); time.sleep(1.0); s.close(); time.sleep(1)
+    print(repr(got), flush=True); wait_go(); s.close(); time.sleep(1)
 elif mode == "rst":
     try:
         print(s.recv(10), flush=True)
     except ConnectionResetError:
         print("ECONNRESET", flush=True)
+elif mode == "half":        # the stack shuts down writing: read to its FIN, then send
+    got = b""
+    while chunk := s.recv(100):
+        got += chunk
+    print(repr(got), flush=True)
+    wait_go()
+    s.sendall(bytes(range(256)) * 800)
+    s.close()
+    print("sent", flush=True)
+elif mode == "simultaneous":  # our FIN leaves before the stack's arrives (it is held)
+    print(repr(s.recv(10)), flush=True)
+    s.shutdown(socket.SHUT_WR)
+    print(repr(s.recv(10)), flush=True)
 """
 
 
-@pytest.mark.parametrize("mode", ["active", "passive", "rst"])
-async def test_close_paths(netns: NetNS, mode: str) -> None:
+@pytest.mark.parametrize("mode", ["active", "passive", "rst", "half", "simultaneous"])
+async def test_close_paths(netns: NetNS, mode: str, tmp_path: Path) -> None:
     async with stack_of(netns) as st:
         await setup(st, netns)
         lst = st.tcp.socket()
         lst.bind((ME, 5000))
         lst.listen(1)
         result: dict[str, str] = {}
+        go = str(tmp_path / "go")  # active, half: the kernel waits for this file
 
         async def peer() -> None:
-            result["out"] = await kpy(netns, CLOSE_PEER, ME, "5000", mode)
+            result["out"] = await kpy(netns, CLOSE_PEER, ME, "5000", mode, go)
 
         async with trio.open_nursery() as n:
             n.start_soon(peer)
             srv, _ = await lst.accept()
+            tcb = srv.tcb
             if mode == "active":
                 await srv.send(b"last words")
                 srv.close()
-                await trio.sleep(0.3)
+                await until(lambda: tcb.state.name == "FIN_WAIT_2")
                 assert "CLOSE-WAIT" in await ss(netns)
-                assert srv.tcb.state.name == "FIN_WAIT_2"
-                await trio.sleep(1.2)
-                assert srv.tcb.state.name == "TIME_WAIT"
+                (tmp_path / "go").touch()  # the kernel closes now
+                await until(lambda: tcb.state.name == "TIME_WAIT")
                 assert "ESTAB" not in await ss(netns, "-a")
             elif mode == "passive":
                 assert await srv.recv(10) == b""
                 assert srv.state == "CLOSE_WAIT"
                 assert "FIN-WAIT-2" in await ss(netns, "-a")
                 srv.close()
-                await trio.sleep(0.3)
-                assert srv.tcb.state.name == "CLOSED"
+                await until(lambda: tcb.state.name == "CLOSED")
+                assert "TIME-WAIT" in await ss(netns, "-a")
+            elif mode == "half":
+                await srv.send(b"request")
+                srv.shutdown(socket.SHUT_WR)
+                await until(lambda: tcb.state.name == "FIN_WAIT_2")  # our FIN acknowledged
+                out = await ss(netns, "-a")
+                assert "CLOSE-WAIT" in out and "ESTAB" not in out, out
+                (tmp_path / "go").touch()  # the kernel may go on sending now
+                with trio.fail_after(30):
+                    got = await recv_all(srv)
+                assert got == bytes(range(256)) * 800
+                assert tcb.state.name == "TIME_WAIT"
+                srv.close()
+            elif mode == "simultaneous":
+                await srv.send(b"x")
+                # hold what the stack sends from now on (its FIN, then its ACK of the
+                # kernel's FIN) until the kernel's FIN has arrived: the FINs cross
+                iface = st.interfaces["tap0"]
+                transmit = iface.transmit
+                held: list = []
+
+                def hold(bufs, meta) -> bool:  # noqa: ANN001
+                    held.append((bufs, meta))
+                    return True
+
+                iface.transmit = hold
+                try:
+                    srv.close()
+                    await until(lambda: tcb.state.name != "FIN_WAIT_1")
+                    assert tcb.state.name == "CLOSING"
+                    assert "FIN-WAIT-1" in await ss(netns, "-a")  # its FIN not acked yet
+                finally:
+                    iface.transmit = transmit
+                for bufs, meta in held:
+                    transmit(bufs, meta)
+                await until(lambda: tcb.state.name == "TIME_WAIT")
+                assert st.tcp.counters["simultaneous_close"] == 1
                 assert "TIME-WAIT" in await ss(netns, "-a")
             else:
                 srv.abort()
+                await until(lambda: "out" in result)
+                assert "ESTAB" not in await ss(netns, "-a")
+                assert st.tcp.counters["rst_out"] >= 1
         if mode == "rst":
-            assert "ECONNRESET" in result["out"]
+            assert result["out"] == "ECONNRESET\n", result
         elif mode == "active":  # the data sent before close, then end of file
             assert result["out"] == "b'last words'\n", result
+        elif mode == "half":  # our data and FIN, then its data went through
+            assert result["out"] == "b'request'\nsent\n", result
+        elif mode == "simultaneous":  # our byte, then end of file after its own FIN
+            assert result["out"] == "b'x'\nb''\n", result
         else:  # the peer's close went through without an error
             assert result["out"] == "", result
+        # nothing is left established on either side
+        assert "ESTAB" not in await ss(netns, "-a")
+        assert not [t for t in st.tcp.conns.values() if t.state.name == "ESTABLISHED"]
 
 
 UDP_PEER = """

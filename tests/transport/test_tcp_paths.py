@@ -384,3 +384,154 @@ async def test_tso_and_csum_offload(autojump_clock: object, net: Net) -> None:
     big = [p for p in net.wire.log if p.src == ip(A) and p.meta is not None and p.meta.gso_size]
     assert big and max(len(p.data) for p in big) > 20_000
     assert all(p.meta.gso_size == cli.tcb.snd_mss for p in big)
+
+
+# ----------------------------------------------------------------- ICMP errors (RFC 1122
+# 4.2.3.9, BSD tcp_ctlinput/tcp_notify): a router on the wire answers with ICMP errors
+
+DEAD = "10.0.0.77"  # no host has this address: everything sent to it vanishes
+
+
+def _router(net: Net, frm: str, to: str, icmp_type: int, code: int,
+            limit: int | None = None) -> list[float]:
+    """Answer each TCP segment ``frm`` sends to ``to`` (at most ``limit`` of them) with
+    ICMP ``icmp_type``/``code`` quoting it; returns the times of the segments seen."""
+    seen: list[float] = []
+
+    def tap(p: Sent) -> None:
+        if p.src == ip(frm) and p.dst == ip(to) and p.proto == 6:
+            seen.append(p.time)
+            if limit is None or len(seen) <= limit:
+                net.wire.icmp_error(ip(to), ip(frm), icmp_type, code, 6, p.data[:8])
+
+    net.wire.taps.append(tap)
+    return seen
+
+
+def _quote(tcb, seq: int | None = None) -> bytes:  # noqa: ANN001
+    """The first 8 bytes of a segment ``tcb`` sent: its ports and ``seq`` (default: the
+    first sequence number in flight)."""
+    seq = tcb.snd_una if seq is None else seq
+    return (tcb.lport.to_bytes(2, "big") + tcb.rport.to_bytes(2, "big")
+            + (seq & 0xFFFFFFFF).to_bytes(4, "big"))
+
+
+async def test_icmp_soft_errors_end_connect_after_retransmissions(
+        autojump_clock: object, net: Net) -> None:
+    seen = _router(net, A, DEAD, 3, 1)  # host unreachable for every SYN
+    s = net.a.tcp.socket()
+    t0 = trio.current_time()
+    with pytest.raises(OSError) as ei:
+        await s.connect((DEAD, 80))
+    assert ei.value.errno == errno.EHOSTUNREACH
+    # the SYN and 4 retransmissions: the error about the 4th (t_rxtshift > 3, a soft error
+    # already remembered) ends the connect long before the 6 retries would time out
+    assert [round(t - t0, 3) for t in seen] == [0, 1, 3, 7, 15]
+    c = net.a.tcp.counters
+    assert c["icmp_soft_error"] == 4 and c["conn_dropped_soft_error"] == 1
+    assert c["conn_timeouts"] == 0 and c["timeout_soft_error"] == 0
+    assert c["drop_EHOSTUNREACH"] == 1 and c["icmp_hard_error"] == 0
+    assert not net.a.tcp.conns and s.tcb.state == State.CLOSED
+
+
+async def test_icmp_soft_error_reported_by_connect_timeout(autojump_clock: object,
+                                                          net: Net) -> None:
+    net.a.sysctl.set("net.inet.tcp.syn_retries", 2)
+    seen = _router(net, A, DEAD, 3, 0, limit=1)  # net unreachable, for the first SYN only
+    s = net.a.tcp.socket()
+    with pytest.raises(BlockingIOError):
+        s.connect_nowait((DEAD, 80))
+    await trio.sleep(0.5)
+    # remembered, not reported: still connecting, no POLLERR, SO_ERROR clear
+    assert s.tcb.state == State.SYN_SENT and s.tcb.softerror == errno.ENETUNREACH
+    assert not s.poll_mask() & select.POLLERR
+    assert s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+    while s.tcb.state != State.CLOSED:
+        await trio.sleep(0.5)
+    # the SYN and 2 retransmissions, then the timeout reports the ICMP error, not ETIMEDOUT
+    assert len(seen) == 3
+    assert s.poll_mask() & (select.POLLERR | select.POLLOUT) == select.POLLERR | select.POLLOUT
+    assert s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ENETUNREACH
+    c = net.a.tcp.counters
+    assert c["icmp_soft_error"] == 1 and c["conn_timeouts"] == 1
+    assert c["timeout_soft_error"] == 1 and c["drop_ENETUNREACH"] == 1
+    assert c["drop_ETIMEDOUT"] == 0 and c["conn_dropped_soft_error"] == 0
+    # connecting again starts afresh: no ICMP this time, so a plain ETIMEDOUT
+    with pytest.raises(TimeoutError):
+        await s.connect((DEAD, 81))
+    assert c["drop_ETIMEDOUT"] == 1 and c["timeout_soft_error"] == 1
+
+
+@pytest.mark.parametrize("code,err", [(3, errno.ECONNREFUSED), (2, errno.ENOPROTOOPT)],
+                         ids=["port", "protocol"])
+async def test_icmp_hard_error_refuses_connect(autojump_clock: object, net: Net,
+                                               code: int, err: int) -> None:
+    seen = _router(net, A, DEAD, 3, code)
+    s = net.a.tcp.socket()
+    with pytest.raises(OSError) as ei:
+        await s.connect((DEAD, 80))
+    assert ei.value.errno == err
+    assert len(seen) == 1  # at once: no retransmission
+    c = net.a.tcp.counters
+    assert c["icmp_hard_error"] == 1 and c["icmp_soft_error"] == 0
+    assert not net.a.tcp.conns
+
+
+async def test_icmp_errors_on_established_connection(autojump_clock: object, net: Net) -> None:
+    for h in (net.a, net.b):
+        h.sysctl.set("net.inet.tcp.retries", 3)
+    lst, cli, srv = await _pair(net)
+    t = cli.tcb
+    c = net.a.tcp.counters
+    # port unreachable after SYN_SENT is soft; redirect and source quench are ignored;
+    # an error quoting a sequence number not in flight is not believed (RFC 5927)
+    net.wire.icmp_error(ip(B), ip(A), 3, 3, 6, _quote(t))
+    net.wire.icmp_error(ip(B), ip(A), 5, 1, 6, _quote(t))
+    net.wire.icmp_error(ip(B), ip(A), 4, 0, 6, _quote(t))
+    net.wire.icmp_error(ip(B), ip(A), 3, 1, 6, _quote(t, t.snd_una + 100_000))
+    await trio.sleep(0.1)
+    assert t.state == State.ESTABLISHED and t.error == 0
+    assert t.softerror == errno.ECONNREFUSED
+    assert c["icmp_soft_error"] == 1 and c["icmp_ignored"] == 2 and c["icmp_bad_seq"] == 1
+    # host unreachable on an established connection: only remembered
+    net.wire.icmp_error(ip(B), ip(A), 3, 1, 6, _quote(t))
+    await trio.sleep(0.1)
+    assert t.state == State.ESTABLISHED and t.softerror == errno.EHOSTUNREACH
+    assert c["icmp_soft_error_established"] == 1
+    assert not cli.poll_mask() & select.POLLERR
+    # the path works: an RTT sample forgets the soft error
+    await cli.send(b"hello")
+    assert await _recv_exactly(srv, 5) == b"hello"
+    await trio.sleep(0.5)
+    assert t.softerror == 0
+    # a black hole with an error about the data in flight: the retransmission timeout
+    # reports EHOSTUNREACH instead of ETIMEDOUT
+    net.wire.faults.drop = lambda s, d, p, data: s == ip(A)
+    await cli.send(b"lost")
+    net.wire.icmp_error(ip(B), ip(A), 3, 1, 6, _quote(t))
+    with pytest.raises(OSError) as ei:
+        await cli.recv(10)
+    assert ei.value.errno == errno.EHOSTUNREACH
+    assert c["icmp_soft_error_established"] == 2 and c["conn_timeouts"] == 1
+    assert c["timeout_soft_error"] == 1 and c["drop_EHOSTUNREACH"] == 1
+    assert t.state == State.CLOSED
+
+
+async def test_icmp_soft_errors_drop_embryonic_passive_connection(
+        autojump_clock: object, net: Net) -> None:
+    lst = net.b.tcp.socket()
+    lst.bind((B, 5000))
+    lst.listen(4)
+    seen = _router(net, B, DEAD, 3, 1)  # every SYN-ACK to the (spoofed) client bounces
+    net.wire.send(_craft(DEAD, B, 40000, 5000, 1000, 0, wtcp.SYN))
+    await trio.sleep(0.1)
+    t = lst.tcb
+    assert len(t.syn_queue) == 1
+    while t.syn_queue:
+        await trio.sleep(0.5)
+    # the SYN-ACK and 4 retransmissions (of the 5 allowed): dropped at the 5th error
+    assert len(seen) == 5
+    c = net.b.tcp.counters
+    assert c["icmp_soft_error"] == 4 and c["conn_dropped_soft_error"] == 1
+    assert c["conn_timeouts"] == 0
+    assert list(net.b.tcp.conns) == [] and not t.accept_queue

@@ -14,6 +14,7 @@ from typing import Any
 import trio
 
 from stack.counters import Counters
+from stack.inet.icmp import icmp_errno
 from stack.packet import TxMeta
 from stack.transport.ports import EphemeralPorts
 from stack.transport.tcp import seq as sq
@@ -274,6 +275,10 @@ class TCPProto:
         tcb.iss = self.isn(laddr, tcb.lport, raddr, rport)
         tcb.snd_una = tcb.snd_nxt = tcb.snd_max = tcb.iss
         tcb.snd_buf_seq = sq.add(tcb.iss, 1)
+        # a socket may connect again after a failed attempt: nothing of that one counts
+        tcb.softerror = 0
+        tcb.syn_retries = tcb.backoff = 0
+        tcb.rto = self.cfg.rto_init
         tcb.rcv_mss = self.route_mtu(raddr) - 40
         tcb.rcv_limit = max(tcb.rcv_limit, 0)
         self.conns[tcb.key] = tcb
@@ -560,15 +565,31 @@ class TCPProto:
                     tcb.snd_nxt = tcb.snd_una
                     tcb.output()
             return
-        if icmp_type == 3 and code in (2, 3) and tcb.state == S.SYN_SENT:
-            c["icmp_refused"] += 1
-            tcb.drop(errno.ECONNREFUSED)
+        err = icmp_errno(icmp_type, code)
+        if not err:
+            c["icmp_ignored"] += 1  # redirect, source quench, ...: nothing for TCP to do
             return
-        if icmp_type in (3, 11):
-            c["icmp_soft_error"] += 1
-            if tcb.state == S.SYN_SENT:
-                tcb.error = errno.EHOSTUNREACH if icmp_type == 3 else errno.ETIMEDOUT
-                tcb._notify()
+        st = tcb.state
+        if icmp_type == 3 and code in (2, 3) and st == S.SYN_SENT:
+            # hard error (RFC 1122 4.2.3.9, BSD tcp_drop_syn_sent): protocol unreachable
+            # is ENOPROTOOPT, port unreachable ECONNREFUSED
+            c["icmp_hard_error"] += 1
+            tcb.drop(err)
+            return
+        # soft errors (BSD tcp_notify); hard errors after SYN_SENT are soft (RFC 5461)
+        if st == S.ESTABLISHED and err in (errno.EHOSTUNREACH, errno.ENETUNREACH,
+                                           errno.EHOSTDOWN):
+            c["icmp_soft_error_established"] += 1  # routes come back: only remembered
+            tcb.softerror = err
+            return
+        if st in (S.SYN_SENT, S.SYN_RECEIVED) and tcb.syn_retries > 3 and tcb.softerror:
+            # a second error after several SYN retransmissions: give up now rather than
+            # wait for the connect to time out (BSD: t_rxtshift > 3 && t_softerror)
+            c["conn_dropped_soft_error"] += 1
+            tcb.drop(err)
+            return
+        c["icmp_soft_error"] += 1
+        tcb.softerror = err  # reported instead of ETIMEDOUT if the connection times out
 
     # ------------------------------------------------------------- introspection
     def connections(self) -> list[TCB]:

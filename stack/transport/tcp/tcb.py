@@ -164,6 +164,7 @@ class TCB:
         self.ttl: int | None = None
         self.tos = 0
         self.error = 0          # pending SO_ERROR
+        self.softerror = 0      # last ICMP soft error (BSD t_softerror), see drop()
         self.user_closed = False
         self.passive = False    # created by a listener
         self.rcv_copied = 0     # receive-buffer autotuning
@@ -344,6 +345,7 @@ class TCB:
             self.srtt = 0.875 * self.srtt + 0.125 * rtt
         self.rto = min(max(self.srtt + max(cfg.granularity, 4 * self.rttvar), cfg.rto_min),
                        cfg.rto_max)
+        self.softerror = 0  # the path works (BSD tcp_xmit_timer)
         self.c["rtt_samples"] += 1
 
     # ------------------------------------------------------------------ window
@@ -659,7 +661,11 @@ class TCB:
         self.rearm()
 
     def drop(self, err: int, send_rst: bool = False) -> None:
-        """Abort with an error for the user (ECONNRESET, ETIMEDOUT, ECONNREFUSED...)."""
+        """Abort with an error for the user (ECONNRESET, ETIMEDOUT, ECONNREFUSED...).
+        A timeout reports the ICMP soft error remembered, if any (BSD tcp_drop)."""
+        if err == errno.ETIMEDOUT and self.softerror:
+            self.c["timeout_soft_error"] += 1
+            err = self.softerror
         if send_rst and self.state in SYNCHRONIZED | {S.SYN_RECEIVED}:
             self.send_rst()
         self.error = err
