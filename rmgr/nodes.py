@@ -32,7 +32,8 @@ POLLPRI = select.POLLPRI
 POLLRDNORM = getattr(select, "POLLRDNORM", 0x40)
 POLLWRNORM = getattr(select, "POLLWRNORM", 0x100)
 
-#: Largest single write a control file accepts (larger: EFBIG).
+#: Largest single write a control file accepts (larger: EFBIG, which the FUSE session
+#: counts as ``write_too_big`` and logs the first time).
 CONTROL_WRITE_MAX = 64 * 1024
 
 
@@ -135,8 +136,11 @@ class Handle:
     """One open file description of a ``HandleFile`` (or a control/text file).
 
     Subclasses override what they support; the defaults answer as a plain file would not
-    (EINVAL for read/write, ENOTTY for ioctl). ``notify()`` must be called whenever the
-    poll mask may have changed: the session then sends FUSE_NOTIFY_POLL to waiters.
+    (EINVAL for read/write, ENOTTY for ioctl). An ioctl answered ENOTTY (or ENOSYS) is
+    counted by the session as ``ioctl_unknown`` and the first one logged, so a handler
+    needs no logging of its own for commands it does not know. ``notify()`` must be
+    called whenever the poll mask may have changed: the session then sends
+    FUSE_NOTIFY_POLL to waiters.
     """
 
     def __init__(self) -> None:

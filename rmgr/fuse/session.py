@@ -82,6 +82,12 @@ INIT_WANT = (abi.ASYNC_READ | abi.BIG_WRITES | abi.MAX_PAGES | abi.ATOMIC_O_TRUN
 _STICKY_ENOSYS = {abi.POLL, abi.FLUSH, abi.OPEN, abi.OPENDIR, abi.RELEASE, abi.INTERRUPT,
                   abi.ACCESS, abi.IOCTL}
 
+#: ioctls a well-behaved client sends to any file and that are answered ENOTTY as a plain
+#: file would: isatty(3) (every stdio fopen / Python open() of a file) and terminal-size
+#: probes. Counted as ``ioctl_tty_probe``, never logged; other unknown commands are
+#: ``ioctl_unknown`` (see FuseSession.refused).
+TTY_PROBES = frozenset({0x5401, 0x5413})  # TCGETS, TIOCGWINSZ
+
 _HDR = abi.IN_HEADER
 _OUT = abi.OUT_HEADER
 
@@ -390,6 +396,17 @@ class FuseSession:
         if code == errno.ENOSYS and opcode in _STICKY_ENOSYS:
             code = errno.ENOTTY if opcode == abi.IOCTL else errno.EIO
         return code
+
+    def refused(self, kind: str, fmt: str, *args: Any) -> None:
+        """Count one refusal of input no correct client sends (an unknown ioctl, an ioctl
+        whose sizes contradict its number, an oversized control write) under ``kind``.
+        Only the first of each kind is logged (per counters group, which several mounts
+        may share): a hostile client cannot flood the log, the counter shows the rest."""
+        c = self.counters
+        c[kind] += 1
+        if c[kind] == 1:
+            log.warning("%s: " + fmt + " [%s; further ones are only counted]",
+                        self.name, *args, kind)
 
     def _handler_failed(self, opcode: int, exc: BaseException) -> None:
         self.counters["handler_error"] += 1
@@ -757,7 +774,13 @@ class FuseSession:
 
     async def _do_write(self, unique: int, handle: Handle, data: memoryview,
                         req: IoRequest) -> None:
-        n = await handle.write(data, req)
+        try:
+            n = await handle.write(data, req)
+        except OSError as exc:
+            if exc.errno == errno.EFBIG:  # over a control file's (or text door's) limit
+                self.refused("write_too_big", "write of %d bytes from pid %d refused "
+                             "(EFBIG): %s", len(data), req.caller.pid, exc.strerror or "")
+            raise
         self.reply(unique, abi.WRITE_OUT.pack(n, 0))
 
     def _op_flush(self, unique: int, nodeid: int, uid: int, gid: int, pid: int,
@@ -806,6 +829,7 @@ class FuseSession:
                   body: memoryview) -> None:
         fh, flags, cmd, _arg, in_size, out_size = abi.IOCTL_IN.unpack_from(body)
         if flags & abi.IOCTL_DIR:
+            self._unknown_ioctl(cmd, pid, "on a directory")
             raise OSError(errno.ENOTTY, "no ioctls on directories")
         if flags & abi.IOCTL_UNRESTRICTED:
             raise OSError(errno.EINVAL, "unrestricted ioctls are not served")
@@ -814,7 +838,9 @@ class FuseSession:
         want_out = size if direction & abi.IOC_READ else 0
         data = body[abi.IOCTL_IN.size:]
         if in_size != want_in or out_size != want_out or len(data) != in_size:
-            self.counters["ioctl_bad_size"] += 1
+            self.refused("ioctl_bad_size", "ioctl %#x from pid %d refused (EINVAL): sizes "
+                         "in=%d/%d out=%d, its encoding says %d/%d", cmd, pid, in_size,
+                         len(data), out_size, want_in, want_out)
             raise OSError(errno.EINVAL, f"ioctl {cmd:#x}: sizes in={in_size}/{len(data)} "
                                         f"out={out_size}, encoding says {want_in}/{want_out}")
         handle = self._file(fh).handle
@@ -823,7 +849,12 @@ class FuseSession:
 
     async def _do_ioctl(self, unique: int, handle: Handle, cmd: int, arg: bytes, out_size: int,
                         req: IoRequest) -> None:
-        result, out = await handle.ioctl(cmd, arg, req)
+        try:
+            result, out = await handle.ioctl(cmd, arg, req)
+        except OSError as exc:
+            if self._errno_of(exc, abi.IOCTL) == errno.ENOTTY:
+                self._unknown_ioctl(cmd, req.caller.pid, exc.strerror or "")
+            raise
         if len(out) > out_size:
             self.counters["ioctl_out_too_long"] += 1
             log.error("%s: ioctl %#x answered %d bytes, its encoding allows %d", self.name, cmd,
@@ -833,6 +864,13 @@ class FuseSession:
             out = bytes(out) + bytes(out_size - len(out))
         self._send([_OUT.pack(32 + out_size, 0, unique),
                     abi.IOCTL_OUT.pack(int(result), 0, 0, 0), out])
+
+    def _unknown_ioctl(self, cmd: int, pid: int, why: str) -> None:
+        if cmd in TTY_PROBES:
+            self.counters["ioctl_tty_probe"] += 1
+        else:
+            self.refused("ioctl_unknown", "ioctl %#x from pid %d refused (ENOTTY): %s", cmd,
+                         pid, why)
 
     def _op_poll(self, unique: int, nodeid: int, uid: int, gid: int, pid: int,
                  body: memoryview) -> None:

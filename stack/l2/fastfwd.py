@@ -7,9 +7,10 @@ Division of work:
 * layer 2 (here) owns the cache, the sysctl switch ``net.inet.ip.fastforwarding``
   (default 1; forwarding itself is ``net.inet.ip.forwarding``), the hook point in
   ``Layer2.input`` and a complete default forwarder for the simple case (IPv4, no IP
-  options, not fragmented, TTL > 1, fits the out MTU, checksums complete): TTL decrement
-  with an incremental header-checksum update (RFC 1624) in place, new Ethernet header,
-  ``out.output``. Anything else returns False and takes the full IP input path.
+  options, not fragmented, TTL > 1, fits the out MTU, checksums complete, header
+  checksum valid, a plausible source): TTL decrement with an incremental header-checksum
+  update (RFC 1624) in place, new Ethernet header, ``out.output``. Anything else returns
+  False and takes the full IP input path, which drops and counts what is bad.
 * the IPv4 layer fills the cache (``insert`` after it forwarded a packet the slow way:
   it knows the route, the next hop and its ARP entry) and calls ``invalidate_all`` when
   routes, addresses or ARP entries change. It may replace ``forward`` entirely.
@@ -171,8 +172,20 @@ class FastForward:
         frag = int.from_bytes(data[l3 + 6:l3 + 8], "big")
         out = e.out
         if ttl <= 1 or frag & 0x3FFF or total > e.mtu or total > len(data) - l3 \
-                or not out.flags & 0x1:
-            c["miss_slowpath"] += 1  # ICMP errors, fragments, DF: the IP layer's job
+                or total < 20 or not out.flags & 0x1:
+            c["miss_slowpath"] += 1  # ICMP errors, fragments, DF, bad lengths: IP's job
+            return False
+        # What the IP input path would drop must not be forwarded here either; it goes
+        # there to be dropped and counted (ip.drop_bad_checksum, drop_bad_source, ...).
+        # The header checksum: the 20 bytes as one integer; 2**16 = 1 (mod 0xFFFF), so
+        # this is the ones'-complement sum of the 16-bit words, which a valid header
+        # makes 0 mod 0xFFFF (the slow path's own test).
+        if int.from_bytes(data[l3:l3 + 20], "big") % 0xFFFF:
+            c["miss_bad_checksum"] += 1
+            return False
+        src0 = data[l3 + 12]
+        if src0 >= 224 or src0 == 127:  # multicast, class E, broadcast or loopback source
+            c["miss_bad_source"] += 1
             return False
         # RFC 1624 incremental update of the header checksum for TTL - 1
         data[l3 + 8] = ttl - 1

@@ -63,8 +63,19 @@ async def test_router_between_two_namespaces(netns_factory) -> None:
         await link(st, b, "tap1", "10.2.0.254/24", "10.2.0.1/24")
         await run("ip", "-n", a.name, "route", "add", "default", "via", "10.1.0.254")
         await run("ip", "-n", b.name, "route", "add", "default", "via", "10.2.0.254")
+        ff = st.l2.fastfwd
         out = await kping(a, "10.2.0.1")
         assert " 0% packet loss" in out, out
+        # the first packets of each direction were forwarded by the IP layer, which
+        # filled the flow cache; later ones were forwarded from it at layer 2
+        assert ff.lookup(0x0A020001) is not None  # 10.2.0.1, the echo requests
+        assert ff.lookup(0x0A010001) is not None  # 10.1.0.1, the replies
+        assert ff.counters["forwarded"] >= 1, dict(ff.counters)
+        assert st.l2.counters["fastforwarded"] == ff.counters["forwarded"]
+        before = ff.counters["forwarded"]
+        out = await kping(a, "10.2.0.1")  # both flows cached: forwarded from the cache
+        assert " 0% packet loss" in out, out
+        assert ff.counters["forwarded"] >= before + 1, dict(ff.counters)
         out = await kping(b, "10.1.0.1", "-s", "3000")  # fragments forwarded as they are
         assert " 0% packet loss" in out, out
         assert st.inet.counters["forwarded"] >= 4

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import mmap
 import os
 import select
@@ -15,6 +16,7 @@ import stat
 import struct
 import subprocess
 import sys
+import threading
 import time
 from functools import partial
 
@@ -84,8 +86,13 @@ async def test_open_read_write(mounted: Mounted) -> None:
     assert mounted.session.open_files == 0
 
 
-async def test_control_file(mounted: Mounted) -> None:
-    def run() -> tuple[bytes, bytes, int, int]:
+def _refusal_lines(caplog: pytest.LogCaptureFixture, kind: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "io-pkt.rmgr" and f"[{kind};" in r.getMessage()]
+
+
+async def test_control_file(mounted: Mounted, caplog: pytest.LogCaptureFixture) -> None:
+    def run() -> tuple[bytes, bytes, int, list[int]]:
         fd = os.open(mounted.p("ctl"), os.O_RDWR)
         try:
             state = os.read(fd, 100)
@@ -93,17 +100,27 @@ async def test_control_file(mounted: Mounted) -> None:
             reply = os.read(fd, 100)
             with pytest.raises(OSError) as bad:
                 os.write(fd, b"fail")
-            with pytest.raises(OSError) as big:
-                os.write(fd, b"x" * (65 * 1024))
-            return state, reply, bad.value.errno, big.value.errno  # type: ignore[return-value]
+            big = []
+            for _ in range(3):
+                with pytest.raises(OSError) as ei:
+                    os.write(fd, b"x" * (65 * 1024))
+                big.append(ei.value.errno)
+            return state, reply, bad.value.errno, big  # type: ignore[return-value]
         finally:
             os.close(fd)
 
-    state, reply, bad, big = await blocking(run)
+    with caplog.at_level(logging.WARNING, logger="io-pkt.rmgr"):
+        state, reply, bad, big = await blocking(run)
     assert state == b"state: idle\n"
     assert reply == b"done: set x\n"
-    assert bad == errno.EINVAL and big == errno.EFBIG
+    assert bad == errno.EINVAL and big == [errno.EFBIG] * 3
     assert mounted.tree.commands == ["set x", "fail"]
+    # the oversized writes came as one WRITE each: each counted, the first one logged
+    assert mounted.session.counters["write_too_big"] == 3
+    lines = _refusal_lines(caplog, "write_too_big")
+    assert len(lines) == 1 and str(65 * 1024) in lines[0] and "EFBIG" in lines[0], lines
+    # a command that fails is an ordinary answer, not hostile input: no log line
+    assert len([r for r in caplog.records if r.name == "io-pkt.rmgr"]) == 1
 
 
 async def test_release_once_per_open_file_description(mounted: Mounted) -> None:
@@ -121,8 +138,8 @@ async def test_release_once_per_open_file_description(mounted: Mounted) -> None:
     assert mounted.tree.releases == 1 and mounted.tree.handles[0].released == 1
 
 
-async def test_ioctl_from_python(mounted: Mounted) -> None:
-    def run() -> tuple[bytes, bytes, int, bytes, int]:
+async def test_ioctl_from_python(mounted: Mounted, caplog: pytest.LogCaptureFixture) -> None:
+    def run() -> tuple[bytes, bytes, int, bytes, int, bool, int]:
         fd = os.open(mounted.p("chan"), os.O_RDWR)
         try:
             got = fcntl.ioctl(fd, IOC_GET, bytes(8))
@@ -130,18 +147,32 @@ async def test_ioctl_from_python(mounted: Mounted) -> None:
             buf = bytearray(range(32))
             res = fcntl.ioctl(fd, IOC_XOR, buf, True)
             ping = fcntl.ioctl(fd, IOC_PING)
-            with pytest.raises(OSError) as ei:
-                fcntl.ioctl(fd, IOC_UNKNOWN, bytes(4))
-            assert ei.value.errno == errno.ENOTTY
-            return got, mounted.tree.handles[-1].stored, res, bytes(buf), ping
+            for _ in range(3):
+                with pytest.raises(OSError) as ei:
+                    fcntl.ioctl(fd, IOC_UNKNOWN, bytes(4))
+                assert ei.value.errno == errno.ENOTTY
+            tty = os.isatty(fd)  # TCGETS through the kernel: answered ENOTTY too
+            return (got, mounted.tree.handles[-1].stored, res, bytes(buf), ping, tty,
+                    threading.get_native_id())  # FUSE reports the calling thread's id
         finally:
             os.close(fd)
 
-    got, stored, res, buf, ping = await blocking(run)
+    with caplog.at_level(logging.WARNING, logger="io-pkt.rmgr"):
+        got, stored, res, buf, ping, tty, tid = await blocking(run)
     assert struct.unpack("<Q", got) == (GET_VALUE,)
     assert stored == b"0123456789abcdef"
     assert res == 32 and buf == bytes(i ^ 0xA5 for i in range(32))
-    assert ping == 42
+    assert ping == 42 and tty is False
+    # the unknown command: counted each time, logged once with its number and the caller
+    c = mounted.session.counters
+    assert c["ioctl_unknown"] == 3
+    lines = _refusal_lines(caplog, "ioctl_unknown")
+    assert len(lines) == 1 and f"{IOC_UNKNOWN:#x}" in lines[0], lines
+    assert f"pid {tid}" in lines[0]
+    # the isatty probe is counted apart and not logged; the kernel never sends sizes
+    # that contradict the encoding (test_fuse_protocol plays a hostile kernel for that)
+    assert c["ioctl_tty_probe"] == 1 and c["ioctl_bad_size"] == 0
+    assert len([r for r in caplog.records if r.name == "io-pkt.rmgr"]) == 1
 
 
 async def test_ioctl_from_c(mounted: Mounted, c_client: str) -> None:

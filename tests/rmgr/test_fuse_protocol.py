@@ -5,6 +5,7 @@ so hostile input the kernel would never send can be tried too."""
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import socket
 import struct
@@ -16,6 +17,7 @@ import trio
 
 from rmgr.fuse import abi
 from rmgr.fuse.session import FuseSession
+from rmgr.nodes import CONTROL_WRITE_MAX
 from tests.rmgr.fuse_tree import GET_VALUE, IOC_GET, IOC_SET, IOC_XOR, FuseTree
 
 MAX_WRITE = 128 * 1024  # a socketpair cannot carry a 1 MiB message
@@ -347,6 +349,63 @@ async def test_ioctl_restricted(kernel: FakeKernel) -> None:
     assert kernel.session.counters["ioctl_bad_size"] == 3
     r = await kernel.call(abi.IOCTL, ioctl_in(fh, abi.IOR(ord("T"), 77, 4)))
     assert r.error == -errno.ENOTTY
+    assert kernel.session.counters["ioctl_unknown"] == 1
+
+
+def _refusal_lines(caplog: pytest.LogCaptureFixture, kind: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "io-pkt.rmgr" and f"[{kind};" in r.getMessage()]
+
+
+async def test_hostile_input_counted_and_logged_once(kernel: FakeKernel,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """Input no correct client sends gets its errno every time, a counter per kind, and
+    one log line per kind (the first occurrence), however often it is repeated."""
+    c = kernel.session.counters
+    fh = await kernel.open(await kernel.lookup("chan"))
+    ctl = await kernel.open(await kernel.lookup("ctl"))
+    unknown = abi.IOR(ord("T"), 77, 4)
+    with caplog.at_level(logging.WARNING, logger="io-pkt.rmgr"):
+        # an ioctl no handler knows: ENOTTY (the handler's answer), counted, logged once
+        for _ in range(3):
+            r = await kernel.call(abi.IOCTL, ioctl_in(fh, unknown), pid=4242)
+            assert r.error == -errno.ENOTTY
+        # on a directory: refused by the session itself, same kind
+        dir_ioctl = abi.IOCTL_IN.pack(0, abi.IOCTL_DIR, unknown, 0, 0, 4)
+        assert (await kernel.call(abi.IOCTL, dir_ioctl)).error == -errno.ENOTTY
+        assert c["ioctl_unknown"] == 4
+        lines = _refusal_lines(caplog, "ioctl_unknown")
+        assert len(lines) == 1, lines
+        assert f"{unknown:#x}" in lines[0] and "pid 4242" in lines[0] and "ENOTTY" in lines[0]
+        # sizes contradicting the command's encoding: EINVAL before any handler runs
+        for _ in range(3):
+            r = await kernel.call(abi.IOCTL, ioctl_in(fh, IOC_SET, b"s" * 8, in_size=8))
+            assert r.error == -errno.EINVAL
+        assert c["ioctl_bad_size"] == 3 and kernel.tree.handles[0].stored == b""
+        lines = _refusal_lines(caplog, "ioctl_bad_size")
+        assert len(lines) == 1 and f"{IOC_SET:#x}" in lines[0] and "in=8/8" in lines[0], lines
+        # a control-file write over the limit: EFBIG, the command never runs
+        for _ in range(2):
+            r = await kernel.call(abi.WRITE, write_in(ctl, b"x" * (CONTROL_WRITE_MAX + 1)))
+            assert r.error == -errno.EFBIG
+        assert c["write_too_big"] == 2 and kernel.tree.commands == []
+        lines = _refusal_lines(caplog, "write_too_big")
+        assert len(lines) == 1 and str(CONTROL_WRITE_MAX + 1) in lines[0], lines
+        # ... and one of exactly the limit is a command like any other (not counted)
+        r = await kernel.call(abi.WRITE, write_in(ctl, b"y" * CONTROL_WRITE_MAX))
+        assert r.error == 0 and kernel.tree.commands == ["y" * CONTROL_WRITE_MAX]
+        assert c["write_too_big"] == 2
+        # isatty()/terminal-size probes (every stdio open sends TCGETS): ENOTTY, counted
+        # apart, never logged
+        for probe in (0x5401, 0x5413):  # TCGETS, TIOCGWINSZ (_IO encodings, no data)
+            assert (await kernel.call(abi.IOCTL, ioctl_in(fh, probe))).error == -errno.ENOTTY
+        assert c["ioctl_tty_probe"] == 2 and c["ioctl_unknown"] == 4
+        refusals = [r for r in caplog.records if r.name == "io-pkt.rmgr"]
+        assert len(refusals) == 3, [r.getMessage() for r in refusals]
+        assert all(r.levelno == logging.WARNING for r in refusals)
+    # still serving, the open file too
+    assert (await kernel.call(abi.GETATTR, bytes(16))).error == 0
+    assert (await kernel.call(abi.IOCTL, ioctl_in(fh, IOC_GET))).error == 0
 
 
 async def test_raising_handlers(kernel: FakeKernel) -> None:
