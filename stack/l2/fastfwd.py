@@ -7,8 +7,9 @@ Division of work:
 * layer 2 (here) owns the cache, the sysctl switch ``net.inet.ip.fastforwarding``
   (default 1; forwarding itself is ``net.inet.ip.forwarding``), the hook point in
   ``Layer2.input`` and a complete default forwarder for the simple case (IPv4, no IP
-  options, not fragmented, TTL > 1, fits the out MTU, checksums complete, header
-  checksum valid, a plausible source): TTL decrement with an incremental header-checksum
+  options, not fragmented, TTL > 1, fits the out MTU or is a TSO super-segment the out
+  interface can segment, a partial L4 checksum only if the out interface completes it,
+  header checksum valid, a plausible source): TTL decrement with an incremental header-checksum
   update (RFC 1624) in place, new Ethernet header, ``out.output``. Anything else returns
   False and takes the full IP input path, which drops and counts what is bad.
 * the IPv4 layer fills the cache (``insert`` after it forwarded a packet the slow way:
@@ -156,7 +157,7 @@ class FastForward:
         c = self.counters
         data = pkt.data
         l3 = pkt.l3
-        if pkt.gso_type or pkt.csum_partial or data.readonly or len(data) < l3 + 20:
+        if data.readonly or len(data) < l3 + 20:
             c["miss_special"] += 1
             return False
         if data[l3] != 0x45:  # version 4, no options
@@ -171,7 +172,15 @@ class FastForward:
         total = int.from_bytes(data[l3 + 2:l3 + 4], "big")
         frag = int.from_bytes(data[l3 + 6:l3 + 8], "big")
         out = e.out
-        if ttl <= 1 or frag & 0x3FFF or total > e.mtu or total > len(data) - l3 \
+        # A frame from a TAP/AF_PACKET peer with offloads on carries a partial L4
+        # checksum, or is a TSO super-segment: forwarded as is, with the metadata, when
+        # the out interface can finish the job (else the IP layer completes or drops it)
+        gso = pkt.gso_type
+        if (gso and "tso4" not in out.offloads) or \
+                (pkt.csum_partial and "csum" not in out.offloads):
+            c["miss_offload"] += 1
+            return False
+        if ttl <= 1 or frag & 0x3FFF or (total > e.mtu and not gso) or total > len(data) - l3 \
                 or total < 20 or not out.flags & 0x1:
             c["miss_slowpath"] += 1  # ICMP errors, fragments, DF, bad lengths: IP's job
             return False
@@ -196,6 +205,5 @@ class FastForward:
         c["forwarded"] += 1
         hdr = e.mac + out.mac + b"\x08\x00"
         payload = data[l3:l3 + total]
-        stack = self.stack
-        l2 = stack.l2
-        return l2.output_frame(out, [hdr, payload], None) or True
+        meta = pkt.tx_meta(ETH_HLEN - l3) if gso or pkt.csum_partial else None
+        return self.stack.l2.output_frame(out, [hdr, payload], meta) or True

@@ -36,9 +36,11 @@ class Wire(Interface):
         super().__init__(name, mac=bytes.fromhex(mac.replace(":", "")), driver="test")
         self.mac_str = mac
         self.sent: list[bytes] = []
+        self.metas: list[TxMeta | None] = []
 
     def transmit(self, bufs: Sequence[Buffer], meta: TxMeta | None) -> bool:
         self.sent.append(b"".join(bytes(b) for b in bufs))
+        self.metas.append(meta)
         return True
 
     def inject(self, frame: bytes) -> None:
@@ -163,6 +165,68 @@ async def test_what_ip_input_drops_is_not_fast_forwarded(router: Router) -> None
     assert c["drop_martian_source"] == 1 and c["drop_bad_source"] == 1
     assert c["drop_bad_length"] == 1
     assert r.counts() == (1, 1)
+
+
+# -- offloaded frames: a partial checksum, a TSO super-segment ---------------------------
+
+def _partial(r: Router, payload: bytes, *, gso: int = 0) -> Packet:
+    """A UDP datagram to DST as a TAP with offloads hands it over: L4 checksum left
+    partial (the pseudo-header sum in the field), optionally marked as a super-segment."""
+    words = bytes(IP(src="10.0.0.2", dst=DST))[12:20] + (17).to_bytes(2, "big") + \
+        (8 + len(payload)).to_bytes(2, "big")
+    s = sum(int.from_bytes(words[i:i + 2], "big") for i in range(0, len(words), 2))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    ip_ = IP(src="10.0.0.2", dst=DST) / UDP(sport=5000, dport=9, chksum=s) / payload
+    frame = bytes(Ether(src=HOST, dst=M0, type=0x0800)) + bytes(ip_)
+    pkt = Packet(memoryview(bytearray(frame)), r.f0)
+    pkt.csum_partial = pkt.csum_valid = True
+    pkt.csum_start, pkt.csum_offset = 14 + 20, 6
+    if gso:
+        pkt.gso_type, pkt.gso_size, pkt.hdr_len = gso, 1400, 14 + 20 + 8
+    return pkt
+
+
+async def test_partial_checksum_forwarded_with_its_metadata(router: Router) -> None:
+    """Out interface with checksum offload: the cache forwards the frame as it came, with
+    the TxMeta that asks the device to finish the checksum (offsets for the new frame)."""
+    r = router
+    r.f1.offloads = {"csum", "tso4"}
+    r.warm(r.f1, GW_A)
+    r.f1.metas.clear()
+    fast0 = r.ff.counters["forwarded"]
+    r.f0.deliver(_partial(r, b"x" * 100))
+    assert r.ff.counters["forwarded"] == fast0 + 1
+    (frame,) = r.f1.take_ip()
+    pseudo = _partial(r, b"x" * 100).data[40:42].tobytes()
+    assert frame[IP].ttl == 63 and bytes(frame[UDP])[6:8] == pseudo  # left for the device
+    (meta,) = r.f1.metas
+    assert meta is not None and meta.needs_csum and (meta.csum_start, meta.csum_offset) == (34, 6)
+    # a super-segment larger than the MTU goes through the cache too, still marked
+    r.f1.metas.clear()
+    r.f0.deliver(_partial(r, b"y" * 3000, gso=3))
+    assert r.ff.counters["forwarded"] == fast0 + 2
+    (meta,) = r.f1.metas
+    assert meta is not None and meta.gso_type == 3 and meta.gso_size == 1400
+    assert meta.hdr_len == 42
+
+
+async def test_partial_checksum_without_offload_takes_the_ip_layer(router: Router) -> None:
+    """Out interface without checksum offload: the cache leaves the frame to the IP layer,
+    which completes the checksum in software; a super-segment it cannot send is dropped
+    and counted there."""
+    r = router
+    r.warm(r.f1, GW_A)
+    slow0, fast0 = r.counts()
+    r.f0.deliver(_partial(r, b"x" * 100))
+    assert r.counts() == (slow0 + 1, fast0) and r.ff.counters["miss_offload"] == 1
+    (frame,) = r.f1.take_ip()
+    right = IP(bytes(IP(src="10.0.0.2", dst=DST, ttl=63) / UDP(sport=5000, dport=9) /
+                     (b"x" * 100)))[UDP].chksum
+    assert frame[UDP].chksum == right  # completed in software, and right
+    r.f0.deliver(_partial(r, b"y" * 3000, gso=3))
+    assert r.ff.counters["miss_offload"] == 2 and r.inet.counters["drop_fwd_gso_unsupported"] == 1
+    assert r.f1.take_ip() == []
 
 
 # -- invalidation through the stack's own APIs -------------------------------------------
