@@ -210,8 +210,8 @@ def run_as(uid: int, sockdir: str) -> dict[str, str]:
 
 
 def test_other_users_cannot_reach_a_root_stack(stack_process: Any) -> None:
-    """Mounted by root without allow_other (the default; io-pkt has no option to request
-    it yet): other users get EACCES from the kernel for every file."""
+    """Mounted by root without allow_other (the default; ``-p tcpip allow_other`` asks for
+    it): other users get EACCES from the kernel for every file."""
     sp = stack_process()
     for d in (os.path.dirname(sp.prefix), sp.prefix, os.path.dirname(sp.path)):
         os.chmod(d, 0o755)
