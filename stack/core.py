@@ -55,6 +55,8 @@ class Stack:
     def __init__(self, config: StackConfig) -> None:
         self.config = config
         self.counters = Counters("stack")
+        #: shared by every mount this stack serves (config/stats/fuse)
+        self.fuse_counters = Counters("fuse")
         self.sysctl = Sysctl()
         self.interfaces: dict[str, Interface] = {}
         self._next_index = 1
@@ -231,6 +233,7 @@ class Stack:
 
         async def serve(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
             with scope:
+                kw.setdefault("counters", self.fuse_counters)
                 await serve_mount(root, mountpoint, task_status=task_status, **kw)
 
         await self.nursery.start(serve)

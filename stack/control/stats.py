@@ -77,6 +77,9 @@ class StatsFiles:
                     walk(sub, depth + 1)
 
         add(self.stack.counters)
+        fuse = getattr(self.stack, "fuse_counters", None)
+        if isinstance(fuse, Counters):
+            add(fuse)
         walk(self.stack, 0)
         for group, fns in self.sources.items():
             dst = groups.setdefault(group, {})

@@ -107,6 +107,10 @@ def test_huge_write_to_control_file(stack_process: Any) -> None:
             assert e.value.errno == errno.EFBIG, e.value
         finally:
             os.close(fd)
+    # counted where the tools look (netstat/stats read config/stats/fuse)
+    with open(sock_path(sp, "config/stats/fuse")) as f:
+        fuse = dict(line.split() for line in f)
+    assert int(fuse["write_too_big"]) == 3, fuse
     alive(sp)
     assert sp.proc.poll() is None
 
