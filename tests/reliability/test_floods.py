@@ -119,6 +119,11 @@ def test_arp_flood_bounded(netns: Any, stack_process: Any) -> None:
     entries = [ln for ln in ts.read("config/arp").splitlines()[1:] if ln.strip()]
     assert len(entries) <= 256, len(entries)
     assert d.get("in_packets", 0) > 1000, d
+    # requests for our address create entries, the oldest evicted past the limit;
+    # unsolicited replies create none (every entry came from a request)
+    assert d.get("drop_unsolicited", 0) == d.get("in_reply", 0) > 0, d
+    assert d.get("entries_created", 0) <= d.get("in_request", 0), d
+    assert d.get("evicted", 0) >= d.get("entries_created", 0) - 256, d
     assert ts.rss_kb() - rss0 < RSS_SLACK_KB
     assert ts.ping(2)
     print(f"ARP flood: {len(entries)} entries, {d}")
