@@ -274,6 +274,13 @@ async def test_poll_select_epoll_wake(mounted: Mounted) -> None:
         await blocking(os.close, fd)
 
 
+async def test_nonblocking_read_write_select_epoll_from_c(mounted: Mounted,
+                                                         c_client: str) -> None:
+    out = await trio.run_process([c_client, "rw", mounted.p("chan")], capture_stdout=True,
+                                 check=False)
+    assert out.returncode == 0 and out.stdout == b"ok rw\n", out.stdout
+
+
 async def test_poll_from_c(mounted: Mounted, c_client: str) -> None:
     async with trio.open_nursery() as nursery:
         proc = await nursery.start(partial(trio.run_process, [c_client, "poll", mounted.p("chan")],

@@ -4,6 +4,8 @@
  *   fuse_client eintr PATH      blocks in read(); SIGUSR1 (no SA_RESTART) must give EINTR
  *   fuse_client bigwrite PATH   one page-aligned 1 MiB write(2)
  *   fuse_client poll PATH       poll() for POLLIN, 10 s at most; prints revents
+ *   fuse_client rw PATH         O_NONBLOCK at open (EAGAIN), write/read back, select and
+ *                               epoll readiness, then blocking again after fcntl
  *
  * Prints one result line; exit status 0 means every check passed.
  */
@@ -16,7 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
+#include <sys/select.h>
 #include <unistd.h>
 
 /* must match tests/rmgr/fuse_tree.py */
@@ -89,12 +93,53 @@ static int do_poll(int fd) {
     return (r == 1 && (p.revents & POLLIN)) ? 0 : 1;
 }
 
+static int readable_by_select(int fd) {
+    fd_set r, w;
+    FD_ZERO(&r);
+    FD_ZERO(&w);
+    FD_SET(fd, &r);
+    FD_SET(fd, &w);
+    struct timeval tv = {0, 0};
+    if (select(fd + 1, &r, &w, NULL, &tv) < 0) return -1;
+    if (!FD_ISSET(fd, &w)) return -1; /* the channel is always writable */
+    return FD_ISSET(fd, &r) ? 1 : 0;
+}
+
+/* the channel queues what is written to it (per open) and reads it back */
+static int do_rw(const char *path) {
+    int fd = open(path, O_RDWR | O_NONBLOCK);
+    if (fd < 0) return fail("open O_NONBLOCK");
+    char buf[64];
+    if (read(fd, buf, sizeof buf) != -1 || errno != EAGAIN) return fail("empty read not EAGAIN");
+    if (readable_by_select(fd) != 0) return fail("select: readable while empty");
+    int ep = epoll_create1(0);
+    struct epoll_event ev = {.events = EPOLLIN}, out;
+    if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0) return fail("epoll_ctl");
+    if (epoll_wait(ep, &out, 1, 0) != 0) return fail("epoll: readable while empty");
+    if (write(fd, "hello", 5) != 5) return fail("write");
+    if (readable_by_select(fd) != 1) return fail("select: not readable after write");
+    if (epoll_wait(ep, &out, 1, 5000) != 1 || !(out.events & EPOLLIN)) return fail("epoll_wait");
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n != 5 || memcmp(buf, "hello", 5)) return fail("read back");
+    if (read(fd, buf, sizeof buf) != -1 || errno != EAGAIN) return fail("drained read not EAGAIN");
+    /* blocking from here on: fcntl clears O_NONBLOCK, a read waits for the write */
+    if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) return fail("fcntl");
+    if (write(fd, "again", 5) != 5) return fail("write 2");
+    n = read(fd, buf, sizeof buf);
+    if (n != 5 || memcmp(buf, "again", 5)) return fail("blocking read");
+    close(ep);
+    close(fd);
+    printf("ok rw\n");
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc != 3) {
-        fprintf(stderr, "usage: %s ioctl|eintr|bigwrite|poll PATH\n", argv[0]);
+        fprintf(stderr, "usage: %s ioctl|eintr|bigwrite|poll|rw PATH\n", argv[0]);
         return 2;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
+    if (!strcmp(argv[1], "rw")) return do_rw(argv[2]);
     int fd = open(argv[2], O_RDWR);
     if (fd < 0) return fail("open");
     const char *cmd = argv[1];
