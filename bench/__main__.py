@@ -43,6 +43,8 @@ ROWS: list[tuple[str, str, str, str, str]] = [
     ("echo", "p50", "1-byte echo RTT via libsocket p50", "µs", "<= 200"),
     ("echo", "p99", "1-byte echo RTT via libsocket p99", "µs", "-"),
     ("accept", "rate", "accepted TCP connections", "conn/s", ">= 1000"),
+    ("files_accept", "rate", "accepted TCP connections via files (libsocket)", "conn/s",
+     ">= 1000"),
     ("udp", "rate", "UDP datagrams into an in-stack sink", "dgram/s", ">= 50000"),
     ("fwd", "pps", "UDP packets forwarded by the stack, ns a → ns b", "pkt/s", "-"),
     ("pf", "keep_pct", "TCP bulk kernel→stack, pf on (100 rules, keep state) vs off", "%",
@@ -50,6 +52,8 @@ ROWS: list[tuple[str, str, str, str, str]] = [
     ("pf", "nostate_pct", "TCP bulk kernel→stack, pf on (100 rules, no state) vs off", "%",
      ">= 80"),
     ("fuse", "rate", "FUSE 64-byte writes", "writes/s", ">= 18000"),
+    ("fuse_read", "rate", "FUSE 64-byte reads", "reads/s", ">= 18000"),
+    ("fuse_bulk", "gb_s", "FUSE 128 KiB writes", "GB/s", ">= 1"),
     ("rss", "mb", "RSS holding 1,000 idle TCP connections", "MB", "<= 100"),
 ]
 NAMES = list(WORKLOADS)

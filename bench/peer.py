@@ -12,6 +12,8 @@ modes the caller must wait for). Modes::
     echo-client HOST PORT N       N 1-byte round trips: {"rtt_us": [...]}
     accept-server PORT            accept and close until killed
     connect-loop HOST PORT SECONDS  connect + close repeatedly: {"count", "seconds"}
+    connect-window HOST PORT SECONDS K  connect repeatedly, at most K connections the
+                                  server has not closed yet: {"count", "seconds"}
     udp-sink PORT SECONDS         count datagrams: {"count", "seconds"}
     udp-blast HOST PORT SECONDS SIZE  send datagrams as fast as possible: {"count",
                                   "seconds"}
@@ -22,6 +24,7 @@ modes the caller must wait for). Modes::
 
 from __future__ import annotations
 
+import collections
 import errno
 import importlib
 import json
@@ -138,6 +141,30 @@ def connect_loop(sk: Any, host: str, port: int, seconds: float) -> None:
     out({"count": count, "seconds": time.perf_counter() - t0})
 
 
+def connect_window(sk: Any, host: str, port: int, seconds: float, window: int) -> None:
+    """Connect repeatedly, holding at most ``window`` connections the server has not closed
+    yet: past that, wait for the server's EOF on the oldest (it was accepted and closed:
+    listeners accept in order), then close it. So the listener's queue never overflows
+    (no dropped SYNs and 1 s retransmits), however slow the acceptor. Stops quietly on a
+    refused or reset connection once some succeeded (the server went away)."""
+    conns: collections.deque[Any] = collections.deque()
+    count = 0
+    t0 = time.perf_counter()
+    deadline = t0 + seconds
+    try:
+        while time.perf_counter() < deadline:
+            conns.append(sk.create_connection((host, port), timeout=10))
+            if len(conns) >= window:
+                c = conns.popleft()
+                c.recv(1)  # EOF
+                c.close()
+                count += 1
+    except (ConnectionRefusedError, ConnectionResetError):
+        if not count:
+            raise
+    out({"count": count, "seconds": time.perf_counter() - t0})
+
+
 def udp_sink(sk: Any, port: int, seconds: float) -> None:
     s = sk.socket(sk.AF_INET, sk.SOCK_DGRAM)
     s.setsockopt(sk.SOL_SOCKET, sk.SO_RCVBUF, 4 << 20)
@@ -214,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         accept_server(sk, int(rest[0]))
     elif mode == "connect-loop":
         connect_loop(sk, rest[0], int(rest[1]), float(rest[2]))
+    elif mode == "connect-window":
+        connect_window(sk, rest[0], int(rest[1]), float(rest[2]), int(rest[3]))
     elif mode == "udp-sink":
         udp_sink(sk, int(rest[0]), float(rest[1]))
     elif mode == "udp-blast":

@@ -13,6 +13,9 @@ kernel), and measures from separate client processes:
 Each is printed beside the same work done by the kernel alone inside the namespace
 (kernel client to kernel server over the namespace's own addresses).
 Needs root, /dev/fuse and /dev/net/tun.
+
+The roles run as subprocesses (``sockets_bench.py ROLE ARGS``); ``acceptor lib|real HOST
+N [SECONDS [PORT]]`` is also what ``python -m bench`` runs for its accept-via-files row.
 """
 
 from __future__ import annotations
@@ -131,21 +134,34 @@ def role_client(which: str, host: str, echo_n: int, bulk_mb: int) -> None:
     print(json.dumps(out), flush=True)
 
 
-def role_acceptor(which: str, host: str, n: int) -> None:
+def role_acceptor(which: str, host: str, n: int, seconds: float = 0.0,
+                  port: int = 7200) -> None:
+    """Accept and close ``n`` connections (with ``seconds``, stop early once that long has
+    passed since the first); the clock starts at the first accept. Prints "ready" once
+    listening, then ``{"accepts_per_s", "accepts", "seconds"}`` (the first accept is not
+    counted). ``python -m bench`` runs this per run for its accept-via-files row."""
     socket: Any = importlib.import_module("rmgr.libsocket") if which == "lib" else _std
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind((host, 7200))
+    srv.bind((host, port))
     srv.listen(1024)
     print("ready", flush=True)
     c, _ = srv.accept()  # the first one starts the clock
     c.close()
-    t = time.perf_counter()
-    for _ in range(n - 1):
+    now = time.perf_counter
+    t = now()
+    deadline = t + seconds if seconds > 0 else float("inf")
+    count = 0
+    while count < n - 1:
         c, _ = srv.accept()
         c.close()
-    dt = time.perf_counter() - t
-    print(json.dumps({"accepts_per_s": (n - 1) / dt}), flush=True)
+        count += 1
+        if now() >= deadline:
+            break
+    dt = now() - t
+    print(json.dumps({"accepts_per_s": count / dt, "accepts": count, "seconds": dt}),
+          flush=True)
+    srv.close()
 
 
 def role_connector(host: str, n: int) -> None:
@@ -205,20 +221,28 @@ async def with_stack(ns: str, args: argparse.Namespace) -> dict[str, dict[str, f
     cfg = StackConfig(prefix=prefix, mount=True,
                       drivers=[("tap", Options.parse(f"name=tap0,netns={ns}"))])
     st: Any = Stack(cfg)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(st.run)
-        try:
-            st.interfaces["tap0"].set_flags(IFF_UP)
-            st.inet.add_address("tap0", f"{STACK_IP}/24")
-            for cmd in (["addr", "add", f"{KERNEL_IP}/24", "dev", "tap0"],
-                        ["link", "set", "tap0", "up"]):
-                await trio.run_process(["ip", "-n", ns, *cmd])
-            return await trio.to_thread.run_sync(run_roles, ns, prefix, args)
-        finally:
-            with trio.CancelScope(shield=True):
-                await st.shutdown()
-            nursery.cancel_scope.cancel()
-            shutil.rmtree(top, ignore_errors=True)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(st.run)
+            try:
+                st.interfaces["tap0"].set_flags(IFF_UP)
+                st.inet.add_address("tap0", f"{STACK_IP}/24")
+                for cmd in (["addr", "add", f"{KERNEL_IP}/24", "dev", "tap0"],
+                            ["link", "set", "tap0", "up"]):
+                    await trio.run_process(["ip", "-n", ns, *cmd])
+                return await trio.to_thread.run_sync(run_roles, ns, prefix, args)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await st.shutdown()
+                nursery.cancel_scope.cancel()
+    finally:
+        # only once the nursery is done: shutdown() cancels the mount's task, which
+        # unmounts when it next runs; walking the tree while it is still mounted would
+        # send this very process FUSE requests it cannot answer (a hang)
+        mnt = f"{prefix}/dev/socket"
+        if os.path.ismount(mnt):
+            subprocess.run(["fusermount3", "-u", "-z", mnt], check=False)
+        shutil.rmtree(top, ignore_errors=True)
 
 
 def main() -> int:
@@ -229,7 +253,9 @@ def main() -> int:
         elif role == "client":
             role_client(rest[0], rest[1], int(rest[2]), int(rest[3]))
         elif role == "acceptor":
-            role_acceptor(rest[0], rest[1], int(rest[2]))
+            seconds = float(rest[3]) if len(rest) > 3 else 0.0
+            port = int(rest[4]) if len(rest) > 4 else 7200
+            role_acceptor(rest[0], rest[1], int(rest[2]), seconds, port)
         else:
             role_connector(rest[0], int(rest[1]))
         return 0

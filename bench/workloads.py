@@ -102,7 +102,7 @@ class Peer:
         self.proc = proc
         self._buf = b""
 
-    async def line(self, timeout: float = 60) -> dict[str, Any]:
+    async def text_line(self, timeout: float = 60) -> str:
         assert self.proc.stdout is not None
         with trio.fail_after(timeout):
             while b"\n" not in self._buf:
@@ -112,7 +112,10 @@ class Peer:
                     raise RuntimeError(f"peer exited ({self.proc.returncode}) without output")
                 self._buf += chunk
         line, _, self._buf = self._buf.partition(b"\n")
-        return json.loads(line)  # type: ignore[no-any-return]
+        return line.decode()
+
+    async def line(self, timeout: float = 60) -> dict[str, Any]:
+        return json.loads(await self.text_line(timeout))  # type: ignore[no-any-return]
 
     async def ready(self, timeout: float = 30) -> dict[str, Any]:
         msg = await self.line(timeout)
@@ -125,10 +128,19 @@ class Peer:
             await self.proc.stdin.aclose()
 
 
+def peer(*args: object, ns: str | None = None,
+         lib_prefix: str | None = None) -> contextlib.AbstractAsyncContextManager[Peer]:
+    """bench/peer.py ARGS, in namespace ``ns`` or (``lib_prefix``) over the stack's files."""
+    return spawn("bench.peer", *(["--lib"] if lib_prefix else []), *args, ns=ns,
+                 lib_prefix=lib_prefix)
+
+
 @contextlib.asynccontextmanager
-async def peer(*args: object, ns: str | None = None,
-               lib_prefix: str | None = None) -> AsyncIterator[Peer]:
-    cmd = [PY, "-m", "bench.peer"] + (["--lib"] if lib_prefix else []) + [str(a) for a in args]
+async def spawn(module: str, *args: object, ns: str | None = None,
+                lib_prefix: str | None = None) -> AsyncIterator[Peer]:
+    """``python -m MODULE ARGS`` in namespace ``ns``, with SOCK=``lib_prefix`` if given;
+    waited for (2 s, then killed) on exit."""
+    cmd = [PY, "-m", module, *[str(a) for a in args]]
     if ns:
         cmd = ["ip", "netns", "exec", ns, *cmd]
     env = dict(os.environ, PYTHONPATH=REPO)
@@ -452,6 +464,60 @@ async def kernel_accept(p: Params) -> dict[str, Any]:
     return {"metrics": {"rate": out}}
 
 
+# -- accepted connections/s through the socket files ---------------------------------
+ACCEPT_WINDOW = 64  # connections the client holds that the acceptor has not closed yet
+
+
+async def _files_accept_run(p: Params, port: int, host: str, client_ns: str, *,
+                            acceptor_ns: str | None = None,
+                            lib_prefix: str | None = None) -> float:
+    """One run: bench.sockets_bench's acceptor (rmgr.libsocket with ``lib_prefix``, else
+    the stdlib in ``acceptor_ns``) accepts and closes for ``seconds`` from its first
+    accept while a kernel ``connect-window`` client in ``client_ns`` connects, holding at
+    most ACCEPT_WINDOW connections not yet closed by the acceptor (so the listen queue
+    never overflows into dropped SYNs and 1 s retransmits); the rate is the acceptor's
+    (accepts / its own clock). The client, given a margin so that it outlasts the
+    acceptor's window, is killed once the acceptor has reported."""
+    async with spawn("bench.sockets_bench", "acceptor", "lib" if lib_prefix else "real",
+                     host, 1 << 30, p.seconds, port, ns=acceptor_ns,
+                     lib_prefix=lib_prefix) as acc:
+        ready = await acc.text_line(timeout=30)
+        if ready.strip() != "ready":
+            raise RuntimeError(f"acceptor not ready: {ready!r}")
+        async with peer("connect-window", host, port, p.seconds + 5, ACCEPT_WINDOW,
+                        ns=client_ns) as cl:
+            res = await acc.line(timeout=p.seconds + 60)
+            cl.proc.kill()
+    if not res["accepts"]:
+        raise RuntimeError(f"no connection accepted: {res}")
+    return float(res["accepts_per_s"])
+
+
+async def stack_files_accept(p: Params) -> dict[str, Any]:
+    """A kernel client connecting (a bounded window, see _files_accept_run) ↔ an
+    rmgr.libsocket listener (accept ioctl + open of the handed-over name + close), one
+    acceptor process per run."""
+    need_tap()
+    need_files()
+    out = []
+    async with tap_stack(p, files=True) as (_st, ns, prefix):
+        _wide_ports(ns)
+        for i in range(p.runs):
+            out.append(await _files_accept_run(p, 5451 + i, SIP, ns, lib_prefix=prefix))
+    return {"metrics": {"rate": out},
+            "note": "rmgr.libsocket listener (bench.sockets_bench acceptor)"}
+
+
+async def kernel_files_accept(p: Params) -> dict[str, Any]:
+    """The same acceptor with the stdlib socket module in ns b, the client in ns a."""
+    out = []
+    with veth_pair(tag=p.tag) as (a, b):
+        _wide_ports(a)
+        for i in range(p.runs):
+            out.append(await _files_accept_run(p, 5451 + i, KB, a, acceptor_ns=b))
+    return {"metrics": {"rate": out}}
+
+
 # -- UDP datagrams/s into a sink ------------------------------------------------------
 UDP_SIZE = 64
 
@@ -610,26 +676,61 @@ async def stack_pf(p: Params) -> dict[str, Any]:
             "note": f"{nrules} rules"}
 
 
-# -- FUSE small writes ----------------------------------------------------------------
-def stack_fuse(p: Params) -> dict[str, Any]:
+# -- FUSE: 64-byte writes and reads, 128 KiB writes ----------------------------------
+#: workload → (bench.fuse_bench client mode, metric): calls/s, or GB/s for "gb_s"
+FUSE_MODES = {"fuse": ("w64", "rate"), "fuse_read": ("r64", "rate"),
+              "fuse_bulk": ("w128k", "gb_s")}
+GB = 1e9
+
+
+def _fuse_figure(metric: str, run: tuple[int, int, float]) -> float:
+    ops, nbytes, dt = run
+    return nbytes / dt / GB if metric == "gb_s" else ops / dt
+
+
+def _fuse_stack(name: str, p: Params, note: str) -> dict[str, Any]:
     need_fuse()
     from bench.fuse_bench import fuse_runs
 
-    out = []
-    for _ in range(p.runs):
-        ops, _n, dt = fuse_runs(["w64"], p.seconds, None)["w64"]
-        out.append(ops / dt)
-    return {"metrics": {"rate": out}, "note": "bench.fuse_bench; kernel column: a pipe"}
+    mode, metric = FUSE_MODES[name]
+    out = [_fuse_figure(metric, fuse_runs([mode], p.seconds, None)[mode])
+           for _ in range(p.runs)]
+    return {"metrics": {metric: out}, "note": note}
+
+
+def _fuse_pipe(name: str, p: Params) -> dict[str, Any]:
+    from bench.fuse_bench import pipe_run
+
+    mode, metric = FUSE_MODES[name]
+    return {"metrics": {metric: [_fuse_figure(metric, pipe_run(mode, p.seconds))
+                                 for _ in range(p.runs)]}}
+
+
+def stack_fuse(p: Params) -> dict[str, Any]:
+    return _fuse_stack("fuse", p, "bench.fuse_bench; kernel column: a pipe")
 
 
 def kernel_fuse(p: Params) -> dict[str, Any]:
-    from bench.fuse_bench import pipe_run
+    return _fuse_pipe("fuse", p)
 
-    out = []
-    for _ in range(p.runs):
-        ops, _n, dt = pipe_run("w64", p.seconds)
-        out.append(ops / dt)
-    return {"metrics": {"rate": out}}
+
+def stack_fuse_read(p: Params) -> dict[str, Any]:
+    """64-byte os.read calls on a FUSE file, each one FUSE READ."""
+    return _fuse_stack("fuse_read", p, "bench.fuse_bench; kernel column: a pipe")
+
+
+def kernel_fuse_read(p: Params) -> dict[str, Any]:
+    return _fuse_pipe("fuse_read", p)
+
+
+def stack_fuse_bulk(p: Params) -> dict[str, Any]:
+    """128 KiB os.write calls on a FUSE file, each one FUSE WRITE; GB = 10^9 bytes."""
+    return _fuse_stack("fuse_bulk", p, "bench.fuse_bench; 1 GB = 10^9 bytes; "
+                       "kernel column: a pipe")
+
+
+def kernel_fuse_bulk(p: Params) -> dict[str, Any]:
+    return _fuse_pipe("fuse_bulk", p)
 
 
 # -- RSS with N idle connections ------------------------------------------------------
@@ -685,10 +786,13 @@ WORKLOADS: dict[str, dict[str, Callable[[Params], Any]]] = {
     "files_tx": {"stack": stack_files_tx, "kernel": kernel_tcp},
     "echo": {"stack": stack_echo, "kernel": kernel_echo},
     "accept": {"stack": stack_accept, "kernel": kernel_accept},
+    "files_accept": {"stack": stack_files_accept, "kernel": kernel_files_accept},
     "udp": {"stack": stack_udp, "kernel": kernel_udp},
     "fwd": {"stack": stack_fwd, "kernel": kernel_fwd},
     "pf": {"stack": stack_pf},
     "fuse": {"stack": stack_fuse, "kernel": kernel_fuse},
+    "fuse_read": {"stack": stack_fuse_read, "kernel": kernel_fuse_read},
+    "fuse_bulk": {"stack": stack_fuse_bulk, "kernel": kernel_fuse_bulk},
     "rss": {"stack": stack_rss},
 }
 

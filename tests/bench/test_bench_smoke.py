@@ -21,7 +21,8 @@ from bench.workloads import WORKLOADS, NotAvailable, Params, run_side
 from tests.conftest import HAVE_FUSE, HAVE_ROOT, HAVE_TUN, REPO, io_pkt_env
 
 #: workloads that go through FUSE (the socket files, or the FUSE session itself)
-FUSE_WORKLOADS = {"files_rx", "files_tx", "echo", "fuse"}
+FUSE_WORKLOADS = {"files_rx", "files_tx", "echo", "files_accept", "fuse", "fuse_read",
+                  "fuse_bulk"}
 SMOKE_RUNS = 2
 
 
@@ -29,6 +30,26 @@ def test_every_workload_has_a_row_and_every_row_a_workload() -> None:
     assert {wl for wl, *_ in ROWS} == set(WORKLOADS)
     labels = [label for _w, _m, label, _u, _t in ROWS]
     assert len(labels) == len(set(labels))
+
+
+def test_the_issues_benchmark_targets_have_rows() -> None:
+    """Issue 3 (FUSE: 64-byte writes and reads, 128 KiB write throughput) and issue 7
+    (sockets through the files: echo, bulk each way, accepted connections/s): a row each,
+    with the issue's target, and a kernel column."""
+    rows = {label: (wl, unit, target) for wl, _m, label, unit, target in ROWS}
+    want = {
+        "FUSE 64-byte writes": ("fuse", "writes/s", ">= 18000"),
+        "FUSE 64-byte reads": ("fuse_read", "reads/s", ">= 18000"),
+        "FUSE 128 KiB writes": ("fuse_bulk", "GB/s", ">= 1"),
+        "1-byte echo RTT via libsocket p50": ("echo", "µs", "<= 200"),
+        "TCP bulk kernel→stack, via files (libsocket)": ("files_rx", "Mbit/s", ">= 800"),
+        "TCP bulk stack→kernel, via files (libsocket)": ("files_tx", "Mbit/s", ">= 800"),
+        "accepted TCP connections via files (libsocket)": ("files_accept", "conn/s",
+                                                           ">= 1000"),
+    }
+    for label, spec in want.items():
+        assert rows.get(label) == spec, label
+        assert "kernel" in WORKLOADS[spec[0]], label
 
 
 def test_rows_report_na_instead_of_crashing() -> None:
