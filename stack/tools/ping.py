@@ -1,7 +1,15 @@
-"""``io-pkt ping``: NetBSD ping(8) through ``config/ping`` (write a request, read its result).
+"""``io-pkt ping``: NetBSD ping(8) over a raw ICMP socket of the stack.
 
     ping [-c COUNT] [-s SIZE] [-i WAIT] [-T TTL | -t TTL] [-W TIMEOUT] [-w DEADLINE]
          [-f] [-q] [-n] [-D] HOST
+
+As BSD ping does, it opens ``socket(AF_INET, SOCK_RAW, IPPROTO_ICMP)`` (through
+rmgr.libsocket, on the stack chosen by $SOCK / --prefix), builds the echo requests itself
+(identifier = pid & 0xffff, sequence numbers from 0, a timestamp at the start of the
+payload for the round trip), sets IP_TTL (-T) and IP_TOS (-Q) with setsockopt, sends with
+sendto and waits for its own replies with poll. Raw sockets are root's: anyone else is
+served through the stack's ``config/ping`` door (a write per request, a line per result),
+as a setuid ping would be.
 
 -T is NetBSD's TTL flag; Linux's -t is accepted as well (NetBSD's -t, TOS, is spelled
 -Q here). -f floods: a request as soon as the previous answer (or 10 ms without one),
@@ -15,9 +23,16 @@ import errno
 import ipaddress
 import math
 import os
+import select
+import socket as _socket
+import struct
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
+from stack.inet.wire import ParseError
+from stack.inet.wire import icmp as wicmp
 from stack.tools.common import (
     ToolError,
     bad_usage,
@@ -117,6 +132,253 @@ def parse(args: list[str]) -> Options:
     return o
 
 
+class Tally:
+    """What both ways of pinging print: the per-answer lines (or flood dots), then the
+    BSD statistics block."""
+
+    def __init__(self, o: Options) -> None:
+        self.o = o
+        self.sent = 0
+        self.received = 0
+        self.rtts: list[float] = []
+        self.out = sys.stdout
+
+    def start(self) -> None:
+        print(f"PING {self.o.host} ({self.o.host}): {self.o.size} data bytes", flush=True)
+
+    def transmitted(self) -> None:
+        self.sent += 1
+        if self.o.flood:
+            self.out.write(".")
+            self.out.flush()
+
+    def reply(self, nbytes: int, src: str, seq: int, ttl: int | None, ms: float) -> None:
+        self.received += 1
+        self.rtts.append(ms)
+        if self.o.flood:
+            self.out.write("\b \b")
+            self.out.flush()
+        elif not self.o.quiet:
+            # no TTL when the datagram came without its IP header (nothing to read it from)
+            ttl_part = f" ttl={ttl}" if ttl is not None else ""
+            print(f"{nbytes} bytes from {src}: icmp_seq={seq}{ttl_part} time={ms:.3f} ms",
+                  flush=True)
+
+    def timeout(self, seq: int) -> None:
+        if not self.o.quiet and not self.o.flood:
+            print(f"Request timeout for icmp_seq {seq}", flush=True)
+
+    def icmp_error(self, nbytes: int, src: str, text: str) -> None:
+        if not self.o.quiet and not self.o.flood:
+            print(f"{nbytes} bytes from {src}: {text}", flush=True)
+
+    def send_error(self, msg: str) -> None:
+        if not self.o.quiet:
+            print(f"ping: sendto: {msg}", file=sys.stderr, flush=True)
+
+    def summary(self) -> int:
+        if self.o.flood:
+            print()
+        sent, received, rtts = self.sent, self.received, self.rtts
+        loss = 0.0 if not sent else 100.0 * (sent - received) / sent
+        print(f"\n--- {self.o.host} ping statistics ---")
+        print(f"{sent} packets transmitted, {received} packets received, {loss:.1f}% packet loss")
+        if rtts:
+            avg = sum(rtts) / len(rtts)
+            sd = math.sqrt(sum((r - avg) ** 2 for r in rtts) / len(rtts))
+            print(f"round-trip min/avg/max/stddev = {min(rtts):.3f}/{avg:.3f}/{max(rtts):.3f}/"
+                  f"{sd:.3f} ms")
+        return 0 if received else 2
+
+
+def _reply_wait(o: Options) -> float:
+    """How long one request waits for its answer: 10 ms when flooding, else -W, else
+    max(1 s, interval)."""
+    if o.flood:
+        return FLOOD_WAIT
+    return o.timeout if o.timeout is not None else max(1.0, o.interval)
+
+
+def _pace(o: Options, t0: float) -> None:
+    pause = o.interval - (time.monotonic() - t0)
+    if pause > 0:
+        time.sleep(pause)
+
+
+# -- the raw ICMP socket (root) ---------------------------------------------------------
+#: Linux's numbers (the stack takes socket options as Linux spells them)
+IP_MTU_DISCOVER = 10
+IP_PMTUDISC_DO = 2
+#: the payload starts with the send time, as BSD ping's struct tv32 (network order)
+TV32 = struct.Struct("!II")
+RECV_MAX = 65536
+#: errors that end the run instead of counting one lost request: the stack went away
+GONE = (errno.ENOTCONN, errno.EBADF, errno.ENXIO, errno.ENODEV)
+
+
+def open_icmp_socket(prefix: str) -> Any | None:
+    """``socket(AF_INET, SOCK_RAW, IPPROTO_ICMP)`` on the stack at ``prefix``; None when
+    the caller may not have one (not root: EPERM/EACCES) or the stack has no raw sockets."""
+    from rmgr import libsocket
+
+    libsocket.setsockprefix(prefix)
+    try:
+        return libsocket.socket(_socket.AF_INET, _socket.SOCK_RAW, _socket.IPPROTO_ICMP)
+    except PermissionError:
+        return None
+    except OSError as exc:
+        if exc.errno in (errno.EPROTONOSUPPORT, errno.ENOENT):
+            return None
+        raise ToolError(f"socket: {exc.strerror or exc}") from None
+
+
+def echo_request(ident: int, seq: int, size: int, now_ns: int) -> bytes:
+    """An ICMP echo request with ``size`` data bytes: the send time (8 bytes, when they
+    fit), then the byte pattern 8, 9, 10, ... (mod 256), as BSD ping fills it."""
+    if size >= TV32.size:
+        usec = now_ns // 1000
+        data = TV32.pack((usec // 1_000_000) & 0xFFFFFFFF, usec % 1_000_000) + \
+            bytes(i & 0xFF for i in range(TV32.size, size))
+    else:
+        data = bytes(i & 0xFF for i in range(size))
+    hdr = wicmp.build_header(wicmp.ECHO_REQUEST, 0, ident << 16 | seq, (data,))
+    return hdr + data
+
+
+def split_ip(datagram: bytes) -> tuple[int | None, bytes]:
+    """(TTL, ICMP message) of a datagram read from the raw socket. It starts with the IP
+    header, as on BSD and Linux; a datagram without one (no IPv4 header carrying ICMP at
+    its start) is taken as the bare ICMP message, TTL unknown."""
+    if len(datagram) >= 20 and datagram[0] >> 4 == 4:
+        ihl = (datagram[0] & 0x0F) * 4
+        if ihl >= 20 and len(datagram) >= ihl + wicmp.HLEN and datagram[9] == 1:
+            return datagram[8], datagram[ihl:]
+    return None, datagram
+
+
+def _rtt_ms(msg: bytes, sent_ns: int, now_ns: int) -> float:
+    """From the timestamp the reply carries back (BSD), else from the local send time."""
+    if len(msg) >= wicmp.HLEN + TV32.size:
+        sec, usec = TV32.unpack_from(msg, wicmp.HLEN)
+        now_us = now_ns // 1000
+        d_sec = ((now_us // 1_000_000) - sec) & 0xFFFFFFFF
+        us = d_sec * 1_000_000 + (now_us % 1_000_000) - usec
+        if 0 <= us < 3_600_000_000:
+            return us / 1000.0
+    return (now_ns - sent_ns) / 1e6
+
+
+def classify(datagram: bytes, src: str, ident: int, seq: int, host: str) -> tuple[Any, ...] | None:
+    """Is this datagram the answer to our request ``(ident, seq)`` to ``host``?
+    ``("reply", ttl, icmp_message)``, ``("icmp", nbytes, text)`` for an ICMP error that
+    quotes that request, or None (someone else's, an old one, a bad checksum)."""
+    ttl, msg = split_ip(datagram)
+    try:
+        h = wicmp.parse(msg, verify=True)
+    except ParseError:
+        return None
+    if h.type == wicmp.ECHO_REPLY:
+        if h.ident == ident and h.seq == seq and src == host:
+            return ("reply", ttl, msg)
+        return None
+    if h.type not in wicmp.ERROR_TYPES:
+        return None
+    quote = msg[wicmp.HLEN:]
+    if len(quote) < 20 or quote[0] >> 4 != 4:
+        return None
+    qihl = (quote[0] & 0x0F) * 4
+    if len(quote) < qihl + 8 or quote[9] != 1 or quote[16:20] != ipaddress.IPv4Address(host).packed:
+        return None
+    qtype, _qcode, _qsum, qident, qseq = struct.unpack_from("!BBHHH", quote, qihl)
+    if qtype != wicmp.ECHO_REQUEST or qident != ident or qseq != seq:
+        return None
+    return ("icmp", len(msg), wicmp.describe(h.type, h.code))
+
+
+def run_raw(sock: Any, o: Options) -> int:
+    """Ping over the raw ICMP socket ``sock`` (an rmgr.libsocket socket)."""
+    ident = os.getpid() & 0xFFFF
+    opts = []
+    if o.ttl:
+        opts.append(("IP_TTL", _socket.IP_TTL, o.ttl))
+    if o.tos:
+        opts.append(("IP_TOS", _socket.IP_TOS, o.tos))
+    if o.df:
+        opts.append(("IP_MTU_DISCOVER", IP_MTU_DISCOVER, IP_PMTUDISC_DO))
+    for name, opt, value in opts:
+        try:
+            sock.setsockopt(_socket.IPPROTO_IP, opt, value)
+        except OSError as exc:
+            raise ToolError(f"setsockopt {name}: {exc.strerror or exc}") from None
+    sock.setblocking(False)
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    tally = Tally(o)
+    tally.start()
+    wait = _reply_wait(o)
+    dest = (o.host, 0)
+    start = time.monotonic()
+    seq = 0
+    try:
+        while o.count is None or tally.sent < o.count:
+            if o.deadline is not None and time.monotonic() - start >= o.deadline:
+                break
+            t0 = time.monotonic()
+            sent_ns = time.monotonic_ns()
+            try:
+                sock.sendto(echo_request(ident, seq, o.size, sent_ns), dest)
+                err: OSError | None = None
+            except OSError as exc:
+                if exc.errno in GONE:
+                    raise ToolError(f"sendto: {exc.strerror or exc}") from None
+                err = exc
+            tally.transmitted()
+            if err is not None:
+                tally.send_error(err.strerror or os.strerror(err.errno or errno.EIO))
+            else:
+                _await_answer(sock, poller, tally, ident, seq, sent_ns, t0 + wait)
+            seq = (seq + 1) & 0xFFFF
+            if o.count is not None and tally.sent >= o.count:
+                break
+            _pace(o, t0)
+    except KeyboardInterrupt:
+        pass
+    return tally.summary()
+
+
+def _await_answer(sock: Any, poller: select.poll, tally: Tally, ident: int, seq: int,
+                  sent_ns: int, until: float) -> None:
+    """Read the socket until the answer to ``seq`` (a reply or an ICMP error quoting it)
+    or ``until``; print it, or the timeout."""
+    host = tally.o.host
+    while True:
+        left = until - time.monotonic()
+        if left <= 0:
+            tally.timeout(seq)
+            return
+        if not poller.poll(max(1, math.ceil(left * 1000))):
+            continue
+        while True:
+            try:
+                datagram, addr = sock.recvfrom(RECV_MAX)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # the stack went away (ENOTCONN), ...
+                raise ToolError(f"recvfrom: {exc.strerror or exc}") from None
+            now_ns = time.monotonic_ns()
+            src = addr[0] if addr else ""
+            answer = classify(datagram, src, ident, seq, host)
+            if answer is None:
+                continue
+            if answer[0] == "reply":
+                _, ttl, msg = answer
+                tally.reply(len(msg), src, seq, ttl, _rtt_ms(msg, sent_ns, now_ns))
+            else:
+                tally.icmp_error(answer[1], src, answer[2])
+            return
+
+
+# -- the config/ping door (anyone) ------------------------------------------------------
 def _read_line(fd: int) -> str:
     buf = b""
     while not buf.endswith(b"\n"):
@@ -132,24 +394,21 @@ def _fields(line: str) -> dict[str, str]:
     return {w[i]: w[i + 1] for i in range(1, len(w) - 1, 2)}
 
 
-def run(prefix: str, o: Options) -> int:
-    path = socket_dir(prefix) / "config/ping"
+def run_door(path: Path, o: Options) -> int:
+    """Ping through ``config/ping``: one request written, its result line read back."""
     try:
         fd = os.open(path, os.O_RDWR)
     except FileNotFoundError:
         raise ToolError(f"{path}: not provided by this stack") from None
     except OSError as exc:
         raise ToolError(f"{path}: {exc.strerror}") from None
-    out = sys.stdout
-    print(f"PING {o.host} ({o.host}): {o.size} data bytes", flush=True)
-    sent = received = 0
-    rtts: list[float] = []
+    tally = Tally(o)
+    tally.start()
     start = time.monotonic()
-    wait = FLOOD_WAIT if o.flood else (o.timeout if o.timeout is not None else
-                                       max(1.0, o.interval))
+    wait = _reply_wait(o)
     seq = 0
     try:
-        while o.count is None or sent < o.count:
+        while o.count is None or tally.sent < o.count:
             if o.deadline is not None and time.monotonic() - start >= o.deadline:
                 break
             t0 = time.monotonic()
@@ -164,58 +423,41 @@ def run(prefix: str, o: Options) -> int:
                 os.write(fd, req.encode())
             except OSError as exc:
                 raise ToolError(f"sendto: {os.strerror(exc.errno or errno.EIO)}") from None
-            sent += 1
-            if o.flood:
-                out.write(".")
-                out.flush()
+            tally.transmitted()
             line = _read_line(fd)
             kind = line.split(" ", 1)[0]
             f = _fields(line)
             if kind == "reply":
-                received += 1
-                ms = int(f.get("time_us", "0")) / 1000.0
-                rtts.append(ms)
-                if o.flood:
-                    out.write("\b \b")
-                    out.flush()
-                elif not o.quiet:
-                    print(f"{f.get('bytes')} bytes from {f.get('from')}: icmp_seq={seq} "
-                          f"ttl={f.get('ttl')} time={ms:.3f} ms", flush=True)
+                tally.reply(int(f.get("bytes", "0")), f.get("from", ""), seq,
+                            int(f.get("ttl", "0")), int(f.get("time_us", "0")) / 1000.0)
             elif kind == "timeout":
-                if not o.quiet and not o.flood:
-                    print(f"Request timeout for icmp_seq {seq}", flush=True)
+                tally.timeout(seq)
             elif kind == "icmp":
                 text = line.split(None, 9)[-1] if len(line.split()) > 9 else line
-                if not o.quiet and not o.flood:
-                    print(f"{28 + 8} bytes from {f.get('from')}: {text}", flush=True)
+                tally.icmp_error(28 + 8, f.get("from", ""), text)
             elif kind == "error":
                 parts = line.split(None, 4)
-                msg = parts[4] if len(parts) > 4 else parts[-1]
-                if not o.quiet:
-                    print(f"ping: sendto: {msg}", file=sys.stderr, flush=True)
+                tally.send_error(parts[4] if len(parts) > 4 else parts[-1])
             else:
                 raise ToolError(f"unexpected answer from the stack: {line!r}")
             seq = (seq + 1) & 0xFFFF
-            if o.count is not None and sent >= o.count:
+            if o.count is not None and tally.sent >= o.count:
                 break
-            pause = o.interval - (time.monotonic() - t0)
-            if pause > 0:
-                time.sleep(pause)
+            _pace(o, t0)
     except KeyboardInterrupt:
         pass
     finally:
         os.close(fd)
-    if o.flood:
-        print()
-    loss = 0.0 if not sent else 100.0 * (sent - received) / sent
-    print(f"\n--- {o.host} ping statistics ---")
-    print(f"{sent} packets transmitted, {received} packets received, {loss:.1f}% packet loss")
-    if rtts:
-        avg = sum(rtts) / len(rtts)
-        sd = math.sqrt(sum((r - avg) ** 2 for r in rtts) / len(rtts))
-        print(f"round-trip min/avg/max/stddev = {min(rtts):.3f}/{avg:.3f}/{max(rtts):.3f}/"
-              f"{sd:.3f} ms")
-    return 0 if received else 2
+    return tally.summary()
+
+
+def run(prefix: str, o: Options) -> int:
+    sdir = socket_dir(prefix)
+    sock = open_icmp_socket(prefix)
+    if sock is None:
+        return run_door(sdir / "config/ping", o)
+    with sock:
+        return run_raw(sock, o)
 
 
 def main(argv: list[str]) -> int:

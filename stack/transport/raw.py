@@ -1,14 +1,16 @@
 """Raw IP sockets (root only; the socket layer checks) and the ICMP socket of ping.
 
 A raw socket of protocol P receives a copy of every IP packet of protocol P delivered to
-this host (its IP payload, plus the source address); ``sendto`` hands the payload to
-the IP layer with protocol P (no IP_HDRINCL)."""
+this host, IP header included as on BSD and Linux (ping reads the TTL there), plus the
+source address; ``sendto`` hands the payload to the IP layer with protocol P (no
+IP_HDRINCL)."""
 
 from __future__ import annotations
 
 import errno
 import select
 import socket as _s
+import struct
 from collections import deque
 from collections.abc import Callable
 from ipaddress import IPv4Address
@@ -20,6 +22,8 @@ from stack.counters import Counters
 from stack.transport.sockopt import fire_change, get_ip_option, set_ip_option
 from stack.transport.sockopt import sock_error as _err
 from stack.transport.tcp.proto import to_int_addr
+
+_IPHDR = struct.Struct("!BBHHHBBH4s4s")
 
 
 class RawSocket:
@@ -148,6 +152,16 @@ class RawProto:
     def socket(self, protocol: int = _s.IPPROTO_ICMP) -> RawSocket:
         return RawSocket(self, protocol)
 
+    def _datagram(self, info: Any) -> bytes:
+        """The whole datagram, IP header first: the received one when the IP layer can
+        give it back, else a header rebuilt from what ``info`` says."""
+        orig = getattr(self.inet, "original_packet", None)
+        if orig is not None and getattr(info, "pkt", None) is not None:
+            return bytes(orig(info))
+        payload = bytes(info.payload)
+        return _IPHDR.pack(0x45, info.tos, 20 + len(payload), 0, 0, info.ttl, info.proto, 0,
+                           info.src.to_bytes(4, "big"), info.dst.to_bytes(4, "big")) + payload
+
     def input(self, info: Any) -> bool:
         """A copy of an IP packet delivered to this host (an IP-layer raw tap). Returns
         True when a raw socket of that protocol exists (no "protocol unreachable")."""
@@ -164,7 +178,7 @@ class RawProto:
                 continue
             matched = True
             if data is None:
-                data = bytes(info.payload)
+                data = self._datagram(info)
             if s.queued + len(data) > s.rcv_limit:
                 self.counters["rcv_queue_full"] += 1
                 continue

@@ -118,7 +118,9 @@ def test_ifconfig_address_ping_arp(one: tuple[object, object]) -> None:
     stats = tool_ok(sp, "netstat", "-s", "-p", "icmp")
     assert stats.startswith("icmp:"), stats
     icmp = {ln.split(None, 1)[1]: int(ln.split(None, 1)[0]) for ln in stats.splitlines()[1:]}
-    assert icmp.get("out echo", 0) >= 4, stats  # the stack's 3 + 1 pings of the kernel
+    # the kernel's answers to the stack's 3 + 1 pings (ping's requests leave through its
+    # raw ICMP socket, which the ICMP layer's output counters do not see, as on BSD)
+    assert icmp.get("in echo reply", 0) >= 4, stats
     assert icmp.get("out echo reply", 0) >= 2, stats  # the kernel's pings of tap0's addresses
     assert "tap0" in tool_ok(sp, "netstat", "-i")
 
@@ -501,6 +503,173 @@ def test_ping_flood_bounded(one: tuple[object, object]) -> None:
     assert re.search(r"^1000 packets transmitted, \d+ packets received", r.stdout, re.M), r.stdout
     assert r.stdout.split("\n")[1].count(".") == 1000
     assert after["InEchos"] - before["InEchos"] == 1000, (before, after)
+
+
+# -- ping over the raw ICMP socket ----------------------------------------------------
+
+def _icmp_stats(sp: object) -> dict[str, int]:
+    text = Path(sp.prefix, "dev/socket/config/stats/icmp").read_text()  # type: ignore[attr-defined]
+    return {ln.split()[0]: int(ln.split()[1]) for ln in text.splitlines() if ln.strip()}
+
+
+def _raw_icmp_sockets(sp: object) -> tuple[list[str], list[str]]:
+    """The raw ICMP sockets as the stack lists them: rows of config/sockets, and the
+    text door's raw/N/status lines."""
+    sock = Path(sp.prefix, "dev/socket")  # type: ignore[attr-defined]
+    rows = [ln for ln in (sock / "config/sockets").read_text().splitlines()
+            if ln.split()[:1] == ["raw1"]]
+    status = []
+    for n in os.listdir(sock / "raw"):
+        if n.isdigit():
+            try:
+                line = (sock / "raw" / n / "status").read_text().strip()
+            except FileNotFoundError:
+                continue
+            if " proto 1 " in f"{line} ":
+                status.append(line)
+    return rows, status
+
+
+def test_ping_uses_a_raw_icmp_socket(one: tuple[object, object]) -> None:
+    """As BSD ping: a raw ICMP socket of the stack (listed while ping runs, gone after),
+    echo requests built by the tool (identifier = its pid & 0xffff, sequence 0, 1, ...,
+    TOS set by setsockopt), and the stack's own echo client (the config/ping door) idle."""
+    sp, ns = one
+    tool_ok(sp, "ping", "-c", "1", PEER)  # ARP resolved
+    assert _raw_icmp_sockets(sp) == ([], [])
+    before = _icmp_stats(sp)
+    count = 6
+    dump = ns.popen("tcpdump", "-n", "-v", "-l", "--immediate-mode", "-c", str(count),  # type: ignore[attr-defined]
+                    "-i", "tap0", f"icmp[icmptype] == icmp-echo and src {ADDR}",
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ping = None
+    try:
+        wait_listening(dump)
+        ping = subprocess.Popen(IO_PKT + ["ping", "-c", str(count), "-i", "0.3", "-Q", "16", PEER],
+                                cwd=REPO, env=io_pkt_env(SOCK=sp.prefix),  # type: ignore[attr-defined]
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        seen_rows: list[str] = []
+        seen_status: list[str] = []
+        deadline = time.monotonic() + 10
+        while ping.poll() is None and time.monotonic() < deadline and not (seen_rows and seen_status):
+            rows, status = _raw_icmp_sockets(sp)
+            seen_rows += rows
+            seen_status += status
+            time.sleep(0.05)
+        out, err = ping.communicate(timeout=30)
+        seen, _ = dump.communicate(timeout=10)
+    finally:
+        for p in (dump, ping):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.communicate()
+    assert ping.returncode == 0 and err == "", (out, err)
+    # the raw socket was there while ping ran (netstat's list and the text door's raw/N)
+    assert seen_rows and seen_rows[0].split()[1:] == ["0", "0", "*:*", "*:*", "-"], seen_rows
+    assert seen_status and " uid 0 proto 1 " in seen_status[0] + " ", seen_status
+    # same output as ever
+    lines = out.splitlines()
+    assert lines[0] == f"PING {PEER} ({PEER}): 56 data bytes", out
+    for seq in range(count):
+        assert re.fullmatch(rf"64 bytes from {re.escape(PEER)}: icmp_seq={seq} ttl=64 "
+                            r"time=\d+\.\d{3} ms", lines[1 + seq]), out
+    assert f"{count} packets transmitted, {count} packets received, 0.0% packet loss" in out
+    assert re.search(r"^round-trip min/avg/max/stddev = [\d.]+/[\d.]+/[\d.]+/[\d.]+ ms$", out, re.M)
+    # on the wire: the tool's identifier, its sequence numbers, the TOS it asked for
+    reqs = re.findall(r"ICMP echo request, id (\d+), seq (\d+), length (\d+)", seen)
+    assert [(int(i), int(q), int(n)) for i, q, n in reqs] == \
+        [(ping.pid & 0xFFFF, q, 64) for q in range(count)], seen
+    assert seen.count("tos 0x10,") == count, seen
+    # the stack's echo client sent nothing: every reply went to the raw socket, none to it
+    after = _icmp_stats(sp)
+    assert after.get("out_echo", 0) == before.get("out_echo", 0), (before, after)
+    assert after.get("in_echo_reply", 0) - before.get("in_echo_reply", 0) == count
+    assert after.get("echo_reply_unmatched", 0) - before.get("echo_reply_unmatched", 0) == count
+    # closed with the tool
+    deadline = time.monotonic() + 5
+    while _raw_icmp_sockets(sp) != ([], []) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _raw_icmp_sockets(sp) == ([], [])
+
+
+def test_ping_reports_icmp_errors_for_its_requests(one: tuple[object, object]) -> None:
+    """An ICMP error that quotes one of ping's requests is that request's answer (matched
+    by the quoted identifier and sequence): BSD's "N bytes from ROUTER: text" line."""
+    sp, ns = one
+    ns.run("sysctl", "-qw", "net.ipv4.ip_forward=1")  # type: ignore[attr-defined]
+    ns.run("ip", "route", "add", "unreachable", "10.97.0.0/16")  # type: ignore[attr-defined]
+    tool_ok(sp, "route", "add", "-net", "10.97.0.0/16", PEER)
+    r = sp.tool("ping", "-c", "1", "-W", "2", "10.97.0.1", check=False)  # type: ignore[attr-defined]
+    assert r.returncode == 2, r
+    # the kernel quotes our 84-byte datagram whole: 8 + 20 + 64
+    assert f"92 bytes from {PEER}: Destination Host Unreachable" in r.stdout, r.stdout
+    assert "1 packets transmitted, 0 packets received, 100.0% packet loss" in r.stdout
+
+
+def test_ping_without_a_raw_socket_uses_the_door(one: tuple[object, object],
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A caller refused a raw socket (EPERM: not root) pings through config/ping: the same
+    output, and the stack's own echo client did the work."""
+    from rmgr import libsocket
+    from stack.tools import ping
+
+    sp, _ = one
+    tool_ok(sp, "ping", "-c", "1", PEER)
+
+    def refused(*args: object, **kw: object) -> object:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(libsocket, "socket", refused)
+    before = _icmp_stats(sp)
+    try:
+        rc = ping.main(["-c", "3", "-i", "0.2", f"--prefix={sp.prefix}", PEER])  # type: ignore[attr-defined]
+    finally:
+        libsocket.clearsockprefix()
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert out.startswith(f"PING {PEER} ({PEER}): 56 data bytes\n"), out
+    for seq in range(3):
+        assert f"64 bytes from {PEER}: icmp_seq={seq} ttl=64 time=" in out, out
+    assert "3 packets transmitted, 3 packets received, 0.0% packet loss" in out
+    after = _icmp_stats(sp)
+    assert after.get("out_echo", 0) - before.get("out_echo", 0) == 3, (before, after)
+
+
+def test_ping_datagram_parsing() -> None:
+    """What the tool takes from a raw socket's datagram: the IP header's TTL, its own
+    echo reply only (identifier, sequence, source, checksum), ICMP errors quoting its
+    request; a datagram without an IP header gives no TTL."""
+    import struct
+
+    from stack.inet.wire import icmp as wicmp
+    from stack.tools import ping
+
+    def ip(src: str, dst: str, ttl: int, payload: bytes) -> bytes:
+        return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 1, 0, ttl, 1, 0,
+                           bytes(map(int, src.split("."))), bytes(map(int, dst.split(".")))) + payload
+
+    req = ping.echo_request(0x1234, 7, 56, time.monotonic_ns())
+    assert len(req) == 64 and req[:2] == b"\x08\x00" and req[4:8] == b"\x12\x34\x00\x07"
+    assert wicmp.parse(req, verify=True).rest == 0x1234 << 16 | 7  # checksum right
+    assert req[16:] == bytes(range(8, 56))  # after the 8-byte timestamp: data byte i is i
+    reply = wicmp.build_header(wicmp.ECHO_REPLY, 0, 0x1234 << 16 | 7, (req[8:],)) + req[8:]
+    got = ping.classify(ip(PEER, ADDR, 61, reply), PEER, 0x1234, 7, PEER)
+    assert got is not None and got[:2] == ("reply", 61) and len(got[2]) == 64
+    assert ping.classify(reply, PEER, 0x1234, 7, PEER) == ("reply", None, reply)  # no header
+    assert ping.classify(ip(PEER, ADDR, 61, reply), PEER, 0x1235, 7, PEER) is None  # not ours
+    assert ping.classify(ip(PEER, ADDR, 61, reply), PEER, 0x1234, 6, PEER) is None  # old seq
+    assert ping.classify(ip(PEER, ADDR, 61, reply), "10.77.0.5", 0x1234, 7, PEER) is None
+    bad = reply[:2] + bytes([reply[2] ^ 1]) + reply[3:]
+    assert ping.classify(ip(PEER, ADDR, 61, bad), PEER, 0x1234, 7, PEER) is None  # checksum
+    quote = ip(ADDR, PEER, 1, req)[:28]
+    err = wicmp.build_header(wicmp.TIME_EXCEEDED, 0, 0, (quote,)) + quote
+    assert ping.classify(ip("10.77.0.254", ADDR, 64, err), "10.77.0.254", 0x1234, 7, PEER) == \
+        ("icmp", 36, "Time to live exceeded")
+    assert ping.classify(ip("10.77.0.254", ADDR, 64, err), "10.77.0.254", 0x4321, 7, PEER) is None
+    assert ping.classify(ip(ADDR, ADDR, 64, req), ADDR, 0x1234, 7, PEER) is None  # a request
+    rtt = ping._rtt_ms(reply, 0, time.monotonic_ns())
+    assert 0 <= rtt < 1000, rtt
 
 
 # -- status, sysctl, modules: the formats docs/control.md gives ------------------------

@@ -179,7 +179,9 @@ async def test_raw_socket_copies_and_sends(autojump_clock: object, net: Net) -> 
     sent = [p for p in net.wire.log if p.proto == 253]
     assert len(sent) == 1 and (sent[0].src, sent[0].dst) == (ip(A), ip(B))
     data, addr = await raw.recvfrom(100)
-    assert data == b"experiment" and addr == (A, 0)  # the IP payload, no header
+    assert data[20:] == b"experiment" and addr == (A, 0)  # IP header first, as BSD/Linux
+    assert data[0] == 0x45 and data[9] == 253 and data[12:20] == ip(A).to_bytes(4, "big") + \
+        ip(B).to_bytes(4, "big")
     with pytest.raises(BlockingIOError):
         icmp.recvfrom_nowait()  # another protocol's socket got nothing
     # a raw socket gets a copy of UDP too, while UDP still delivers it
@@ -190,7 +192,7 @@ async def test_raw_socket_copies_and_sends(autojump_clock: object, net: Net) -> 
     await cli.sendto(b"both", (B, 7777))
     assert await srv.recv(100) == b"both"
     copy, _ = await udp_raw.recvfrom(100)
-    assert copy[8:] == b"both" and int.from_bytes(copy[2:4], "big") == 7777  # UDP header kept
+    assert copy[28:] == b"both" and int.from_bytes(copy[22:24], "big") == 7777  # UDP header kept
     # connect filters by source; broadcast needs SO_BROADCAST; counters
     raw.connect(("10.0.0.9", 0))
     await tx.sendto(b"filtered", (B, 0))
