@@ -53,13 +53,13 @@ class PingHandle(Handle):
         except UnicodeDecodeError:
             raise einval("request is not UTF-8 text") from None
         if not words:
-            raise einval("usage: DST [size N] [ttl N] [timeout SECS] [seq N] [tos N]")
+            raise einval("usage: DST [size N] [ttl N] [timeout SECS] [seq N] [tos N] [df 0|1]")
         dst = parse_addr(words[0])
         opts: dict[str, str] = {}
         rest = words[1:]
         while rest:
             key = rest.pop(0)
-            if key not in ("size", "ttl", "timeout", "seq", "tos") or not rest:
+            if key not in ("size", "ttl", "timeout", "seq", "tos", "df") or not rest:
                 raise einval(f"bad ping option: {key}")
             opts[key] = rest.pop(0)
         size = parse_int(opts.get("size", "56"), "size", 0, MAX_SIZE)

@@ -42,6 +42,7 @@ class RawSocket:
         self.broadcast = False
         self.ttl: int | None = None
         self.tos = 0
+        self.df = False  # IP_MTU_DISCOVER: send with DF (ping -D)
         self.rcv_limit = 212992
         self.queued = 0
         self.queue: deque[tuple[bytes, tuple[str, int]]] = deque()
@@ -85,7 +86,8 @@ class RawSocket:
         if (dst == 0xFFFFFFFF or inet.is_broadcast(dst)) and not self.broadcast:
             raise _err(errno.EACCES)
         src = self.laddr or None
-        err = inet.output(src, dst, self.proto_number, [bytes(data)], ttl=self.ttl, tos=self.tos)
+        err = inet.output(src, dst, self.proto_number, [bytes(data)], ttl=self.ttl, tos=self.tos,
+                           df=self.df)
         if err:
             raise _err(err)
         self.rawproto.counters["packets_out"] += 1

@@ -19,13 +19,25 @@ def sock_error(code: int, msg: str = "") -> OSError:
     return OSError(code, msg or os.strerror(code))
 
 
+IP_MTU_DISCOVER = getattr(_s, "IP_MTU_DISCOVER", 10)
+IP_PMTUDISC_DONT, IP_PMTUDISC_DO, IP_PMTUDISC_PROBE = 0, 2, 3
+
+
 class HasIPOptions(Protocol):
     ttl: int | None
     tos: int
 
 
 def set_ip_option(target: HasIPOptions, opt: int, value: Any) -> None:
-    """IP_TTL (1..255, -1 = the default) and IP_TOS, as Linux takes them."""
+    """IP_TTL (1..255, -1 = the default), IP_TOS and, where the socket has the
+    attribute (raw, UDP), IP_MTU_DISCOVER (IP_PMTUDISC_DO/PROBE: send with DF), as Linux
+    takes them."""
+    if opt == IP_MTU_DISCOVER and hasattr(target, "df"):
+        v = int(value)
+        if not 0 <= v <= 5:
+            raise sock_error(errno.EINVAL)
+        target.df = v in (IP_PMTUDISC_DO, IP_PMTUDISC_PROBE)
+        return
     if opt == _s.IP_TTL:
         v = int(value)
         if not (v == -1 or 1 <= v <= 255):
@@ -38,6 +50,8 @@ def set_ip_option(target: HasIPOptions, opt: int, value: Any) -> None:
 
 
 def get_ip_option(target: HasIPOptions, opt: int, default_ttl: int = 64) -> int:
+    if opt == IP_MTU_DISCOVER and hasattr(target, "df"):
+        return IP_PMTUDISC_DO if target.df else IP_PMTUDISC_DONT
     if opt == _s.IP_TTL:
         return target.ttl if target.ttl is not None else default_ttl
     if opt == _s.IP_TOS:

@@ -66,6 +66,7 @@ class UDPSocket:
         self.broadcast = False
         self.ttl: int | None = None
         self.tos = 0
+        self.df = False  # IP_MTU_DISCOVER DO/PROBE: no fragmenting, EMSGSIZE instead
         self.error = 0
         self.rcv_limit = proto.cfg.recvspace
         self.queue: deque[tuple[bytes, tuple[str, int]]] = deque()
@@ -330,7 +331,7 @@ class UDPProto:
             hdr[6] = csum >> 8
             hdr[7] = csum & 0xFF
         err = self.inet.output(laddr, raddr, IPPROTO_UDP, [hdr, payload], ttl=sock.ttl,
-                               tos=sock.tos)
+                               tos=sock.tos, df=sock.df)
         if err:
             c["send_errors"] += 1
             raise _err(err)

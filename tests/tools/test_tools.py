@@ -774,3 +774,23 @@ def test_netstat_interfaces_counts_traffic(one: tuple[object, object]) -> None:
     assert ipkts - b_ipkts >= 5 and opkts - b_opkts >= 5, (before, after)
     assert ipkts >= 5 and opkts >= 5
     assert ierrs == oerrs == colls == 0, net
+
+
+def test_ping_dont_fragment(one: tuple[object, object]) -> None:
+    """ping -D: the request leaves with DF (seen by the kernel's tcpdump); one too big
+    for the MTU is refused locally ("Message too long"), not fragmented."""
+    sp, ns = one
+    dump = ns.popen("tcpdump", "-n", "-v", "-l", "--immediate-mode", "-c", "1", "-i", "tap0",  # type: ignore[attr-defined]
+                    f"icmp[icmptype] == icmp-echo and src {ADDR}",
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_listening(dump)
+        r = sp.tool("ping", "-D", "-c", "1", "-s", "1000", PEER)  # type: ignore[attr-defined]
+        seen, _ = dump.communicate(timeout=10)
+    finally:
+        dump.kill()
+        dump.wait()
+    assert r.returncode == 0 and "1008 bytes from" in r.stdout, (r.stdout, r.stderr)
+    assert "flags [DF]" in seen and "length 1028)" in seen, seen
+    r = sp.tool("ping", "-D", "-c", "1", "-s", "2000", PEER, check=False)  # type: ignore[attr-defined]
+    assert r.returncode != 0 and "Message too long" in (r.stdout + r.stderr), (r.stdout, r.stderr)

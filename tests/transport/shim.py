@@ -3,6 +3,7 @@ for deterministic transport tests under trio's MockClock."""
 
 from __future__ import annotations
 
+import errno
 import heapq
 import itertools
 import random
@@ -69,6 +70,8 @@ class FakeInet:
                ttl: int | None = None, tos: int = 0, df: bool = False,
                meta: TxMeta | None = None) -> int:
         data = bytearray(b"".join(bytes(b) for b in payload))
+        if df and 20 + len(data) > self.mtu and not (meta is not None and meta.gso_type):
+            return errno.EMSGSIZE  # as the IP layer: DF and too big is not fragmented
         if meta is not None and meta.needs_csum:
             # what the device does for CHECKSUM_PARTIAL: the field holds the pseudo sum
             off = meta.csum_start + meta.csum_offset
