@@ -284,7 +284,9 @@ async def test_options_skipped_and_padding_ignored(two_if_stack) -> None:
 async def test_protocol_unreachable_and_rate_limit(two_if_stack) -> None:
     st, f0, _ = two_if_stack
     await learn_peer(f0)
-    now = [time.monotonic()]
+    # whole seconds ahead of the limiter's own clock, and steps that are exact in binary
+    # floating point (0.125 s), so refills are exact token counts
+    now = [float(int(time.monotonic())) + 1.0]
     st.inet.icmp.clock = lambda: now[0]  # time stands still while the 200 arrive
     frame = eth(IP(src="10.0.0.2", dst="10.0.0.1", proto=99) / b"abcdefgh")
     for _ in range(200):
@@ -295,11 +297,11 @@ async def test_protocol_unreachable_and_rate_limit(two_if_stack) -> None:
     assert len(out) == burst
     assert all(o[ICMP].type == 3 and o[ICMP].code == 2 for o in out)
     assert st.inet.icmp.counters["error_ratelimited"] == 200 - burst
-    now[0] += 0.1  # a tenth of a second refills rate/10 tokens
+    now[0] += 0.125  # an eighth of a second refills rate/8 tokens
     for _ in range(200):
         f0.inject(frame)
-    assert len(frames_of(f0)) == rate // 10
-    assert st.inet.icmp.counters["error_ratelimited"] == 400 - burst - rate // 10
+    assert len(frames_of(f0)) == rate // 8
+    assert st.inet.icmp.counters["error_ratelimited"] == 400 - burst - rate // 8
     # no error about a broadcast
     st.sysctl.set("net.inet.icmp.errppslimit", "0")
     f0.inject(eth(IP(src="10.0.0.2", dst="10.0.0.255", proto=99) / b"x",
