@@ -28,6 +28,7 @@ import socket as _socket
 import struct
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -314,9 +315,31 @@ def run_raw(sock: Any, o: Options) -> int:
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLIN)
     tally = Tally(o)
-    tally.start()
     wait = _reply_wait(o)
     dest = (o.host, 0)
+
+    def one(seq: int, t0: float) -> None:
+        sent_ns = time.monotonic_ns()
+        try:
+            sock.sendto(echo_request(ident, seq, o.size, sent_ns), dest)
+            err: OSError | None = None
+        except OSError as exc:
+            if exc.errno in GONE:
+                raise ToolError(f"sendto: {exc.strerror or exc}") from None
+            err = exc
+        tally.transmitted()
+        if err is not None:
+            tally.send_error(err.strerror or os.strerror(err.errno or errno.EIO))
+        else:
+            _await_answer(sock, poller, tally, ident, seq, sent_ns, t0 + wait)
+
+    return _request_loop(o, tally, one)
+
+
+def _request_loop(o: Options, tally: Tally, one: Callable[[int, float], None]) -> int:
+    """What both paths share: ``one(seq, t0)`` per request until -c is reached or -w runs
+    out, paced by -i/-f, stopped early by ^C; then the statistics."""
+    tally.start()
     start = time.monotonic()
     seq = 0
     try:
@@ -324,19 +347,7 @@ def run_raw(sock: Any, o: Options) -> int:
             if o.deadline is not None and time.monotonic() - start >= o.deadline:
                 break
             t0 = time.monotonic()
-            sent_ns = time.monotonic_ns()
-            try:
-                sock.sendto(echo_request(ident, seq, o.size, sent_ns), dest)
-                err: OSError | None = None
-            except OSError as exc:
-                if exc.errno in GONE:
-                    raise ToolError(f"sendto: {exc.strerror or exc}") from None
-                err = exc
-            tally.transmitted()
-            if err is not None:
-                tally.send_error(err.strerror or os.strerror(err.errno or errno.EIO))
-            else:
-                _await_answer(sock, poller, tally, ident, seq, sent_ns, t0 + wait)
+            one(seq, t0)
             seq = (seq + 1) & 0xFFFF
             if o.count is not None and tally.sent >= o.count:
                 break
@@ -403,52 +414,42 @@ def run_door(path: Path, o: Options) -> int:
     except OSError as exc:
         raise ToolError(f"{path}: {exc.strerror}") from None
     tally = Tally(o)
-    tally.start()
-    start = time.monotonic()
     wait = _reply_wait(o)
-    seq = 0
+
+    def one(seq: int, t0: float) -> None:
+        req = f"{o.host} size {o.size} timeout {wait} seq {seq}"
+        if o.ttl:
+            req += f" ttl {o.ttl}"
+        if o.tos:
+            req += f" tos {o.tos}"
+        if o.df:
+            req += " df 1"
+        try:
+            os.write(fd, req.encode())
+        except OSError as exc:
+            raise ToolError(f"sendto: {os.strerror(exc.errno or errno.EIO)}") from None
+        tally.transmitted()
+        line = _read_line(fd)
+        kind = line.split(" ", 1)[0]
+        f = _fields(line)
+        if kind == "reply":
+            tally.reply(int(f.get("bytes", "0")), f.get("from", ""), seq,
+                        int(f.get("ttl", "0")), int(f.get("time_us", "0")) / 1000.0)
+        elif kind == "timeout":
+            tally.timeout(seq)
+        elif kind == "icmp":
+            text = line.split(None, 9)[-1] if len(line.split()) > 9 else line
+            tally.icmp_error(28 + 8, f.get("from", ""), text)
+        elif kind == "error":
+            parts = line.split(None, 4)
+            tally.send_error(parts[4] if len(parts) > 4 else parts[-1])
+        else:
+            raise ToolError(f"unexpected answer from the stack: {line!r}")
+
     try:
-        while o.count is None or tally.sent < o.count:
-            if o.deadline is not None and time.monotonic() - start >= o.deadline:
-                break
-            t0 = time.monotonic()
-            req = f"{o.host} size {o.size} timeout {wait} seq {seq}"
-            if o.ttl:
-                req += f" ttl {o.ttl}"
-            if o.tos:
-                req += f" tos {o.tos}"
-            if o.df:
-                req += " df 1"
-            try:
-                os.write(fd, req.encode())
-            except OSError as exc:
-                raise ToolError(f"sendto: {os.strerror(exc.errno or errno.EIO)}") from None
-            tally.transmitted()
-            line = _read_line(fd)
-            kind = line.split(" ", 1)[0]
-            f = _fields(line)
-            if kind == "reply":
-                tally.reply(int(f.get("bytes", "0")), f.get("from", ""), seq,
-                            int(f.get("ttl", "0")), int(f.get("time_us", "0")) / 1000.0)
-            elif kind == "timeout":
-                tally.timeout(seq)
-            elif kind == "icmp":
-                text = line.split(None, 9)[-1] if len(line.split()) > 9 else line
-                tally.icmp_error(28 + 8, f.get("from", ""), text)
-            elif kind == "error":
-                parts = line.split(None, 4)
-                tally.send_error(parts[4] if len(parts) > 4 else parts[-1])
-            else:
-                raise ToolError(f"unexpected answer from the stack: {line!r}")
-            seq = (seq + 1) & 0xFFFF
-            if o.count is not None and tally.sent >= o.count:
-                break
-            _pace(o, t0)
-    except KeyboardInterrupt:
-        pass
+        return _request_loop(o, tally, one)
     finally:
         os.close(fd)
-    return tally.summary()
 
 
 def run(prefix: str, o: Options) -> int:
