@@ -6,7 +6,7 @@ once. Every frame is handled synchronously inside ``inject``: no waiting, no tim
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,9 +17,10 @@ from scapy.layers.l2 import ARP, Ether
 
 from stack.core import Stack
 from stack.l2.fastfwd import FastForward
-from stack.l2.iface import IFF_UP, Interface
-from stack.packet import Buffer, Packet, TxMeta
+from stack.l2.iface import IFF_UP
+from stack.packet import Packet
 from tests.conftest import running_stack
+from tests.inet.conftest import FakeIface
 
 M0, M1, M2 = "02:00:00:00:0a:01", "02:00:00:00:0b:01", "02:00:00:00:0c:01"
 HOST = "02:00:00:00:aa:02"  # 10.0.0.2 on fake0, the sender of every test packet
@@ -29,22 +30,13 @@ GW_C = "02:00:00:00:cc:02"  # 10.2.0.2 on fake2
 DST = "10.9.0.5"  # behind the routers: 10.9.0.0/16 via 10.1.0.2
 
 
-class Wire(Interface):
-    """An interface whose wire is a list: ``transmit`` keeps frames, ``inject`` receives."""
+class Wire(FakeIface):
+    """tests/inet's list-backed interface (``transmit`` keeps frames and their TxMeta,
+    ``inject`` receives), named by a MAC string."""
 
     def __init__(self, name: str, mac: str) -> None:
-        super().__init__(name, mac=bytes.fromhex(mac.replace(":", "")), driver="test")
+        super().__init__(name, bytes.fromhex(mac.replace(":", "")))
         self.mac_str = mac
-        self.sent: list[bytes] = []
-        self.metas: list[TxMeta | None] = []
-
-    def transmit(self, bufs: Sequence[Buffer], meta: TxMeta | None) -> bool:
-        self.sent.append(b"".join(bytes(b) for b in bufs))
-        self.metas.append(meta)
-        return True
-
-    def inject(self, frame: bytes) -> None:
-        self.deliver(Packet(memoryview(bytearray(frame)), self))
 
     def take_ip(self) -> list[Ether]:
         """IPv4 frames sent since the last call (ARP left out)."""
