@@ -692,6 +692,16 @@ def _config(sp: object, name: str) -> str:
     return Path(sp.prefix, "dev/socket/config", name).read_text()  # type: ignore[attr-defined]
 
 
+def _config_command(sp: object, name: str, command: bytes) -> bytes:
+    """Write one command to config/NAME and read the stack's reply on the same open."""
+    fd = os.open(Path(sp.prefix, "dev/socket/config", name), os.O_RDWR)  # type: ignore[attr-defined]
+    try:
+        os.write(fd, command)
+        return os.read(fd, 4096)
+    finally:
+        os.close(fd)
+
+
 def test_status_sysctl_modules_formats(one: tuple[object, object]) -> None:
     sp, ns = one
     # status: pid, instance, prefix, interfaces, then sorted "counter NAME VALUE" lines
@@ -714,12 +724,7 @@ def test_status_sysctl_modules_formats(one: tuple[object, object]) -> None:
     assert list(knobs) == sorted(knobs)
     assert knobs["net.inet.ip.forwarding"] == "0" and knobs["net.inet.ip.ttl"] == "64"
     assert all(SYSCTL_LINE.fullmatch(ln) for ln in _doc_example("sysctl"))
-    fd = os.open(Path(sp.prefix, "dev/socket/config/sysctl"), os.O_RDWR)  # type: ignore[attr-defined]
-    try:
-        os.write(fd, b"net.inet.ip.ttl=0x30")
-        assert os.read(fd, 4096) == b"net.inet.ip.ttl=48\n"
-    finally:
-        os.close(fd)
+    assert _config_command(sp, "sysctl", b"net.inet.ip.ttl=0x30") == b"net.inet.ip.ttl=48\n"
     assert "net.inet.ip.ttl=48" in _config(sp, "sysctl").splitlines()
     # modules: NAME KIND STATE interfaces= options= from=, "-" for an empty value
     [tap] = _config(sp, "modules").splitlines()
@@ -734,12 +739,7 @@ def test_status_sysctl_modules_formats(one: tuple[object, object]) -> None:
     m = MODULE_LINE.fullmatch(lines[1])
     assert m is not None and m.groups()[:5] == ("lsm-pf", "protocol", "running", "-", "-"), lines
     assert all(MODULE_LINE.fullmatch(ln) for ln in _doc_example("modules"))
-    fd = os.open(Path(sp.prefix, "dev/socket/config/modules"), os.O_RDWR)  # type: ignore[attr-defined]
-    try:
-        os.write(fd, b"unload lsm-pf")
-        assert os.read(fd, 4096) == b"unloaded lsm-pf\n"
-    finally:
-        os.close(fd)
+    assert _config_command(sp, "modules", b"unload lsm-pf") == b"unloaded lsm-pf\n"
     deadline = time.monotonic() + 10
     while len(_config(sp, "modules").splitlines()) > 1 and time.monotonic() < deadline:
         time.sleep(0.05)
