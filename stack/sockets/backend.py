@@ -25,8 +25,6 @@ _TCP_STATES = {
 }
 
 
-#: what Linux's tcp_poll adds once both directions are shut (RCV_SHUTDOWN)
-_POLL_READ_SHUT = select.POLLIN | select.POLLRDNORM | getattr(select, "POLLRDHUP", 0x2000)
 #: Linux's smallest SO_SNDBUF (2 * (2048 + sizeof(struct sk_buff)) on 64-bit)
 _SOCK_MIN_SNDBUF = 4608
 
@@ -82,25 +80,9 @@ class TCPEndpoint(_Wrapped):
     type = abi.SOCK_STREAM
     protocol = 6
 
-    def __init__(self, sock: Any, spawn: Callable[..., object] | None = None, *,
-                 attempted: bool = False) -> None:
+    def __init__(self, sock: Any, spawn: Callable[..., object] | None = None) -> None:
         super().__init__(sock)
         self.spawn = spawn
-        #: a connection was attempted (connect) or accepted. Once it is over (CLOSED:
-        #: refused, reset, timed out, or closed both ways) Linux's tcp_done() marks both
-        #: directions shut: poll gives POLLIN|POLLRDHUP (with POLLHUP) and a read gives
-        #: EOF. The transport does so only for a connection that it saw sending or
-        #: blocking in connect(), not for one the files connected without blocking.
-        self.attempted = attempted
-
-    def _over(self) -> bool:
-        return self.attempted and not self.s.closed and self.s.state == "CLOSED"
-
-    def poll_mask(self) -> int:
-        mask = super().poll_mask()
-        if self._over():
-            mask |= _POLL_READ_SHUT
-        return mask
 
     def state(self) -> int:
         name = self.s.state
@@ -117,25 +99,19 @@ class TCPEndpoint(_Wrapped):
         except BlockingIOError as exc:
             if exc.errno != errno.EINPROGRESS:
                 raise
-        self.attempted = True
 
     def listen(self, backlog: int) -> None:
         self.s.listen(backlog)
 
     def accept_nowait(self) -> tuple[Endpoint, Address]:
         child, peer = self.s.accept_nowait()
-        return TCPEndpoint(child, self.spawn, attempted=True), peer
+        return TCPEndpoint(child, self.spawn), peer
 
     def send_nowait(self, data: memoryview, addr: Address | None = None) -> int:
         return int(self.s.send_nowait(data))
 
     def recv_nowait(self, size: int, peek: bool = False) -> tuple[bytes, Address | None]:
-        try:
-            return self.s.recv_nowait(size, peek=peek), None
-        except OSError as exc:
-            if exc.errno == errno.ENOTCONN and self._over():
-                return b"", None  # the connection (attempt) is over: EOF, as Linux
-            raise
+        return self.s.recv_nowait(size, peek=peek), None
 
     def nread(self) -> int:
         return int(self.s.bytes_readable())

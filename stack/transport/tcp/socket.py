@@ -83,9 +83,11 @@ class TCPSocket:
         if t.error:
             mask |= POLLERR
         if st == S.CLOSED:
-            # a fresh socket, or a connection that is over (reset/timeout/closed)
+            # a fresh socket, or a connection (attempt) that is over: refused, reset,
+            # timed out or closed both ways; Linux's tcp_done() then marks both
+            # directions shut, so reads see EOF
             mask |= POLLOUT | POLLHUP
-            if self._was_connected:
+            if self._ended:
                 mask |= POLLIN | POLLRDHUP
             return mask
         if st in (S.SYN_SENT, S.SYN_RECEIVED):
@@ -181,6 +183,11 @@ class TCPSocket:
 
     _connect_started = False
 
+    @property
+    def _ended(self) -> bool:
+        """A connection was accepted, made or at least attempted (and, in CLOSED, is over)."""
+        return self._was_connected or self._connect_started
+
     async def connect(self, address: Any) -> None:
         try:
             self.connect_nowait(address)
@@ -250,9 +257,9 @@ class TCPSocket:
         if t.error:
             err, t.error = t.error, 0
             raise _err(err)
-        if t.fin_rcvd or t.rd_shut or (t.state == S.CLOSED and self._was_connected):
+        if t.fin_rcvd or t.rd_shut or (t.state == S.CLOSED and self._ended):
             return b""
-        if t.state == S.LISTEN or (t.state == S.CLOSED and not self._was_connected):
+        if t.state == S.LISTEN or t.state == S.CLOSED:
             raise _err(errno.ENOTCONN)
         if n == 0:
             return b""
