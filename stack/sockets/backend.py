@@ -25,8 +25,6 @@ _TCP_STATES = {
 }
 
 
-#: Linux's smallest SO_SNDBUF (2 * (2048 + sizeof(struct sk_buff)) on 64-bit)
-_SOCK_MIN_SNDBUF = 4608
 
 
 def _err(code: int) -> OSError:
@@ -133,23 +131,6 @@ class TCPEndpoint(_Wrapped):
 class UDPEndpoint(_Wrapped):
     type = abi.SOCK_DGRAM
     protocol = 17
-
-    def __init__(self, sock: Any) -> None:
-        super().__init__(sock)
-        #: SO_SNDBUF as set: the transport keeps no send queue and ignores the option,
-        #: but a program reads back what Linux would store (twice the value, at least
-        #: SOCK_MIN_SNDBUF); None: the transport's default
-        self.sndbuf: int | None = None
-
-    def setsockopt(self, level: int, name: int, value: int | tuple[int, int]) -> None:
-        super().setsockopt(level, name, value)
-        if level == _s.SOL_SOCKET and name == _s.SO_SNDBUF and isinstance(value, int):
-            self.sndbuf = max(value * 2, _SOCK_MIN_SNDBUF)
-
-    def getsockopt(self, level: int, name: int) -> int | tuple[int, int]:
-        if level == _s.SOL_SOCKET and name == _s.SO_SNDBUF and self.sndbuf is not None:
-            return self.sndbuf
-        return super().getsockopt(level, name)
 
     def state(self) -> int:
         if self.s.closed:

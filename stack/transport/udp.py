@@ -48,6 +48,10 @@ KNOBS: list[tuple[str, str, float, str, int | None, int | None]] = [
 ]
 
 
+#: Linux's smallest SO_SNDBUF (2 * (2048 + sizeof(struct sk_buff)) on 64-bit)
+SOCK_MIN_SNDBUF = 4608
+
+
 class UDPSocket:
     family = _s.AF_INET
     type = _s.SOCK_DGRAM
@@ -67,6 +71,9 @@ class UDPSocket:
         self.ttl: int | None = None
         self.tos = 0
         self.df = False  # IP_MTU_DISCOVER DO/PROBE: no fragmenting, EMSGSIZE instead
+        # SO_SNDBUF as Linux stores it (twice the value, at least SOCK_MIN_SNDBUF); UDP
+        # keeps no send queue here, so it is only reported back
+        self.sndbuf = 212992
         self.error = 0
         self.rcv_limit = proto.cfg.recvspace
         self.queue: deque[tuple[bytes, tuple[str, int]]] = deque()
@@ -222,7 +229,9 @@ class UDPSocket:
                 self.broadcast = bool(value)
             elif opt == _s.SO_RCVBUF:
                 self.rcv_limit = max(int(value) * 2, 2048)
-            elif opt in (_s.SO_SNDBUF, _s.SO_KEEPALIVE, _s.SO_LINGER):
+            elif opt == _s.SO_SNDBUF:
+                self.sndbuf = max(int(value) * 2, SOCK_MIN_SNDBUF)
+            elif opt in (_s.SO_KEEPALIVE, _s.SO_LINGER):
                 pass
             else:
                 raise _err(errno.ENOPROTOOPT)
@@ -243,7 +252,7 @@ class UDPSocket:
             if opt == _s.SO_RCVBUF:
                 return self.rcv_limit
             if opt == _s.SO_SNDBUF:
-                return 212992
+                return self.sndbuf
             if opt == _s.SO_TYPE:
                 return _s.SOCK_DGRAM
             raise _err(errno.ENOPROTOOPT)
