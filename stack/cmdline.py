@@ -8,6 +8,7 @@ its comma-separated options.
 from __future__ import annotations
 
 import logging
+import textwrap
 
 from stack.core import StackConfig
 from stack.options import OptionError, Options
@@ -22,14 +23,27 @@ class UsageError(Exception):
     pass
 
 
-USAGE = """\
+class HelpRequested(Exception):
+    """``-h`` / ``--help``: print ``usage()`` on stdout and exit 0 (not a usage error)."""
+
+
+def usage() -> str:
+    """The main usage; the tool list comes from the tools registry, so it cannot go stale."""
+    from stack.tools import tool_names
+
+    lead = "       io-pkt TOOL [ARGS]     ("
+    tools = textwrap.fill(", ".join(tool_names()) + ")",
+                          width=88, initial_indent=lead,
+                          subsequent_indent=" " * len(lead))
+    return f"""\
 usage: io-pkt [-i N] [-v] -d DRIVER [OPTS] ... -p PROTOCOL [OPTS] ...
-       io-pkt TOOL [ARGS]     (ifconfig, route, arp, netstat, sysctl, ping, brconfig,
-                               nicinfo, mount, waitfor; SOCK=/prefix chooses the stack)
+{tools}
   -d tap name=tap0,netns=demo   load devnp-tap with options
   -p tcpip prefix=/alt,forward  options of the built-in IP stack
   -i N                          instance number (run stacks side by side)
   -v                            log to the console as well (repeat for debug)
+  -h, --help                    this text
+  io-pkt TOOL -h                a tool's own usage; SOCK=/prefix chooses the stack
 """
 
 
@@ -52,7 +66,7 @@ def parse_args(argv: list[str]) -> StackConfig:
         arg = argv[i]
         i += 1
         if arg in ("-h", "--help"):
-            raise UsageError(USAGE)
+            raise HelpRequested()
         if arg.startswith("-v") and set(arg[1:]) == {"v"}:
             cfg.verbose += len(arg) - 1
         elif arg.startswith("-i"):
@@ -79,7 +93,7 @@ def parse_args(argv: list[str]) -> StackConfig:
         elif arg.startswith("-"):
             log.warning("io-pkt: unknown option %s ignored", arg)
         else:
-            raise UsageError(f"io-pkt: unexpected argument {arg!r} (options follow -d/-p)\n{USAGE}")
+            raise UsageError(f"io-pkt: unexpected argument {arg!r} (options follow -d/-p)\n{usage()}")
     tcpip = cfg.tcpip
     prefix = tcpip.get_str("prefix", "") or ""
     if prefix and not prefix.startswith("/"):

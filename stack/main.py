@@ -9,7 +9,7 @@ import sys
 
 import trio
 
-from stack.cmdline import UsageError, parse_args
+from stack.cmdline import HelpRequested, UsageError, parse_args, usage
 from stack.core import Stack, serve_until_signalled
 
 log = logging.getLogger("io-pkt")
@@ -47,6 +47,9 @@ def run_stack(argv: list[str]) -> int:
     setup_logging(verbose, _prescan_instance(argv))
     try:
         cfg = parse_args(argv)
+    except HelpRequested:
+        sys.stdout.write(usage())
+        return 0
     except UsageError as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -14,10 +14,15 @@ TOOLS = {
 }
 
 
+def tool_names() -> list[str]:
+    """Every tool, in the order ``io-pkt --help`` lists them (the registry's order)."""
+    return list(TOOLS)
+
+
 def run_tool(name: str, argv: list[str]) -> int:
     modname = TOOLS.get(name)
     if modname is None:
-        print(f"io-pkt: unknown tool {name!r} (tools: {', '.join(sorted(TOOLS))})",
+        print(f"io-pkt: unknown tool {name!r} (tools: {', '.join(tool_names())})",
               file=sys.stderr)
         return 2
     try:
