@@ -24,6 +24,8 @@ log = logging.getLogger("io-pkt.sockets")
 ACCEPT_CLAIM_TIMEOUT = 30.0
 
 PROTO_NAMES = {abi.SOCK_STREAM: "tcp", abi.SOCK_DGRAM: "udp", abi.SOCK_RAW: "raw"}
+#: the protocol a socket made with protocol 0 gets (``tcp/clone``, ``2/1/0``), as socket(2)
+_DEFAULT_PROTO = {abi.SOCK_STREAM: 6, abi.SOCK_DGRAM: 17}
 
 
 class Conn:
@@ -38,7 +40,8 @@ class Conn:
         self.uid = uid
         self.gid = gid
         self.type = sock_type
-        self.protocol = protocol
+        # protocol 0 means the type's default, as socket(2): status says "proto 6", not 0
+        self.protocol = protocol or ep.protocol or _DEFAULT_PROTO.get(sock_type, 0)
         self.kind = PROTO_NAMES[sock_type]
         self.id = table.next_id(self.kind)
         self.refs = 0
