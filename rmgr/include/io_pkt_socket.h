@@ -9,7 +9,8 @@
  *     write(fd, "hi", 2); read(fd, buf, sizeof buf);     // send() / recv()
  *     close(fd);                                         // last close: FIN
  *
- * read/write are recv/send (one read is one datagram on UDP; a read of 0 is EOF on TCP);
+ * read/write are recv/send (one read is one datagram on UDP; a read of 0 is EOF on TCP;
+ * an empty datagram is sent with IOP_SEND0, not with a 0-byte write);
  * poll/select/epoll report POLLIN/POLLOUT/POLLHUP/POLLERR. Everything else is an ioctl
  * below; errors are BSD socket errnos. Every command is _IOR/_IOW/_IOWR with a fixed-size
  * struct, because FUSE only passes such "restricted" ioctls.
@@ -121,6 +122,19 @@ struct iop_sockinfo {
  * MSG_PEEK, MSG_WAITALL (streams: the read returns the full size unless EOF, an error
  * or a signal comes first) and MSG_DONTWAIT; others fail with EOPNOTSUPP. */
 #define IOP_RECVFLAGS   _IOW(IOP_MAGIC, 14, int32_t)
+/* send an empty (0-byte) datagram. write(fd, "", 0) cannot: the kernel never passes a
+ * 0-byte write to a FUSE server, so it returns 0 and nothing is sent. flags:
+ * IOP_F_NONBLOCK (EAGAIN instead of waiting); len 0 = to the connected peer (or to the
+ * address a preceding IOP_SENDTO gave), else addr is the destination (as sendto()):
+ *
+ *     struct iop_sockaddr to = IOP_SOCKADDR_IN(inet_addr("10.0.0.1"), htons(53), 0);
+ *     ioctl(fd, IOP_SEND0, &to);                 // sendto(fd, "", 0, 0, &to, ...)
+ *     struct iop_sockaddr none = {0};
+ *     ioctl(fd, IOP_SEND0, &none);               // send(fd, "", 0, 0), connected
+ *
+ * UDP and raw sockets send one empty datagram (raw: an IP header alone); a stream
+ * socket sends nothing and succeeds (errors as a write: EPIPE, ENOTCONN, ...). */
+#define IOP_SEND0       _IOW(IOP_MAGIC, 15, struct iop_sockaddr)
 
 /* helpers */
 static inline struct iop_sockaddr iop_sockaddr_in(in_addr_t addr, in_port_t port,

@@ -508,12 +508,38 @@ class socket(metaclass=_Meta):  # noqa: N801 - the stdlib's name
         fd = self._checked_fd()
         self._check_flags(flags)
         view = memoryview(data).cast("B")[:IO_MAX]
+        if not len(view):
+            return self._send0(None, flags)
         return self._io(lambda: os.write(fd, view), select.POLLOUT, flags)  # type: ignore[no-any-return]
+
+    def _send0(self, address: Any, flags: int) -> int:
+        """An empty send: the kernel never passes a 0-byte write to the stack, so an
+        empty datagram goes by ``IOP_SEND0`` (on a stream it sends nothing; errors as
+        for a write)."""
+        fd = self._checked_fd()
+        nb = abi.IOP_F_NONBLOCK if self._timeout is not None or flags & MSG_DONTWAIT else 0
+        arg = _sockaddr(address, nb) if address is not None else abi.SOCKADDR.pack(nb, 0, b"")
+
+        def once() -> int:
+            _ioctl(fd, abi.IOP_SEND0, arg)
+            return 0
+
+        if self._timeout is None or self._timeout == 0.0 or flags & MSG_DONTWAIT:
+            return once()
+        deadline = self._deadline()
+        while True:
+            try:
+                return once()
+            except BlockingIOError:
+                self._wait(select.POLLOUT, deadline)
 
     def sendall(self, data: Any, flags: int = 0) -> None:
         fd = self._checked_fd()
         self._check_flags(flags)
         view = memoryview(data).cast("B")
+        if not len(view):  # the stdlib's sendall sends once even when empty
+            self._send0(None, flags)
+            return
         deadline = self._deadline()
         while len(view):
             try:
@@ -534,6 +560,8 @@ class socket(metaclass=_Meta):  # noqa: N801 - the stdlib's name
         self._check_flags(flags)
         arg = _sockaddr(address)
         view = memoryview(data).cast("B")
+        if not len(view):
+            return self._send0(address, flags)
 
         def once() -> int:
             _ioctl(fd, abi.IOP_SENDTO, arg)

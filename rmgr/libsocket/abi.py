@@ -94,6 +94,11 @@ IOP_RECVFLAGS = _IOW(IOP_MAGIC, 14, INT.size)
 RECV_PEEK = 0x2
 RECV_WAITALL = 0x100
 RECV_DONTWAIT = 0x40
+#: send an empty datagram (a 0-byte write(2) never reaches a FUSE server): flags
+#: (IOP_F_NONBLOCK) and the destination, or ``len`` 0 for the connected peer. On a
+#: stream socket it sends nothing and returns 0 (as send(2) of 0 bytes), after the
+#: same error checks as a write.
+IOP_SEND0 = _IOW(IOP_MAGIC, 15, SOCKADDR.size)
 
 COMMANDS: dict[str, int] = {k: v for k, v in dict(globals()).items()
                             if k.startswith("IOP_") and isinstance(v, int)

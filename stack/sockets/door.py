@@ -163,39 +163,8 @@ class SocketHandle(Handle):
 
     async def write(self, data: memoryview, req: IoRequest) -> int:
         self._check_open()
-        conn = self.conn
         dest, self.next_dest = self.next_dest, None
-        nonblock = req.nonblock
-        total = len(data)
-        sent = 0
-        timeout = conn_timeout(conn, "snd")
-        deadline = trio.current_time() + timeout if timeout else math.inf
-        try:
-            while True:
-                try:
-                    n = self.ep.send_nowait(data[sent:], dest)
-                except BlockingIOError:
-                    if nonblock:
-                        if sent:
-                            return sent
-                        raise _eagain("send buffer full") from None
-                else:
-                    sent += n
-                    if sent >= total or conn.type != abi.SOCK_STREAM:
-                        return sent
-                    continue
-                if trio.current_time() >= deadline:
-                    if sent:
-                        return sent
-                    raise _eagain("send timed out (SO_SNDTIMEO)")
-                with trio.move_on_at(deadline):
-                    await conn.wait_change()
-        except trio.Cancelled:
-            # interrupted (EINTR) after part went out: report the part, as write(2)
-            # does, so the caller does not send it twice
-            if sent:
-                return sent
-            raise
+        return await send(self.conn, data, dest, req.nonblock)
 
     def poll(self) -> int:
         if self.conn.closed:
@@ -277,6 +246,23 @@ class SocketHandle(Handle):
         self.next_dest = addr
         return 0, b""
 
+    async def _send0(self, arg: bytes, req: IoRequest) -> tuple[int, bytes]:
+        """IOP_SEND0: send an empty datagram - the one send a write(2) cannot carry (the
+        kernel never passes a 0-byte write to a FUSE server). ``len`` 0: to the
+        destination a preceding IOP_SENDTO gave, else to the connected peer. On a
+        stream: nothing is sent, 0 is returned (errors as for a write)."""
+        flags, length, _field = abi.SOCKADDR.unpack(arg)
+        if flags & ~abi.IOP_F_NONBLOCK:
+            raise OSError(errno.EINVAL, f"IOP_SEND0 flags {flags & ~abi.IOP_F_NONBLOCK:#x}")
+        dest, self.next_dest = self.next_dest, None
+        if length:
+            _flags, dest = sockaddr_in(arg)
+            if self.conn.type == abi.SOCK_STREAM:
+                dest = None  # as Linux: a stream ignores sendto's address
+        nonblock = bool(flags & abi.IOP_F_NONBLOCK) or self.open_nonblock
+        await send(self.conn, memoryview(b""), dest, nonblock)
+        return 0, b""
+
     async def _recvflags(self, arg: bytes, req: IoRequest) -> tuple[int, bytes]:
         (flags,) = abi.INT.unpack(arg)
         known = abi.RECV_PEEK | abi.RECV_WAITALL | abi.RECV_DONTWAIT
@@ -318,6 +304,7 @@ _IOCTLS = {
     abi.IOP_SENDTO: SocketHandle._sendto,
     abi.IOP_RECVADDR: SocketHandle._recvaddr,
     abi.IOP_RECVFLAGS: SocketHandle._recvflags,
+    abi.IOP_SEND0: SocketHandle._send0,
     abi.IOP_SOCKINFO: SocketHandle._sockinfo,
 }
 
@@ -351,6 +338,41 @@ async def connect(conn: Conn, addr: Address, nonblock: bool) -> None:
         raise OSError(err, _std_strerror(err))
     if ep.state() != abi.ST_CONNECTED:
         raise OSError(errno.ECONNREFUSED, "connection refused")
+
+
+async def send(conn: Conn, data: memoryview, dest: Address | None, nonblock: bool) -> int:
+    """send/sendto: one datagram, or as much of a stream as fits (blocking waits for
+    room unless ``nonblock``; SO_SNDTIMEO; a signal after a part returns the part)."""
+    total = len(data)
+    sent = 0
+    timeout = conn_timeout(conn, "snd")
+    deadline = trio.current_time() + timeout if timeout else math.inf
+    try:
+        while True:
+            try:
+                n = conn.ep.send_nowait(data[sent:], dest)
+            except BlockingIOError:
+                if nonblock:
+                    if sent:
+                        return sent
+                    raise _eagain("send buffer full") from None
+            else:
+                sent += n
+                if sent >= total or conn.type != abi.SOCK_STREAM:
+                    return sent
+                continue
+            if trio.current_time() >= deadline:
+                if sent:
+                    return sent
+                raise _eagain("send timed out (SO_SNDTIMEO)")
+            with trio.move_on_at(deadline):
+                await conn.wait_change()
+    except trio.Cancelled:
+        # interrupted (EINTR) after part went out: report the part, as write(2)
+        # does, so the caller does not send it twice
+        if sent:
+            return sent
+        raise
 
 
 async def accept(table: SocketTable, conn: Conn, nonblock: bool) -> tuple[Conn, Address]:

@@ -11,6 +11,8 @@ status}`` and the same for ``udp`` (and ``raw``, listing raw sockets).
 * ``hangup`` - close both directions (FIN); reads of ``data`` then give EOF.
 * ``shutdown rd|wr|rdwr`` - half-close.
 * ``keepalive [SECONDS]``, ``nodelay``, ``ttl N``, ``linger SECONDS``.
+* ``send0 [HOST!PORT]`` - UDP: send an empty datagram to HOST!PORT, or to the connected
+  peer (a shell cannot: a 0-byte write never reaches the stack). TCP: sends nothing.
 
 Reading ``clone`` or ``ctl`` gives the connection number ``N`` and a newline.
 """
@@ -123,6 +125,10 @@ class CtlHandle(Handle):
             ep.setsockopt(_std.IPPROTO_TCP, _std.TCP_NODELAY, 1)
         elif verb == "ttl" and len(args) == 1:
             ep.setsockopt(_std.IPPROTO_IP, _std.IP_TTL, int(args[0]))
+        elif verb == "send0" and len(args) <= 1:
+            dest = parse_addr(args[0]) if args else None
+            await door.send(conn, memoryview(b""),
+                            None if conn.type == abi.SOCK_STREAM else dest, nonblock=False)
         elif verb == "linger" and len(args) == 1:
             door.setsockopt(conn, _std.SOL_SOCKET, _std.SO_LINGER,
                             door.LINGER.pack(1, int(args[0])))
