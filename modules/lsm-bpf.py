@@ -7,32 +7,21 @@ The mount is served in this module's nursery, so unloading the module unmounts i
 
 from __future__ import annotations
 
-import functools
-
 from stack.bpf.device import BpfDevice
 from stack.loader import ModuleContext
 from stack.module_api import MODULE_API_VERSION, ModuleEntry
+from stack.services import BPF
 
 
 async def main(ctx: ModuleContext) -> None:
     stack = ctx.stack
-    if getattr(stack, "bpf", None) is not None:
+    if stack.services.get(BPF) is not None:
         raise RuntimeError("lsm-bpf is already loaded")
     dev = BpfDevice(stack)
-    stack.bpf = dev  # type: ignore[attr-defined]
-
-    def cleanup() -> None:
-        dev.close()
-        if getattr(stack, "bpf", None) is dev:
-            stack.bpf = None  # type: ignore[attr-defined]
-
-    ctx.add_cleanup(cleanup)
-    if stack.config.mount:
-        from rmgr.fuse.session import serve_mount
-
-        path = f"{stack.config.prefix}/dev/bpf"
-        await ctx.nursery.start(functools.partial(
-            serve_mount, dev.tree, path, fsname=f"bpf{stack.config.instance}"))
+    ctx.add_cleanup(dev.close)
+    ctx.service(BPF, dev)
+    await ctx.mount(dev.tree, f"{stack.config.prefix}/dev/bpf",
+                    fsname=f"bpf{stack.config.instance}")
     ctx.started()
 
 

@@ -8,18 +8,17 @@ this module's nursery, so unloading the module removes the hooks and the mount.
 
 from __future__ import annotations
 
-import functools
-
 import trio
 
 from stack.loader import ModuleContext
 from stack.module_api import MODULE_API_VERSION, ModuleEntry
 from stack.pf import Pf, build_tree
+from stack.services import PF
 
 
 async def main(ctx: ModuleContext) -> None:
     stack = ctx.stack
-    if getattr(stack, "pf", None) is not None:
+    if stack.services.get(PF) is not None:
         raise RuntimeError("lsm-pf is already loaded")
     pf = Pf(stack)
     rules = ctx.opts.get_str("rules", "")
@@ -27,23 +26,17 @@ async def main(ctx: ModuleContext) -> None:
     if rules:
         with open(rules) as f:
             pf.load(f.read(), rules)  # a ParseError fails the load: "Unable to load/init"
-    stack.pf = pf  # type: ignore[attr-defined]
+    ctx.service(PF, pf)
 
     def cleanup() -> None:
         if pf.enabled:
             pf.disable()
-        if getattr(stack, "pf", None) is pf:
-            stack.pf = None  # type: ignore[attr-defined]
 
     ctx.add_cleanup(cleanup)
     if start_enabled:
         pf.enable()
-    if stack.config.mount:
-        from rmgr.fuse.session import serve_mount
-
-        await ctx.nursery.start(functools.partial(
-            serve_mount, build_tree(pf), f"{stack.config.prefix}/dev/pf",
-            fsname=f"pf{stack.config.instance}"))
+    await ctx.mount(build_tree(pf), f"{stack.config.prefix}/dev/pf",
+                    fsname=f"pf{stack.config.instance}")
     ctx.nursery.start_soon(purge_loop, pf)
     ctx.started()
 

@@ -15,7 +15,7 @@ import os
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -27,13 +27,30 @@ from stack.l2.loopback import Loopback
 from stack.loader import LoadError, ModuleInstance, ModuleManager
 from stack.options import Options
 from stack.pfil import Pfil
+from stack.registry import Registries
+from stack.services import BPF, CONTROL, IPV4, PF, SOCKETS, TRANSPORTS
 from stack.sysctl import Sysctl
+
+if TYPE_CHECKING:
+    # types only (the properties below): these layers hold a Stack and import this
+    # module for its type, so run-time imports here would be cycles
+    from stack.bpf.device import BpfDevice
+    from stack.control import Control
+    from stack.inet.ipv4 import IPv4Layer
+    from stack.pf.engine import Pf
+    from stack.sockets.conn import SocketTable as OpenSockets
+    from stack.transport import RawProto, TCPProto, Transports, UDPProto
 
 log = logging.getLogger("io-pkt")
 
 #: Components of the built-in IP stack attach themselves here at start (IPv4, transports,
 #: the socket files, ...): each is ``fn(stack)`` and may start tasks in stack.nursery.
 BuiltinAttach = Callable[["Stack"], "Awaitable[None] | None"]
+
+#: The built-in parts of the stack, in attach order: each package's ``attach(stack)``
+#: registers its protocols, sockets and services in ``stack.registries``. What the
+#: running stack speaks is listed in ``config/protocols``.
+BUILTIN_COMPONENTS = ("stack.inet", "stack.transport", "stack.sockets", "stack.control")
 
 
 @dataclass
@@ -58,6 +75,10 @@ class Stack:
         #: shared by every mount this stack serves (config/stats/fuse)
         self.fuse_counters = Counters("fuse")
         self.sysctl = Sysctl()
+        #: how the parts find each other (stack/registry.py): EtherTypes, transports,
+        #: socket types and named services
+        self.registries = Registries()
+        self.services = self.registries.services
         self.interfaces: dict[str, Interface] = {}
         self._next_index = 1
         # (layer 2) listeners and pfil exist before Layer2, which registers with both
@@ -74,6 +95,43 @@ class Stack:
         self._mount_scopes: list[trio.CancelScope] = []
         self.lo0 = Loopback()
         self._publish_core_files()
+
+    # -- the built-in layers and well-known services, typed ---------------------------------
+    @property
+    def inet(self) -> IPv4Layer:
+        return self.services.require(IPV4)
+
+    @property
+    def transports(self) -> Transports:
+        return self.services.require(TRANSPORTS)
+
+    @property
+    def tcp(self) -> TCPProto:
+        return self.transports.tcp
+
+    @property
+    def udp(self) -> UDPProto:
+        return self.transports.udp
+
+    @property
+    def raw(self) -> RawProto:
+        return self.transports.raw
+
+    @property
+    def sockets(self) -> OpenSockets:
+        return self.services.require(SOCKETS)
+
+    @property
+    def control(self) -> Control:
+        return self.services.require(CONTROL)
+
+    @property
+    def pf(self) -> Pf | None:
+        return self.services.get(PF)
+
+    @property
+    def bpf(self) -> BpfDevice | None:
+        return self.services.get(BPF)
 
     # -- interfaces ------------------------------------------------------------------
     def attach_interface(self, iface: Interface, owner: ModuleInstance | None = None) -> Interface:
@@ -134,6 +192,7 @@ class Stack:
         cfg.add("status", TextFile(self._render_status))
         cfg.add("sysctl", ControlFile(self._sysctl_command, self.sysctl.render))
         cfg.add("modules", ControlFile(self._modules_command, self.modules.render))
+        cfg.add("protocols", TextFile(self.registries.render))
 
     def _render_status(self) -> str:
         c = self.config
@@ -258,7 +317,7 @@ def builtin_components() -> list[BuiltinAttach]:
     parts: list[BuiltinAttach] = []
     import importlib
 
-    for modname in ("stack.inet", "stack.transport", "stack.sockets", "stack.control"):
+    for modname in BUILTIN_COMPONENTS:
         try:
             mod = importlib.import_module(modname)
         except ModuleNotFoundError as exc:

@@ -10,6 +10,7 @@ the sticky bit) is refused before it is executed.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
@@ -20,16 +21,23 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
 from stack.module_api import MODULE_API_VERSION, ModuleEntry
 from stack.options import OptionError, Options
+from stack.pfil import PFIL_ALL
+from stack.registry import Registration, ServiceKey, SocketType, TransportProtocol
 
 if TYPE_CHECKING:
+    # cycle: the Stack owns the module manager and modules get the Stack, so each
+    # names the other's type; neither imports the other at run time
+    from rmgr.nodes import Directory
     from stack.core import Stack
     from stack.l2.iface import Interface
+
+T = TypeVar("T")
 
 log = logging.getLogger("io-pkt")
 
@@ -179,6 +187,9 @@ class ModuleInstance:
         self.scope = trio.CancelScope()
         self.interfaces: list[Interface] = []
         self.cleanups: list[Callable[[], Any]] = []
+        #: what the module registered through its context (undone at unload)
+        self.registrations: list[Registration] = []
+        self.mounts: list[str] = []
 
 
 class _Started:
@@ -214,6 +225,72 @@ class ModuleContext:
 
     def attach_interface(self, iface: Interface) -> Interface:
         return self.stack.attach_interface(iface, owner=self.instance)
+
+    # -- registrations, each undone when the module unloads (last made, first undone) ----
+    def track(self, reg: Registration) -> Registration:
+        """Undo ``reg`` at unload (for a registration made some other way)."""
+        self.instance.registrations.append(reg)
+        self.add_cleanup(reg.remove)
+        return reg
+
+    def register_ethertype(self, ethertype: int, handler: Callable[..., None]) -> Registration:
+        """Layer 2 hands this module every accepted frame of ``ethertype``:
+        ``handler(iface, pkt)`` with ``pkt.l3`` at the payload."""
+        return self.track(self.stack.l2.register(ethertype, handler))
+
+    def register_transport(self, family: int, number: int,
+                           proto: TransportProtocol) -> Registration:
+        """A transport over a network layer (e.g. ESP as AF_INET protocol 50)."""
+        return self.track(self.stack.registries.transports.register((family, number), proto))
+
+    def register_socket(self, row: SocketType) -> Registration:
+        """A socket type the doors can open (family, type, protocol)."""
+        return self.track(self.stack.registries.sockets.register(row))
+
+    def service(self, key: ServiceKey[T], value: T) -> Registration:
+        """Offer ``value`` to the rest of the stack under ``key`` (``stack.services``)."""
+        return self.track(self.stack.services.register(key, value))
+
+    def create_pfil_head(self, head: str, *, events: bool = False) -> Registration:
+        """A pfil head of this module's own, for others' hooks (pfil_head_create)."""
+        return self.track(self.stack.pfil.create_head(head, events=events))
+
+    def add_hook(self, fn: Callable[..., Any], head: str = "ether", dirs: int = PFIL_ALL,
+                 *, priority: int = 0, name: str = "") -> Registration:
+        """A pfil hook (stack/pfil.py), removed at unload."""
+        pfil = self.stack.pfil
+        hook = pfil.add_hook(fn, head, dirs, priority=priority, name=name or self.name)
+        return self.track(Registration(f"pfil hook {hook.name} on {head}",
+                                       lambda: pfil.remove_hook(hook)))
+
+    def on_interface(self, fn: Callable[[str, Interface], None], *,
+                     replay: bool = True) -> Registration:
+        """``fn(event, iface)`` for attach / detach / change of every interface; with
+        ``replay``, first ``fn("attach", iface)`` for each interface that exists now."""
+        listeners = self.stack.iface_listeners
+        listeners.append(fn)
+        if replay:
+            for iface in list(self.stack.interfaces.values()):
+                fn("attach", iface)
+
+        def undo() -> None:
+            if fn in listeners:
+                listeners.remove(fn)
+
+        return self.track(Registration(f"interface listener {self.name}", undo))
+
+    async def mount(self, root: Directory, mountpoint: str, **kw: Any) -> bool:
+        """Serve ``root`` at ``mountpoint`` (QNX resmgr_attach) in this module's nursery,
+        so unloading the module unmounts it. Returns once mounted; False (nothing
+        mounted) when the stack runs without FUSE (``StackConfig.mount``)."""
+        if not self.stack.config.mount:
+            return False
+        from rmgr.fuse.session import serve_mount
+
+        kw.setdefault("counters", self.stack.fuse_counters)
+        await self.nursery.start(functools.partial(serve_mount, root, mountpoint, **kw))
+        self.instance.mounts.append(mountpoint)
+        return True
 
 
 class ModuleManager:

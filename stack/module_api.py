@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # cycle: a module gets a ModuleContext, which the loader defines; types only
     from stack.loader import ModuleContext
 
 #: Bump when the module API changes incompatibly; modules declare the one they target.

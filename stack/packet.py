@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # cycle: a Packet records the Interface it came in on; types only
     from stack.l2.iface import Interface
 
 Buffer = bytes | bytearray | memoryview

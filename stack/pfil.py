@@ -38,8 +38,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from stack.counters import Counters
+from stack.registry import Registration
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # cycle: the Stack owns this part and the part holds the Stack; types only
     from stack.core import Stack
     from stack.l2.iface import Interface
 
@@ -94,16 +95,38 @@ class Pfil:
             stack.iface_listeners.append(self._iface_event)
 
     # -- registration ------------------------------------------------------------------
+    def create_head(self, head: str, *, events: bool = False) -> Registration:
+        """A protocol creates its own head (NetBSD's pfil_head_create): a packet head
+        with in/out chains, or an event head. Its owner runs it with ``run``/``__call__``
+        or ``run_event``; removing the registration removes the head and its hooks."""
+        if (head, "in") in self.chains or (head, "event") in self.chains:
+            raise ValueError(f"pfil head {head!r} already exists")
+        keys = [(head, "event")] if events else [(head, "in"), (head, "out")]
+        for key in keys:
+            self.chains[key] = []
+
+        def undo() -> None:
+            for hook in [h for h in self.hooks if h.head == head]:
+                self.remove_hook(hook)
+            for key in keys:
+                self.chains.pop(key, None)
+
+        return Registration(f"pfil head {head}", undo)
+
+    def heads(self) -> list[str]:
+        return sorted({head for head, _ in self.chains})
+
     def add_hook(self, fn: Callable[..., Any], head: str = "ether", dirs: int = PFIL_ALL,
                  *, priority: int = 0, name: str = "") -> Hook:
         """Register ``fn`` on ``head`` for ``dirs`` (PFIL_IN|PFIL_OUT; ignored for the
         event heads). Returns a handle for ``remove_hook``."""
-        if head not in PACKET_HEADS and head not in EVENT_HEADS:
+        is_event = (head, "event") in self.chains
+        if not is_event and (head, "in") not in self.chains:
             raise ValueError(f"unknown pfil head {head!r}")
         self._seq += 1
         hook = Hook(fn, head, dirs, priority, name or getattr(fn, "__name__", "hook"), self._seq)
         self.hooks.append(hook)
-        if head in EVENT_HEADS:
+        if is_event:
             self._insert(self.chains[(head, "event")], hook)
         else:
             if dirs & PFIL_IN:
@@ -127,12 +150,11 @@ class Pfil:
         self._changed()
 
     def _changed(self) -> None:
-        # the fast-forward path must not bypass inet filters
-        stack = self.stack
-        l2 = getattr(stack, "l2", None) if stack is not None else None
-        ff = getattr(l2, "fastfwd", None)
-        if ff is not None:
-            ff.update_active()
+        # the fast-forward path must not bypass inet filters (layer 2 exists once the
+        # Stack is built; hooks added while it is being built need no update)
+        l2 = self.stack.__dict__.get("l2") if self.stack is not None else None
+        if l2 is not None:
+            l2.fastfwd.update_active()
 
     def active(self, head: str, direction: str) -> bool:
         return bool(self.chains[(head, direction)])
@@ -198,11 +220,3 @@ class Pfil:
                              f"drops={h.drops} errors={h.errors}\n")
         return "".join(lines)
 
-
-def get_pfil(stack: Stack) -> Pfil:
-    """``stack.pfil``, created on first use if this Stack predates the attribute."""
-    pf = getattr(stack, "pfil", None)
-    if pf is None:
-        pf = Pfil(stack)
-        stack.pfil = pf
-    return pf

@@ -39,8 +39,9 @@ from stack.control.monitor import MonitorHub
 from stack.control.ping import PingHandle
 from stack.control.routes import ArpFiles, RouteFiles
 from stack.control.stats import StatsFiles
+from stack.services import CONTROL
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # cycle: the Stack owns this part and the part holds the Stack; types only
     from stack.core import Stack
 
 log = logging.getLogger("io-pkt.control")
@@ -152,6 +153,6 @@ class Control:
 def attach(stack: Stack) -> None:
     """Built-in component entry (stack/core.py builtin_components)."""
     control = Control(stack)
-    stack.control = control  # type: ignore[attr-defined]
+    stack.services.register(CONTROL, control)
     control.publish(stack.config_dir)
     control.hook_listeners()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from stack.l2.iface import Interface, format_mac
 from stack.options import Options
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # cycle: the Stack owns this part and the part holds the Stack; types only
     from stack.core import Stack
 
 IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -17,7 +17,7 @@ import trio
 
 from rmgr.nodes import POLLIN, POLLRDNORM, Handle, IoRequest, OpenRequest
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # cycle: the Control object owns these file groups, each holds it; types only
     from stack.control import Control
 
 #: messages kept per reader before the oldest are dropped (counted; BSD's ENOBUFS)

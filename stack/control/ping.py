@@ -28,7 +28,7 @@ from rmgr.nodes import POLLIN, POLLOUT, POLLRDNORM, Handle, IoRequest, OpenReque
 from stack.control import backend
 from stack.control.util import einval, parse_addr, parse_int
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # cycle: the Control object owns these file groups, each holds it; types only
     from stack.control import Control
 
 MAX_OUTSTANDING = 64

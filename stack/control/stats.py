@@ -1,7 +1,8 @@
 """``config/stats/<proto>``, ``config/sockets`` and ``config/nicinfo/<IF>``.
 
 Statistics are the stack's ``Counters`` groups, found by walking the components
-(``stack``, ``stack.l2``, ``stack.inet`` and its parts, ``stack.transport``...) for
+(``stack.l2``, ``stack.pfil`` and every registered service: the IP layer and its parts,
+the transports, modules' services...) for
 ``Counters`` objects and merging them by group name; a component may also register a
 source explicitly with ``stack.control.stats.register(group, fn)``. The standard
 groups are always present (empty when their layer is not loaded): ip, icmp, arp, udp,
@@ -18,7 +19,7 @@ from rmgr.nodes import Directory, Node, TextFile
 from stack.control import backend
 from stack.counters import Counters
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # cycle: the Control object owns these file groups, each holds it; types only
     from stack.control import Control
 
 STANDARD_GROUPS = ("ip", "icmp", "arp", "udp", "tcp", "ether", "stack")
@@ -76,11 +77,13 @@ class StatsFiles:
                 elif sub is not None and attr in _COMPONENTS and not callable(sub):
                     walk(sub, depth + 1)
 
-        add(self.stack.counters)
-        fuse = getattr(self.stack, "fuse_counters", None)
-        if isinstance(fuse, Counters):
-            add(fuse)
-        walk(self.stack, 0)
+        stack = self.stack
+        add(stack.counters)
+        add(stack.fuse_counters)
+        # the stack's own parts, then every registered service (built-in layers and
+        # what modules provide), each with the components it holds
+        for part in (stack.l2, stack.pfil, *(v for _, v in stack.services.items())):
+            walk(part, 1)
         for group, fns in self.sources.items():
             dst = groups.setdefault(group, {})
             for fn in fns:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from rmgr.nodes import Caller, ControlFile
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # cycle: the Control object owns these file groups, each holds it; types only
     from stack.control import Control
 
 IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -1,5 +1,6 @@
 """The built-in IPv4 layer (io-pkt-v4-hc's IP half): ARP, IPv4, ICMP, routing,
-forwarding. ``attach(stack)`` builds it as ``stack.inet`` at start.
+forwarding. ``attach(stack)`` builds it at start and registers it as the ``IPV4``
+service (``stack.inet``), with EtherTypes IPv4 and ARP.
 
 Layout (PyTCP/smoltcp style): ``wire/`` parses and emits the formats, the modules here
 hold the logic: ``ipv4`` (the layer and its management API), ``arp``, ``icmp``,
@@ -8,10 +9,13 @@ hold the logic: ``ipv4`` (the layer and its management API), ``arp``, ``icmp``,
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from stack.inet.ipv4 import IfAddr, IPv4Layer
 from stack.l2.ether import ETHERTYPE_ARP, ETHERTYPE_IPV4
+from stack.registry import AF_INET, TransportProtocol
+from stack.services import IPV4
 
 if TYPE_CHECKING:
     from stack.core import Stack
@@ -21,20 +25,30 @@ __all__ = ["attach", "IPv4Layer", "IfAddr"]
 
 def attach(stack: Stack) -> None:
     inet = IPv4Layer(stack)
-    stack.inet = inet  # type: ignore[attr-defined]
+    reg = stack.registries
+    reg.services.register(IPV4, inet)
     stack.l2.register(ETHERTYPE_IPV4, inet.input)
     stack.l2.register(ETHERTYPE_ARP, inet.arp.input)
+    # transports registered for AF_INET (now or later, by a module) reach IPv4's demux
+    reg.transports.watchers.append(functools.partial(_transport_changed, inet))
+    for key, proto in reg.transports.items():
+        _transport_changed(inet, key, proto)
     stack.iface_listeners.append(inet.iface_event)
     for iface in list(stack.interfaces.values()):
         inet.iface_event("attach", iface)
     inet.add_address(stack.lo0.name, "127.0.0.1/8")
-    _hook_optional(stack, inet)
+    inet.fastfwd = stack.l2.fastfwd
     stack.nursery.start_soon(inet.timers.run)
 
 
-def _hook_optional(stack: Stack, inet: IPv4Layer) -> None:
-    """The fast-forward cache and pfil hooks live in layer 2's files; use them when they
-    exist (their interfaces are documented in docs/inet.md)."""
-    ff = getattr(stack.l2, "fastfwd", None)
-    if ff is not None:
-        inet.fastfwd = ff
+def _transport_changed(inet: IPv4Layer, key: tuple[int, int],
+                       proto: TransportProtocol | None) -> None:
+    family, number = key
+    if family != AF_INET:
+        return
+    if proto is None:
+        inet.unregister_protocol(number)
+        inet.error_handlers.pop(number, None)
+    else:
+        inet.register_protocol(number, proto.input)
+        inet.register_error_handler(number, proto.icmp_error)

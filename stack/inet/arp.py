@@ -37,7 +37,7 @@ from stack.l2.ether import ETHERTYPE_ARP, ETHERTYPE_IPV4
 from stack.l2.iface import BROADCAST_MAC, Interface, format_mac
 from stack.packet import Buffer, Packet, TxMeta
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # cycle: IPv4Layer owns this part and the part calls back into it; types only
     from stack.inet.ipv4 import IPv4Layer
 
 INCOMPLETE = "incomplete"

@@ -22,7 +22,7 @@ from stack.inet.wire import raw_sum
 from stack.inet.wire.ipv4 import PROTO_ICMP, int_to_ip
 from stack.packet import Buffer
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # cycle: IPv4Layer owns this part and the part calls back into it; types only
     from stack.inet.ipv4 import IPv4Layer
 
 #: RFC 1812 4.3.2.3: quote as much as fits in 576 bytes

@@ -43,7 +43,7 @@ from stack.l2.ether import ETH_HLEN, ETHERTYPE_IPV4
 from stack.l2.iface import BROADCAST_MAC, IFF_LOOPBACK, Interface, parse_mac
 from stack.packet import GSO_NONE, Buffer, Packet, TxMeta
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # cycle: the Stack owns this part and the part holds the Stack; types only
     from stack.core import Stack
 
 log = logging.getLogger("io-pkt.inet")

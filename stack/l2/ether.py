@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 from stack.counters import Counters
 from stack.l2.iface import BROADCAST_MAC, IFF_ALLMULTI, IFF_LOOPBACK, IFF_PROMISC, Interface
 from stack.packet import Buffer, Packet, TxMeta
-from stack.pfil import get_pfil
+from stack.registry import Registration
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # cycle: the Stack owns this part and the part holds the Stack; types only
     from stack.core import Stack
 
 ETH_HLEN = 14
@@ -53,10 +53,11 @@ class Layer2:
         self.stack = stack
         self.handlers: dict[int, EtherHandler] = {}
         self.counters = Counters("ether")
-        self.pfil = get_pfil(stack)
+        self.pfil = stack.pfil
         self.fastfwd = FastForward(stack)
         self._mcast_refs: dict[tuple[int, bytes], int] = {}
         stack.iface_listeners.append(self._iface_event)
+        stack.registries.network.watchers.append(self._network_changed)
 
     def _iface_event(self, event: str, iface: Interface) -> None:
         """A detached interface leaves its bridge; its vlans lose their parent."""
@@ -70,14 +71,22 @@ class Layer2:
         self._mcast_refs = {k: v for k, v in self._mcast_refs.items() if k[0] != id(iface)}
 
     # -- dispatch table ----------------------------------------------------------------
-    def register(self, ethertype: int, handler: EtherHandler) -> None:
-        """Protocols (IPv4, ARP, a module's own such as Qnet) register their EtherType."""
-        if ethertype in self.handlers and self.handlers[ethertype] is not handler:
-            raise ValueError(f"EtherType {ethertype:#06x} is already registered")
-        self.handlers[ethertype] = handler
+    def register(self, ethertype: int, handler: EtherHandler) -> Registration:
+        """Protocols (IPv4, ARP, a module's own such as Qnet) register their EtherType in
+        the stack's network table (a module does it through its context, which undoes
+        it at unload); ``handlers`` is this layer's hot-path mirror of that table."""
+        return self.stack.registries.network.register(ethertype, handler)
 
     def unregister(self, ethertype: int) -> None:
-        self.handlers.pop(ethertype, None)
+        handler = self.handlers.get(ethertype)
+        if handler is not None:
+            self.stack.registries.network.unregister(ethertype, handler)
+
+    def _network_changed(self, ethertype: int, handler: EtherHandler | None) -> None:
+        if handler is None:
+            self.handlers.pop(ethertype, None)
+        else:
+            self.handlers[ethertype] = handler
 
     # -- multicast ---------------------------------------------------------------------
     def join_multicast(self, iface: Interface, mac: bytes) -> None:

@@ -89,8 +89,8 @@ class FastForward:
     def update_active(self) -> None:
         if not self._watching:
             self._watch_forwarding()
-        pfil = getattr(self.stack, "pfil", None)
-        filtered = bool(pfil is not None and (pfil.inet_in or pfil.inet_out))
+        pfil = self.stack.pfil
+        filtered = bool(pfil.inet_in or pfil.inet_out)
         self.active = bool(self.forwarding and self.enabled and self.flows and not filtered)
 
     # -- the cache API (used by the IPv4 layer) ------------------------------------------

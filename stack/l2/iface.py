@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from stack.counters import Counters
 from stack.packet import Buffer, Packet, TxMeta
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # cycle: the Stack owns this part and the part holds the Stack; types only
     from stack.core import Stack
     from stack.loader import ModuleInstance
 

@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING, Any
 from stack.pf.parse import ParseError, parse
 from stack.pf.rules import MatchFn, Rule, Ruleset, compile_ruleset
 from stack.pf.state import DEFAULT_LIMIT, DEFAULT_TIMEOUTS, StateTable
+from stack.services import IPV4
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # cycle: the Stack owns this part and the part holds the Stack; types only
     from stack.core import Stack
     from stack.l2.iface import Interface
     from stack.packet import Packet
@@ -274,7 +275,7 @@ class Pf:
 
     def _send_return(self, mode: str, data: Any, off: int, ihl: int, total: int, p: int,
                      s: int, d: int, sp: int, dp: int, fl: int, l4: Any, l4off: int) -> None:
-        inet = getattr(self.stack, "inet", None)
+        inet = self.stack.services.get(IPV4)
         if inet is None:
             return
         self._generating = True

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from rmgr.libsocket import abi
 from rmgr.nodes import Directory, Handle, HandleFile, OpenRequest
+from stack.services import SOCKETS
 
 from .conn import Conn, EndpointFactory, SocketTable
 from .door import SocketHandle
@@ -93,6 +94,6 @@ def attach(stack: Stack, factory: EndpointFactory | None = None) -> None:
         factory = endpoint_factory(stack)
     spawn = stack.nursery.start_soon if stack.nursery is not None else None
     table = SocketTable(factory, spawn)
-    stack.sockets = table  # type: ignore[attr-defined]
+    stack.services.register(SOCKETS, table)
     SocketDoor(table).publish(stack.tree)
     TextDoor(table).publish(stack.tree)

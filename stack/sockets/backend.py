@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rmgr.libsocket import abi
+from stack.services import TRANSPORTS
 
 from .conn import EndpointFactory
 from .endpoint import Address, Endpoint
@@ -203,12 +204,15 @@ def endpoint_factory(stack: Stack) -> EndpointFactory:
             stack.nursery.start_soon(fn, *args)
 
     def make(sock_type: int, proto: int) -> Endpoint:
-        if sock_type == abi.SOCK_STREAM and getattr(stack, "tcp", None) is not None:
-            return TCPEndpoint(stack.tcp.socket(), spawn)  # type: ignore[attr-defined]
-        if sock_type == abi.SOCK_DGRAM and getattr(stack, "udp", None) is not None:
-            return UDPEndpoint(stack.udp.socket())  # type: ignore[attr-defined]
-        if sock_type == abi.SOCK_RAW and getattr(stack, "raw", None) is not None:
-            return RawEndpoint(stack.raw.socket(proto))  # type: ignore[attr-defined]
+        t = stack.services.get(TRANSPORTS)
+        if t is None:
+            raise _err(errno.EPROTONOSUPPORT)
+        if sock_type == abi.SOCK_STREAM:
+            return TCPEndpoint(t.tcp.socket(), spawn)
+        if sock_type == abi.SOCK_DGRAM:
+            return UDPEndpoint(t.udp.socket())
+        if sock_type == abi.SOCK_RAW:
+            return RawEndpoint(t.raw.socket(proto))
         raise _err(errno.EPROTONOSUPPORT)
 
     return make

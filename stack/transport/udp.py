@@ -262,6 +262,8 @@ class UDPSocket:
 
 
 class UDPProto:
+    name = "udp"
+
     def __init__(self, inet: Any, sysctl: Any = None, counters: Counters | None = None) -> None:
         self.inet = inet
         self.cfg = UDPConfig()

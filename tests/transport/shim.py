@@ -193,6 +193,7 @@ class Host:
         self.inet = FakeInet(ip(addr), wire)
         self.sysctl = Sysctl()
         self.t = Transports(self.inet, self.sysctl)
+        self.t.attach_direct()
         self.tcp = self.t.tcp
         self.udp = self.t.udp
         self.raw = self.t.raw

@@ -151,6 +151,8 @@ def split_address(address: Any) -> tuple[int, int]:
 
 
 class TCPProto:
+    name = "tcp"
+
     def __init__(self, inet: Any, sysctl: Any = None, counters: Counters | None = None) -> None:
         self.inet = inet
         self.cfg = TCPConfig()
