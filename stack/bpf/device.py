@@ -5,7 +5,10 @@ Files (served by ``lsm-bpf`` at ``<prefix>/dev/bpf``; see docs/pf-bpf.md):
 ``clone``   open, attach with the ``BIOCSETIF`` ioctl (a 16-byte interface name), read
             a pcap stream; the other ioctls below set a filter, read the statistics...
 ``IF``      one per interface (``tap0``, ``lo0``...): open = attached to IF. For shells:
-            ``cat $SOCK/dev/bpf/tap0 | tcpdump -r -``.
+            ``cat $SOCK/dev/bpf/tap0 | tcpdump -r -``. ``IF,blen=SIZE,snaplen=N``
+            (not listed; any of the options) opens IF with that buffer size (bytes, or
+            with a K/M suffix) and snap length: a file opened attached cannot take
+            BIOCSBLEN any more (EINVAL, as BSD after BIOCSETIF).
 ``ctl``     text commands: ``filter IF`` + newline + a ``tcpdump -ddd`` program sets
             the filter new opens of ``IF`` get (``filter IF`` alone clears it);
             reading lists the readers with their counters.
@@ -14,17 +17,20 @@ A read returns the pcap global header first (LINKTYPE_ETHERNET, microsecond
 timestamps), then records as frames arrive; it blocks while there is nothing (EAGAIN
 with O_NONBLOCK) and returns end-of-file once the interface is gone. A write is one
 Ethernet frame, sent out of the interface as is. Each reader has a bounded buffer
-(``BIOCSBLEN``, default 2 MiB): a reader that stops reading loses frames, counted in
-``drop`` (``BIOCGSTATS``), and never slows the stack.
+(``BIOCSBLEN`` before ``BIOCSETIF``, or ``blen=``; default 2 MiB; a read returns at most
+that much): a reader that does not keep up loses frames, counted in ``drop``
+(``BIOCGSTATS``: ``bs_recv`` every frame seen, ``bs_drop`` those lost, as BSD), listed
+in ``ctl`` and logged once per reader, and never slows the stack.
 """
 
 from __future__ import annotations
 
 import errno
 import functools
+import logging
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import trio
@@ -45,9 +51,11 @@ from stack.bpf.vm import INSN_SIZE, BpfError, Filter, parse_ddd, unpack
 from stack.counters import Counters
 from stack.packet import Buffer
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # cycle: the Stack owns this part and the part holds the Stack; types only
     from stack.core import Stack
     from stack.l2.iface import Interface
+
+log = logging.getLogger("io-pkt.bpf")
 
 LINKTYPE_ETHERNET = 1
 DEFAULT_SNAPLEN = 262144
@@ -112,9 +120,10 @@ class BpfReader(Handle):
         self.snaplen = DEFAULT_SNAPLEN
         self.bufsize = DEFAULT_BUFSIZE
         self.buf = bytearray()
-        self.recv = 0  # frames seen
-        self.drop = 0  # frames lost to a full buffer
+        self.recv = 0  # frames seen (bs_recv; before the filter, as BSD)
+        self.drop = 0  # frames lost to a full buffer (bs_drop)
         self.capt = 0  # frames queued
+        self.drop_logged = False
         self.promisc = False
         self.closed = False  # the interface went away: EOF once drained
         self._hdr_left = 0  # bytes of the pcap header not read yet
@@ -166,6 +175,12 @@ class BpfReader(Handle):
         if len(buf) + 16 + cap > self.bufsize:
             self.drop += 1
             self.dev.counters["drops"] += 1
+            if not self.drop_logged:
+                self.drop_logged = True
+                log.warning("bpf: a reader of %s (pid %d) is losing frames: its %d-byte "
+                            "buffer is full (a bigger one: BIOCSBLEN or %s,blen=SIZE; "
+                            "counts: BIOCGSTATS, dev/bpf/ctl)", iface.name, self.caller.pid,
+                            self.bufsize, iface.name)
             return
         was_empty = not buf
         t = time.time()
@@ -182,6 +197,8 @@ class BpfReader(Handle):
 
     # -- file operations ---------------------------------------------------------------
     async def read(self, size: int, req: IoRequest) -> bytes:
+        """Up to ``size`` bytes of the stream: at most the buffer size (BIOCSBLEN), since
+        that is all the buffer holds."""
         while not self.buf:
             if self.closed:
                 return b""
@@ -252,7 +269,6 @@ class BpfReader(Handle):
             return 0, struct.pack("=II", self.recv & 0xFFFFFFFF, self.drop & 0xFFFFFFFF)
         if cmd == BIOCFLUSH:
             self._flush()
-            self.recv = self.drop = 0
             return 0, b""
         if cmd == BIOCPROMISC:
             if self.iface is None:
@@ -264,8 +280,12 @@ class BpfReader(Handle):
         if cmd == BIOCGBLEN:
             return 0, struct.pack("=I", self.bufsize)
         if cmd == BIOCSBLEN:
+            if self.iface is not None or self.closed:
+                # BSD: the buffer is allocated at BIOCSETIF and fixed from then on
+                raise OSError(errno.EINVAL, "BIOCSBLEN must come before BIOCSETIF "
+                              "(for IF files: open IF,blen=SIZE)")
             (want,) = struct.unpack_from("=I", arg)
-            self.bufsize = max(MIN_BUFSIZE, min(MAX_BUFSIZE, want))
+            self.bufsize = clamp_bufsize(want)
             return 0, struct.pack("=I", self.bufsize)
         if cmd == BIOCGDLT:
             return 0, struct.pack("=I", LINKTYPE_ETHERNET)
@@ -280,8 +300,10 @@ class BpfReader(Handle):
         raise OSError(errno.ENOTTY, f"unknown bpf ioctl {cmd:#x}")
 
     def _flush(self) -> None:
-        """Drop queued frames (BSD reset_d), keeping what is unread of the pcap header."""
+        """Drop queued frames and zero the counters (BSD reset_d: BIOCFLUSH, BIOCSETF),
+        keeping what is unread of the pcap header."""
         self.buf = bytearray(PCAP_HEADER[len(PCAP_HEADER) - self._hdr_left:])
+        self.recv = self.drop = self.capt = 0
 
     def release(self) -> None:
         self.detach()
@@ -310,27 +332,31 @@ class BpfDevice:
         for r in list(self.readers):
             r.iface_gone()
 
-    def _iface_nodes(self) -> dict[str, Node]:
+    def _iface_nodes(self) -> Mapping[str, Node]:
         names = self.stack.interfaces
         for gone in [n for n in self._if_nodes if n not in names]:
             del self._if_nodes[gone]
         for name in names:
             if name not in self._if_nodes:
-                self._if_nodes[name] = HandleFile(functools.partial(self._open_iface, name),
-                                                  mode=0o600)
-        return dict(self._if_nodes)
+                self._if_nodes[name] = HandleFile(
+                    functools.partial(self._open_iface, name, StreamOptions()), mode=0o600)
+        return _IfaceNodes(self, dict(self._if_nodes))
 
     def _open_clone(self, req: OpenRequest) -> BpfReader:
         self.counters["opens"] += 1
         return BpfReader(self, req.caller)
 
-    def _open_iface(self, name: str, req: OpenRequest) -> BpfReader:
+    def _open_iface(self, name: str, opts: StreamOptions, req: OpenRequest) -> BpfReader:
         iface = self.stack.interfaces.get(name)
         if iface is None:
             raise OSError(errno.ENXIO, f"no interface {name}")
         self.counters["opens"] += 1
         r = BpfReader(self, req.caller)
         r.filter = self.default_filters.get(name)
+        if opts.bufsize is not None:
+            r.bufsize = opts.bufsize
+        if opts.snaplen is not None:
+            r.snaplen = opts.snaplen
         r.attach(iface)
         return r
 
@@ -359,11 +385,80 @@ class BpfDevice:
         raise OSError(errno.EINVAL, "expected: filter IF, then a tcpdump -ddd program")
 
     def render(self) -> str:
-        lines = ["iface    pid      recv     drop     capt  buffered  filter\n"]
+        lines = ["iface    pid      recv     drop     capt  buffered      blen  filter\n"]
         for r in self.readers:
             lines.append(f"{r.iface.name if r.iface else '-':8} {r.caller.pid:<8} {r.recv:<8} "
-                         f"{r.drop:<8} {r.capt:<5} {len(r.buf):>9}  "
+                         f"{r.drop:<8} {r.capt:<5} {len(r.buf):>9} {r.bufsize:>9}  "
                          f"{len(r.filter) if r.filter else '-'}\n")
         for name, f in self.default_filters.items():
             lines.append(f"default filter {name}: {len(f)} instructions\n")
         return "".join(lines)
+
+
+def clamp_bufsize(want: int) -> int:
+    """The buffer size granted for a request (BSD clamps the same way)."""
+    return max(MIN_BUFSIZE, min(MAX_BUFSIZE, want))
+
+
+class StreamOptions:
+    """``IF,blen=SIZE,snaplen=N``: what an open of an interface file sets before it
+    attaches (the BIOCSBLEN / BIOCSSNAPLEN of a shell reader)."""
+
+    def __init__(self, bufsize: int | None = None, snaplen: int | None = None) -> None:
+        self.bufsize = bufsize
+        self.snaplen = snaplen
+
+    @classmethod
+    def parse(cls, text: str) -> StreamOptions:
+        opts = cls()
+        for word in text.split(","):
+            key, eq, value = word.partition("=")
+            if not eq:
+                raise ValueError(f"expected KEY=VALUE, got {word!r}")
+            if key in ("blen", "bufsize"):
+                opts.bufsize = clamp_bufsize(_size(value))
+            elif key == "snaplen":
+                opts.snaplen = max(14, min(DEFAULT_SNAPLEN, _size(value)))
+            else:
+                raise ValueError(f"unknown option {key!r} (blen=, snaplen=)")
+        return opts
+
+
+def _size(text: str) -> int:
+    """``65536``, ``64k``, ``8M``."""
+    t = text.strip().lower()
+    mult = 1
+    if t[-1:] in ("k", "m"):
+        mult = 1024 if t[-1] == "k" else 1024 * 1024
+        t = t[:-1]
+    if not t.isdigit():
+        raise ValueError(f"bad size {text!r}")
+    return int(t) * mult
+
+
+class _IfaceNodes(Mapping[str, Node]):
+    """The interface files: listed by name; ``IF,OPTIONS`` found on lookup only."""
+
+    def __init__(self, dev: BpfDevice, plain: dict[str, HandleFile]) -> None:
+        self.dev = dev
+        self.plain = plain
+
+    def __getitem__(self, name: str) -> Node:
+        node = self.plain.get(name)
+        if node is not None:
+            return node
+        ifname, comma, rest = name.partition(",")
+        if not comma or ifname not in self.plain:
+            raise KeyError(name)
+        try:
+            opts = StreamOptions.parse(rest)
+        except ValueError as exc:
+            raise OSError(errno.EINVAL, f"{name}: {exc}") from None
+        # a new node per lookup: the kernel forgets it when done (no table to grow)
+        return HandleFile(functools.partial(self.dev._open_iface, ifname, opts), mode=0o600)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.plain)
+
+    def __len__(self) -> int:
+        return len(self.plain)

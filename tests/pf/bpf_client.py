@@ -3,13 +3,20 @@ FUSE mount open while that stack's thread forks: the child's close would wait fo
 FLUSH answer from the parent, which waits for the child's exec).
 
     python bpf_client.py PATH IFNAME [--filter FILE] [--bufsize N] [--inject HEX]
+                                     [--blen-after N] [--read-size N]
 
-Opens PATH (``clone``: attaches with BIOCSETIF IFNAME; an interface file: as is), sets
-the filter/buffer size, writes the injected frame, prints ``ready``; on a line from
-stdin drains what is queued and prints one JSON line: recv, drop, records (hex)."""
+Opens PATH (``clone``: attaches with BIOCSETIF IFNAME; an interface file, also
+``IF,blen=...``: as is), sets the buffer size (BIOCSBLEN before attaching), the filter,
+tries BIOCSBLEN again after attaching (``--blen-after``: the errno is reported), writes
+the injected frame, prints ``ready``; on a line from stdin drains what is queued with
+reads of ``--read-size`` bytes (default 128 KiB) and prints one JSON line: recv, drop
+(BIOCGSTATS, taken when a drain after it finds nothing more, so that records + drop =
+recv exactly when no filter is set), blen (BIOCGBLEN), blen_after, reads (the size of
+each read), records (hex)."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -28,11 +35,21 @@ def main() -> None:
     opts = dict(zip(args[2::2], args[3::2], strict=False))
     fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
     if "--bufsize" in opts:
-        fcntl.ioctl(fd, bd.BIOCSBLEN, struct.pack("=I", int(opts["--bufsize"])))
+        granted = fcntl.ioctl(fd, bd.BIOCSBLEN, struct.pack("=I", int(opts["--bufsize"])))
+        assert granted == struct.pack("=I", int(opts["--bufsize"])), granted
     if path.endswith("/clone"):
         fcntl.ioctl(fd, bd.BIOCSETIF, ifname.encode().ljust(16, b"\0"))
-        got = fcntl.ioctl(fd, bd.BIOCGETIF, bytes(16)).rstrip(b"\0").decode()
-        assert got == ifname, got
+    got = fcntl.ioctl(fd, bd.BIOCGETIF, bytes(16)).rstrip(b"\0").decode()
+    assert got == ifname, got
+    blen_after = None
+    if "--blen-after" in opts:
+        try:
+            fcntl.ioctl(fd, bd.BIOCSBLEN, struct.pack("=I", int(opts["--blen-after"])))
+            blen_after = "ok"
+        except OSError as exc:
+            blen_after = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+    (blen,) = struct.unpack("=I", fcntl.ioctl(fd, bd.BIOCGBLEN, bytes(4)))
+    read_size = int(opts.get("--read-size", 1 << 17))
     if "--filter" in opts:
         with open(opts["--filter"]) as f:
             prog = parse_ddd(f.read())
@@ -44,15 +61,27 @@ def main() -> None:
     print("ready", flush=True)
     sys.stdin.readline()
     data = b""
-    while True:
-        try:
-            b = os.read(fd, 1 << 17)
-        except BlockingIOError:
+    reads: list[int] = []
+
+    def drain() -> int:
+        nonlocal data
+        got = 0
+        while True:
+            try:
+                b = os.read(fd, read_size)
+            except BlockingIOError:
+                return got
+            if not b:
+                return got
+            reads.append(len(b))
+            data += b
+            got += len(b)
+
+    drain()
+    while True:  # stats that count exactly what was read (frames may still trickle in)
+        recv, drop = struct.unpack("=II", fcntl.ioctl(fd, bd.BIOCGSTATS, bytes(8)))
+        if not drain():
             break
-        if not b:
-            break
-        data += b
-    recv, drop = struct.unpack("=II", fcntl.ioctl(fd, bd.BIOCGSTATS, bytes(8)))
     os.close(fd)
     recs = []
     assert data[:4] == struct.pack("<I", 0xA1B2C3D4), data[:24]
@@ -61,7 +90,8 @@ def main() -> None:
         _s, _u, cap, _l = struct.unpack_from("<IIII", data, pos)
         recs.append(data[pos + 16:pos + 16 + cap].hex())
         pos += 16 + cap
-    print(json.dumps({"recv": recv, "drop": drop, "records": recs}), flush=True)
+    print(json.dumps({"recv": recv, "drop": drop, "blen": blen, "blen_after": blen_after,
+                      "reads": reads, "records": recs}), flush=True)
 
 
 if __name__ == "__main__":
