@@ -350,18 +350,48 @@ class TCB:
 
     # ------------------------------------------------------------------ window
     def _advertise(self) -> int:
-        """The window field for an outgoing non-SYN segment; never shrinks the edge."""
+        """The window field for an outgoing non-SYN segment; the right edge offered never
+        moves left (RFC 7323 2.4, RFC 9293 3.8.6) unless that would overcommit the buffer.
+
+        With a scale factor the field counts units of 2^scale bytes. The room is rounded
+        *up* to a unit (as Linux, ALIGN(win, 1 << wscale)): rounding down moved the edge
+        left by up to a unit - 1 bytes and input trimmed data the peer had sent inside the
+        window it was offered. ``rcv_adv`` is the largest edge ever advertised and input
+        accepts everything up to it, so the buffer may take up to a unit - 1 bytes more
+        than ``rcv_limit``.
+
+        When the edge already offered is beyond the room there is (the peer is filling
+        it), keeping it costs a rounding up of what is left each time: a peer trickling
+        segments smaller than a unit into a buffer nobody reads would push the edge right
+        for ever. So that is done only while what the peer may still send fits the buffer
+        with ``_rcv_slack()``; past that the field is rounded down (a retraction of less
+        than a unit, which RFC 7323 2.4 allows) while input still accepts up to
+        ``rcv_adv``: nothing offered is ever dropped, and memory stays bounded."""
         space = self.rcv_space()
         # receiver SWS avoidance (RFC 9293 3.8.6.2.2): don't open tiny windows
         if space < min(self.rcv_limit // 2, self.rcv_mss):
             space = 0
-        edge = sq.add(self.rcv_nxt, space)
-        if sq.lt(edge, self.rcv_adv):
-            edge = self.rcv_adv
-            space = sq.sub(edge, self.rcv_nxt)
-        wnd = min(space >> self.rcv_scale, 0xFFFF)
-        self.rcv_adv = sq.add(self.rcv_nxt, wnd << self.rcv_scale)
+        scale = self.rcv_scale
+        round_up = (1 << scale) - 1
+        kept = sq.sub(self.rcv_adv, self.rcv_nxt)  # still offered: the edge never left
+        if space >= kept:
+            wnd = (space + round_up) >> scale
+        else:
+            wnd = (kept + round_up) >> scale
+            if len(self.rcvbuf) + (wnd << scale) > self.rcv_limit + self._rcv_slack():
+                wnd = kept >> scale
+                self.c["rcv_wnd_rounded_down"] += 1
+        wnd = min(wnd, 0xFFFF)
+        edge = sq.add(self.rcv_nxt, wnd << scale)
+        if sq.gt(edge, self.rcv_adv):
+            self.rcv_adv = edge
         return wnd
+
+    def _rcv_slack(self) -> int:
+        """How far past ``rcv_limit`` keeping an offered edge may commit the buffer: a
+        unit, or 1/16 of the buffer (a bulk sender's full-sized segments push the edge
+        by a few percent of the window while it closes: 40 of every 1448 bytes at scale 7)."""
+        return max(1 << self.rcv_scale, self.rcv_limit >> 4)
 
     def window_update_needed(self) -> bool:
         """After the reader drained: would a new advertisement open the window enough?"""
@@ -452,7 +482,9 @@ class TCB:
         wnd = min(self.rcv_space(), 0xFFFF)
         self._xmit(self.iss, flags, options=opts, window=wnd)
         if flags & ACK:
-            self.rcv_adv = sq.add(self.rcv_nxt, wnd)
+            edge = sq.add(self.rcv_nxt, wnd)
+            if sq.gt(edge, self.rcv_adv):  # a resent SYN-ACK never takes back its window
+                self.rcv_adv = edge
         self.snd_nxt = sq.add(self.iss, 1)
         self.snd_max = self.snd_nxt
         self.t_rexmt = self.now() + self.rto
