@@ -58,7 +58,7 @@ def _graph() -> tuple[dict[str, set[str]], dict[Edge, bool]]:
         lines = text.splitlines()
         pkg = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
 
-        def targets(node: ast.Import | ast.ImportFrom) -> list[str]:
+        def targets(node: ast.Import | ast.ImportFrom, mod: str = mod, pkg: str = pkg) -> list[str]:
             out = []
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
@@ -76,7 +76,8 @@ def _graph() -> tuple[dict[str, set[str]], dict[Edge, bool]]:
                     out.append(t)
             return out
 
-        def visit(body: list[ast.stmt], explained: bool | None) -> None:
+        def visit(body: list[ast.stmt], explained: bool | None, mod: str = mod,
+                  lines: list[str] = lines) -> None:
             for node in body:
                 if isinstance(node, ast.If) and _is_type_checking(node.test):
                     visit(node.body, _block_has_comment(lines, node))

@@ -25,7 +25,7 @@ from stack.transport.wire import tcp as wire
 from stack.transport.wire.checksum import checksum, fold, pseudo_header_sum
 from stack.transport.wire.tcp import ACK, FIN, PSH, RST, SYN, TCPOptions, TCPSegment
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # cycle: the protocol owns its TCBs and sockets, each holds the protocol; types only
     from stack.transport.tcp.proto import TCPProto
     from stack.transport.tcp.socket import TCPSocket
 
