@@ -535,3 +535,30 @@ async def test_icmp_soft_errors_drop_embryonic_passive_connection(
     assert c["icmp_soft_error"] == 4 and c["conn_dropped_soft_error"] == 1
     assert c["conn_timeouts"] == 0
     assert list(net.b.tcp.conns) == [] and not t.accept_queue
+
+
+async def test_syn_cookie_ack_carrying_data_is_accepted(autojump_clock: object, net: Net) -> None:
+    """The cookie SYN-ACK offered a window: data on the ACK that completes the cookie
+    handshake lies inside it and must be taken whole (it was trimmed as beyond the
+    window when the new connection's right edge started at rcv_nxt)."""
+    net.b.sysctl.set("net.inet.tcp.syncache.limit", 1)
+    lst = net.b.tcp.socket()
+    lst.bind((B, 80))
+    lst.listen(128)
+    for i in range(4):  # fill the SYN queue so the next SYN gets a cookie
+        net.wire.send(_craft("10.0.9.9", B, 1024 + i, 80, i * 7919, 0, wtcp.SYN))
+    await trio.sleep(0.01)
+    sent = net.b.tcp.counters["syncookies_sent"]
+    net.wire.send(_craft(A, B, 4000, 80, 1000, 0, wtcp.SYN))
+    await trio.sleep(0.01)
+    assert net.b.tcp.counters["syncookies_sent"] == sent + 1
+    synack = [p.tcp() for p in net.wire.log if p.src == ip(B) and p.tcp().dport == 4000][-1]
+    assert synack.flags == wtcp.SYN | wtcp.ACK and synack.wnd > 1000
+    data = bytes(range(256)) * 4  # 1,024 bytes, inside the offered window
+    net.wire.send(_craft(A, B, 4000, 80, 1001, synack.seq + 1, wtcp.ACK | wtcp.PSH, data))
+    await trio.sleep(0.01)
+    c = net.b.tcp.counters
+    assert c["syncookies_accepted"] == 1
+    assert c["beyond_window_trimmed"] == 0 and c["drop_beyond_window"] == 0
+    srv, _ = lst.accept_nowait()
+    assert await _recv_exactly(srv, len(data)) == data

@@ -485,7 +485,10 @@ class TCPProto:
         tcb.listener = lst
         tcb.laddr, tcb.lport, tcb.raddr, tcb.rport = laddr, seg.dport, raddr, seg.sport
         tcb.irs = irs
-        tcb.rcv_nxt = tcb.rcv_adv = seg.seq
+        tcb.rcv_nxt = seg.seq
+        # the cookie SYN-ACK offered this window (unscaled): data on the ACK that made
+        # the connection, up to that edge, is inside what the peer was told it may send
+        tcb.rcv_adv = sq.add(seg.seq, min(lst.rcv_limit, 0xFFFF))
         tcb.iss = iss
         tcb.snd_una = tcb.snd_nxt = tcb.snd_max = seg.ack
         tcb.snd_buf_seq = seg.ack
