@@ -4,9 +4,15 @@ and further fragments of it are dropped until its timer expires.
 
 Bounds: a per-datagram timer (``net.inet.ip.fragttl``, 30 s), a limit on datagrams being
 reassembled (``net.inet.ip.maxfragpackets``) and on bytes held (``net.inet.ip.maxfragmem``);
-beyond them the oldest datagram is evicted. Fragments are kept as views of the frames
-they arrived in (no copy) until the datagram completes; then it is copied once into one
-buffer.
+beyond them the oldest datagram is evicted, its fragments released at once (its timer is
+cancelled, which drops the only reference the timer heap had to it). Bytes are charged
+as memory really held (Linux's truesize): a fragment is kept as a view of the frame it
+arrived in (no copy) and charged the whole receive buffer, unless it fills less than
+half of it, in which case its payload is copied out and the buffer freed; plus
+``FRAG_OVERHEAD`` for the bookkeeping objects. So a flood of tiny fragments cannot pin
+2 kB receive buffers while being charged a few bytes. On completion the datagram is
+copied once into one buffer. Counters ``mem`` and ``mem_peak`` show the bytes charged
+now and at most.
 """
 
 from __future__ import annotations
@@ -22,13 +28,26 @@ from stack.inet.timers import Timer
 from stack.inet.wire import checksum1
 from stack.inet.wire import icmp as wicmp
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # cycle: IPv4Layer owns this part and the part calls back into it; types only
     from stack.inet.ipv4 import IPv4Layer
 
-#: bytes charged per fragment beyond its payload (bookkeeping, header)
-FRAG_OVERHEAD = 128
+#: bytes charged per fragment beyond its data: the tuple, the view or bytes object and
+#: the list slots holding it (measured ~300 bytes in CPython)
+FRAG_OVERHEAD = 320
 
 Key = tuple[int, int, int, int]  # src, dst, proto, ident
+
+
+def _hold(payload: memoryview) -> tuple[memoryview | bytes, int]:
+    """What to keep of a fragment's payload, and the bytes to charge for it."""
+    n = len(payload)
+    try:
+        buf = len(payload.obj)  # type: ignore[arg-type]  # the frame's receive buffer
+    except TypeError:
+        buf = n
+    if buf > 2 * n:
+        return bytes(payload), n + FRAG_OVERHEAD  # small in a big buffer: copy, free it
+    return payload, max(buf, n) + FRAG_OVERHEAD
 
 
 class FragQueue:
@@ -38,7 +57,7 @@ class FragQueue:
     def __init__(self, key: Key) -> None:
         self.key = key
         self.starts: list[int] = []
-        self.frags: list[tuple[int, int, memoryview]] = []
+        self.frags: list[tuple[int, int, memoryview | bytes]] = []
         self.total = -1  # payload length, known once the last fragment arrived
         self.received = 0
         self.header: bytes | None = None  # the first fragment's IP header
@@ -62,6 +81,7 @@ class Reassembler:
 
     def _drop_queue(self, q: FragQueue) -> None:
         self.mem -= q.size
+        self.counters["mem"] = self.mem
         q.size = 0
         q.frags = []
         q.starts = []
@@ -89,6 +109,7 @@ class Reassembler:
             _, q = self.queues.popitem(last=False)
             if q.timer is not None:
                 q.timer.cancel()
+                q.timer = None
             self.counters["frag_evicted"] += 1
             self._drop_queue(q)
 
@@ -113,9 +134,10 @@ class Reassembler:
             if q is not None and not q.dead:
                 self._kill(q)
             return None
+        data, charge = _hold(payload)
         if q is None:
-            self._evict(n + FRAG_OVERHEAD)
-            if self.mem + n + FRAG_OVERHEAD > int(self.k_maxmem.value):
+            self._evict(charge)
+            if self.mem + charge > int(self.k_maxmem.value):
                 c["drop_no_memory"] += 1
                 return None
             q = FragQueue(key)
@@ -142,7 +164,7 @@ class Reassembler:
         # neighbours: the previous fragment must end at or before offset, the next one
         # start at or after end
         if i < len(frags) and frags[i][0] == offset and frags[i][1] == end:
-            if bytes(frags[i][2]) == bytes(payload):
+            if bytes(frags[i][2]) == bytes(data):
                 c["frag_duplicate"] += 1  # RFC 5722 allows dropping exact duplicates alone
                 return None
             c["frag_overlap"] += 1
@@ -152,16 +174,19 @@ class Reassembler:
             c["frag_overlap"] += 1
             self._kill(q)
             return None
-        if self.mem + n + FRAG_OVERHEAD > int(self.k_maxmem.value):
-            self._evict(n + FRAG_OVERHEAD)
+        if self.mem + charge > int(self.k_maxmem.value):
+            self._evict(charge)
             if self.queues.get(key) is not q:
                 c["drop_no_memory"] += 1
                 return None
         starts.insert(i, offset)
-        frags.insert(i, (offset, end, payload))
+        frags.insert(i, (offset, end, data))
         q.received += n
-        q.size += n + FRAG_OVERHEAD
-        self.mem += n + FRAG_OVERHEAD
+        q.size += charge
+        self.mem += charge
+        c["mem"] = self.mem
+        if self.mem > c["mem_peak"]:
+            c["mem_peak"] = self.mem
         if offset == 0:
             q.header = bytes(hdr)
             q.first_quote = bytes(hdr) + bytes(payload[:8])
@@ -171,6 +196,7 @@ class Reassembler:
         del self.queues[key]
         if q.timer is not None:
             q.timer.cancel()
+            q.timer = None
         assert q.header is not None
         ihl = len(q.header)
         total = ihl + q.total
