@@ -181,6 +181,18 @@ class FuseSession:
         #: so it never FORGETs it when the entry vanishes and the node (a whole socket)
         #: would stay in this table: ``_sweep`` tells the kernel (NOTIFY_INVAL_ENTRY).
         self._dyn: dict[int, tuple[int, str]] = {}
+        #: inodes found below a dynamic one (``tcp/N/status``): ino -> (parent ino, name),
+        #: and per parent its children. When ``tcp/N`` vanishes they are invalidated too:
+        #: a child open at that moment keeps its dentry hashed, and once closed it would
+        #: sit in the kernel's dentry cache (cached ENTRY_TTL, and no lookup can reach it
+        #: to find it expired once ``tcp/N`` is unhashed) pinning ``tcp/N`` - and the
+        #: socket its node holds - for good (issue 14, item 6). Unhashed, it is dropped
+        #: on its last close and the kernel FORGETs both.
+        self._below: dict[int, tuple[int, str]] = {}
+        self._kids: dict[int, set[int]] = {}
+        #: dynamic inodes (and the ones below them) whose entry has vanished: nothing
+        #: more is looked up in them, so no new child can be hung under an unhashed one
+        self._dead: set[int] = set()
         self._dyn_added = trio.Event()
         self._next_ino = abi.ROOT_ID + 1
         self._files: dict[int, _OpenFile] = {}
@@ -336,12 +348,32 @@ class FuseSession:
                 live = False
             if not live:
                 del self._dyn[ino]
-                raw = name.encode()
-                notes.append(b"".join((
-                    _OUT.pack(16 + abi.NOTIFY_INVAL_ENTRY_OUT.size + len(raw) + 1,
-                              abi.NOTIFY_INVAL_ENTRY, 0),
-                    abi.NOTIFY_INVAL_ENTRY_OUT.pack(pino, len(raw), 0), raw, b"\0")))
+                # what the kernel knows below it first (deepest first), then itself
+                for kid in reversed(self._descendants(ino)):
+                    self._dead.add(kid)
+                    notes.append(self._inval_entry(*self._below[kid]))
+                self._dead.add(ino)
+                notes.append(self._inval_entry(pino, name))
         return notes
+
+    def _descendants(self, ino: int) -> list[int]:
+        """The inodes handed out below ``ino``, parents before their children."""
+        out: list[int] = []
+        todo = [ino]
+        while todo:
+            kids = self._kids.get(todo.pop())
+            if kids:
+                out.extend(kids)
+                todo.extend(kids)
+        return out
+
+    @staticmethod
+    def _inval_entry(pino: int, name: str) -> bytes:
+        raw = name.encode()
+        return b"".join((
+            _OUT.pack(16 + abi.NOTIFY_INVAL_ENTRY_OUT.size + len(raw) + 1,
+                      abi.NOTIFY_INVAL_ENTRY, 0),
+            abi.NOTIFY_INVAL_ENTRY_OUT.pack(pino, len(raw), 0), raw, b"\0"))
 
     def _write_notes(self, fd: int, notes: list[bytes]) -> None:
         """(worker thread) write notifications; ENOENT = the kernel had no such entry."""
@@ -580,6 +612,15 @@ class FuseSession:
             return
         del self._nlookup[ino]
         self._dyn.pop(ino, None)
+        self._dead.discard(ino)
+        self._kids.pop(ino, None)
+        up = self._below.pop(ino, None)
+        if up is not None:
+            siblings = self._kids.get(up[0])
+            if siblings is not None:
+                siblings.discard(ino)
+                if not siblings:
+                    del self._kids[up[0]]
         node = self._nodes.pop(ino)
         del self._ino_of[id(node)]
 
@@ -602,9 +643,14 @@ class FuseSession:
 
     def _entry(self, node: Node, ttl: int, parent: int = 0, name: str = "") -> bytes:
         ino = self._ref(node)
+        self._dead.discard(ino)  # found in a live parent (else the sweep finds it again)
         if not ttl and parent:
             self._dyn[ino] = (parent, name)
             self._dyn_added.set()
+        if (parent in self._dyn or parent in self._below) and ino not in self._below:
+            # below a dynamic entry: invalidated with it when it vanishes (_vanished)
+            self._below[ino] = (parent, name)
+            self._kids.setdefault(parent, set()).add(ino)
         return abi.ENTRY_OUT.pack(ino, 0, ttl, ATTR_TTL if ttl else 0, 0, 0,
                                   *self._attr(node, ino))
 
@@ -648,6 +694,8 @@ class FuseSession:
         parent = self._node(nodeid)
         if not isinstance(parent, Directory):
             raise OSError(errno.ENOTDIR, "not a directory")
+        if nodeid in self._dead:  # vanished (a closed socket's tcp/N): nothing in it
+            raise OSError(errno.ENOENT, "no such entry")
         if len(body) < 2 or body[-1] != 0:
             raise Malformed("name not NUL-terminated")
         try:
@@ -941,13 +989,14 @@ class FuseSession:
                         body: memoryview) -> None:
         fh, offset, size = abi.READ_IN.unpack_from(body)[:3]
         entries = self._dir_entries(fh, offset)
+        dead = nodeid in self._dead  # listed, but nothing new is hung below it
         out = bytearray()
         for i in range(offset, len(entries)):
             name, child, ttl = entries[i]
             reclen = abi.direntplus_size(len(name))
             if len(out) + reclen > size:
                 break
-            if i < 2:  # "." and "..": nodeid 0 means "no entry, no lookup counted"
+            if i < 2 or dead:  # "." and "..": nodeid 0 means "no entry, no lookup counted"
                 ino = self._ino_of.get(id(child), UNKNOWN_INO)
                 out += abi.ENTRY_OUT.pack(0, 0, 0, 0, 0, 0, *self._attr(child, ino))
             else:
