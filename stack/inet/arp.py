@@ -8,14 +8,37 @@ tries, packets queued up to ``queue`` per entry), ``reachable`` (confirmed withi
 when full the oldest dynamic entry is evicted, so a flood cannot grow memory.
 One trio-deadline timer per entry; no periodic scan.
 
-Spoofing (Linux's ``locktime``): an entry whose MAC was set or confirmed by an ARP packet
-less than ``net.link.ether.inet.locktime`` seconds ago is not re-pointed to another MAC;
-such a packet is dropped whole (``drop_mac_locked``, no reply either). After the lock time
-a different MAC is accepted (``moved``, logged as BSD does: ``arp: A moved from X to Y on
-IF``, at most one line a second). A sender without an entry gets one only from a
-request for one of our addresses: unsolicited replies (``drop_unsolicited``), gratuitous
-ARP and requests for other hosts (``request_not_for_us``) create nothing. Static entries
-never change (``static_change_refused``).
+Spoofing. An entry's MAC changes only on evidence we asked for, never because someone
+said so unasked:
+
+- an unresolved entry (``incomplete``, ``failed``) takes the MAC of a *reply to us*
+  (our request's answer); a ``failed`` one also that of a request for one of our
+  addresses, as a new entry would (then ``stale``, checked by a unicast probe at first
+  use);
+- a resolved entry (``reachable``, ``stale``, ``probe``) is never re-pointed by an ARP
+  packet, whatever its kind (reply, request, gratuitous): a packet claiming its address
+  for another MAC is refused and makes us re-probe the *old* MAC (unicast requests, as
+  for a stale entry). If the old MAC answers, the entry stays (confirmed, reachable). If
+  it stays silent through the probe, the entry is resolved afresh by broadcast, and the
+  MAC that answers our request is taken (``moved``, logged as BSD does: ``arp: A moved
+  from X to Y on IF``, at most one line a second). A peer whose NIC really changed is so
+  followed within ``retries`` x ``rexmit_ms`` (3 s by default); a spoofer claiming a
+  live host's address never wins;
+- ``net.link.ether.inet.locktime`` seconds after the MAC was set or confirmed,
+  conflicting claims are refused without starting a probe (so a flood of claims costs
+  the real host at most one probe a lock time);
+- static entries never change.
+
+Every refused update is counted: ``update_refused`` and ``update_refused_REASON`` with
+REASON ``static``, ``unsolicited`` (gratuitous ARP, a request for another host or a
+request while we resolve, for an unresolved entry), ``locked``, ``probing`` (a probe of
+the old MAC is under way) or ``reachable``/``stale`` (a probe was started). A request for
+one of our addresses is answered even when its claim is refused (the answer goes to the
+requester's MAC, telling nothing but our own address). A sender without an entry gets
+one only from a request for one of our addresses: unsolicited replies
+(``drop_unsolicited``), gratuitous ARP and requests for other hosts
+(``request_not_for_us``) create nothing. Gratuitous ARP claiming one of *our* addresses
+is counted as ``dup_address`` (address conflict detection).
 """
 
 from __future__ import annotations
@@ -61,7 +84,7 @@ FailInfo = tuple[Callable[..., None], tuple[Any, ...]] | None
 
 class ArpEntry:
     __slots__ = ("ifname", "ip", "mac", "state", "queue", "tries", "timer", "published",
-                 "expires", "updated")
+                 "expires", "updated", "contested", "old_mac")
 
     def __init__(self, ifname: str, ip: int) -> None:
         self.ifname = ifname
@@ -75,6 +98,10 @@ class ArpEntry:
         self.expires = 0.0
         #: when an ARP packet last set or confirmed ``mac`` (trio clock); see locktime
         self.updated = 0.0
+        #: another MAC was claimed for this address since ``mac`` was last confirmed
+        self.contested = False
+        #: the MAC before a contested entry was resolved afresh (for the "moved" line)
+        self.old_mac = b""
 
 
 class Arp:
@@ -92,8 +119,9 @@ class Arp:
         self.k_stale = reg("net.inet.arp.stale_gc", 60, "seconds an unused stale entry lives", lo=1)
         self.k_down = reg("net.inet.arp.down", 20, "seconds a failed entry rejects sends", lo=0)
         self.k_locktime = reg("net.link.ether.inet.locktime", 1,
-                              "seconds after an ARP update during which the MAC of an entry "
-                              "cannot be changed (0: no lock)", lo=0)
+                              "seconds after an ARP update during which a conflicting claim "
+                              "for the entry is refused without re-probing it (0: no lock)",
+                              lo=0)
         self._moved_log_at = float("-inf")
         self._moved_suppressed = 0
 
@@ -208,11 +236,26 @@ class Arp:
         iface = self.stack.interfaces.get(e.ifname)
         if e.tries >= int(self.k_retries.value) or iface is None:
             self.counters["probe_failed"] += 1
-            self._remove(e)
+            if e.contested and iface is not None:
+                self._reresolve(e)
+            else:
+                self._remove(e)
             return
         e.tries += 1
         self.request(iface, e.ip, unicast=e.mac)
         self._arm(e, int(self.k_rexmit.value) / 1000, self._probe)
+
+    def _reresolve(self, e: ArpEntry) -> None:
+        """The old MAC stayed silent while another was claimed: ask afresh (broadcast);
+        the answer to our request sets the entry."""
+        self.counters["reresolve"] += 1
+        e.old_mac = e.mac
+        e.mac = b""
+        e.state = INCOMPLETE
+        e.contested = False
+        e.tries = 0
+        self.inet.neighbour_changed()
+        self._solicit(e)
 
     def _failed(self, e: ArpEntry) -> None:
         self.counters["resolve_failed"] += 1
@@ -229,16 +272,25 @@ class Arp:
         e.state = STALE
         self._arm(e, int(self.k_stale.value), self._remove)
 
-    def _confirm(self, e: ArpEntry, iface: Interface, mac: bytes) -> None:
+    def _confirm(self, e: ArpEntry, iface: Interface, mac: bytes, state: str = REACHABLE) -> None:
         if e.state == PERMANENT:
             return
         changed = e.mac != mac
+        now = trio.current_time()
+        if e.old_mac and e.old_mac != mac:
+            self.counters["moved"] += 1
+            self._log_moved(now, e, e.old_mac, mac)
+        e.old_mac = b""
         e.mac = mac
-        e.updated = trio.current_time()
-        e.state = REACHABLE
+        e.updated = now
+        e.state = state
         e.tries = 0
+        e.contested = False
         self.entries.move_to_end((e.ifname, e.ip))
-        self._arm(e, int(self.k_reachable.value), self._to_stale)
+        if state == REACHABLE:
+            self._arm(e, int(self.k_reachable.value), self._to_stale)
+        else:
+            self._to_stale(e)
         q = e.queue
         out = self.stack.l2.output
         while q:
@@ -287,32 +339,18 @@ class Arp:
             c["drop_bad_sender_ip"] += 1
             return
         for_us = inet.iface_has(iface, tpa)
-        key = (iface.name, spa)
-        e = self.entries.get(key) if spa else None
+        is_request = a.op == warp.OP_REQUEST
+        e = self.entries.get((iface.name, spa)) if spa else None
         if e is not None:
-            if e.state == PERMANENT:
-                if a.sha != e.mac:
-                    c["static_change_refused"] += 1
-            elif not e.mac or a.sha == e.mac:
-                c["updated"] += 1
-                self._confirm(e, iface, a.sha)
-            else:
-                # another MAC for a resolved neighbour: a spoof, or a genuine move
-                now = trio.current_time()
-                if now - e.updated < int(self.k_locktime.value):
-                    c["drop_mac_locked"] += 1
-                    return
-                c["moved"] += 1
-                self._log_moved(now, e, a.sha)
-                self._confirm(e, iface, a.sha)
-        elif for_us and spa and a.op == warp.OP_REQUEST:
+            self._update(e, iface, a.sha, for_us, is_request)
+        elif for_us and spa and is_request:
             e = self._new_entry(iface.name, spa)
             if e is not None:
                 e.mac = a.sha
                 e.updated = trio.current_time()
                 self._to_stale(e)
                 inet.neighbour_changed()
-        elif a.op != warp.OP_REQUEST:
+        elif not is_request:
             c["drop_unsolicited"] += 1  # a reply nobody asked for creates nothing
         if a.op == warp.OP_REQUEST:
             c["in_request"] += 1
@@ -328,14 +366,57 @@ class Arp:
         else:
             c["in_reply"] += 1
 
-    def _log_moved(self, now: float, e: ArpEntry, mac: bytes) -> None:
+    def _update(self, e: ArpEntry, iface: Interface, mac: bytes, for_us: bool,
+                is_request: bool) -> None:
+        """An ARP packet from ``e``'s address, sender MAC ``mac``: what it may change."""
+        c = self.counters
+        st = e.state
+        if st == PERMANENT:
+            if mac != e.mac:
+                self._refuse("static")
+            return
+        if not e.mac:  # incomplete or failed: only an answer to us fills it
+            if for_us and not is_request:
+                c["updated"] += 1
+                self._confirm(e, iface, mac)
+            elif for_us and st == FAILED:
+                # a request for us: as if the entry did not exist (stale, probed at use)
+                c["updated"] += 1
+                self._confirm(e, iface, mac, STALE)
+            else:
+                self._refuse("unsolicited")
+            return
+        if mac == e.mac:
+            # the neighbour itself: confirms the entry (and answers a probe of it)
+            c["updated"] += 1
+            self._confirm(e, iface, mac)
+            return
+        # another MAC claims a resolved neighbour's address: a spoof or a real move;
+        # never taken as said - the old MAC is probed and must stay silent first
+        e.contested = True
+        if st == PROBE:
+            self._refuse("probing")
+        elif trio.current_time() - e.updated < int(self.k_locktime.value):
+            self._refuse("locked")
+        else:
+            self._refuse(st)
+            e.state = PROBE
+            e.tries = 0
+            self._probe(e)
+
+    def _refuse(self, reason: str) -> None:
+        c = self.counters
+        c["update_refused"] += 1
+        c["update_refused_" + reason] += 1
+
+    def _log_moved(self, now: float, e: ArpEntry, old: bytes, mac: bytes) -> None:
         if now - self._moved_log_at < MOVED_LOG_INTERVAL:
             self._moved_suppressed += 1
             return
         more = f" ({self._moved_suppressed} more not logged)" if self._moved_suppressed else ""
         self._moved_log_at = now
         self._moved_suppressed = 0
-        log.info("arp: %s moved from %s to %s on %s%s", int_to_ip(e.ip), format_mac(e.mac),
+        log.info("arp: %s moved from %s to %s on %s%s", int_to_ip(e.ip), format_mac(old),
                  format_mac(mac), e.ifname, more)
 
     def _reply(self, iface: Interface, a: warp.ArpPacket, mac: bytes) -> None:

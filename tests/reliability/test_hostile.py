@@ -114,7 +114,7 @@ def hostile_corpus(stack_mac: str, my_mac: str) -> list[tuple[str, list[bytes], 
                 ARP(op=2, hwsrc=SPOOF_MAC, psrc=KERNEL_IP, hwdst=stack_mac, pdst=STACK_IP)),
           bytes(Ether(dst="ff:ff:ff:ff:ff:ff", src=SPOOF_MAC) /
                 ARP(op=1, hwsrc=SPOOF_MAC, psrc=KERNEL_IP, pdst=KERNEL_IP))],
-         ("arp.drop_mac_locked",)),
+         ("arp.update_refused_locked",)),
         # replies nobody asked for, unicast and gratuitous (broadcast, sender = target)
         ("arp_unsolicited_replies",
          [bytes(Ether(dst=stack_mac, src=SPOOF_MAC) /
@@ -174,12 +174,12 @@ def test_hostile_corpus_dropped_and_counted(netns: Any, stack_process: Any) -> N
     received = int(text.split(" received")[0].rsplit(",", 1)[-1].strip())
     assert received >= 54, text[-300:]  # >= 90% of 60 while under attack
     # every frame of those cases counted (the loop moves on at the first counter)
-    for counter, n in (("arp.drop_mac_locked", 2), ("arp.drop_unsolicited", 2),
+    for counter, n in (("arp.update_refused_locked", 2), ("arp.drop_unsolicited", 2),
                        ("ip.drop_bad_options", 2), ("icmp.out_error_12_0", 1)):
         assert wait_for(lambda c=counter, n=n: delta(start, ts.all_stats()).get(c, 0) >= n, 5), \
             (counter, delta(start, ts.all_stats()))
     # nothing else claimed a locked MAC (the peer's own frames carry its real one)
-    assert delta(start, ts.all_stats())["arp.drop_mac_locked"] == 2
+    assert delta(start, ts.all_stats())["arp.update_refused_locked"] == 2
     table = arp_table(ts)
     # the spoof did not re-point the peer's entry; the claims and the unsolicited
     # replies created nothing: not our own address, not the addresses they spoke for
