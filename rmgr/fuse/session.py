@@ -1,5 +1,9 @@
 """One FUSE session: mount through fusermount3, speak the kernel protocol on /dev/fuse.
 
+Spoken here, not through pyfuse3 or libfuse: pyfuse3 has no ioctl handler (an ioctl on
+its files returns ENOTTY, and the socket door is ioctls) and serves fewer requests per
+second than this loop; see rmgr/fuse/__init__.py and docs/fuse.md before changing that.
+
 Requests that may block (OPEN, READ, WRITE, IOCTL, an async RELEASE) are run by the task
 that read them; if the handler actually waits, that task stays with the request (in its
 own cancel scope) and hands the reading to another task, so a blocked read never holds up
