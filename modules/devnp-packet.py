@@ -5,7 +5,10 @@ Options: ``if=IFNAME`` (required: the Linux link, e.g. one end of a veth pair),
 ``name=`` (default pktN), ``mac=`` (default: the link's own MAC, shared with the kernel;
 another MAC is added to the link's unicast filter with PACKET_MR_UNICAST), ``promisc``
 (PACKET_MR_PROMISC; also switched on by bridge membership), ``mtu=`` (default: the
-link's), ``offload=0`` (no PACKET_VNET_HDR: no checksum/GSO metadata either way),
+link's), ``offload=0`` (no PACKET_VNET_HDR: no checksum/GSO metadata either way; the
+stack then checksums and segments in software what it sends, and a TCP frame received
+bigger than the MTU — a veth peer's TSO — is taken as a super-segment of MTU-sized
+segments),
 ``ring=0`` (no receive ring: one ``recvmsg_into`` per frame), ``ring_frames=N`` (slots
 in the receive ring, default 64, rounded up to whole blocks), ``ring_frame=BYTES`` (slot
 size, default 68 KiB: the largest frame the kernel hands over, a 64 KiB GSO/GRO
@@ -42,13 +45,13 @@ import socket
 import struct
 from collections.abc import Sequence
 
-from stack.l2.fdio import SMALL_RX, FdInterface, complete_csum
+from stack.l2.fdio import SMALL_RX, FdInterface
 from stack.l2.iface import parse_mac
 from stack.loader import ModuleContext
 from stack.module_api import MODULE_API_VERSION, ModuleEntry
 from stack.netns import LinkControl, socket_in_netns
 from stack.options import OptionError
-from stack.packet import Buffer, Packet, TxMeta, locate_l4_csum
+from stack.packet import GSO_TCPV4, GSO_TCPV6, Buffer, Packet, TxMeta, locate_l4_csum
 
 SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP = 1
@@ -328,14 +331,47 @@ class PacketInterface(FdInterface):
                 pkt.gso_size = gso_size
                 pkt.hdr_len = hdr_len + shift if hdr_len else 0
                 self.counters["rx_gso"] += 1
-        elif status & TP_STATUS_CSUMNOTREADY:
-            pkt.csum_partial = pkt.csum_valid = True
-            where = locate_l4_csum(pkt.data, 14 + shift)
-            if where is not None:
-                pkt.csum_start, pkt.csum_offset = where
-        elif status & TP_STATUS_CSUM_VALID:
-            pkt.csum_valid = True
+        else:
+            if status & TP_STATUS_CSUMNOTREADY:
+                pkt.csum_partial = pkt.csum_valid = True
+                where = locate_l4_csum(pkt.data, 14 + shift)
+                if where is not None:
+                    pkt.csum_start, pkt.csum_offset = where
+            elif status & TP_STATUS_CSUM_VALID:
+                pkt.csum_valid = True
+            if len(pkt.data) > self.mtu + 14 + shift:
+                self._infer_gso(pkt, 14 + shift)
         self.deliver(pkt)
+
+    def _infer_gso(self, pkt: Packet, l3: int) -> None:
+        """Without the virtio header the kernel still hands over GSO super-frames from a
+        veth (its TCP's TSO), but says nothing of them. A TCP frame bigger than the MTU
+        is one: mark it a super-segment of MTU-sized segments (the sender's MSS is at
+        most that), so forwarding cuts it (software GSO) instead of answering "needs
+        fragmentation" to a sender whose own MTU it fits, which would stall the
+        connection. Other oversized frames (UDP_SEGMENT: the datagram size is lost)
+        are left as they are and counted (``rx_oversize``)."""
+        data = pkt.data
+        c = self.counters
+        try:
+            v = data[l3] >> 4
+            if v == 4 and data[l3 + 9] == 6 and not (data[l3 + 6] & 0x3F or data[l3 + 7]):
+                ihl, gso_type = (data[l3] & 15) * 4, GSO_TCPV4
+            elif v == 6 and data[l3 + 6] == 6:
+                ihl, gso_type = 40, GSO_TCPV6
+            else:
+                c["rx_oversize"] += 1
+                return
+            thl = (data[l3 + ihl + 12] >> 4) * 4
+        except IndexError:
+            c["rx_oversize"] += 1
+            return
+        mss = self.mtu - ihl - thl
+        if thl < 20 or mss < 8:
+            c["rx_oversize"] += 1
+            return
+        pkt.gso_type, pkt.gso_size, pkt.hdr_len = gso_type, mss, l3 + ihl + thl
+        c["rx_gso_inferred"] += 1
 
     def poll_stats(self) -> None:
         """Add the kernel's drop count since the last read (PACKET_STATISTICS clears
@@ -360,9 +396,8 @@ class PacketInterface(FdInterface):
                                  meta.hdr_len, meta.gso_size, meta.csum_start, meta.csum_offset)
             self.sock.sendmsg((hdr, *bufs))
             return
-        if meta is not None and meta.needs_csum:
-            bufs = complete_csum(bufs, meta)
-            self.counters["tx_sw_csum"] += 1
+        # no virtio header: no offloads either, so Interface.output has already finished
+        # any checksum or segmentation a TxMeta asked for (stack.l2.gso)
         self.sock.sendmsg(bufs)
 
     def set_promisc(self, on: bool) -> None:

@@ -8,9 +8,11 @@ locally-administered one), ``mtu=`` (default 1500; also set on the kernel side),
 before handing frames over), ``txqlen=`` (transmit queue bound, default 512).
 
 The device is opened IFF_TAP|IFF_NO_PI|IFF_VNET_HDR with a 12-byte virtio_net_hdr_v1
-(TUNSETVNETHDRSZ). With offloads on (TUNSETOFFLOAD CSUM|TSO4|TSO6|TSO_ECN) the kernel
-hands over 64 KB TCP super-segments with partial checksums (NEEDS_CSUM) and accepts
-them from us (TxMeta → virtio header). The kernel side of the link (same name, in the
+(TUNSETVNETHDRSZ). With offloads on (TUNSETOFFLOAD CSUM|TSO4|TSO6|TSO_ECN, plus
+USO4|USO6 where the kernel has them, 6.2+) the kernel hands over 64 KB TCP
+super-segments and UDP_SEGMENT super-datagrams (GSO_UDP_L4) with partial checksums
+(NEEDS_CSUM) and accepts them from us (TxMeta → virtio header). Layer 2 splits a
+UDP super-datagram that is not fast-forwarded into its datagrams before IP input. The kernel side of the link (same name, in the
 namespace) is set up when the stack's interface is set up, and removed when the
 interface is destroyed (closing the last fd of a non-persistent TAP deletes it).
 """
@@ -40,6 +42,8 @@ TUN_F_CSUM = 0x01
 TUN_F_TSO4 = 0x02
 TUN_F_TSO6 = 0x04
 TUN_F_TSO_ECN = 0x08
+TUN_F_USO4 = 0x20  # Linux 6.2+: UDP segmentation offload (both or neither)
+TUN_F_USO6 = 0x40
 
 VNET_HDR_LEN = 12  # virtio_net_hdr_v1 (= virtio_net_hdr_mrg_rxbuf)
 F_NEEDS_CSUM = 1
@@ -51,21 +55,31 @@ _vnet_pack = _vnet.pack
 _VNET_PLAIN = bytes(VNET_HDR_LEN)
 
 
-def open_tap(name: str, netns: str | None, offload: bool) -> tuple[int, str]:
-    """Create TAP ``name`` in ``netns`` (see stack.netns); returns (fd, kernel name)."""
+def open_tap(name: str, netns: str | None, offload: bool) -> tuple[int, str, set[str]]:
+    """Create TAP ``name`` in ``netns`` (see stack.netns); returns (fd, kernel name,
+    the offloads the kernel took)."""
 
-    def create() -> tuple[int, str]:
+    def create() -> tuple[int, str, set[str]]:
         fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             ifr = struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR)
             res = fcntl.ioctl(fd, TUNSETIFF, ifr.ljust(40, b"\0"))
             fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
-            flags = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN if offload else 0
-            fcntl.ioctl(fd, TUNSETOFFLOAD, flags)
+            offloads: set[str] = set()
+            if offload:
+                flags = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN
+                try:
+                    fcntl.ioctl(fd, TUNSETOFFLOAD, flags | TUN_F_USO4 | TUN_F_USO6)
+                    offloads.add("uso")
+                except OSError:  # EINVAL: a kernel before 6.2, no USO
+                    fcntl.ioctl(fd, TUNSETOFFLOAD, flags)
+                offloads |= {"csum", "tso4", "tso6"}
+            else:
+                fcntl.ioctl(fd, TUNSETOFFLOAD, 0)
         except BaseException:
             os.close(fd)
             raise
-        return fd, res[:16].rstrip(b"\0").decode()
+        return fd, res[:16].rstrip(b"\0").decode(), offloads
 
     return run_in_netns(netns, create)
 
@@ -77,9 +91,9 @@ class TapInterface(FdInterface):
                  offload: bool, txq_max: int) -> None:
         super().__init__(name, mac=mac, mtu=mtu, driver="tap", txq_max=txq_max)
         self.netns = netns
-        self.capabilities = {"csum", "tso4", "tso6"}
-        self.offloads = {"csum", "tso4", "tso6"} if offload else set()
-        self.fd, self.kname = open_tap(name, netns, offload)
+        self.fd, self.kname, took = open_tap(name, netns, offload)
+        self.capabilities = {"csum", "tso4", "tso6"} | took
+        self.offloads = took
         self.ctl = LinkControl(netns)
         try:
             self.ctl.set_mtu(self.kname, mtu)

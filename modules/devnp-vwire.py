@@ -3,7 +3,17 @@
 The wire is a UNIX datagram socket: one end listens (``path=/run/x.sock``, bound to that
 name), the other connects (``peer=/run/x.sock``; it binds an autobound abstract name so
 that the listener can answer). The listener sends to whichever end spoke to it last —
-two ends per wire. One datagram = one Ethernet frame (up to 64 KB).
+two ends per wire. One datagram = a 10-byte ``virtio_net_hdr`` + one Ethernet frame (up
+to 64 KB); an empty datagram is the connecting end's hello.
+
+Offloads: checksum only (``csum``). The frames never cross a real wire, so a partial L4
+checksum (pseudo-header sum in the field, ``TxMeta.needs_csum``) is sent as it is, with
+``VIRTIO_NET_HDR_F_NEEDS_CSUM`` and its offsets in the header; the receiving stack marks
+the frame ``csum_partial``, so whatever it forwards the frame to completes the checksum
+(a TAP's kernel, or software); taken as checksummed, it would reach a kernel behind a
+TAP with a wrong checksum and be dropped there. No TSO: super-segments are cut in
+software before they are sent (``Interface.output``, ``gso_frames``/``gso_segments``);
+received gso metadata is honoured all the same.
 
 Options: ``path=`` or ``peer=`` (one of them), ``name=`` (default vwN), ``mac=``
 (default random), ``mtu=`` (default 1500). Fault injection, applied on transmit (each end
@@ -27,6 +37,7 @@ from __future__ import annotations
 import heapq
 import random
 import socket
+import struct
 from collections.abc import Sequence
 
 import trio
@@ -36,7 +47,13 @@ from stack.l2.iface import parse_mac, random_mac
 from stack.loader import ModuleContext
 from stack.module_api import MODULE_API_VERSION, ModuleEntry
 from stack.options import OptionError, Options
-from stack.packet import Buffer, Packet, TxMeta
+from stack.packet import GSO_NONE, Buffer, Packet, TxMeta
+
+#: the per-datagram header: struct virtio_net_hdr (little-endian, as on x86 and virtio 1.0)
+VNET_HDR_LEN = 10
+F_NEEDS_CSUM = 1
+_vnet = struct.Struct("<BBHHHH")
+_VNET_PLAIN = bytes(VNET_HDR_LEN)
 
 
 def _prob(opts: Options, key: str) -> float:
@@ -88,10 +105,11 @@ class VwireInterface(FdInterface):
         self.reorder, self.reorder_gap = reorder, reorder_gap
         self.faults = bool(loss or dup or corrupt or delay or jitter or reorder)
         self.rng = random.Random(seed)
-        self._heap: list[tuple[float, int, bytes]] = []
+        self._heap: list[tuple[float, int, bytes, TxMeta | None]] = []
         self._seq = 0
         self._heap_wakeup = trio.Event()
         self._small = max(SMALL_RX, mtu + 32)
+        self._hdr = bytearray(VNET_HDR_LEN)
 
     def start(self, nursery: trio.Nursery) -> None:
         super().start(nursery)
@@ -106,19 +124,27 @@ class VwireInterface(FdInterface):
     # -- receive ---------------------------------------------------------------------
     def _read_one(self) -> bool:
         buf = bytearray(self._small)
-        n, _anc, _fl, addr = self.sock.recvmsg_into((buf, self._spill))
+        n, _anc, _fl, addr = self.sock.recvmsg_into((self._hdr, buf, self._spill))
         if self.path and addr and addr != self.peer_addr:
             self.peer_addr = addr  # the listener answers the end that spoke last
         if n == 0:
             self.counters["peer_hello"] += 1  # the connecting end announcing itself
             return True
-        if n > len(buf):
-            buf += self._spill[:n - len(buf)]
+        n -= VNET_HDR_LEN
         if n < 14:
             self.counters["ierrors"] += 1
             return True
+        if n > len(buf):
+            buf += self._spill[:n - len(buf)]
         pkt = Packet(memoryview(buf)[:n], self)
         pkt.csum_valid = True  # never on a wire; corrupt= tests flip bits on purpose
+        flags, gso_type, hdr_len, gso_size, cs, co = _vnet.unpack_from(self._hdr)
+        if flags & F_NEEDS_CSUM:
+            pkt.csum_partial = True
+            pkt.csum_start, pkt.csum_offset = cs, co
+        if gso_type:
+            pkt.gso_type, pkt.gso_size, pkt.hdr_len = gso_type, gso_size, hdr_len
+            self.counters["rx_gso"] += 1
         self.deliver(pkt)
         return True
 
@@ -126,7 +152,13 @@ class VwireInterface(FdInterface):
     def _write(self, bufs: Sequence[Buffer], meta: TxMeta | None) -> None:
         if self.peer_addr is None:
             raise OSError(107, "vwire: no peer has spoken yet")  # ENOTCONN → oerrors
-        self.sock.sendmsg(bufs, (), 0, self.peer_addr)
+        if meta is None or not (meta.needs_csum or meta.gso_type):
+            hdr = _VNET_PLAIN
+        else:
+            hdr = _vnet.pack(F_NEEDS_CSUM if meta.needs_csum else 0,
+                             meta.gso_type or GSO_NONE, meta.hdr_len, meta.gso_size,
+                             meta.csum_start, meta.csum_offset)
+        self.sock.sendmsg((hdr, *bufs), (), 0, self.peer_addr)
 
     def transmit(self, bufs: Sequence[Buffer], meta: TxMeta | None) -> bool:
         if not self.faults:
@@ -158,10 +190,10 @@ class VwireInterface(FdInterface):
                     c["oqdrops"] += 1
                     return False
                 self._seq += 1
-                heapq.heappush(self._heap, (trio.current_time() + wait, self._seq, data))
+                heapq.heappush(self._heap, (trio.current_time() + wait, self._seq, data, meta))
                 self._heap_wakeup.set()
             else:
-                ok = super().transmit([data], None) and ok
+                ok = super().transmit([data], meta) and ok
         return ok
 
     async def _delay_task(self) -> None:
@@ -179,8 +211,8 @@ class VwireInterface(FdInterface):
                 continue
             now = trio.current_time()
             while heap and heap[0][0] <= now:
-                _due, _seq, data = heapq.heappop(heap)
-                super().transmit([data], None)
+                _due, _seq, data, meta = heapq.heappop(heap)
+                super().transmit([data], meta)
 
     def destroy(self) -> None:
         if not self.closed:
@@ -195,6 +227,7 @@ class VwireInterface(FdInterface):
 
     def describe(self) -> dict[str, str]:
         return {"path": self.path or "-", "peer": self.peer or "-",
+                "offloads": ",".join(sorted(self.offloads)) or "none",
                 "faults": f"loss={self.loss} dup={self.dup} corrupt={self.corrupt} "
                           f"delay={self.delay * 1000:g}ms reorder={self.reorder}"}
 

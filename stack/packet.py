@@ -22,8 +22,9 @@ Buffer = bytes | bytearray | memoryview
 # virtio-net gso types (linux/virtio_net.h)
 GSO_NONE = 0
 GSO_TCPV4 = 1
-GSO_UDP = 3
+GSO_UDP = 3  # UFO: one UDP datagram, to be IP-fragmented
 GSO_TCPV6 = 4
+GSO_UDP_L4 = 5  # USO (UDP_SEGMENT): gso_size-byte UDP datagrams
 
 
 class Packet:

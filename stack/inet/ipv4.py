@@ -40,6 +40,7 @@ from stack.inet.wire.ipv4 import (
     unpack_header,
 )
 from stack.l2.ether import ETH_HLEN, ETHERTYPE_IPV4
+from stack.l2.gso import clamp_gso_size, device_finishes
 from stack.l2.iface import BROADCAST_MAC, IFF_LOOPBACK, Interface, parse_mac
 from stack.packet import GSO_NONE, Buffer, Packet, TxMeta
 
@@ -587,17 +588,18 @@ class IPv4Layer:
                            ttl - 1, frame[1], int.from_bytes(frame[4:6], "big"), opts, False,
                            (self._fwd_unreach, (frame,)), base_off=(flags & 0x1FFF) << 3, last_mf=bool(flags & 0x2000))
             return
-        meta = pkt.tx_meta()
+        # Offload metadata (partial checksum, TSO/USO super-segment) goes with the frame,
+        # offsets for the Ethernet frame we send, segments cut to the path MTU; an out
+        # interface without the offload finishes it in software (Interface.output →
+        # stack.l2.gso: gso_frames, gso_segments, csum_completed there)
+        meta = pkt.tx_meta(ETH_HLEN - off)
         bufs: list[Buffer] = [frame]
         if meta is not None:
-            if meta.gso_type and "tso4" not in out.offloads:
-                c["drop_fwd_gso_unsupported"] += 1
+            if meta.gso_type and not clamp_gso_size(meta, frame, mtu):
+                c["drop_fwd_gso_mtu"] += 1  # the out MTU cannot carry the headers
                 return
-            if meta.needs_csum and "csum" not in out.offloads:
-                rel = TxMeta(meta.csum_start - off, meta.csum_offset, True)
-                bufs = _complete_csum(bufs, rel)
-                meta = None if not meta.gso_type else TxMeta(
-                    gso_type=meta.gso_type, gso_size=meta.gso_size, hdr_len=meta.hdr_len)
+            if not device_finishes(meta, out.offloads):
+                c["fwd_offload_sw"] += 1
         c["forwarded"] += 1
         err = self._send(out, nexthop, bufs, meta, False, (self._fwd_unreach, (frame,)))
         if err:

@@ -6,7 +6,8 @@ driver's receive task)::
     runt check → parse header → pfil "ether" in → bridge / member hook (iface.l2_hook)
     → 802.1Q demux to vlanN → destination MAC filter (own unicast, broadcast, joined
     multicast, IFF_ALLMULTI, promiscuous: seen by taps, then dropped) → fast-forward
-    flow cache (IPv4, when net.inet.ip.forwarding=1) → EtherType dispatch table
+    flow cache (IPv4, when net.inet.ip.forwarding=1) → EtherType dispatch table (a UDP
+    super-datagram, USO, is cut into its datagrams first)
 
 Output: ``output`` prepends a 14-byte header as its own small buffer (never joined with
 the payload) and calls ``output_frame``: pfil "ether" out → ``iface.output`` (taps,
@@ -20,8 +21,9 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from stack.counters import Counters
+from stack.l2.gso import GsoError, segment_ip
 from stack.l2.iface import BROADCAST_MAC, IFF_ALLMULTI, IFF_LOOPBACK, IFF_PROMISC, Interface
-from stack.packet import Buffer, Packet, TxMeta
+from stack.packet import GSO_UDP_L4, Buffer, Packet, TxMeta
 from stack.registry import Registration
 
 if TYPE_CHECKING:  # cycle: the Stack owns this part and the part holds the Stack; types only
@@ -173,7 +175,36 @@ class Layer2:
             c["drop_unknown_ethertype"] += 1
             return
         c["in_" + hex(etype)] += 1
+        if pkt.gso_type == GSO_UDP_L4:
+            self._split_input(iface, pkt, handler)
+            return
         handler(iface, pkt)
+
+    def _split_input(self, iface: Interface, pkt: Packet, handler: EtherHandler) -> None:
+        """A UDP super-datagram (USO, from a TAP or AF_PACKET peer with offloads) that
+        was not fast-forwarded: the protocols above see datagrams, so cut it into its
+        ``gso_size``-byte datagrams here (checksums computed) and dispatch each
+        (``gso_rx_frames``/``gso_rx_segments``; a malformed one ``drop_gso_<reason>``).
+        TCP super-segments go up whole: TCP input takes them."""
+        c = self.counters
+        meta = pkt.tx_meta(0)
+        assert meta is not None
+        l3 = pkt.l3
+        data = pkt.data
+        try:
+            frames = segment_ip(bytes(data[:l3]), data[l3:], meta, 65535)
+        except GsoError as exc:
+            c["drop_gso_" + exc.reason] += 1
+            return
+        c["gso_rx_frames"] += 1
+        c["gso_rx_segments"] += len(frames)
+        for bufs in frames:
+            seg = Packet(memoryview(bytearray().join(bufs)), iface)
+            seg.l3, seg.ethertype = l3, pkt.ethertype
+            seg.src_mac, seg.dst_mac, seg.vlan, seg.to_us = \
+                pkt.src_mac, pkt.dst_mac, pkt.vlan, pkt.to_us
+            seg.csum_valid = True
+            handler(iface, seg)
 
     def _vlan_input(self, iface: Interface, pkt: Packet) -> None:
         """802.1Q: strip the tag (move the 12 MAC bytes 4 forward, in place) and deliver

@@ -7,11 +7,14 @@ Division of work:
 * layer 2 (here) owns the cache, the sysctl switch ``net.inet.ip.fastforwarding``
   (default 1; forwarding itself is ``net.inet.ip.forwarding``), the hook point in
   ``Layer2.input`` and a complete default forwarder for the simple case (IPv4, no IP
-  options, not fragmented, TTL > 1, fits the out MTU or is a TSO super-segment the out
-  interface can segment, a partial L4 checksum only if the out interface completes it,
+  options, not fragmented, TTL > 1, fits the out MTU or is a TSO/USO super-segment,
   header checksum valid, a plausible source): TTL decrement with an incremental header-checksum
-  update (RFC 1624) in place, new Ethernet header, ``out.output``. Anything else returns
-  False and takes the full IP input path, which drops and counts what is bad.
+  update (RFC 1624) in place, new Ethernet header, ``out.output``. Offload metadata (a
+  partial L4 checksum, a super-segment, its gso_size lowered to the flow's MTU) goes
+  with the frame; an out interface that cannot finish it does so in software
+  (``Interface.output``, ``stack.l2.gso``; counted here as ``offload_sw``). Anything
+  else returns False and takes the full IP input path, which drops and counts what is
+  bad.
 * the IPv4 layer fills the cache (``insert`` after it forwarded a packet the slow way:
   it knows the route, the next hop and its ARP entry) and calls ``invalidate_all`` when
   routes, addresses or ARP entries change. It may replace ``forward`` entirely.
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from stack.counters import Counters
+from stack.l2.gso import clamp_gso_size, device_finishes
 from stack.l2.iface import Interface
 from stack.packet import Packet
 
@@ -172,14 +176,7 @@ class FastForward:
         total = int.from_bytes(data[l3 + 2:l3 + 4], "big")
         frag = int.from_bytes(data[l3 + 6:l3 + 8], "big")
         out = e.out
-        # A frame from a TAP/AF_PACKET peer with offloads on carries a partial L4
-        # checksum, or is a TSO super-segment: forwarded as is, with the metadata, when
-        # the out interface can finish the job (else the IP layer completes or drops it)
         gso = pkt.gso_type
-        if (gso and "tso4" not in out.offloads) or \
-                (pkt.csum_partial and "csum" not in out.offloads):
-            c["miss_offload"] += 1
-            return False
         if ttl <= 1 or frag & 0x3FFF or (total > e.mtu and not gso) or total > len(data) - l3 \
                 or total < 20 or not out.flags & 0x1:
             c["miss_slowpath"] += 1  # ICMP errors, fragments, DF, bad lengths: IP's job
@@ -196,6 +193,20 @@ class FastForward:
         if src0 >= 224 or src0 == 127:  # multicast, class E, broadcast or loopback source
             c["miss_bad_source"] += 1
             return False
+        payload = data[l3:l3 + total]
+        # A frame from a TAP/AF_PACKET peer with offloads on carries a partial L4
+        # checksum, or is a TSO/USO super-segment: forwarded with its metadata. Segments
+        # are cut to this flow's MTU (gso_size lowered); an out interface without the
+        # offload finishes it in software (Interface.output → stack.l2.gso).
+        meta = None
+        if gso or pkt.csum_partial:
+            meta = pkt.tx_meta(ETH_HLEN - l3)
+            if meta is not None:
+                if gso and not clamp_gso_size(meta, payload, e.mtu):
+                    c["miss_slowpath"] += 1  # no segment fits: IP's job (and counters)
+                    return False
+                if not device_finishes(meta, out.offloads):
+                    c["offload_sw"] += 1
         # RFC 1624 incremental update of the header checksum for TTL - 1
         data[l3 + 8] = ttl - 1
         s = int.from_bytes(data[l3 + 10:l3 + 12], "big") + 0x0100
@@ -204,6 +215,4 @@ class FastForward:
         e.hits += 1
         c["forwarded"] += 1
         hdr = e.mac + out.mac + b"\x08\x00"
-        payload = data[l3:l3 + total]
-        meta = pkt.tx_meta(ETH_HLEN - l3) if gso or pkt.csum_partial else None
         return self.stack.l2.output_frame(out, [hdr, payload], meta) or True

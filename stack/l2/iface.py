@@ -8,6 +8,8 @@ from there the buffer belongs to the stack (no copy between layers).
 Sending is synchronous and never blocks the caller: a driver writes to the device at once
 and, when the device is full (EAGAIN), keeps a bounded queue drained by its own task;
 beyond the bound it drops and counts ``oqdrops`` (BSD's ifq_maxlen back-pressure).
+``transmit`` only gets a ``TxMeta`` that ``offloads`` covers: ``output`` segments and
+checksums in software whatever the device cannot (``stack.l2.gso``, Linux's GSO).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from stack.counters import Counters
+from stack.l2.gso import GsoError, device_finishes, segment
 from stack.packet import Buffer, Packet, TxMeta
 
 if TYPE_CHECKING:  # cycle: the Stack owns this part and the part holds the Stack; types only
@@ -43,6 +46,10 @@ FLAG_NAMES = [
 ]
 
 BROADCAST_MAC = b"\xff" * 6
+
+#: interfaces that hand frames (and their TxMeta) on to other interfaces, which finish
+#: the offloads themselves: a bridge (to its members), a vlan (to its parent)
+PASSTHROUGH_KINDS = frozenset({"bridge", "vlan"})
 
 #: A capture tap sees every frame: (interface, direction "in"/"out", frame buffers).
 CaptureTap = Callable[["Interface", str, Sequence[Buffer]], None]
@@ -161,11 +168,20 @@ class Interface:
             stack.l2.input(self, pkt)
 
     def output(self, bufs: Sequence[Buffer], meta: TxMeta | None = None) -> bool:
-        """Stack → driver: one frame as a list of buffers. Returns False if dropped."""
+        """Stack → driver: one frame as a list of buffers. Returns False if dropped.
+
+        A ``meta`` asking for what this interface cannot do (a super-segment without
+        ``tso4``/``uso``..., a partial checksum without ``csum``: a forwarded or bridged
+        frame from a peer with offloads) is finished here in software first
+        (``stack.l2.gso``), and the resulting frames go out one by one."""
         c = self.counters
         if not self.flags & IFF_UP:
             c["oqdrops"] += 1
             return False
+        if meta is not None and (meta.gso_type or meta.needs_csum) \
+                and self.kind not in PASSTHROUGH_KINDS \
+                and not device_finishes(meta, self.offloads):
+            return self._output_software(bufs, meta)
         if self.taps:
             self._run_taps("out", bufs)
         ok = self.transmit(bufs, meta)
@@ -177,6 +193,32 @@ class Interface:
     def transmit(self, bufs: Sequence[Buffer], meta: TxMeta | None) -> bool:
         """Driver hook: put the frame on the wire (or a bounded queue). Never blocks."""
         raise NotImplementedError
+
+    def _output_software(self, bufs: Sequence[Buffer], meta: TxMeta) -> bool:
+        """Software GSO / checksum for this interface's MTU, then each frame is sent as
+        a plain one (taps see the frames as they go on the wire). Counted:
+        ``gso_frames``/``gso_segments`` (super-segments cut, frames made),
+        ``csum_completed``; a frame that cannot be segmented is dropped and counted
+        (``gso_errors``, ``gso_error_<reason>``, ``oerrors``). True only if every
+        frame was accepted."""
+        c = self.counters
+        try:
+            frames = segment(bufs, meta, self.mtu)
+        except GsoError as exc:
+            c["gso_errors"] += 1
+            c["gso_error_" + exc.reason] += 1
+            c["oerrors"] += 1
+            return False
+        if meta.gso_type:
+            c["gso_frames"] += 1
+            c["gso_segments"] += len(frames)
+        else:
+            c["csum_completed"] += 1
+        ok = True
+        for f in frames:
+            if not self.output(f, None):
+                ok = False
+        return ok
 
     def _run_taps(self, direction: str, bufs: Sequence[Buffer]) -> None:
         for tap in list(self.taps):

@@ -183,7 +183,7 @@ async def test_partial_checksum_forwarded_with_its_metadata(router: Router) -> N
     """Out interface with checksum offload: the cache forwards the frame as it came, with
     the TxMeta that asks the device to finish the checksum (offsets for the new frame)."""
     r = router
-    r.f1.offloads = {"csum", "tso4"}
+    r.f1.offloads = {"csum", "tso4", "ufo"}
     r.warm(r.f1, GW_A)
     r.f1.metas.clear()
     fast0 = r.ff.counters["forwarded"]
@@ -203,22 +203,43 @@ async def test_partial_checksum_forwarded_with_its_metadata(router: Router) -> N
     assert meta.hdr_len == 42
 
 
-async def test_partial_checksum_without_offload_takes_the_ip_layer(router: Router) -> None:
-    """Out interface without checksum offload: the cache leaves the frame to the IP layer,
-    which completes the checksum in software; a super-segment it cannot send is dropped
-    and counted there."""
+@pytest.mark.parametrize("fastfwd", [1, 0], ids=["fastpath", "slowpath"])
+async def test_offloads_finished_in_software_without_device_offload(router: Router,
+                                                                    fastfwd: int) -> None:
+    """Out interface without offloads: the frame is forwarded all the same (by the cache
+    or by the IP layer) and the out interface finishes it in software: the partial
+    checksum completed (csum_completed), the UDP super-segment (UFO) cut into fragments
+    that fit its MTU (gso_frames/gso_segments). Nothing is dropped."""
     r = router
-    r.warm(r.f1, GW_A)
+    r.st.sysctl.set("net.inet.ip.fastforwarding", str(fastfwd))
+    if fastfwd:
+        r.warm(r.f1, GW_A)
+    else:
+        r.expect_forwarded(r.f1, GW_A, fast=False)
     slow0, fast0 = r.counts()
+    r.f1.metas.clear()
     r.f0.deliver(_partial(r, b"x" * 100))
-    assert r.counts() == (slow0 + 1, fast0) and r.ff.counters["miss_offload"] == 1
+    assert r.counts() == ((slow0, fast0 + 1) if fastfwd else (slow0 + 1, fast0))
+    assert (r.ff.counters["offload_sw"], r.inet.counters["fwd_offload_sw"]) == \
+        ((1, 0) if fastfwd else (0, 1))
     (frame,) = r.f1.take_ip()
     right = IP(bytes(IP(src="10.0.0.2", dst=DST, ttl=63) / UDP(sport=5000, dport=9) /
                      (b"x" * 100)))[UDP].chksum
     assert frame[UDP].chksum == right  # completed in software, and right
+    assert r.f1.counters["csum_completed"] == 1 and r.f1.metas == [None]
+    r.f1.metas.clear()
     r.f0.deliver(_partial(r, b"y" * 3000, gso=3))
-    assert r.ff.counters["miss_offload"] == 2 and r.inet.counters["drop_fwd_gso_unsupported"] == 1
-    assert r.f1.take_ip() == []
+    frags = r.f1.take_ip()
+    assert r.f1.counters["gso_frames"] == 1 and r.f1.counters["gso_segments"] == len(frags) == 3
+    assert all(len(f) <= 1514 and f[IP].ttl == 63 for f in frags)
+    from scapy.layers.inet import defragment
+
+    (whole,) = defragment([f[IP] for f in frags])
+    whole = IP(bytes(whole))
+    assert bytes(whole[UDP].payload) == b"y" * 3000
+    assert whole[UDP].chksum == IP(bytes(IP(src="10.0.0.2", dst=DST) / UDP(sport=5000, dport=9)
+                                         / (b"y" * 3000)))[UDP].chksum
+    assert "drop_fwd_gso_unsupported" not in r.inet.counters
 
 
 # -- invalidation through the stack's own APIs -------------------------------------------
