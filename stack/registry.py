@@ -8,7 +8,7 @@ table              key                              value
 =================  ===============================  =========================================
 ``network``        EtherType (0x0800, 0x0806...)    ``fn(iface, pkt)``: layer 2 dispatches
 ``transports``     (family, IP protocol number)     a ``TransportProtocol``
-``sockets``        (family, type, protocol)         a ``SocketFactory`` (the socket doors)
+``sockets``        (family, type, protocol)         a ``SocketType`` row (the socket doors)
 ``services``       a ``ServiceKey[T]``              a ``T`` (ipv4, pf, bpf, crypto, qnet...)
 =================  ===============================  =========================================
 
@@ -159,50 +159,89 @@ class TransportProtocol(Protocol):
 
 
 class SocketEndpoint(Protocol):
-    """What the socket doors hold: the transport's socket behind one open file."""
+    """What the socket doors hold: the transport's socket behind one open file (the doors
+    require ``stack.sockets.endpoint.Endpoint``, which has this and the rest of the API)."""
 
     def close(self) -> None: ...
 
 
-#: ``factory(proto)`` → a new endpoint of that protocol (raw sockets take any 1-255).
-SocketFactory = Callable[[int], Any]
+#: ``factory(proto)`` → a new endpoint of protocol ``proto``: the row's own, or for an
+#: any-protocol row the one the caller asked for (1-255).
+SocketFactory = Callable[[int], SocketEndpoint]
+
+#: The readable name of a family's directory in the socket door (``inet/tcp``).
+FAMILY_NAMES = {AF_INET: "inet", AF_INET6: "inet6"}
 
 
 @dataclass(frozen=True)
 class SocketType:
-    """One row of the socket table: what ``socket(family, type, proto)`` makes."""
+    """One row of the socket table (NetBSD's inetsw[]): what ``socket(family, type,
+    proto)`` makes, and under which names the doors show it.
+
+    The socket door serves ``<family>/<type>/<proto>`` for every row (and ``/0`` for a
+    default row), plus ``<family name>/<name>`` and each alias (``inet/tcp``,
+    ``inet/stream``; ``inet/raw/P`` for an any-protocol row); the text door serves
+    ``<name>/`` (``tcp/clone``, ``tcp/N/...``)."""
 
     family: int
     type: int
+    #: the protocol number, or ``SocketTypes.ANY`` (-1): every protocol 1-255 (raw)
     proto: int
     factory: SocketFactory
+    #: what a socket of this row is called: ``tcp/N`` in the text door, ``inet/tcp``
+    name: str
     #: the protocol a request for 0 means (the family's default for this type)
     default: bool = False
-    #: raw-like rows need root (the door checks the caller)
+    #: raw-like rows need root (the door checks the caller; its files are mode 0600)
     privileged: bool = False
+    #: more readable names under the family's directory: (name, protocol) —
+    #: ``("stream", 6)``, or ``("icmp", 1)`` for one protocol of an any-protocol row
+    aliases: tuple[tuple[str, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.default and self.proto <= 0:
+            raise ValueError(f"socket type {self.family}/{self.type}: a default row needs "
+                             "a protocol number")
+        if not (self.proto == SocketTypes.ANY or 0 < self.proto < 256):
+            raise ValueError(f"socket type {self.family}/{self.type}: protocol "
+                             f"{self.proto} is not 1-255 or ANY")
 
 
-class SocketTable:
-    """Sockets by (family, type, protocol), in one place for both doors and libsocket.
+class SocketTypes:
+    """Sockets by (family, type, protocol), in one place for both doors (and so for
+    libsocket, which opens the door's paths).
 
-    ``proto`` 0 selects the row registered with ``default=True``; a raw row registered
-    with proto -1 serves every protocol 1-255 of its (family, type)."""
+    ``proto`` 0 selects the row registered with ``default=True``; a row registered with
+    ``ANY`` serves every protocol 1-255 of its (family, type) that has no row of its own.
+    ``watchers`` are called after every change (the doors rebuild their trees)."""
 
     ANY = -1
 
     def __init__(self) -> None:
         self._table: Table[SocketType] = Table(
             "socket type", lambda k: "/".join(str(x) for x in k))
+        #: (family, type) → its default row; rebuilt on every change (lookups are per open)
+        self._defaults: dict[tuple[int, int], SocketType] = {}
+        self._table.watchers.append(self._reindex)
+
+    @property
+    def watchers(self) -> list[Callable[[Any, SocketType | None], None]]:
+        return self._table.watchers
 
     def register(self, row: SocketType) -> Registration:
+        if row.default:
+            other = self._defaults.get((row.family, row.type))
+            if other is not None:
+                raise ValueError(f"socket type {row.family}/{row.type} already has a "
+                                 f"default protocol ({other.proto})")
         return self._table.register((row.family, row.type, row.proto), row)
+
+    def _reindex(self, _key: object, _row: SocketType | None) -> None:
+        self._defaults = {(r.family, r.type): r for r in self.rows() if r.default}
 
     def lookup(self, family: int, sock_type: int, proto: int) -> SocketType | None:
         if proto == 0:
-            for (f, t, _), row in self._table.items():
-                if f == family and t == sock_type and row.default:
-                    return row
-            return None
+            return self._defaults.get((family, sock_type))
         found = self._table.get((family, sock_type, proto))
         if found is None and 0 < proto < 256:
             found = self._table.get((family, sock_type, self.ANY))
@@ -222,16 +261,16 @@ class Registries:
         self.network: Table[Callable[..., None]] = Table("EtherType", lambda k: f"{k:#06x}")
         self.transports: Table[TransportProtocol] = Table(
             "transport", lambda k: f"family {k[0]} protocol {k[1]}")
-        self.sockets = SocketTable()
+        self.sockets = SocketTypes()
         self.services = Services()
 
     def render(self) -> str:
         """``config/protocols``: every registered part, one per line."""
         lines = [f"network {k:#06x} {_name(v)}" for k, v in self.network.items()]
         lines += [f"transport {f}/{p} {t.name}" for (f, p), t in self.transports.items()]
-        lines += [f"socket {r.family}/{r.type}/{'*' if r.proto == SocketTable.ANY else r.proto}"
-                  f"{' default' if r.default else ''}{' privileged' if r.privileged else ''}"
-                  for r in self.sockets.rows()]
+        lines += [f"socket {r.family}/{r.type}/{'*' if r.proto == SocketTypes.ANY else r.proto}"
+                  f" {r.name}{' default' if r.default else ''}"
+                  f"{' privileged' if r.privileged else ''}" for r in self.sockets.rows()]
         lines += [f"service {n}" for n in self.services.names()]
         return "\n".join(lines) + "\n"
 

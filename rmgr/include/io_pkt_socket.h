@@ -27,7 +27,7 @@
 
 #define IOP_MAGIC 'Q'
 
-#define IOP_ADDR_MAX 32     /* room for struct sockaddr_in (and sockaddr_in6 later) */
+#define IOP_ADDR_MAX 32     /* room for struct sockaddr_in and struct sockaddr_in6 */
 #define IOP_NAME_MAX 88
 #define IOP_OPTVAL_MAX 32
 /* largest read/write the stack serves in one request: a longer read(2) may wait for more */
@@ -38,13 +38,16 @@
  * file with O_NONBLOCK makes every connect/accept on that open non-blocking too). */
 #define IOP_F_NONBLOCK 0x1
 
-/* An address in and out: addr holds a Linux struct sockaddr_in, len is its size. */
+/* An address in and out: addr holds a Linux struct sockaddr_in (an AF_INET socket) or
+ * struct sockaddr_in6 (an AF_INET6 one), len is its size. A socket takes only its own
+ * family's (else EAFNOSUPPORT, as Linux). */
 struct iop_sockaddr {
 	uint32_t flags;
 	uint32_t len;
 	union {
 		struct sockaddr sa;
 		struct sockaddr_in sin;
+		struct sockaddr_in6 sin6;
 		unsigned char raw[IOP_ADDR_MAX];
 	} addr;
 };
@@ -58,6 +61,7 @@ struct iop_accept {
 	union {
 		struct sockaddr sa;
 		struct sockaddr_in sin;
+		struct sockaddr_in6 sin6;
 		unsigned char raw[IOP_ADDR_MAX];
 	} addr;
 	char name[IOP_NAME_MAX];
@@ -75,7 +79,7 @@ struct iop_sockopt {
 
 /* what a socket fd is */
 struct iop_sockinfo {
-	int32_t domain;     /* AF_INET */
+	int32_t domain;     /* AF_INET, AF_INET6 (Linux's numbers, as in the sockaddrs) */
 	int32_t type;       /* SOCK_STREAM, SOCK_DGRAM, SOCK_RAW */
 	int32_t protocol;
 	uint32_t id;        /* N of tcp/N, udp/N, raw/N in the text door */
@@ -83,7 +87,7 @@ struct iop_sockinfo {
 	uint32_t flags;
 	uint32_t nread;
 	uint32_t reserved;
-	char name[32];      /* "tcp/N" */
+	char name[32];      /* "tcp/N": the text door's name */
 };
 
 #define IOP_ST_CLOSED 0

@@ -10,9 +10,13 @@ structs are little-endian/native with no implicit padding.
 
 from __future__ import annotations
 
+import errno
 import socket as _std
 import struct
 from dataclasses import dataclass
+
+from stack import addr as _addr
+from stack.addr import Endpoint
 
 # -- _IOC encoding (asm-generic, as on x86_64 / arm64) -------------------------------
 _IOC_NRBITS, _IOC_TYPEBITS, _IOC_SIZEBITS = 8, 8, 14
@@ -52,9 +56,15 @@ IOP_MAGIC = ord("Q")
 
 # -- structs -----------------------------------------------------------------------
 #: struct iop_sockaddr { uint32_t flags; uint32_t len; unsigned char addr[32]; }
-#: ``addr`` holds a Linux ``struct sockaddr_in`` (family u16 host order, port and
-#: address in network order) - room for sockaddr_in6 later.
+#: ``addr`` holds a Linux ``struct sockaddr_in`` or ``struct sockaddr_in6`` (below),
+#: ``len`` its size.
 SOCKADDR = struct.Struct("<II32s")
+#: struct sockaddr_in { sa_family_t (u16, host order); in_port_t (network order);
+#:                      struct in_addr (4 bytes); zero[8]; } - 16 bytes
+SOCKADDR_IN = struct.Struct("=H2s4s8x")
+#: struct sockaddr_in6 { sa_family_t; in_port_t; uint32_t sin6_flowinfo (network order);
+#:                       struct in6_addr (16 bytes); uint32_t sin6_scope_id; } - 28 bytes
+SOCKADDR_IN6 = struct.Struct("=H2s4s16sI")
 #: struct iop_accept { uint32_t flags; uint32_t addrlen; unsigned char addr[32];
 #:                     char name[88]; }
 ACCEPT = struct.Struct("<II32s88s")
@@ -109,7 +119,6 @@ COMMANDS: dict[str, int] = {k: v for k, v in dict(globals()).items()
 ST_CLOSED, ST_BOUND, ST_LISTEN, ST_CONNECTING, ST_CONNECTED, ST_CLOSING = range(6)
 STATE_NAMES = ["Closed", "Bound", "Listen", "Connecting", "Established", "Closing"]
 
-AF_INET = 2
 SOCK_STREAM, SOCK_DGRAM, SOCK_RAW = 1, 2, 3
 
 # sockopt constants (Linux numbering, the same as the stdlib socket module here)
@@ -118,27 +127,115 @@ IPPROTO_TCP = _std.IPPROTO_TCP
 IPPROTO_IP = _std.IPPROTO_IP
 
 
-# -- helpers -----------------------------------------------------------------------
-def pack_sockaddr_in(host: str, port: int, flags: int = 0) -> bytes:
-    raw = struct.pack("=H", AF_INET) + struct.pack("!H", port) + _std.inet_aton(host) + bytes(8)
-    return SOCKADDR.pack(flags, 16, raw)
+# -- address families ------------------------------------------------------------------
+#: Linux's numbering: what a sockaddr, SO_DOMAIN and iop_sockinfo.domain carry (the
+#: structs are Linux's, and C programs compare with <netinet/in.h>'s AF_INET6 = 10)
+AF_INET = 2
+AF_INET6 = 10
+#: Linux's family → the socket door's (host numbering as on QNX: the directory
+#: ``$SOCK/dev/socket/<family>``, the stack's registries and stack.addr.family())
+_DOOR_FAMILY = {AF_INET: _addr.AF_INET, AF_INET6: _addr.AF_INET6}
+_LINUX_FAMILY = {v: k for k, v in _DOOR_FAMILY.items()}
 
 
-def unpack_sockaddr_in(raw: bytes) -> tuple[str, int]:
-    """``addr`` field (or whole iop_sockaddr when 40 bytes) → (host, port)."""
+def door_family(linux_family: int) -> int | None:
+    """The door's number for a Linux address family (None: the door has none)."""
+    return _DOOR_FAMILY.get(linux_family)
+
+
+def linux_family(family: int) -> int:
+    """Linux's number for a door (stack) address family; unknown ones pass through."""
+    return _LINUX_FAMILY.get(family, family)
+
+
+# -- sockaddrs: the one place they are encoded and decoded -------------------------------
+def _eafnosupport(family: int) -> OSError:
+    return OSError(errno.EAFNOSUPPORT, f"address family {family} not supported")
+
+
+def encode_sockaddr(ep: Endpoint, family: int = _addr.AF_INET) -> tuple[int, bytes]:
+    """(len, the 32-byte ``addr`` field) for ``ep`` as a socket of ``family`` (door
+    numbering) reports it: a sockaddr_in for AF_INET, a sockaddr_in6 for AF_INET6 (an
+    IPv4 peer of an IPv6 socket as ``::ffff:a.b.c.d``)."""
+    port = ep.port.to_bytes(2, "big")
+    if family == _addr.AF_INET:
+        if not _addr.is_v4(ep.addr):
+            raise _eafnosupport(AF_INET6)
+        return SOCKADDR_IN.size, SOCKADDR_IN.pack(
+            AF_INET, port, _addr.v4_bits(ep.addr).to_bytes(4, "big")).ljust(IOP_ADDR_MAX, b"\0")
+    if family == _addr.AF_INET6:
+        return SOCKADDR_IN6.size, SOCKADDR_IN6.pack(
+            AF_INET6, port, bytes(4), ep.addr.to_bytes(16, "big"), 0).ljust(IOP_ADDR_MAX, b"\0")
+    raise _eafnosupport(linux_family(family))
+
+
+def _fields(field: bytes) -> tuple[int, int, bytes, int, int]:
+    """(Linux family, port, address bytes (4 or 16), flowinfo, scope id) of the
+    sockaddr_in or sockaddr_in6 in ``field`` (any other family is read as sockaddr_in)."""
+    (sa_family,) = struct.unpack_from("=H", field, 0)
+    if sa_family == AF_INET6:
+        _f, port, flow, a16, scope = SOCKADDR_IN6.unpack_from(
+            field.ljust(SOCKADDR_IN6.size, b"\0"))
+        return sa_family, int.from_bytes(port, "big"), a16, int.from_bytes(flow, "big"), scope
+    _f, port, a4 = SOCKADDR_IN.unpack_from(field.ljust(SOCKADDR_IN.size, b"\0"))
+    return sa_family, int.from_bytes(port, "big"), a4, 0, 0
+
+
+def decode_sockaddr(field: bytes, length: int, family: int = _addr.AF_INET) -> Endpoint:
+    """The endpoint in an ``addr`` field of ``length`` bytes given to a socket of
+    ``family`` (door numbering). EINVAL when too short for its family, EAFNOSUPPORT when
+    the sockaddr's family is not the socket's (as Linux's inet and inet6 binds and
+    connects)."""
+    if length < 8:
+        raise OSError(errno.EINVAL, "address too short")
+    sa_family, port, raw, _flow, _scope = _fields(field)
+    if sa_family != linux_family(family):
+        raise _eafnosupport(sa_family)
+    if sa_family == AF_INET6 and length < 24:  # Linux takes SIN6_LEN_RFC2133 (no scope)
+        raise OSError(errno.EINVAL, "address too short")
+    return Endpoint(_addr.addr_from_bytes(raw), port)
+
+
+def pack_sockaddr(family: int, host: str, port: int, flags: int = 0) -> bytes:
+    """A whole iop_sockaddr for a numeric ``host`` (libsocket's side; ``family`` in
+    Linux numbering)."""
+    fam = door_family(family)
+    if fam is None:
+        raise _eafnosupport(family)
+    ep = Endpoint(_addr.parse_addr(host) if fam == _addr.AF_INET6 else
+                  _addr.v4(int.from_bytes(_std.inet_aton(host), "big")), port)
+    length, field = encode_sockaddr(ep, fam)
+    return SOCKADDR.pack(flags, length, field)
+
+
+def unpack_sockaddr(raw: bytes) -> tuple[str, int] | tuple[str, int, int, int]:
+    """``addr`` field (or a whole iop_sockaddr when 40 bytes) → what the stdlib returns
+    for its family: ``(host, port)`` for AF_INET, ``(host, port, flowinfo, scope_id)``
+    for AF_INET6 (a family of 0, or ``len`` 0: nothing there, reads as AF_INET)."""
     if len(raw) == SOCKADDR.size:
         _flags, length, raw = SOCKADDR.unpack(raw)
         if length == 0:
             return ("0.0.0.0", 0)
-    (family,) = struct.unpack_from("=H", raw, 0)
+    family, port, a, flow, scope = _fields(raw)
+    if family == AF_INET6:
+        return (_std.inet_ntop(_std.AF_INET6, a), port, flow, scope)
     if family not in (AF_INET, 0):
-        raise OSError(97, "Address family not supported by protocol")  # EAFNOSUPPORT
-    (port,) = struct.unpack_from("!H", raw, 2)
-    return (_std.inet_ntoa(bytes(raw[4:8])), port)
+        raise _eafnosupport(family)
+    return (_std.inet_ntoa(a), port)
 
 
-def addr_field(host: str, port: int) -> bytes:
-    return struct.pack("=H", AF_INET) + struct.pack("!H", port) + _std.inet_aton(host) + bytes(24)
+def pack_sockaddr_in(host: str, port: int, flags: int = 0) -> bytes:
+    """A whole iop_sockaddr holding a sockaddr_in."""
+    return pack_sockaddr(AF_INET, host, port, flags)
+
+
+def unpack_sockaddr_in(raw: bytes) -> tuple[str, int]:
+    """``addr`` field (or whole iop_sockaddr when 40 bytes) → (host, port) of a
+    sockaddr_in (EAFNOSUPPORT for another family)."""
+    out = unpack_sockaddr(raw)
+    if len(out) != 2:
+        raise _eafnosupport(AF_INET6)
+    return out[0], out[1]
 
 
 @dataclass

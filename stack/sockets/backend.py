@@ -1,5 +1,10 @@
 """Adapters from the stack's transports (``stack.tcp``, ``stack.udp``, ``stack.raw``; see
-stack/transport) to the socket files' ``Endpoint`` interface."""
+stack/transport) to the socket files' ``Endpoint`` interface, and the socket-table rows
+that make them (``socket_types``).
+
+The transports still speak ``(dotted-quad str, port)``; the socket layer speaks
+``stack.addr.Endpoint``. The conversion is ``_to_transport`` / ``_from_transport`` here
+and nowhere else, so moving the transports onto stack.addr changes these two only."""
 
 from __future__ import annotations
 
@@ -11,10 +16,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rmgr.libsocket import abi
+from stack.addr import V4MAPPED, Addr, format_addr, is_v4
+from stack.registry import SocketType
 from stack.services import TRANSPORTS
 
-from .conn import EndpointFactory
 from .endpoint import Address, Endpoint
+from .inet import inet_socket_types
 
 if TYPE_CHECKING:
     from stack.core import Stack
@@ -26,10 +33,24 @@ _TCP_STATES = {
 }
 
 
-
-
 def _err(code: int) -> OSError:
     return OSError(code, os.strerror(code))
+
+
+# -- the one conversion between the socket layer's addresses and the transports' ----------
+def _to_transport(addr: Address) -> tuple[str, int]:
+    """The transports' ``(host, port)``: they serve IPv4 only (EAFNOSUPPORT otherwise)."""
+    if not is_v4(addr.addr):
+        raise _err(errno.EAFNOSUPPORT)
+    return format_addr(addr.addr), addr.port
+
+
+def _from_transport(addr: tuple[str | int, int]) -> Address:
+    """A transport's ``(dotted quad, port)`` (canonical: they format it), or a 32-bit
+    address as the transports keep it (a raw socket's peer)."""
+    host, port = addr
+    bits = host if isinstance(host, int) else int.from_bytes(_s.inet_aton(host), "big")
+    return Address(Addr(V4MAPPED | bits), port)
 
 
 class _Wrapped(Endpoint):
@@ -44,13 +65,13 @@ class _Wrapped(Endpoint):
         return int(self.s.poll_mask()) & ~select.POLLNVAL
 
     def bind(self, addr: Address) -> None:
-        self.s.bind(addr)
+        self.s.bind(_to_transport(addr))
 
     def getsockname(self) -> Address:
-        return self.s.getsockname()  # type: ignore[no-any-return]
+        return _from_transport(self.s.getsockname())
 
     def getpeername(self) -> Address:
-        return self.s.getpeername()  # type: ignore[no-any-return]
+        return _from_transport(self.s.getpeername())
 
     def setsockopt(self, level: int, name: int, value: int | tuple[int, int]) -> None:
         self.s.setsockopt(level, name, value)
@@ -94,7 +115,7 @@ class TCPEndpoint(_Wrapped):
 
     def connect(self, addr: Address) -> None:
         try:
-            self.s.connect_nowait(addr)
+            self.s.connect_nowait(_to_transport(addr))
         except BlockingIOError as exc:
             if exc.errno != errno.EINPROGRESS:
                 raise
@@ -104,7 +125,7 @@ class TCPEndpoint(_Wrapped):
 
     def accept_nowait(self) -> tuple[Endpoint, Address]:
         child, peer = self.s.accept_nowait()
-        return TCPEndpoint(child, self.spawn), peer
+        return TCPEndpoint(child, self.spawn), _from_transport(peer)
 
     def send_nowait(self, data: memoryview, addr: Address | None = None) -> int:
         return int(self.s.send_nowait(data))
@@ -141,14 +162,14 @@ class UDPEndpoint(_Wrapped):
         return abi.ST_BOUND if self.s.bound else abi.ST_CLOSED
 
     def connect(self, addr: Address) -> None:
-        self.s.connect(addr)
+        self.s.connect(_to_transport(addr))
 
     def send_nowait(self, data: memoryview, addr: Address | None = None) -> int:
-        return int(self.s.sendto_nowait(data, addr))
+        return int(self.s.sendto_nowait(data, None if addr is None else _to_transport(addr)))
 
     def recv_nowait(self, size: int, peek: bool = False) -> tuple[bytes, Address | None]:
         data, addr = self.s.recvfrom_nowait(size, peek=peek)
-        return data, addr
+        return data, _from_transport(addr)
 
     def nread(self) -> int:
         return int(self.s.bytes_readable())
@@ -171,21 +192,19 @@ class RawEndpoint(_Wrapped):
         return abi.ST_CONNECTED if self.s.connected else abi.ST_CLOSED
 
     def connect(self, addr: Address) -> None:
-        self.s.connect(addr)
+        self.s.connect(_to_transport(addr))
 
     def getpeername(self) -> Address:
         if not self.s.connected:
             raise _err(errno.ENOTCONN)
-        from ipaddress import IPv4Address
-
-        return (str(IPv4Address(self.s.raddr)), 0)
+        return _from_transport((self.s.raddr, 0))
 
     def send_nowait(self, data: memoryview, addr: Address | None = None) -> int:
-        return int(self.s.sendto_nowait(data, addr))
+        return int(self.s.sendto_nowait(data, None if addr is None else _to_transport(addr)))
 
     def recv_nowait(self, size: int, peek: bool = False) -> tuple[bytes, Address | None]:
         data, addr = self.s.recvfrom_nowait(size, peek=peek)
-        return data, addr
+        return data, _from_transport(addr)
 
     def nread(self) -> int:
         q = self.s.queue
@@ -198,21 +217,17 @@ class RawEndpoint(_Wrapped):
         self.s.close()
 
 
-def endpoint_factory(stack: Stack) -> EndpointFactory:
+def socket_types(stack: Stack) -> list[SocketType]:
+    """The built-in AF_INET rows over the stack's transports (none without them)."""
+    t = stack.services.get(TRANSPORTS)
+    if t is None:
+        return []
+    tcp, udp, raw = t.tcp, t.udp, t.raw
+
     def spawn(fn: Callable[..., Any], *args: Any) -> None:
         if stack.nursery is not None:
             stack.nursery.start_soon(fn, *args)
 
-    def make(sock_type: int, proto: int) -> Endpoint:
-        t = stack.services.get(TRANSPORTS)
-        if t is None:
-            raise _err(errno.EPROTONOSUPPORT)
-        if sock_type == abi.SOCK_STREAM:
-            return TCPEndpoint(t.tcp.socket(), spawn)
-        if sock_type == abi.SOCK_DGRAM:
-            return UDPEndpoint(t.udp.socket())
-        if sock_type == abi.SOCK_RAW:
-            return RawEndpoint(t.raw.socket(proto))
-        raise _err(errno.EPROTONOSUPPORT)
-
-    return make
+    return inet_socket_types(tcp=lambda _proto: TCPEndpoint(tcp.socket(), spawn),
+                             udp=lambda _proto: UDPEndpoint(udp.socket()),
+                             raw=lambda proto: RawEndpoint(raw.socket(proto)))

@@ -1,5 +1,6 @@
 """Sockets as the files see them: ``Conn`` (one socket, whichever door made it) and the
-``SocketTable`` that numbers them per protocol (``tcp/N``, ``udp/N``, ``raw/N``)."""
+``SocketTable`` that makes them from the stack's socket types (``stack.registries.sockets``)
+and numbers them per kind, the row's name (``tcp/N``, ``udp/N``, ``raw/N``)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from typing import TYPE_CHECKING
 import trio
 
 from rmgr.libsocket import abi
-from rmgr.nodes import Handle
+from rmgr.nodes import Caller, Handle
+from stack.addr import format_addr, unspecified
+from stack.registry import SocketTypes
 
-from .endpoint import Endpoint
+from .endpoint import Address, Endpoint
 
 if TYPE_CHECKING:
     from rmgr.nodes import Directory
@@ -23,9 +26,6 @@ log = logging.getLogger("io-pkt.sockets")
 #: an accepted connection nobody opens within this many seconds is reset and dropped
 ACCEPT_CLAIM_TIMEOUT = 30.0
 
-PROTO_NAMES = {abi.SOCK_STREAM: "tcp", abi.SOCK_DGRAM: "udp", abi.SOCK_RAW: "raw"}
-#: the protocol a socket made with protocol 0 gets (``tcp/clone``, ``2/1/0``), as socket(2)
-_DEFAULT_PROTO = {abi.SOCK_STREAM: 6, abi.SOCK_DGRAM: 17}
 
 
 class Conn:
@@ -33,17 +33,18 @@ class Conn:
     connection not yet opened is *unclaimed* and reaped after a timeout or when its
     listener goes away."""
 
-    def __init__(self, table: SocketTable, ep: Endpoint, *, uid: int, gid: int,
-                 sock_type: int, protocol: int) -> None:
+    def __init__(self, table: SocketTable, ep: Endpoint, *, uid: int, gid: int, family: int,
+                 sock_type: int, protocol: int, kind: str) -> None:
         self.table = table
         self.ep = ep
         self.uid = uid
         self.gid = gid
+        self.family = family  # the door's numbering (2, 24), as stack.addr.family()
         self.type = sock_type
-        # protocol 0 means the type's default, as socket(2): status says "proto 6", not 0
-        self.protocol = protocol or ep.protocol or _DEFAULT_PROTO.get(sock_type, 0)
-        self.kind = PROTO_NAMES[sock_type]
-        self.id = table.next_id(self.kind)
+        # never 0: a request for 0 got its type's default, as socket(2) ("proto 6")
+        self.protocol = protocol
+        self.kind = kind  # the socket type's name: tcp, udp, raw...
+        self.id = table.next_id(kind)
         self.refs = 0
         self.claimed = True
         self.closed = False
@@ -122,19 +123,18 @@ class Conn:
         return f"{self.kind}/{self.id}"
 
     # -- text renderings ----------------------------------------------------------------
-    def local_text(self) -> str:
+    def _text(self, get: Callable[[], Address]) -> str:
         try:
-            host, port = self.ep.getsockname()
+            a = get()
         except OSError:
-            host, port = "0.0.0.0", 0
-        return f"{host}!{port}\n"
+            a = Address(unspecified(self.family), 0)
+        return f"{format_addr(a.addr)}!{a.port}\n"
+
+    def local_text(self) -> str:
+        return self._text(self.ep.getsockname)
 
     def remote_text(self) -> str:
-        try:
-            host, port = self.ep.getpeername()
-        except OSError:
-            host, port = "0.0.0.0", 0
-        return f"{host}!{port}\n"
+        return self._text(self.ep.getpeername)
 
     def state_name(self) -> str:
         try:
@@ -156,39 +156,48 @@ class Conn:
                 f"{' ' + ' '.join(flags) if flags else ''}\n")
 
 
-EndpointFactory = Callable[[int, int], Endpoint]
-
-
 class SocketTable:
-    """All sockets of one stack, numbered per protocol kind."""
+    """All sockets of one stack, numbered per kind."""
 
-    def __init__(self, factory: EndpointFactory,
-                 spawn: Callable[..., object] | None = None) -> None:
-        self.factory = factory
+    def __init__(self, types: SocketTypes, spawn: Callable[..., object] | None = None) -> None:
+        self.types = types
         self.spawn = spawn  # nursery.start_soon, for reap timers
-        self.conns: dict[str, dict[int, Conn]] = {k: {} for k in PROTO_NAMES.values()}
-        self._next: dict[str, int] = {k: 0 for k in PROTO_NAMES.values()}
+        self.conns: dict[str, dict[int, Conn]] = {}
+        self._next: dict[str, int] = {}
         self.on_forget: list[Callable[[Conn], None]] = []
 
     def next_id(self, kind: str) -> int:
-        n = self._next[kind]
+        n = self._next.get(kind, 0)
         self._next[kind] = n + 1
         return n
 
-    def create(self, sock_type: int, protocol: int, *, uid: int, gid: int) -> Conn:
-        ep = self.factory(sock_type, protocol)
-        conn = Conn(self, ep, uid=uid, gid=gid, sock_type=sock_type, protocol=protocol)
-        self.conns[conn.kind][conn.id] = conn
+    def create(self, family: int, sock_type: int, protocol: int, caller: Caller) -> Conn:
+        """socket(family, type, protocol) for ``caller``: the table's row, or
+        EPROTONOSUPPORT; EPERM for a privileged row (raw) unless root."""
+        row = self.types.lookup(family, sock_type, protocol)
+        if row is None:
+            raise OSError(errno.EPROTONOSUPPORT, f"no socket type {family}/{sock_type}/{protocol}")
+        if row.privileged and not caller.is_root:
+            raise OSError(errno.EPERM, f"{row.name} sockets need root")
+        proto = protocol if row.proto == SocketTypes.ANY else row.proto
+        ep = row.factory(proto)
+        if not isinstance(ep, Endpoint):
+            ep.close()
+            raise TypeError(f"socket type {row.name}: its factory made a {type(ep).__name__}, "
+                            "not a stack.sockets.endpoint.Endpoint")
+        conn = Conn(self, ep, uid=caller.uid, gid=caller.gid, family=row.family,
+                    sock_type=row.type, protocol=proto, kind=row.name)
+        self.conns.setdefault(conn.kind, {})[conn.id] = conn
         return conn
 
     def adopt(self, parent: Conn, ep: Endpoint) -> Conn:
         """An accepted connection: listed at once, unclaimed until someone opens it."""
-        conn = Conn(self, ep, uid=parent.uid, gid=parent.gid, sock_type=parent.type,
-                    protocol=parent.protocol)
+        conn = Conn(self, ep, uid=parent.uid, gid=parent.gid, family=parent.family,
+                    sock_type=parent.type, protocol=parent.protocol, kind=parent.kind)
         conn.claimed = False
         conn.listener = parent
         parent.children.add(conn)
-        self.conns[conn.kind][conn.id] = conn
+        self.conns.setdefault(conn.kind, {})[conn.id] = conn
         if self.spawn is not None:
             self.spawn(self._reap_later, conn)
         return conn
@@ -204,12 +213,15 @@ class SocketTable:
             conn.close(abort=True)
 
     def forget(self, conn: Conn) -> None:
-        self.conns[conn.kind].pop(conn.id, None)
+        self.conns.get(conn.kind, {}).pop(conn.id, None)
         for fn in list(self.on_forget):
             fn(conn)
 
     def get(self, kind: str, n: int) -> Conn | None:
         return self.conns.get(kind, {}).get(n)
+
+    def of_kind(self, kind: str) -> dict[int, Conn]:
+        return self.conns.get(kind, {})
 
     def all(self) -> list[Conn]:
         return [c for d in self.conns.values() for c in d.values()]

@@ -17,7 +17,7 @@ from rmgr.libsocket import abi
 from rmgr.nodes import POLLHUP, POLLIN, POLLOUT, Caller, Handle, IoRequest
 
 from .conn import Conn, SocketTable
-from .endpoint import Address
+from .endpoint import Address, Endpoint
 
 TIMEVAL = struct.Struct("<qq")
 LINGER = struct.Struct("<ii")
@@ -36,18 +36,16 @@ def _eagain(what: str = "operation would block") -> OSError:
     return OSError(errno.EAGAIN, what)
 
 
-def sockaddr_out(addr: Address) -> bytes:
-    return abi.SOCKADDR.pack(0, 16, abi.addr_field(*addr))
+def sockaddr_out(addr: Address, family: int) -> bytes:
+    """An iop_sockaddr holding ``addr`` as a socket of ``family`` reports it."""
+    length, field = abi.encode_sockaddr(addr, family)
+    return abi.SOCKADDR.pack(0, length, field)
 
 
-def sockaddr_in(raw: bytes) -> tuple[int, Address]:
+def sockaddr_arg(raw: bytes, family: int) -> tuple[int, Address]:
+    """(flags, address) of an iop_sockaddr given to a socket of ``family``."""
     flags, length, field = abi.SOCKADDR.unpack(raw)
-    if length < 8:
-        raise OSError(errno.EINVAL, "address too short")
-    (family,) = struct.unpack_from("=H", field, 0)
-    if family != abi.AF_INET:
-        raise OSError(errno.EAFNOSUPPORT, f"address family {family} not supported")
-    return flags, abi.unpack_sockaddr_in(field)
+    return flags, abi.decode_sockaddr(field, length, family)
 
 
 def _timeout_of(raw: bytes) -> float | None:
@@ -84,7 +82,7 @@ class SocketHandle(Handle):
 
     # -- helpers ---------------------------------------------------------------------
     @property
-    def ep(self):  # type: ignore[no-untyped-def]
+    def ep(self) -> Endpoint:
         return self.conn.ep
 
     def _check_open(self) -> None:
@@ -187,15 +185,15 @@ class SocketHandle(Handle):
         return await fn(self, bytes(arg), req)
 
     async def _bind(self, arg: bytes, req: IoRequest) -> tuple[int, bytes]:
-        _flags, addr = sockaddr_in(arg)
-        if 0 < addr[1] < 1024 and not req.caller.is_root:
-            raise OSError(errno.EACCES, f"port {addr[1]} needs root")
+        _flags, addr = sockaddr_arg(arg, self.conn.family)
+        if 0 < addr.port < 1024 and not req.caller.is_root:
+            raise OSError(errno.EACCES, f"port {addr.port} needs root")
         self.ep.bind(addr)
         self.conn.on_state()
         return 0, b""
 
     async def _connect(self, arg: bytes, req: IoRequest) -> tuple[int, bytes]:
-        flags, addr = sockaddr_in(arg)
+        flags, addr = sockaddr_arg(arg, self.conn.family)
         nonblock = bool(flags & abi.IOP_F_NONBLOCK) or self.open_nonblock
         await connect(self.conn, addr, nonblock)
         return 0, b""
@@ -213,7 +211,8 @@ class SocketHandle(Handle):
         nonblock = bool(flags & abi.IOP_F_NONBLOCK) or self.open_nonblock
         child, peer = await accept(self.table, self.conn, nonblock)
         name = f"{child.kind}/{child.id}/data".encode()
-        return 0, abi.ACCEPT.pack(0, 16, abi.addr_field(*peer), name)
+        length, field = abi.encode_sockaddr(peer, child.family)
+        return 0, abi.ACCEPT.pack(0, length, field, name)
 
     async def _shutdown(self, arg: bytes, req: IoRequest) -> tuple[int, bytes]:
         (how,) = abi.INT.unpack(arg)
@@ -223,10 +222,10 @@ class SocketHandle(Handle):
         return 0, b""
 
     async def _getsockname(self, arg: bytes, req: IoRequest) -> tuple[int, bytes]:
-        return 0, sockaddr_out(self.ep.getsockname())
+        return 0, sockaddr_out(self.ep.getsockname(), self.conn.family)
 
     async def _getpeername(self, arg: bytes, req: IoRequest) -> tuple[int, bytes]:
-        return 0, sockaddr_out(self.ep.getpeername())
+        return 0, sockaddr_out(self.ep.getpeername(), self.conn.family)
 
     async def _setsockopt(self, arg: bytes, req: IoRequest) -> tuple[int, bytes]:
         level, name, length, _flags, val = abi.SOCKOPT.unpack(arg)
@@ -242,7 +241,7 @@ class SocketHandle(Handle):
         return 0, abi.INT.pack(self.ep.nread())
 
     async def _sendto(self, arg: bytes, req: IoRequest) -> tuple[int, bytes]:
-        _flags, addr = sockaddr_in(arg)
+        _flags, addr = sockaddr_arg(arg, self.conn.family)
         self.next_dest = addr
         return 0, b""
 
@@ -256,7 +255,7 @@ class SocketHandle(Handle):
             raise OSError(errno.EINVAL, f"IOP_SEND0 flags {flags & ~abi.IOP_F_NONBLOCK:#x}")
         dest, self.next_dest = self.next_dest, None
         if length:
-            _flags, dest = sockaddr_in(arg)
+            _flags, dest = sockaddr_arg(arg, self.conn.family)
             if self.conn.type == abi.SOCK_STREAM:
                 dest = None  # as Linux: a stream ignores sendto's address
         nonblock = bool(flags & abi.IOP_F_NONBLOCK) or self.open_nonblock
@@ -274,10 +273,10 @@ class SocketHandle(Handle):
     async def _recvaddr(self, arg: bytes, req: IoRequest) -> tuple[int, bytes]:
         if self.last_from is None:
             try:
-                return 0, sockaddr_out(self.ep.getpeername())
+                return 0, sockaddr_out(self.ep.getpeername(), self.conn.family)
             except OSError:
                 return 0, abi.SOCKADDR.pack(0, 0, bytes(32))
-        return 0, sockaddr_out(self.last_from)
+        return 0, sockaddr_out(self.last_from, self.conn.family)
 
     async def _sockinfo(self, arg: bytes, req: IoRequest) -> tuple[int, bytes]:
         c = self.conn
@@ -285,7 +284,7 @@ class SocketHandle(Handle):
             nread = self.ep.nread()
         except OSError:
             nread = 0
-        info = abi.SockInfo(abi.AF_INET, c.type, c.protocol, c.id, self.ep.state(), 0,
+        info = abi.SockInfo(abi.linux_family(c.family), c.type, c.protocol, c.id, self.ep.state(), 0,
                             nread, c.name)
         return 0, info.pack()
 
@@ -430,9 +429,9 @@ def getsockopt(conn: Conn, level: int, name: int) -> bytes:
         if name == SO_TYPE:
             return abi.INT.pack(conn.type)
         if name == SO_PROTOCOL:
-            return abi.INT.pack(conn.protocol or {1: 6, 2: 17}.get(conn.type, 0))
+            return abi.INT.pack(conn.protocol)
         if name == SO_DOMAIN:
-            return abi.INT.pack(abi.AF_INET)
+            return abi.INT.pack(abi.linux_family(conn.family))
         if name == SO_ACCEPTCONN:
             return abi.INT.pack(1 if ep.state() == abi.ST_LISTEN else 0)
         if name == SO_ERROR:

@@ -6,6 +6,10 @@ socket door is built here as "try, else wait for a change, retry". That makes ev
 blocking call cancellation-safe: a cancelled (EINTR) recv/accept never loses data,
 because nothing is taken from a queue until it can be handed to the caller.
 
+Addresses are ``stack.addr.Endpoint`` (an ``Addr`` of either family and a port): the
+doors decode sockaddrs into them and encode them back (rmgr/libsocket/abi.py), the text
+door parses ``HOST!PORT`` into them, and an endpoint hands them to its transport.
+
 ``stack.sockets.backend`` adapts the stack's own transports (``stack.tcp``,
 ``stack.udp``, ``stack.raw``) to this interface.
 """
@@ -16,8 +20,9 @@ import abc
 from collections.abc import Callable
 
 from rmgr.libsocket import abi
+from stack.addr import Endpoint as Address
 
-Address = tuple[str, int]
+__all__ = ["Address", "Endpoint"]
 
 
 class Endpoint(abc.ABC):

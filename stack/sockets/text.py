@@ -15,37 +15,61 @@ status}`` and the same for ``udp`` (and ``raw``, listing raw sockets).
   peer (a shell cannot: a 0-byte write never reaches the stack). TCP: sends nothing.
 
 Reading ``clone`` or ``ctl`` gives the connection number ``N`` and a newline.
+
+The kinds come from the socket table (``stack.registries.sockets``): every row's name is
+a directory listing its sockets (``tcp/``, ``udp/``, ``raw/``), with ``clone`` and
+``stats`` when the row can be opened without a protocol number or root (Plan 9's devip
+serves every protocol of its table the same way). A row registered later (a module's)
+gets its directory then, and loses it when the row goes.
 """
 
 from __future__ import annotations
 
 import errno
 import functools
+import re
 import socket as _std
 from collections.abc import Iterator, Mapping
 from typing import TypedDict
 
 from rmgr.libsocket import abi
 from rmgr.nodes import Caller, Directory, Handle, HandleFile, IoRequest, OpenRequest, TextFile
+from stack.addr import AF_INET, AF_INET6, is_v4, unspecified
+from stack.addr import parse_addr as _parse_host
+from stack.registry import SocketType, SocketTypes
 
 from . import door
 from .conn import Conn, SocketTable
 from .endpoint import Address
+from .tree import SharedDir
+
+#: ``[HOST]:PORT`` (or ``!PORT``), with an optional protocol word first
+_BRACKETED = re.compile(r"^(?:\w+[!:])?\[([^\]]*)\](?:[!:](\S*))?$")
 
 
-def parse_addr(text: str, *, default_host: str = "0.0.0.0") -> Address:
-    """``10.0.0.1!80``, ``*!80``, ``80``, ``tcp!10.0.0.1!80``, ``10.0.0.1:80``."""
-    parts = text.strip().replace(":", "!").split("!")
+def parse_addr(text: str, family: int = AF_INET) -> Address:
+    """``10.0.0.1!80``, ``*!80``, ``80``, ``tcp!10.0.0.1!80``, ``10.0.0.1:80``; for an
+    IPv6 socket also ``2001:db8::1!80`` and ``[2001:db8::1]:80`` (and IPv4 hosts, as
+    IPv4-mapped). A missing or ``*`` host is the family's unspecified address."""
+    t = text.strip()
+    if m := _BRACKETED.match(t):
+        parts = [m.group(1), m.group(2) or ""]
+    elif "!" in t and t.count(":") >= 2:  # Plan 9's form with an IPv6 host
+        parts = t.split("!")
+    else:
+        parts = t.replace(":", "!").split("!")
     if parts and parts[0] in ("tcp", "udp", "net", "il"):
         parts = parts[1:]
     try:
         if len(parts) == 1:
-            return (default_host, _port(parts[0]))
+            return Address(unspecified(family), _port(parts[0]))
         if len(parts) == 2:
-            host = default_host if parts[0] in ("*", "") else parts[0]
-            _std.inet_aton(host)
-            return (host, _port(parts[1]))
-    except (OSError, ValueError):
+            if parts[0] in ("*", ""):
+                return Address(unspecified(family), _port(parts[1]))
+            host = _parse_host(parts[0])
+            if family == AF_INET6 or is_v4(host):
+                return Address(host, _port(parts[1]))
+    except ValueError:
         pass
     raise OSError(errno.EINVAL, f"bad address {text!r}; expected HOST!PORT")
 
@@ -99,15 +123,15 @@ class CtlHandle(Handle):
         verb, args = words[0], words[1:]
         if verb == "connect" and args:
             if len(args) > 1:
-                self._bind(("0.0.0.0", _port(args[1])), caller)
-            await door.connect(conn, parse_addr(args[0]), nonblock=False)
+                self._bind(Address(unspecified(conn.family), _port(args[1])), caller)
+            await door.connect(conn, parse_addr(args[0], conn.family), nonblock=False)
         elif verb == "announce" and len(args) == 1:
-            self._bind(parse_addr(args[0]), caller)
+            self._bind(parse_addr(args[0], conn.family), caller)
             if conn.type == abi.SOCK_STREAM:
                 ep.listen(128)
             conn.on_state()
         elif verb == "bind" and len(args) == 1:
-            self._bind(parse_addr(args[0]), caller)
+            self._bind(parse_addr(args[0], conn.family), caller)
         elif verb == "hangup" and not args:
             try:
                 ep.shutdown(_std.SHUT_RDWR)
@@ -126,7 +150,7 @@ class CtlHandle(Handle):
         elif verb == "ttl" and len(args) == 1:
             ep.setsockopt(_std.IPPROTO_IP, _std.IP_TTL, int(args[0]))
         elif verb == "send0" and len(args) <= 1:
-            dest = parse_addr(args[0]) if args else None
+            dest = parse_addr(args[0], conn.family) if args else None
             await door.send(conn, memoryview(b""),
                             None if conn.type == abi.SOCK_STREAM else dest, nonblock=False)
         elif verb == "linger" and len(args) == 1:
@@ -136,8 +160,8 @@ class CtlHandle(Handle):
             raise OSError(errno.EINVAL, f"unknown control message {' '.join(words)!r}")
 
     def _bind(self, addr: Address, caller: Caller) -> None:
-        if 0 < addr[1] < 1024 and not caller.is_root:
-            raise OSError(errno.EACCES, f"port {addr[1]} needs root")
+        if 0 < addr.port < 1024 and not caller.is_root:
+            raise OSError(errno.EACCES, f"port {addr.port} needs root")
         self.conn.ep.bind(addr)
         self.conn.on_state()
 
@@ -173,30 +197,68 @@ class _ConnDirs(Mapping[str, Directory]):
         return self.tdoor.conn_dir(conn)
 
     def __iter__(self) -> Iterator[str]:
-        return iter([str(n) for n in sorted(self.tdoor.table.conns[self.kind])])
+        return iter([str(n) for n in sorted(self.tdoor.table.of_kind(self.kind))])
 
     def __len__(self) -> int:
-        return len(self.tdoor.table.conns[self.kind])
+        return len(self.tdoor.table.of_kind(self.kind))
 
 
 class TextDoor:
-    def __init__(self, table: SocketTable) -> None:
-        self.table = table
+    """``<kind>/`` for every name in the socket table (``tcp/``, ``udp/``, ``raw/``)."""
 
-    def publish(self, tree: Directory) -> None:
-        for kind, sock_type in (("tcp", abi.SOCK_STREAM), ("udp", abi.SOCK_DGRAM)):
-            d = tree.add(kind, Directory(dynamic=functools.partial(_ConnDirs, self, kind)))
-            d.add("clone", HandleFile(functools.partial(self.open_clone, sock_type), mode=0o666))
-            d.add("stats", TextFile(functools.partial(self.render_stats, kind)))
-        # raw sockets come only through the socket door, but are listed here
-        tree.add("raw", Directory(dynamic=lambda: _ConnDirs(self, "raw")))
+    def __init__(self, table: SocketTable, root: Directory) -> None:
+        self.table = table
+        self._top = SharedDir(root, "text door")
+        self._dirs: dict[str, Directory] = {}
+        #: per kind: the row its clone makes and the clone file (kept while unchanged)
+        self._clones: dict[str, tuple[tuple[int, int, int], HandleFile]] = {}
+
+    def publish(self) -> None:
+        """Serve the table's kinds now and follow its changes."""
+        self.table.types.watchers.append(self._changed)
+        self.sync()
+
+    def _changed(self, _key: object, _row: SocketType | None) -> None:
+        self.sync()
+
+    def sync(self) -> None:
+        # per name, the row its clone makes: the lowest family's that needs neither a
+        # protocol number nor root (raw sockets come only through the socket door, but
+        # are listed here)
+        kinds: dict[str, SocketType | None] = {}
+        for row in sorted(self.table.types.rows(), key=lambda r: r.family):
+            clonable = not row.privileged and row.proto != SocketTypes.ANY
+            if kinds.get(row.name) is None:
+                kinds[row.name] = row if clonable else None
+        dirs: dict[str, Directory] = {}
+        for kind, clone_row in kinds.items():
+            d = self._dirs.get(kind) or Directory(
+                dynamic=functools.partial(_ConnDirs, self, kind))
+            if clone_row is None:
+                d.entries = {}
+            else:
+                stats = d.entries.get("stats") or TextFile(
+                    functools.partial(self.render_stats, kind))
+                d.entries = {"clone": self._clone(kind, clone_row), "stats": stats}
+            dirs[kind] = d
+        self._clones = {k: v for k, v in self._clones.items() if kinds.get(k) is not None}
+        self._dirs = dirs
+        self._top.set(dirs)
+
+    def _clone(self, kind: str, row: SocketType) -> HandleFile:
+        key = (row.family, row.type, row.proto)
+        known = self._clones.get(kind)
+        if known is None or known[0] != key:
+            known = self._clones[kind] = (key, HandleFile(
+                functools.partial(self.open_clone, *key), mode=0o666))
+        return known[1]
 
     def render_stats(self, kind: str) -> str:
-        return "".join(c.status_text() for c in sorted(self.table.conns[kind].values(),
+        return "".join(c.status_text() for c in sorted(self.table.of_kind(kind).values(),
                                                        key=lambda c: c.id))
 
-    def open_clone(self, sock_type: int, req: OpenRequest) -> Handle:
-        conn = self.table.create(sock_type, 0, uid=req.caller.uid, gid=req.caller.gid)
+    def open_clone(self, family: int, sock_type: int, proto: int, req: OpenRequest) -> Handle:
+        conn = self.table.create(family, sock_type, proto, req.caller)
         try:
             return CtlHandle(self.table, conn)
         except BaseException:

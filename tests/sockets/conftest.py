@@ -38,9 +38,9 @@ async def kstack(tmp_path, monkeypatch) -> AsyncIterator[object]:  # type: ignor
         pytest.skip("needs root, /dev/fuse and fusermount3")
     import stack.sockets.backend as backend
 
-    from .kernel_endpoint import kernel_factory
+    from .kernel_endpoint import kernel_socket_types
 
-    monkeypatch.setattr(backend, "endpoint_factory", lambda st: kernel_factory(st.nursery))
+    monkeypatch.setattr(backend, "socket_types", lambda st: kernel_socket_types(st.nursery))
     prefix = str(tmp_path / "k")
     async with running_stack(prefix=prefix, mount=True) as st:
         st.prefix = prefix  # type: ignore[attr-defined]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import select
 import socket
 import struct
@@ -16,7 +17,19 @@ import termios
 import trio
 
 from rmgr.libsocket import abi
+from stack.addr import format_addr, parse_addr
+from stack.registry import SocketType
 from stack.sockets.endpoint import Address, Endpoint
+from stack.sockets.inet import inet_socket_types
+
+
+def _k(addr: Address) -> tuple[str, int]:
+    """The kernel's address of one of the socket layer's."""
+    return format_addr(addr.addr), addr.port
+
+
+def _a(addr: tuple[str, int]) -> Address:
+    return Address(parse_addr(addr[0]), addr[1])
 
 
 class KernelEndpoint(Endpoint):
@@ -91,12 +104,12 @@ class KernelEndpoint(Endpoint):
 
     # -- setup -------------------------------------------------------------------------
     def bind(self, addr: Address) -> None:
-        self.sock.bind(addr)
+        self.sock.bind(_k(addr))
         if self._state == abi.ST_CLOSED:
             self._state = abi.ST_BOUND
 
     def connect(self, addr: Address) -> None:
-        err = self.sock.connect_ex(addr)
+        err = self.sock.connect_ex(_k(addr))
         if self.type != abi.SOCK_STREAM:
             if err:
                 raise OSError(err, "connect")
@@ -119,7 +132,7 @@ class KernelEndpoint(Endpoint):
         conn, peer = self.sock.accept()
         self.kick()
         return KernelEndpoint(self._nursery, self.type, self.protocol, conn,
-                              abi.ST_CONNECTED), peer
+                              abi.ST_CONNECTED), _a(peer)
 
     @property
     def _nursery(self) -> trio.Nursery:
@@ -129,7 +142,7 @@ class KernelEndpoint(Endpoint):
     def send_nowait(self, data: memoryview, addr: Address | None = None) -> int:
         try:
             if addr is not None:
-                return self.sock.sendto(data, addr)
+                return self.sock.sendto(data, _k(addr))
             return self.sock.send(data)
         finally:
             self.kick()
@@ -140,7 +153,7 @@ class KernelEndpoint(Endpoint):
             if self.type == abi.SOCK_STREAM:
                 return self.sock.recv(size, flags), None
             data, addr = self.sock.recvfrom(size, flags)
-            return data, addr
+            return data, _a(addr)
         finally:
             self.kick()
 
@@ -170,10 +183,10 @@ class KernelEndpoint(Endpoint):
 
     # -- names, options ----------------------------------------------------------------
     def getsockname(self) -> Address:
-        return self.sock.getsockname()  # type: ignore[no-any-return]
+        return _a(self.sock.getsockname())
 
     def getpeername(self) -> Address:
-        return self.sock.getpeername()  # type: ignore[no-any-return]
+        return _a(self.sock.getpeername())
 
     def setsockopt(self, level: int, name: int, value: int | tuple[int, int]) -> None:
         if isinstance(value, tuple):
@@ -192,10 +205,13 @@ class KernelEndpoint(Endpoint):
 NURSERY: list[trio.Nursery] = []
 
 
-def kernel_factory(nursery: trio.Nursery):  # type: ignore[no-untyped-def]
+def kernel_socket_types(nursery: trio.Nursery) -> list[SocketType]:
+    """The built-in AF_INET rows, each making kernel sockets."""
     NURSERY[:] = [nursery]
 
     def make(sock_type: int, proto: int) -> Endpoint:
         return KernelEndpoint(nursery, sock_type, proto)
 
-    return make
+    tcp, udp, raw = (functools.partial(make, t) for t in (abi.SOCK_STREAM, abi.SOCK_DGRAM,
+                                                          abi.SOCK_RAW))
+    return inet_socket_types(tcp=tcp, udp=udp, raw=raw)
