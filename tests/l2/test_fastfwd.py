@@ -325,9 +325,10 @@ async def test_arp_changes_empty_the_cache(router: Router) -> None:
 
 
 async def test_arp_from_the_wire_empties_the_cache(router: Router, autojump_clock) -> None:
-    """A dynamic neighbour (learnt from its own ARP request) moves to a new MAC and says
-    so (gratuitous ARP) once the entry's lock time is over: the next packet goes to the
-    new MAC. (The virtual clock only moves in the sleep: no timer fires mid-test.)"""
+    """A dynamic neighbour (learnt from its own ARP request) moves to a new MAC. An
+    unasked reply from the new MAC alone does not move a reachable entry (ARP spoofing
+    defence): the old MAC is probed first, and only when it stays silent is the address
+    resolved afresh, when the new MAC's answer empties the fast-forward cache."""
     r = router
     r.inet.route_add("10.8.0.0/16", "10.1.0.4")
     old, new = "02:00:00:00:bb:04", "02:00:00:00:bb:44"
@@ -343,6 +344,9 @@ async def test_arp_from_the_wire_empties_the_cache(router: Router, autojump_cloc
     assert r.ff.lookup(_int("10.8.0.5")) is not None
     await trio.sleep(5)  # past any ARP lock time (net.link.ether.inet.locktime)
     r.expect_forwarded(r.f1, old, "10.8.0.5", fast=True)
-    arp_from(new, 2)  # moved
+    arp_from(new, 2)  # a claim: refused, the old MAC is probed (unicast)
+    r.expect_forwarded(r.f1, old, "10.8.0.5", fast=True)  # still there meanwhile
+    await trio.sleep(3.5)  # the old MAC stays silent: the address is asked for afresh
     assert r.ff.lookup(_int("10.8.0.5")) is None
+    arp_from(new, 2)  # the new MAC answers our request: moved
     r.warm(r.f1, new, "10.8.0.5")
