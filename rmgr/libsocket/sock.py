@@ -1,0 +1,558 @@
+"""The socket class of rmgr.libsocket: the stdlib ``socket.socket`` API over an open file
+of the stack's socket door (``$SOCK/dev/socket/<family>/<type>/<proto>``).
+
+Every call is open/read/write/ioctl/poll on that file (the ioctls and structs are
+rmgr/libsocket/abi.py, the C twin rmgr/include/io_pkt_socket.h); addresses are encoded
+and decoded by abi (sockaddr_in, sockaddr_in6) and resolved by .resolver.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno as _errno
+import fcntl
+import os
+import select
+import socket as _std
+import struct
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from socket import (
+    AF_INET,
+    AF_INET6,
+    SO_ERROR,
+    SOCK_STREAM,
+    SOL_SOCKET,
+    AddressFamily,
+    SocketKind,
+    gaierror,
+)
+from typing import Any
+
+from . import abi, where
+from .resolver import gethostbyname
+
+SOCK_NONBLOCK: int = getattr(_std, "SOCK_NONBLOCK", 0o4000)
+SOCK_CLOEXEC: int = getattr(_std, "SOCK_CLOEXEC", 0o2000000)
+MSG_DONTWAIT: int = getattr(_std, "MSG_DONTWAIT", 0x40)
+MSG_NOSIGNAL: int = getattr(_std, "MSG_NOSIGNAL", 0x4000)
+MSG_PEEK: int = getattr(_std, "MSG_PEEK", abi.RECV_PEEK)
+MSG_WAITALL: int = getattr(_std, "MSG_WAITALL", abi.RECV_WAITALL)
+#: the kernel's socket types are 1..SOCK_MAX-1 (Linux: 10); another is EINVAL at once
+_SOCK_MAX = 11
+
+getdefaulttimeout = _std.getdefaulttimeout
+
+#: the stdlib socket class (for families the stack does not serve), taken before any
+#: patch() replaces ``socket.socket``
+_StdSocket = _std.socket
+#: the stdlib's makefile, called with one of our sockets as ``self`` (it only needs the
+#: socket API), which its typed overloads cannot express
+_std_makefile: Callable[..., Any] = _StdSocket.makefile
+
+#: Largest read or write given to the kernel in one call: FUSE carries up to 1 MiB per
+#: request, and a longer read(2) on a FUSE file would wait for a second request.
+IO_MAX = 1 << 20
+
+#: An address as the stdlib gives it: (host, port), or for AF_INET6 (host, port,
+#: flowinfo, scope_id)
+Address = tuple[str, int] | tuple[str, int, int, int]
+
+
+# -- ioctl ------------------------------------------------------------------------------
+def _ioctl(fd: int, cmd: int, arg: bytes = b"") -> bytes:
+    size = abi.ioc_size(cmd)
+    buf = arg.ljust(size, b"\0") if len(arg) < size else arg
+    out = fcntl.ioctl(fd, cmd, buf)
+    return out if isinstance(out, bytes) else b""
+
+
+def _sockaddr(family: int, address: Any, flags: int = 0) -> bytes:
+    """An iop_sockaddr for the stdlib-style ``address`` of a ``family`` socket."""
+    if family == AF_INET6:
+        if not isinstance(address, tuple) or not 2 <= len(address) <= 4:
+            raise TypeError("AF_INET6 address must be a tuple (host, port[, flowinfo[, scopeid]])")
+    elif not isinstance(address, tuple) or len(address) != 2:
+        raise TypeError("AF_INET address must be a pair (host, port)")
+    host, port = address[0], address[1]
+    if not isinstance(port, int):
+        raise TypeError(f"'{type(port).__name__}' object cannot be interpreted as an integer")
+    if not 0 <= port <= 65535:
+        raise OverflowError("bind(): port must be 0-65535.")
+    return abi.pack_sockaddr(family, _resolve(family, host), port, flags)
+
+
+def _resolve(family: int, host: str | bytes) -> str:
+    if isinstance(host, bytes):
+        host = host.decode("idna")
+    if family == AF_INET6:  # numeric only (the resolver answers AF_INET)
+        return host or "::"
+    if host in ("", "0.0.0.0"):
+        return "0.0.0.0"
+    if host == "<broadcast>":
+        return "255.255.255.255"
+    return gethostbyname(host)
+
+
+class _Meta(type):
+    """isinstance(x, libsocket.socket) also holds for the kernel's sockets, so code that
+    checks against ``socket.socket`` under patch() accepts both."""
+
+    def __instancecheck__(cls, obj: object) -> bool:
+        return type.__instancecheck__(cls, obj) or isinstance(obj, _StdSocket)
+
+
+class socket(metaclass=_Meta):  # noqa: N801 - the stdlib's name
+    """A socket of the stack: an open file under ``$SOCK/dev/socket``."""
+
+    def __new__(cls, family: int = -1, type: int = -1, proto: int = -1,
+                fileno: int | None = None) -> Any:
+        if family != -1 and not where.serves(family):
+            return _StdSocket(family, type, proto, fileno)
+        if fileno is not None and not _is_stack_fd(fileno):
+            return _StdSocket(family, type, proto, fileno)
+        return super().__new__(cls)
+
+    def __init__(self, family: int = -1, type: int = -1, proto: int = -1,
+                 fileno: int | None = None) -> None:
+        self._fd = -1
+        self._io_refs = 0
+        self._closed = False
+        if fileno is None:
+            self._family = AF_INET if family == -1 else family
+            type_ = SOCK_STREAM if type == -1 else type
+            nonblock = bool(type_ & SOCK_NONBLOCK)
+            type_ &= ~(SOCK_NONBLOCK | SOCK_CLOEXEC)
+            proto_ = 0 if proto == -1 else proto
+            if not 0 < type_ < _SOCK_MAX:
+                raise OSError(_errno.EINVAL, "Invalid argument")
+            try:
+                self._fd = os.open(where.path_for(self._family, type_, proto_),
+                                   os.O_RDWR | os.O_CLOEXEC)
+            except FileNotFoundError:
+                raise where.open_error(self._family, type_) from None
+            except PermissionError:
+                raise PermissionError(_errno.EPERM, "Operation not permitted") from None
+            self._type = type_
+            self._proto = proto_  # as the stdlib: 0 stays 0
+            timeout = 0.0 if nonblock else getdefaulttimeout()
+        else:
+            self._fd = fileno
+            info = abi.SockInfo.unpack(_ioctl(fileno, abi.IOP_SOCKINFO))
+            self._family = info.domain if family == -1 else family
+            self._type = info.type if type == -1 else type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)
+            self._proto = info.protocol if proto == -1 else proto
+            flags = fcntl.fcntl(fileno, fcntl.F_GETFL)
+            timeout = 0.0 if flags & os.O_NONBLOCK else getdefaulttimeout()
+        self._timeout: float | None = None
+        self.settimeout(timeout)
+
+    # -- identity ----------------------------------------------------------------------
+    @property
+    def family(self) -> AddressFamily:
+        return AddressFamily(self._family)
+
+    @property
+    def type(self) -> SocketKind:
+        return SocketKind(self._type)
+
+    @property
+    def proto(self) -> int:
+        return self._proto
+
+    @property
+    def timeout(self) -> float | None:
+        return self._timeout
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def __repr__(self) -> str:
+        closed = getattr(self, "_closed", False)
+        s = (f"<rmgr.libsocket.socket{' [closed]' if closed else ''} fd={self._fd}, "
+             f"family={self.family!s}, type={self.type!s}, proto={self._proto}")
+        if not closed and self._fd >= 0:
+            with contextlib.suppress(OSError):
+                s += f", laddr={self.getsockname()}"
+            with contextlib.suppress(OSError):
+                s += f", raddr={self.getpeername()}"
+        return s + ">"
+
+    def __getstate__(self) -> None:
+        raise TypeError(f"cannot pickle {self.__class__.__name__!r} object")
+
+    def __enter__(self) -> socket:
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        if not self._closed:
+            self.close()
+
+    # -- closing -----------------------------------------------------------------------
+    def _real_close(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def close(self) -> None:
+        self._closed = True
+        if self._io_refs <= 0:
+            self._real_close()
+
+    def _decref_socketios(self) -> None:
+        if self._io_refs > 0:
+            self._io_refs -= 1
+        if self._closed:
+            self.close()
+
+    def detach(self) -> int:
+        self._closed = True
+        fd, self._fd = self._fd, -1
+        return fd
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", -1) >= 0:
+            warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=2, source=self)
+            with contextlib.suppress(OSError):
+                self._real_close()
+
+    def dup(self) -> socket:
+        return socket(self._family, self._type, self._proto, fileno=os.dup(self._checked_fd()))
+
+    def makefile(self, mode: str = "r", buffering: int | None = None, *,
+                 encoding: str | None = None, errors: str | None = None,
+                 newline: str | None = None) -> Any:
+        return _std_makefile(self, mode, buffering, encoding=encoding, errors=errors,
+                             newline=newline)
+
+    def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
+        return _StdSocket._sendfile_use_send(self, file, offset, count)  # type: ignore[attr-defined,no-any-return]
+
+    def _check_sendfile_params(self, file: Any, offset: int, count: int | None) -> None:
+        _StdSocket._check_sendfile_params(self, file, offset, count)  # type: ignore[attr-defined]
+
+    def _checked_fd(self) -> int:
+        if self._fd < 0:
+            raise OSError(_errno.EBADF, "Bad file descriptor")
+        return self._fd
+
+    # -- timeouts ----------------------------------------------------------------------
+    def settimeout(self, value: float | None) -> None:
+        if value is not None:
+            value = float(value)
+            if value < 0:
+                raise ValueError("Timeout value out of range")
+        self._timeout = value
+        fd = self._checked_fd()
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        want = flags | os.O_NONBLOCK if value is not None else flags & ~os.O_NONBLOCK
+        if want != flags:
+            fcntl.fcntl(fd, fcntl.F_SETFL, want)
+
+    def gettimeout(self) -> float | None:
+        return self._timeout
+
+    def setblocking(self, flag: bool) -> None:
+        self.settimeout(None if flag else 0.0)
+
+    def getblocking(self) -> bool:
+        return self._timeout != 0.0
+
+    def _deadline(self) -> float | None:
+        return None if self._timeout is None else time.monotonic() + self._timeout
+
+    def _wait(self, events: int, deadline: float | None) -> None:
+        """Wait for ``events`` on the fd until ``deadline`` (None: forever)."""
+        p = select.poll()
+        p.register(self._checked_fd(), events)
+        while True:
+            if deadline is None:
+                ms = None
+            else:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("timed out")
+                ms = max(1, int(left * 1000 + 0.999))
+            if p.poll(ms):
+                return
+
+    def _nbflag(self) -> int:
+        return abi.IOP_F_NONBLOCK if self._timeout is not None else 0
+
+    def _io(self, fn: Any, events: int, flags: int = 0) -> Any:
+        """Run a non-blocking read/write ``fn`` with this socket's timeout rules."""
+        if self._timeout == 0.0 or (flags & MSG_DONTWAIT and self._timeout is not None):
+            return fn()
+        if flags & MSG_DONTWAIT:
+            return self._dontwait(fn)
+        if self._timeout is None:
+            return fn()  # the fd blocks; a signal gives EINTR and Python retries (PEP 475)
+        deadline = self._deadline()
+        while True:
+            try:
+                return fn()
+            except BlockingIOError:
+                self._wait(events, deadline)
+
+    def _dontwait(self, fn: Any) -> Any:
+        fd = self._checked_fd()
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+        try:
+            return fn()
+        finally:
+            fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+
+    # -- setup -------------------------------------------------------------------------
+    def bind(self, address: Address) -> None:
+        _ioctl(self._checked_fd(), abi.IOP_BIND, _sockaddr(self._family, address))
+
+    def listen(self, backlog: int = min(_std.SOMAXCONN, 128)) -> None:
+        _ioctl(self._checked_fd(), abi.IOP_LISTEN, abi.INT.pack(max(0, backlog)))
+
+    def connect(self, address: Address) -> None:
+        fd = self._checked_fd()
+        arg = _sockaddr(self._family, address, self._nbflag())
+        try:
+            _ioctl(fd, abi.IOP_CONNECT, arg)
+            return
+        except InterruptedError:
+            if self._timeout is not None:
+                raise
+            # like CPython: a signal during a blocking connect waits for the outcome
+            self._wait(select.POLLOUT, None)
+        except BlockingIOError as exc:
+            if self._timeout == 0.0 or exc.errno != _errno.EINPROGRESS:
+                raise
+            try:
+                self._wait(select.POLLOUT, self._deadline())
+            except TimeoutError:
+                raise TimeoutError("timed out") from None
+        err = self.getsockopt(SOL_SOCKET, SO_ERROR)
+        if err:
+            raise OSError(err, os.strerror(err))
+
+    def connect_ex(self, address: Address) -> int:
+        try:
+            self.connect(address)
+        except TimeoutError:
+            return _errno.EAGAIN  # as CPython's connect_ex on a timeout
+        except gaierror:
+            raise
+        except OSError as exc:
+            if exc.errno is None:
+                raise
+            return exc.errno
+        return 0
+
+    def accept(self) -> tuple[socket, Address]:
+        fd = self._checked_fd()
+        arg = abi.ACCEPT.pack(self._nbflag(), 0, b"", b"")
+
+        def once() -> bytes:
+            while True:
+                try:
+                    return _ioctl(fd, abi.IOP_ACCEPT, arg)
+                except InterruptedError:  # PEP 475: retry after the signal handlers ran
+                    continue
+
+        out = self._io(once, select.POLLIN)
+        _flags, _alen, addr, name = abi.ACCEPT.unpack(out)
+        rel = name.split(b"\0", 1)[0].decode()
+        newfd = os.open(f"{where.socket_dir()}/{rel}", os.O_RDWR | os.O_CLOEXEC)
+        # like the stdlib: the new socket blocks unless a default timeout is set
+        sock = socket(self._family, self._type, self._proto, fileno=newfd)
+        return sock, abi.unpack_sockaddr(addr)
+
+    def shutdown(self, how: int) -> None:
+        _ioctl(self._checked_fd(), abi.IOP_SHUTDOWN, abi.INT.pack(how))
+
+    def getsockname(self) -> Address:
+        return abi.unpack_sockaddr(_ioctl(self._checked_fd(), abi.IOP_GETSOCKNAME))
+
+    def getpeername(self) -> Address:
+        return abi.unpack_sockaddr(_ioctl(self._checked_fd(), abi.IOP_GETPEERNAME))
+
+    def setsockopt(self, level: int, optname: int, value: int | bytes | None,
+                   optlen: int | None = None) -> None:
+        if value is None:
+            raw = b"\0" * (optlen or 0)
+        elif isinstance(value, (bytes, bytearray, memoryview)):
+            raw = bytes(value)
+        else:
+            raw = struct.pack("<i", int(value))
+        if len(raw) > abi.IOP_OPTVAL_MAX:
+            raise OSError(_errno.EINVAL, "Invalid argument")
+        _ioctl(self._checked_fd(), abi.IOP_SETSOCKOPT,
+               abi.SOCKOPT.pack(level, optname, len(raw), 0, raw))
+
+    def getsockopt(self, level: int, optname: int, buflen: int | None = None) -> Any:
+        out = _ioctl(self._checked_fd(), abi.IOP_GETSOCKOPT,
+                     abi.SOCKOPT.pack(level, optname, buflen or 4, 0, b""))
+        _lv, _nm, length, _fl, val = abi.SOCKOPT.unpack(out)
+        if buflen is None:
+            return struct.unpack_from("<i", val.ljust(4, b"\0"))[0]
+        if not 0 < buflen <= 1024:
+            raise OSError(_errno.EINVAL, "getsockopt buflen out of range")
+        return bytes(val[:min(buflen, length)])
+
+    # -- data --------------------------------------------------------------------------
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        if bufsize < 0:
+            raise ValueError("negative buffersize in recv")
+        fd = self._checked_fd()
+        rflags = self._recv_flags(flags)
+        n = min(bufsize, IO_MAX)
+        if not rflags:
+            return self._io(lambda: os.read(fd, n), select.POLLIN, flags)  # type: ignore[no-any-return]
+
+        def once() -> bytes:
+            _ioctl(fd, abi.IOP_RECVFLAGS, abi.INT.pack(rflags))
+            return os.read(fd, n)
+
+        return self._io(once, select.POLLIN, flags)  # type: ignore[no-any-return]
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        if nbytes < 0:
+            raise ValueError("negative buffersize in recv_into")
+        fd = self._checked_fd()
+        rflags = self._recv_flags(flags)
+        view = memoryview(buffer).cast("B")
+        if nbytes:
+            if nbytes > len(view):
+                raise ValueError("buffer too small for requested bytes")
+            view = view[:nbytes]
+        view = view[:IO_MAX]
+        if not len(view):
+            return 0
+
+        def once() -> int:
+            if rflags:
+                _ioctl(fd, abi.IOP_RECVFLAGS, abi.INT.pack(rflags))
+            return os.readv(fd, [view])
+
+        return self._io(once, select.POLLIN, flags)  # type: ignore[no-any-return]
+
+    def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Any]:
+        data = self.recv(bufsize, flags)
+        return data, self._last_from()
+
+    def recvfrom_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> tuple[int, Any]:
+        n = self.recv_into(buffer, nbytes, flags)
+        return n, self._last_from()
+
+    def _last_from(self) -> Address | None:
+        if self._type == SOCK_STREAM:
+            return None
+        out = _ioctl(self._checked_fd(), abi.IOP_RECVADDR)
+        _f, length, _a = abi.SOCKADDR.unpack(out)
+        return abi.unpack_sockaddr(out) if length else None
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        fd = self._checked_fd()
+        self._check_flags(flags)
+        view = memoryview(data).cast("B")[:IO_MAX]
+        if not len(view):
+            return self._send0(None, flags)
+        return self._io(lambda: os.write(fd, view), select.POLLOUT, flags)  # type: ignore[no-any-return]
+
+    def _send0(self, address: Any, flags: int) -> int:
+        """An empty send: the kernel never passes a 0-byte write to the stack, so an
+        empty datagram goes by ``IOP_SEND0`` (on a stream it sends nothing; errors as
+        for a write)."""
+        fd = self._checked_fd()
+        nb = abi.IOP_F_NONBLOCK if self._timeout is not None or flags & MSG_DONTWAIT else 0
+        arg = _sockaddr(self._family, address, nb) if address is not None \
+            else abi.SOCKADDR.pack(nb, 0, b"")
+
+        def once() -> int:
+            _ioctl(fd, abi.IOP_SEND0, arg)
+            return 0
+
+        if self._timeout is None or self._timeout == 0.0 or flags & MSG_DONTWAIT:
+            return once()
+        deadline = self._deadline()
+        while True:
+            try:
+                return once()
+            except BlockingIOError:
+                self._wait(select.POLLOUT, deadline)
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        fd = self._checked_fd()
+        self._check_flags(flags)
+        view = memoryview(data).cast("B")
+        if not len(view):  # the stdlib's sendall sends once even when empty
+            self._send0(None, flags)
+            return
+        deadline = self._deadline()
+        while len(view):
+            try:
+                n = os.write(fd, view[:IO_MAX])
+            except BlockingIOError:
+                if self._timeout == 0.0:
+                    raise
+                self._wait(select.POLLOUT, deadline)
+                continue
+            view = view[n:]
+
+    def sendto(self, data: Any, flags_or_addr: Any, addr: Any = None) -> int:
+        if addr is None:
+            flags, address = 0, flags_or_addr
+        else:
+            flags, address = flags_or_addr, addr
+        fd = self._checked_fd()
+        self._check_flags(flags)
+        arg = _sockaddr(self._family, address)
+        view = memoryview(data).cast("B")
+        if not len(view):
+            return self._send0(address, flags)
+
+        def once() -> int:
+            _ioctl(fd, abi.IOP_SENDTO, arg)
+            return os.write(fd, view)
+
+        return self._io(once, select.POLLOUT, flags)  # type: ignore[no-any-return]
+
+    def sendmsg(self, buffers: Iterable[Any], ancdata: Iterable[Any] = (), flags: int = 0,
+                address: Any = None) -> int:
+        if list(ancdata):
+            raise OSError(_errno.EOPNOTSUPP, "ancillary data is not supported")
+        data = b"".join(bytes(b) for b in buffers)
+        return self.sendto(data, flags, address) if address else self.send(data, flags)
+
+    def _check_flags(self, flags: int) -> None:
+        if flags & ~(MSG_DONTWAIT | MSG_NOSIGNAL):
+            raise OSError(_errno.EOPNOTSUPP, f"send flags {flags:#x} are not supported")
+
+    @staticmethod
+    def _recv_flags(flags: int) -> int:
+        """The flags the stack applies to the next read (MSG_DONTWAIT is done here)."""
+        if flags & ~(MSG_DONTWAIT | MSG_PEEK | MSG_WAITALL):
+            raise OSError(_errno.EOPNOTSUPP, f"recv flags {flags:#x} are not supported")
+        return flags & (MSG_PEEK | MSG_WAITALL)
+
+    # -- stack extras ------------------------------------------------------------------
+    def nread(self) -> int:
+        """Bytes readable now (the size of the next datagram for UDP), like FIONREAD."""
+        return abi.INT.unpack(_ioctl(self._checked_fd(), abi.IOP_NREAD))[0]  # type: ignore[no-any-return]
+
+    def info(self) -> abi.SockInfo:
+        return abi.SockInfo.unpack(_ioctl(self._checked_fd(), abi.IOP_SOCKINFO))
+
+
+SocketType = socket
+
+
+def _is_stack_fd(fd: int) -> bool:
+    try:
+        _ioctl(fd, abi.IOP_SOCKINFO)
+    except OSError:
+        return False
+    return True
+
+
+def fromfd(fd: int, family: int, type: int, proto: int = 0) -> Any:
+    return socket(family, type, proto, fileno=os.dup(fd))
+
