@@ -3,18 +3,24 @@
 Per packet (only while enabled; disabled = the hooks are not registered at all):
 
 1. ``set skip on IF`` interfaces pass.
-2. Parse the IPv4 header and the first bytes of TCP/UDP/ICMP in place (no copy).
-3. State lookup (one dict lookup): a match passes and updates the state. An ICMP error
-   passes when the packet it quotes belongs to a state.
-4. Otherwise the compiled rule set picks the last matching rule (or the first ``quick``
-   one); no rule = pass. ``block`` drops (``return``: TCP RST / ICMP port unreachable
-   back to the sender, for packets coming in); ``pass`` with ``keep state`` adds a state.
-   ``log`` keeps a copy of the packet in a bounded ring (``<prefix>/dev/pf/log``, a pcap
-   file of raw IP packets) and counts it.
+2. Read the IPv4 header in place with the IPv4 wire module's view
+   (stack/inet/wire/ipv4.py ``classify``: addresses come out as stack.addr ``Addr``
+   values) and the first bytes of TCP/UDP/ICMP (no copy).
+3. State lookup (one dict lookup, keys on ``Addr``): a match passes and updates the
+   state. An ICMP error passes when the packet it quotes belongs to a state.
+4. Otherwise the rule set compiled for the packet's family (rules.py) picks the last
+   matching rule (or the first ``quick`` one); no rule = pass. ``block`` drops
+   (``return``: TCP RST / ICMP port unreachable back to the sender, for packets coming
+   in); ``pass`` with ``keep state`` adds a state. ``log`` keeps a copy of the packet in
+   a bounded ring (``<prefix>/dev/pf/log``, a pcap file of raw IP packets) and counts it.
 
 Packets pf itself sends (RST, ICMP) are not filtered. A rule evaluation that raises
 drops the packet (pfil counts it as a hook error; pf counts ``errors``) and the stack
 goes on.
+
+Only the IPv4 front end (the "inet" pfil head) exists: the rules, tables and states are
+family-neutral, and the inet6 rules are compiled already (``match[AF_INET6]``), so an
+IPv6 layer's head needs a front end like ``_filter`` reading its header, nothing more.
 """
 
 from __future__ import annotations
@@ -27,8 +33,11 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from stack.addr import AF_INET, Addr, pseudo_header_sum, v4_bits
+from stack.inet.wire.icmp import ERROR_TYPES as ICMP_ERRORS
+from stack.inet.wire.ipv4 import CLASSIFY_LEN, classify
 from stack.pf.parse import ParseError, parse
-from stack.pf.rules import MatchFn, Rule, Ruleset, compile_ruleset
+from stack.pf.rules import Matchers, MatchFn, Rule, Ruleset, compile_ruleset
 from stack.pf.state import DEFAULT_LIMIT, DEFAULT_TIMEOUTS, StateTable
 from stack.services import IPV4
 
@@ -39,12 +48,16 @@ if TYPE_CHECKING:  # cycle: the Stack owns this part and the part holds the Stac
 
 log = logging.getLogger("io-pkt.pf")
 
-_ip = struct.Struct("!BxHxxHxBxxII")  # vihl, total, frag, proto, src, dst
-_ports = struct.Struct("!HH")
+_ports = struct.Struct("!HH")  # TCP and UDP alike, either family
+_tcp_head = struct.Struct("!HH9xB")  # ports and flags
+_monotonic = time.monotonic
+_PASS = {"in": "pass-in", "out": "pass-out"}
+_BLOCK = {"in": "block-in", "out": "block-out"}
 _tcp_seq = struct.Struct("!II")
+_MAX_IHL = 60
 LOG_RING = 1024
 LINKTYPE_RAW = 101
-ICMP_ERRORS = frozenset((3, 4, 5, 11, 12))
+#: ICMP messages whose id pf uses as both ports (ICMP_ERRORS: those quoting a packet)
 ICMP_QUERIES = frozenset((0, 8, 13, 14, 15, 16, 17, 18))
 
 COUNTER_NAMES = ("match", "bad-offset", "fragment", "short", "normalize", "memory",
@@ -53,13 +66,21 @@ COUNTER_NAMES = ("match", "bad-offset", "fragment", "short", "normalize", "memor
                  "translate", "no-route")
 
 
+def _joined(bufs: Sequence[Any], n: int) -> bytes:
+    """The first ``n`` bytes of a buffer list (a header split across buffers: rare)."""
+    return b"".join(bytes(b) for b in bufs)[:n]
+
+
 class Pf:
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
         self.enabled = False
         self.since = time.time()
         self.ruleset = Ruleset()
-        self.match: dict[str, dict[int | None, MatchFn]] = compile_ruleset(self.ruleset)
+        #: the compiled rule set: family → direction → protocol → function
+        self.match: Matchers = {}
+        self._match4: dict[str, dict[int | None, MatchFn]] = {}
+        self._install(compile_ruleset(self.ruleset))
         self.states = StateTable()
         self.skip: set[str] = set()
         self.counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
@@ -95,7 +116,8 @@ class Pf:
         rule set or the new one, never a mix). States are kept. Raises ParseError."""
         rs = parse(text, filename)
         match = compile_ruleset(rs)
-        self.ruleset, self.match = rs, match
+        self.ruleset = rs
+        self._install(match)
         self.skip = set(rs.skip)
         self.block_policy = rs.options.get("block-policy", "drop")
         timeouts = dict(DEFAULT_TIMEOUTS)
@@ -114,7 +136,7 @@ class Pf:
         n = len(self.ruleset.rules)
         tables = self.ruleset.tables
         self.ruleset = Ruleset(tables=tables)
-        self.match = compile_ruleset(self.ruleset)
+        self._install(compile_ruleset(self.ruleset))
         self.skip = set()
         return n
 
@@ -136,50 +158,68 @@ class Pf:
         self.logring.clear()
 
     def recompile(self) -> None:
-        self.match = compile_ruleset(self.ruleset)
+        self._install(compile_ruleset(self.ruleset))
+
+    def _install(self, match: Matchers) -> None:
+        """Swap in a compiled rule set. The hot path reads the IPv4 functions through
+        ``_match4``; both are set before the next packet (one trio thread), so a packet
+        sees the old set or the new one."""
+        self.match = match
+        self._match4 = match[AF_INET]
 
     # -- the hooks -------------------------------------------------------------------
     def hook_in(self, pkt: Packet, iface: Interface, direction: str) -> bool | None:
         if iface.name in self.skip:
             return None
-        data = pkt.data
-        off = pkt.l3
-        return self._filter("in", iface, data, off, data, -1, len(data))
+        return self._filter("in", iface, pkt.data, pkt.l3, None)
 
     def hook_out(self, bufs: Sequence[Any], iface: Interface, direction: str) -> bool | None:
         if self._generating or iface.name in self.skip:
             return None
-        hdr = bufs[0]
-        ihl = (hdr[0] & 15) << 2 if len(hdr) else 0
-        if len(hdr) >= ihl + 20 or len(bufs) == 1:
-            return self._filter("out", iface, hdr, 0, hdr, -1, len(hdr))
-        if len(hdr) == ihl and len(bufs[1]) >= 20:
-            return self._filter("out", iface, hdr, 0, bufs[1], 0, len(bufs[1]))
-        head = b"".join(bytes(b) for b in bufs)[:ihl + 64]
-        return self._filter("out", iface, head, 0, head, -1, len(head))
+        return self._filter("out", iface, bufs[0], 0, bufs)
 
-    def _filter(self, dirn: str, iface: Interface, data: Any, off: int, l4: Any, l4off: int,
-                l4end: int) -> bool | None:
-        """Returns None (pass) or False (drop). ``l4off`` -1: the transport header
-        follows the IP header in ``data``."""
+    def _filter(self, dirn: str, iface: Interface, data: Any, off: int,
+                bufs: Sequence[Any] | None) -> bool | None:
+        """An IPv4 packet at ``off`` in ``data``: returns None (pass) or False (drop).
+        ``bufs``: going out, the IP layer's buffer list (``data`` is its first buffer,
+        the header; the transport header may be in the next one - nothing is joined
+        unless a header is split across buffers)."""
         c = self.counters
-        if len(data) - off < 20:
-            c["short"] += 1
-            return False
-        vihl, total, frag, p, s, d = _ip.unpack_from(data, off)
-        ihl = (vihl & 15) << 2
-        if l4off < 0:
-            l4off = off + ihl
-        avail = l4end - l4off
+        split = False
+        if len(data) - off < CLASSIFY_LEN:
+            if bufs is None or len(bufs) == 1:
+                c["short"] += 1
+                return False
+            # the IP header itself is split across buffers (rare): join what is needed
+            data = _joined(bufs, _MAX_IHL + 64)
+            bufs = None
+            split = True
+            if len(data) < CLASSIFY_LEN:
+                c["short"] += 1
+                return False
+        ihl, total, frag, p, s, d = classify(data, off)
+        l4 = data
+        l4off = off + ihl
+        if bufs is not None and len(data) < l4off + 20 and len(bufs) > 1:
+            if len(data) == l4off and len(bufs[1]) >= 20:
+                l4, l4off = bufs[1], 0
+            else:
+                data = l4 = _joined(bufs, ihl + 64)
+        elif split:
+            data = l4 = data[:ihl + 64]
+        avail = len(l4) - l4off
         sp = dp = fl = it = ic = -1
-        first = not frag & 0x1FFF
+        first = not frag
         if not first:
             c["fragment"] += 1
-        elif p == 6 or p == 17:
-            if avail >= (14 if p == 6 else 4):
+        elif p == 6:
+            if avail >= 14:
+                sp, dp, fl = _tcp_head.unpack_from(l4, l4off)
+            else:
+                c["short"] += 1
+        elif p == 17:
+            if avail >= 4:
                 sp, dp = _ports.unpack_from(l4, l4off)
-                if p == 6:
-                    fl = l4[l4off + 13]
             else:
                 c["short"] += 1
         elif p == 1:
@@ -194,36 +234,36 @@ class Pf:
         st_table = self.states
         st_table.searches += 1
         ent = st_table.by_dir[dirn].get((p, s, sp, d, dp))
-        now = 0.0
+        stats = self.stats
         if ent is not None:
             st, side = ent
-            now = time.monotonic()
+            now = _monotonic()
             if st.expire >= now:
                 st_table.update(st, side, fl if fl > 0 else 0, total, now)
-                self.stats[f"pass-{dirn}"] += 1
-                self.stats["state-match"] += 1
+                stats[_PASS[dirn]] += 1
+                stats["state-match"] += 1
                 return None
             st_table.remove(st)
         if p == 1 and it in ICMP_ERRORS and avail >= 8 + 20 + 8:
             if self._icmp_error_state(dirn, l4, l4off + 8):
-                self.stats[f"pass-{dirn}"] += 1
-                self.stats["state-match"] += 1
+                stats[_PASS[dirn]] += 1
+                stats["state-match"] += 1
                 return None
         # 2. rules
         if self.fault_next:
             self.fault_next -= 1
-            self.stats["errors"] += 1
+            stats["errors"] += 1
             raise RuntimeError("pf: injected rule evaluation fault")
-        self.stats["evaluations"] += 1
-        fns = self.match[dirn]
+        stats["evaluations"] += 1
+        fns = self._match4[dirn]
         fn = fns.get(p) or fns[None]
         try:
             rule = fn(iface.name, p, s, d, sp, dp, fl, it, ic)
         except Exception:
-            self.stats["errors"] += 1
+            stats["errors"] += 1
             raise
         if rule is None:
-            self.stats[f"pass-{dirn}"] += 1
+            stats[_PASS[dirn]] += 1
             return None
         c["match"] += 1
         rule.packets += 1
@@ -231,26 +271,26 @@ class Pf:
         if rule.log:
             self._log(data, off, total, l4, l4off, ihl)
         if rule.action == "block":
-            self.stats[f"block-{dirn}"] += 1
+            stats[_BLOCK[dirn]] += 1
             mode = rule.return_mode or ("return" if self.block_policy == "return" else "")
             if mode and dirn == "in" and first:
                 self._send_return(mode, data, off, ihl, total, p, s, d, sp, dp, fl, l4, l4off)
             return False
-        self.stats[f"pass-{dirn}"] += 1
+        stats[_PASS[dirn]] += 1
         if rule.keep_state:
             new = st_table.insert(p, dirn, iface.name, s, sp, d, dp, rule, fl if fl > 0 else 0,
                                   total)
             if new is None:
                 c["state-limit"] += 1
-                self.stats[f"block-{dirn}"] += 1
+                stats[_BLOCK[dirn]] += 1
                 return False
         return None
 
     def _icmp_error_state(self, dirn: str, buf: Any, q: int) -> bool:
         """An ICMP error travelling ``dirn``: does the packet it quotes (at ``q``) belong
         to a state? The quoted packet went the other way."""
-        vihl, _t, _f, p, s, d = _ip.unpack_from(buf, q)
-        qi = q + ((vihl & 15) << 2)
+        ihl, _t, _f, p, s, d = classify(buf, q)
+        qi = q + ihl
         if len(buf) < qi + 8:
             return False
         sp = dp = -1
@@ -274,7 +314,7 @@ class Pf:
         self.logring.append((time.time(), pkt))
 
     def _send_return(self, mode: str, data: Any, off: int, ihl: int, total: int, p: int,
-                     s: int, d: int, sp: int, dp: int, fl: int, l4: Any, l4off: int) -> None:
+                     s: Addr, d: Addr, sp: int, dp: int, fl: int, l4: Any, l4off: int) -> None:
         inet = self.stack.services.get(IPV4)
         if inet is None:
             return
@@ -285,14 +325,14 @@ class Pf:
                     self._send_rst(inet, data, off, ihl, total, s, d, sp, dp, fl, l4, l4off)
             elif mode in ("return", "return-icmp") and not (p == 6 and mode == "return"):
                 pkt = memoryview(bytes(data[off:off + total]))
-                inet.icmp.send_error(3, 3, pkt, src=d)
+                inet.icmp.send_error(3, 3, pkt, src=v4_bits(d))
                 self.stats["return-icmp"] += 1
         finally:
             self._generating = False
 
-    def _send_rst(self, inet: Any, data: Any, off: int, ihl: int, total: int, s: int, d: int,
+    def _send_rst(self, inet: Any, data: Any, off: int, ihl: int, total: int, s: Addr, d: Addr,
                   sp: int, dp: int, fl: int, l4: Any, l4off: int) -> None:
-        from stack.transport.wire.checksum import checksum, pseudo_header_sum
+        from stack.transport.wire.checksum import checksum
 
         seq, ack = _tcp_seq.unpack_from(l4, l4off + 4)
         doff = (l4[l4off + 12] >> 4) * 4
@@ -306,7 +346,9 @@ class Pf:
         hdr = bytearray(struct.pack("!HHIIBBHHH", dp, sp, rseq, rack, 5 << 4, rfl, 0, 0, 0))
         csum = checksum([hdr], pseudo_header_sum(d, s, 6, len(hdr)))
         hdr[16:18] = csum.to_bytes(2, "big")
-        err = inet.output(d, s, 6, [bytes(hdr)])
+        # the IPv4 layer's own 32-bit values: this is the IPv4 front end's reply (it could
+        # pass the Addr values as soon as the layer's output takes them: stack/network.py)
+        err = inet.output(v4_bits(d), v4_bits(s), 6, [bytes(hdr)])
         self.stats["return-rst" if not err else "return-failed"] += 1
 
     # -- views -----------------------------------------------------------------------
@@ -372,12 +414,12 @@ class Pf:
                 a = _address(text)
             except _LineError as exc:
                 raise OSError(errno.EINVAL, str(exc)) from None
-            if a.kind != "net" or a.neg:
+            if a.prefix is None or a.neg:
                 raise OSError(errno.EINVAL, f"{text}: not an address")
             if op == "add":
-                n += t.add(a.net, a.plen)
+                n += t.add(a.prefix)
             elif op == "delete":
-                n += t.delete(a.net, a.plen)
+                n += t.delete(a.prefix)
             else:
                 raise OSError(errno.EINVAL, f"unknown table command {op!r}")
         return f"{n}/{len(addrs)} addresses {'added' if op == 'add' else 'deleted'}.\n"

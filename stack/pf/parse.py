@@ -9,13 +9,16 @@ Grammar (see docs/pf-bpf.md for the whole list)::
     set timeout NAME SECONDS                        tcp.established, udp.first, ...
     table <name> [persist] [const] [counters] [{ addr, ... }]
     pass|block [drop|return|return-rst|return-icmp] [in|out] [log] [quick]
-        [on IF | on { IF, ... }] [inet] [proto P | proto { P, ... }]
+        [on IF | on { IF, ... }] [inet | inet6] [proto P | proto { P, ... }]
         (all | [from SRC [port PORTS]] [to DST [port PORTS]])
         [flags F/M | flags any] [icmp-type T [code C]]
         [keep state | no state] [label "text"]
 
-SRC/DST: ``any``, ``A.B.C.D``, ``A.B.C.D/N``, ``<table>``, each may be negated with
-``!``, or a ``{ ... }`` list of those. PORTS: ``22``, ``ssh``, ``= 22``, ``!= 22``,
+SRC/DST: ``any``, ``A.B.C.D``, ``A.B.C.D/N``, ``2001:db8::1``, ``2001:db8::/32``,
+``<table>``, each may be negated with ``!``, or a ``{ ... }`` list of those. Addresses
+become stack.addr Prefixes; a rule is of the family it says (``inet``/``inet6``) or, if
+it says none, of the family its addresses name (or both, with none named), and never
+matches a packet of the other family. PORTS: ``22``, ``ssh``, ``= 22``, ``!= 22``,
 ``< 1024`` (also ``<= > >=``), ``1000:2000`` (inclusive), ``1000 >< 2000``
 (exclusive), ``1000 <> 2000`` (outside), or a ``{ ... }`` list.
 
@@ -30,11 +33,13 @@ import re
 import socket
 from dataclasses import dataclass
 
+from stack.addr import AF_INET, AF_INET6, Prefix, is_v4, parse_addr
 from stack.pf.rules import (
+    AF_WORDS,
     ICMP_TYPE_NAMES,
     PROTO_NUMBERS,
     TCP_FLAG_LETTERS,
-    Addr,
+    AddrItem,
     PortOp,
     Rule,
     Ruleset,
@@ -262,9 +267,9 @@ def _parse_table(cur: _Cursor, rs: Ruleset) -> None:
     if cur.peek() == "{":
         for item in _braced(cur, "an address"):
             a = _address(item)
-            if a.kind != "net" or a.neg:
+            if a.prefix is None or a.neg:
                 raise _LineError(f"table <{name}>: {item!r} is not an address or network")
-            t.add(a.net, a.plen)
+            t.add(a.prefix)
     rs.tables[name] = t
 
 
@@ -307,36 +312,46 @@ def _number(text: str, lo: int, hi: int, what: str = "number") -> int:
     return v
 
 
-def _address(text: str) -> Addr:
+def _address(text: str) -> AddrItem:
     neg = False
     if text.startswith("!"):
         neg, text = True, text[1:]
     if text == "any":
-        return Addr("any", neg=neg)
+        return AddrItem("any", neg=neg)
     if text.startswith("<") and text.endswith(">"):
         name = text[1:-1]
         if not _NAME.match(name.replace("-", "_")):
             raise _LineError(f"bad table name {text!r}")
-        return Addr("table", table=name, neg=neg)
+        return AddrItem("table", table=name, neg=neg)
     if text in ("self", "(self)") or text.startswith("("):
         raise _LineError(f"{text!r}: only addresses, networks, tables and 'any' are supported")
-    addr, sep, plen_s = text.partition("/")
-    if not re.match(r"^\d{1,3}(\.\d{1,3}){3}$", addr):
-        if ":" in addr:
-            raise _LineError(f"{text!r}: IPv6 addresses are not supported")
-        raise _LineError(f"bad address {text!r}")
-    parts = [int(x) for x in addr.split(".")]
-    if any(p > 255 for p in parts):
-        raise _LineError(f"bad address {text!r}")
-    a = (parts[0] << 24) | (parts[1] << 16) | (parts[2] << 8) | parts[3]
-    plen = 32
-    if sep:
-        plen = _number(plen_s, 0, 32, "prefix length")
-    mask = (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF if plen else 0
-    return Addr("net", net=a & mask, plen=plen, neg=neg)
+    return AddrItem("net", prefix=_prefix(text), neg=neg)
 
 
-def _addr_spec(cur: _Cursor) -> list[Addr]:
+def _prefix(text: str) -> Prefix:
+    """``A.B.C.D``, ``A.B.C.D/N``, ``2001:db8::1``, ``2001:db8::/32``: a stack.addr
+    Prefix with the host bits cleared (pfctl shows the network)."""
+    addr_text, sep, plen_s = text.partition("/")
+    if ":" in addr_text:
+        try:
+            a = parse_addr(addr_text)
+        except ValueError:
+            raise _LineError(f"bad address {text!r}") from None
+    elif re.match(r"^\d{1,3}(\.\d{1,3}){3}$", addr_text):
+        # strict dotted quad (parse_addr would take 0-prefixed or short forms too)
+        parts = [int(x) for x in addr_text.split(".")]
+        if any(p > 255 for p in parts):
+            raise _LineError(f"bad address {text!r}")
+        a = parse_addr(addr_text)
+    else:
+        raise _LineError(f"bad address {text!r}")
+    top = 32 if is_v4(a) else 128
+    plen = _number(plen_s, 0, top, "prefix length") if sep else top
+    p = Prefix(a, plen)
+    return Prefix(p.network, plen)
+
+
+def _addr_spec(cur: _Cursor) -> list[AddrItem]:
     if cur.peek() == "{":
         return [_address(t) for t in _braced(cur, "an address")]
     neg = cur.accept("!") is not None
@@ -350,6 +365,27 @@ def _addr_spec(cur: _Cursor) -> list[Addr]:
     if a.kind == "any" and not a.neg:
         return []
     return [a]
+
+
+def _rule_family(r: Rule) -> int:
+    """The rule's family: ``inet``/``inet6`` as written, else the one its addresses
+    name (as pfctl: ``from 2001:db8::/32`` makes an inet6 rule), else 0 (both).
+    A rule whose addresses cannot meet in one family is refused."""
+    fams = [{a.family for a in items} - {0} for items in (r.src, r.dst)]
+    if r.af:
+        fam = AF_WORDS[r.af]
+        for items in (r.src, r.dst):
+            for a in items:
+                if a.family not in (0, fam):
+                    raise _LineError(f"{a}: not an {r.af} address")
+        return fam
+    common = {AF_INET, AF_INET6}
+    for f in fams:
+        if f:
+            common &= f
+    if not common:
+        raise _LineError("from and to name addresses of different families")
+    return common.pop() if len(common) == 1 else 0
 
 
 def _port(text: str, protos: list[int]) -> int:
@@ -427,8 +463,6 @@ def _parse_rule(cur: _Cursor, lineno: int) -> Rule:
     if cur.accept("on"):
         r.ifnames = [_ifname(n) for n in _list_or_one(cur, "an interface")]
     af = cur.accept("inet", "inet6")
-    if af == "inet6":
-        raise _LineError("inet6 is not supported")
     if af:
         r.af = af
     if cur.accept("proto"):
@@ -496,6 +530,9 @@ def _parse_rule(cur: _Cursor, lineno: int) -> Rule:
         raise _LineError("flags only apply to tcp")
     if r.icmp_type is not None and r.protos != [1]:
         raise _LineError("icmp-type only applies to proto icmp")
+    r.family = _rule_family(r)
+    if r.family == AF_INET6 and 1 in r.protos:
+        raise _LineError("proto icmp is IPv4's; icmp6 rules are not supported")
     if r.flags == (0, 0):
         r.flags = None  # flags any
     elif r.flags is None and r.keep_state and (not r.protos or 6 in r.protos):

@@ -1,19 +1,27 @@
 """pf rules: the data model, ``pfctl -s rules`` rendering, and the rule compiler.
 
-A loaded rule set is compiled into plain Python functions, one per direction and
-protocol (tcp, udp, icmp, other), each a straight chain of ``if`` tests on integers
-(``(s & 0xffffff00) == 0x0a000000``, ``dp == 22``, ``s in T0``) generated from the
-rules that can match that direction and protocol. Last match wins; a ``quick`` rule
-returns at once. Evaluating 100 non-matching rules is about 100 integer comparisons,
-with no per-rule call. Generated code only ever embeds integers, validated interface
-names (``repr``) and references to rule/table objects by index.
+Addresses are stack.addr's: an ``Addr`` is an int in one 128-bit space (IPv4 mapped
+to ``::ffff:a.b.c.d``), a rule's address is a ``Prefix`` of either family, a table, or
+``any``, and a rule applies to one family or both (``Rule.family``: from ``inet`` /
+``inet6``, else from its addresses).
+
+A loaded rule set is compiled into plain Python functions, one per family, direction
+and protocol (tcp, udp, icmp, other), each a straight chain of ``if`` tests on integers
+(``s & <mask> == <network>`` with the 128-bit mask of the prefix, ``dp == 22``,
+``s in T0_2``) generated from the rules that can match that family, direction and
+protocol: a rule of the other family is not in the function at all, so it costs
+nothing and can never match. Last match wins; a ``quick`` rule returns at once.
+Evaluating 100 non-matching rules is about 100 integer comparisons, with no per-rule
+call. Generated code only ever embeds integers, validated interface names (``repr``)
+and references to rule/table objects by index.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+
+from stack.addr import AF_INET, AF_INET6, Addr, Prefix, family, format_addr, is_v4, mask128
 
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp"}
 PROTO_NUMBERS = {v: k for k, v in PROTO_NAMES.items()}
@@ -31,59 +39,30 @@ def flags_str(bits: int) -> str:
     return "".join(ch for i, ch in enumerate(TCP_FLAG_LETTERS) if bits >> i & 1)
 
 
-def ip_str(a: int) -> str:
-    return str(ipaddress.IPv4Address(a))
+#: the address families a rule set is compiled for, and their pf.conf words
+FAMILIES = (AF_INET, AF_INET6)
+AF_WORDS = {"inet": AF_INET, "inet6": AF_INET6}
 
 
-class Table:
-    """An address table: hosts in a set, networks in one set per prefix length."""
+def prefix_str(p: Prefix) -> str:
+    """pfctl's form: a host without its length, a network with it."""
+    return format_addr(p.addr) if p.is_host else str(p)
 
-    def __init__(self, name: str, flags: Iterable[str] = ()) -> None:
-        self.name = name
-        self.flags = set(flags)
+
+class AddrSet:
+    """The addresses of one family in a table: hosts in a set, networks in one set per
+    prefix length. Lengths and masks are in the 128-bit space of stack.addr, so a
+    lookup is ``a & mask in nets`` whatever the family."""
+
+    __slots__ = ("hosts", "nets", "_masks")
+
+    def __init__(self) -> None:
         self.hosts: set[int] = set()
-        self.nets: dict[int, set[int]] = {}  # plen → network numbers
+        self.nets: dict[int, set[int]] = {}  # wide prefix length → network numbers
         self._masks: tuple[tuple[int, set[int]], ...] = ()
-        self.matches = 0
-
-    def add(self, net: int, plen: int) -> bool:
-        if plen == 32:
-            if net in self.hosts:
-                return False
-            self.hosts.add(net)
-            return True
-        s = self.nets.setdefault(plen, set())
-        if net in s:
-            return False
-        s.add(net)
-        self._rebuild()
-        return True
-
-    def delete(self, net: int, plen: int) -> bool:
-        if plen == 32:
-            if net not in self.hosts:
-                return False
-            self.hosts.discard(net)
-            return True
-        s = self.nets.get(plen)
-        if s is None or net not in s:
-            return False
-        s.discard(net)
-        if not s:
-            del self.nets[plen]
-        self._rebuild()
-        return True
-
-    def flush(self) -> int:
-        n = len(self)
-        self.hosts.clear()
-        self.nets.clear()
-        self._rebuild()
-        return n
 
     def _rebuild(self) -> None:
-        self._masks = tuple(((0xFFFFFFFF << (32 - p)) & 0xFFFFFFFF, s)
-                            for p, s in sorted(self.nets.items(), reverse=True))
+        self._masks = tuple((mask128(w), s) for w, s in sorted(self.nets.items(), reverse=True))
 
     def __contains__(self, a: int) -> bool:
         if a in self.hosts:
@@ -96,29 +75,101 @@ class Table:
     def __len__(self) -> int:
         return len(self.hosts) + sum(len(s) for s in self.nets.values())
 
-    def entries(self) -> list[str]:
-        out = [(n, 32) for n in self.hosts]
-        out += [(n, p) for p, s in self.nets.items() for n in s]
+
+class Table:
+    """An address table (``table <name> { ... }``) of either or both families. The
+    compiled rules test an address against the set of its own family (``fam[AF_INET]``),
+    so a network of one family never matches an address of the other; both sets are
+    kept for the table's life (compiled code holds them), changed in place."""
+
+    def __init__(self, name: str, flags: Iterable[str] = ()) -> None:
+        self.name = name
+        self.flags = set(flags)
+        self.fam: dict[int, AddrSet] = {f: AddrSet() for f in FAMILIES}
+        self.matches = 0
+
+    def add(self, p: Prefix) -> bool:
+        s = self.fam[p.family]
+        net = p.network
+        if p.is_host:
+            if net in s.hosts:
+                return False
+            s.hosts.add(net)
+            return True
+        nets = s.nets.setdefault(p.wide, set())
+        if net in nets:
+            return False
+        nets.add(net)
+        s._rebuild()
+        return True
+
+    def delete(self, p: Prefix) -> bool:
+        s = self.fam[p.family]
+        net = p.network
+        if p.is_host:
+            if net not in s.hosts:
+                return False
+            s.hosts.discard(net)
+            return True
+        nets = s.nets.get(p.wide)
+        if nets is None or net not in nets:
+            return False
+        nets.discard(net)
+        if not nets:
+            del s.nets[p.wide]
+        s._rebuild()
+        return True
+
+    def flush(self) -> int:
+        n = len(self)
+        for s in self.fam.values():
+            s.hosts.clear()
+            s.nets.clear()
+            s._rebuild()
+        return n
+
+    def __contains__(self, a: int) -> bool:
+        return a in self.fam[family(a)]
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.fam.values())
+
+    def prefixes(self) -> list[Prefix]:
+        """Every entry, in address order (IPv4 among themselves as pfctl sorts them)."""
+        out: list[tuple[int, int]] = []
+        for s in self.fam.values():
+            out += [(n, 128) for n in s.hosts]
+            out += [(n, w) for w, nets in s.nets.items() for n in nets]
         out.sort()
-        return [ip_str(n) if p == 32 else f"{ip_str(n)}/{p}" for n, p in out]
+        return [Prefix(Addr(n), w - 96 if is_v4(n) else w) for n, w in out]
+
+    def entries(self) -> list[str]:
+        return [prefix_str(p) for p in self.prefixes()]
 
     def copy(self) -> Table:
         t = Table(self.name, self.flags)
-        t.hosts = set(self.hosts)
-        t.nets = {p: set(s) for p, s in self.nets.items()}
-        t._rebuild()
+        for f, s in self.fam.items():
+            c = t.fam[f]
+            c.hosts = set(s.hosts)
+            c.nets = {w: set(n) for w, n in s.nets.items()}
+            c._rebuild()
         return t
 
 
 @dataclass
-class Addr:
-    """One address item: ``any``, a host or network, or a table; maybe negated."""
+class AddrItem:
+    """One address of a rule (pf's ``pf_addr_wrap``): ``any``, a host or network
+    (``prefix``, a stack.addr Prefix of either family), or a table; maybe negated."""
 
     kind: str  # "any" | "net" | "table"
-    net: int = 0
-    plen: int = 0
+    prefix: Prefix | None = None
     table: str = ""
     neg: bool = False
+
+    @property
+    def family(self) -> int:
+        """The family the item names, or 0 (any, a table: both)."""
+        return self.prefix.family if self.prefix is not None else 0
 
     def __str__(self) -> str:
         if self.kind == "any":
@@ -126,7 +177,8 @@ class Addr:
         elif self.kind == "table":
             body = f"<{self.table}>"
         else:
-            body = ip_str(self.net) if self.plen == 32 else f"{ip_str(self.net)}/{self.plen}"
+            assert self.prefix is not None
+            body = prefix_str(self.prefix)
         return f"! {body}" if self.neg else body
 
 
@@ -166,11 +218,14 @@ class Rule:
     log: bool = False
     quick: bool = False
     ifnames: list[str] = field(default_factory=list)
-    af: str = ""
+    af: str = ""  # "inet" | "inet6" as written ("" if not): what ``render`` shows
+    #: the family the rule applies to: AF_INET, AF_INET6, or 0 for both (from ``af``,
+    #: else from its addresses); a rule never matches a packet of another family
+    family: int = 0
     protos: list[int] = field(default_factory=list)
-    src: list[Addr] = field(default_factory=list)
+    src: list[AddrItem] = field(default_factory=list)
     src_ports: list[PortOp] = field(default_factory=list)
-    dst: list[Addr] = field(default_factory=list)
+    dst: list[AddrItem] = field(default_factory=list)
     dst_ports: list[PortOp] = field(default_factory=list)
     flags: tuple[int, int] | None = None  # (set, mask)
     icmp_type: int | None = None
@@ -188,6 +243,14 @@ class Rule:
     @property
     def blocks(self) -> bool:
         return self.action == "block"
+
+    def applies_to(self, fam: int) -> bool:
+        """Can the rule match a packet of family ``fam``? Not when it is of the other
+        family, or when an address list names only addresses of the other family."""
+        if self.family and self.family != fam:
+            return False
+        return all(not items or any(a.family in (0, fam) for a in items)
+                   for items in (self.src, self.dst))
 
     def render(self) -> str:
         w = [self.action]
@@ -259,27 +322,34 @@ class Ruleset:
 
 
 # -- the compiler ----------------------------------------------------------------------
-#: match(ifname, proto, src, dst, sport, dport, tcpflags, icmptype, icmpcode) -> Rule|None
+#: match(ifname, proto, src, dst, sport, dport, tcpflags, icmptype, icmpcode) -> Rule|None;
+#: src and dst are stack.addr Addr values of the function's family
 MatchFn = Callable[[str, int, int, int, int, int, int, int, int], "Rule | None"]
+#: family → direction ("in"/"out") → protocol (or None: the others) → its function
+Matchers = dict[int, dict[str, dict["int | None", MatchFn]]]
 
 #: the protocols with a dedicated function; "other" covers the rest
 FAST_PROTOS = (6, 17, 1)
 
 
-def _addr_expr(items: list[Addr], var: str, tables: dict[str, str]) -> str:
+def _addr_expr(items: list[AddrItem], fam: int, var: str, tables: dict[str, str]) -> str:
+    """The test of ``var`` (an Addr of family ``fam``) against an address list; items
+    of the other family are left out (they cannot match)."""
     parts = []
     for a in items:
+        if a.family not in (0, fam):
+            continue
+        p = a.prefix
         if a.kind == "any":
             e = "True"
         elif a.kind == "table":
-            e = f"{var} in {tables[a.table]}"
-        elif a.plen == 32:
-            e = f"{var} == {a.net}"
-        elif a.plen == 0:
-            e = "True"
+            e = f"{var} in {tables[a.table]}_{fam}"
+        elif p is None or p.plen == 0:
+            e = "True"  # the family's whole space: the function's family is the test
+        elif p.is_host:
+            e = f"{var} == {p.addr}"
         else:
-            mask = (0xFFFFFFFF << (32 - a.plen)) & 0xFFFFFFFF
-            e = f"{var} & {mask} == {a.net & mask}"
+            e = f"{var} & {p.mask} == {p.network}"
         parts.append(f"not ({e})" if a.neg else f"({e})")
     if not parts:
         return ""
@@ -300,14 +370,14 @@ def _ports_expr(ops: list[PortOp], var: str) -> str:
     return parts[0] if len(parts) == 1 else "(" + " or ".join(parts) + ")"
 
 
-def _rule_expr(r: Rule, proto: int | None, tables: dict[str, str]) -> str:
+def _rule_expr(r: Rule, fam: int, proto: int | None, tables: dict[str, str]) -> str:
     conds = []
     if r.ifnames:
         conds.append(f"ifn == {r.ifnames[0]!r}" if len(r.ifnames) == 1
                      else f"ifn in {tuple(r.ifnames)!r}")
     if proto is None and r.protos:
         conds.append(f"p in {tuple(r.protos)!r}")
-    for e in (_addr_expr(r.src, "s", tables), _addr_expr(r.dst, "d", tables)):
+    for e in (_addr_expr(r.src, fam, "s", tables), _addr_expr(r.dst, fam, "d", tables)):
         if e:
             conds.append(e)
     if proto in (6, 17):
@@ -323,40 +393,49 @@ def _rule_expr(r: Rule, proto: int | None, tables: dict[str, str]) -> str:
     return " and ".join(conds) if conds else "True"
 
 
-def _applies(r: Rule, direction: str, proto: int | None) -> bool:
+def _applies(r: Rule, fam: int, direction: str, proto: int | None) -> bool:
     if r.direction and r.direction != direction:
+        return False
+    if not r.applies_to(fam):
         return False
     if proto is None:
         return not r.protos or any(p not in FAST_PROTOS for p in r.protos)
     return not r.protos or proto in r.protos
 
 
-def compile_ruleset(rs: Ruleset) -> dict[str, dict[int | None, MatchFn]]:
-    """{"in"/"out": {6: fn, 17: fn, 1: fn, None: fn_other}}."""
+def _fname(fam: int, direction: str, proto: int | None) -> str:
+    return f"match{fam}_{direction}_{proto if proto is not None else 'other'}"
+
+
+def compile_ruleset(rs: Ruleset) -> Matchers:
+    """{AF_INET/AF_INET6: {"in"/"out": {6: fn, 17: fn, 1: fn, None: fn_other}}}: each
+    function holds only the rules that can match its family, direction and protocol."""
     ns: dict[str, object] = {}
     tables: dict[str, str] = {}
     for i, (name, t) in enumerate(rs.tables.items()):
         tables[name] = f"T{i}"
-        ns[f"T{i}"] = t
+        for fam, addrs in t.fam.items():
+            ns[f"T{i}_{fam}"] = addrs
     for i, r in enumerate(rs.rules):
         ns[f"R{i}"] = r
     src = []
-    for direction in ("in", "out"):
-        for proto in (*FAST_PROTOS, None):
-            fname = f"match_{direction}_{proto if proto is not None else 'other'}"
-            body = []
-            for i, r in enumerate(rs.rules):
-                if not _applies(r, direction, proto):
-                    continue
-                body.append(f"    if {_rule_expr(r, proto, tables)}:")
-                body.append(f"        {'return' if r.quick else 'r ='} R{i}")
-            src.append(f"def {fname}(ifn, p, s, d, sp, dp, fl, it, ic):")
-            src.append("    r = None")
-            src += body
-            src.append("    return r")
-            src.append("")
+    for fam in FAMILIES:
+        for direction in ("in", "out"):
+            for proto in (*FAST_PROTOS, None):
+                body = []
+                for i, r in enumerate(rs.rules):
+                    if not _applies(r, fam, direction, proto):
+                        continue
+                    body.append(f"    if {_rule_expr(r, fam, proto, tables)}:")
+                    body.append(f"        {'return' if r.quick else 'r ='} R{i}")
+                src.append(f"def {_fname(fam, direction, proto)}(ifn, p, s, d, sp, dp, fl, it, ic):")
+                src.append("    r = None")
+                src += body
+                src.append("    return r")
+                src.append("")
     code = "\n".join(src)
     exec(compile(code, "<pf ruleset>", "exec"), ns)  # noqa: S102 - generated from parsed ints
-    return {direction: {proto: ns[f"match_{direction}_{proto if proto is not None else 'other'}"]  # type: ignore[misc]
-                        for proto in (*FAST_PROTOS, None)}
-            for direction in ("in", "out")}
+    return {fam: {direction: {proto: ns[_fname(fam, direction, proto)]  # type: ignore[misc]
+                              for proto in (*FAST_PROTOS, None)}
+                  for direction in ("in", "out")}
+            for fam in FAMILIES}

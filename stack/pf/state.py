@@ -1,8 +1,8 @@
 """The pf state table: connections that passed a ``keep state`` rule, so their later
 packets (both ways) pass without evaluating the rules.
 
-A state created by a packet going ``dir`` with key (proto, src, sport, dst, dport) is
-found by later packets going ``dir`` with that key and by packets going the other way
+A state created by a packet going ``dir`` with key (proto, src, sport, dst, dport) - the
+addresses stack.addr ``Addr`` values of either family - is found by later packets going ``dir`` with that key and by packets going the other way
 with the reversed key (the replies). ICMP queries use the ICMP id as both ports; ICMP
 errors pass when the packet they quote belongs to a state. TCP is tracked as pf does
 without sequence windows (SYN/FIN/ACK/RST move each side through SYN_SENT,
@@ -16,10 +16,15 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from stack.pf.rules import PROTO_NAMES, ip_str
+from stack.addr import Addr, format_addr, is_v4
+from stack.pf.rules import PROTO_NAMES
 
 if TYPE_CHECKING:
     from stack.pf.rules import Rule
+
+#: a state key: (proto, src, sport, dst, dport), addresses as stack.addr Addr values (so
+#: one table holds both families); ports -1 where the protocol has none
+StateKey = tuple[int, Addr, int, Addr, int]
 
 # TCP side states (pf's TCPS_* numbering)
 CLOSED, LISTEN, SYN_SENT, SYN_RECEIVED, ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, \
@@ -46,8 +51,8 @@ class State:
                  "created", "expire", "timeout", "s_state", "d_state", "pkts", "bytes",
                  "keys")
 
-    def __init__(self, proto: int, direction: str, ifname: str, src: int, sport: int,
-                 dst: int, dport: int, rule: Rule | None, now: float) -> None:
+    def __init__(self, proto: int, direction: str, ifname: str, src: Addr, sport: int,
+                 dst: Addr, dport: int, rule: Rule | None, now: float) -> None:
         self.proto = proto
         self.direction = direction
         self.ifname = ifname
@@ -60,7 +65,7 @@ class State:
         self.d_state = 0
         self.pkts = [0, 0]  # forward, reverse
         self.bytes = [0, 0]
-        self.keys: tuple[tuple[str, tuple[int, int, int, int, int]], ...] = ()
+        self.keys: tuple[tuple[str, StateKey], ...] = ()
 
     def state_names(self) -> str:
         if self.proto == 6:
@@ -71,12 +76,10 @@ class State:
 
     def render(self, now: float, verbose: bool = False) -> str:
         pname = PROTO_NAMES.get(self.proto, str(self.proto))
-        if self.proto in (6, 17):
-            a, b = f"{ip_str(self.src)}:{self.sport}", f"{ip_str(self.dst)}:{self.dport}"
-        elif self.proto == 1:
-            a, b = f"{ip_str(self.src)}:{self.sport}", f"{ip_str(self.dst)}:{self.dport}"
+        if self.proto in (6, 17, 1):
+            a, b = _endpoint(self.src, self.sport), _endpoint(self.dst, self.dport)
         else:
-            a, b = ip_str(self.src), ip_str(self.dst)
+            a, b = format_addr(self.src), format_addr(self.dst)
         pair = f"{b} <- {a}" if self.direction == "in" else f"{a} -> {b}"
         line = f"all {pname} {pair}       {self.state_names()}\n"
         if verbose:
@@ -89,6 +92,11 @@ class State:
         return line
 
 
+def _endpoint(a: Addr, port: int) -> str:
+    """pfctl's forms: ``10.0.0.1:22``, ``2001:db8::1[22]``."""
+    return f"{format_addr(a)}:{port}" if is_v4(a) else f"{format_addr(a)}[{port}]"
+
+
 def _hms(sec: float) -> str:
     s = int(sec)
     return f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}"
@@ -97,8 +105,7 @@ def _hms(sec: float) -> str:
 class StateTable:
     def __init__(self) -> None:
         #: direction → key → (state, side) where side 0 = forward, 1 = reply
-        self.by_dir: dict[str, dict[tuple[int, int, int, int, int], tuple[State, int]]] = {
-            "in": {}, "out": {}}
+        self.by_dir: dict[str, dict[StateKey, tuple[State, int]]] = {"in": {}, "out": {}}
         self.states: dict[int, State] = {}
         self.timeouts = dict(DEFAULT_TIMEOUTS)
         self.limit = DEFAULT_LIMIT
@@ -109,15 +116,16 @@ class StateTable:
     def __len__(self) -> int:
         return len(self.states)
 
-    def insert(self, proto: int, direction: str, ifname: str, src: int, sport: int,
-               dst: int, dport: int, rule: Rule | None, flags: int, nbytes: int) -> State | None:
+    def insert(self, proto: int, direction: str, ifname: str, src: Addr, sport: int,
+               dst: Addr, dport: int, rule: Rule | None, flags: int,
+               nbytes: int) -> State | None:
         if len(self.states) >= self.limit:
             return None
         now = time.monotonic()
         st = State(proto, direction, ifname, src, sport, dst, dport, rule, now)
         other = "out" if direction == "in" else "in"
-        fwd = (proto, src, sport, dst, dport)
-        rev = (proto, dst, dport, src, sport)
+        fwd: StateKey = (proto, src, sport, dst, dport)
+        rev: StateKey = (proto, dst, dport, src, sport)
         st.keys = ((direction, fwd), (other, rev))
         self.by_dir[direction][fwd] = (st, 0)
         self.by_dir[other][rev] = (st, 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import trio
 
+from stack.addr import AF_INET
 from tests.pf.conftest import ECHO_PORT, KERNEL_IP, STACK_IP, PfNet
 
 
@@ -124,10 +125,11 @@ async def test_rule_evaluation_fault_does_not_crash_the_stack(pfnet: PfNet) -> N
     def broken(*args: object) -> None:
         raise ZeroDivisionError("boom")
 
-    saved = pfnet.pf.match["in"][1]
-    pfnet.pf.match["in"][1] = broken  # type: ignore[assignment]
+    icmp_in = pfnet.pf.match[AF_INET]["in"]
+    saved = icmp_in[1]
+    icmp_in[1] = broken  # type: ignore[assignment]
     assert not await pfnet.kping()
-    pfnet.pf.match["in"][1] = saved
+    icmp_in[1] = saved
     assert await pfnet.kping()
     assert await pfnet.connect() == "ok"
 

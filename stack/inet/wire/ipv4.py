@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from stack.addr import V4MAPPED, Addr
 from stack.inet.wire import ParseError, checksum1, verify1
 from stack.packet import Buffer
 
@@ -104,6 +105,26 @@ def parse(buf: Buffer, *, verify: bool = True) -> IPv4Header:
     return IPv4Header(src, dst, proto, ttl, tos, ident, bool(flags & FLAG_DF),
                       bool(flags & FLAG_MF), off, total,
                       bytes(memoryview(buf)[HLEN:ihl]), csum)
+
+
+_CLASSIFY = struct.Struct("!BxHxxHxBxxII")  # vihl, total, flags+offset, proto, src, dst
+#: bytes ``classify`` needs at ``off``
+CLASSIFY_LEN = HLEN
+
+
+def classify(buf: Buffer, off: int = 0) -> tuple[int, int, int, int, Addr, Addr]:
+    """What a classifier (pf, a flow cache) reads of the header at ``off``, in place and
+    in one unpack: (header length, total length, fragment offset in 8-byte units - 0 for
+    an unfragmented packet or a first fragment -, protocol, source, destination), the
+    addresses as stack.addr ``Addr`` values. Nothing is validated beyond the
+    ``CLASSIFY_LEN`` bytes being there (struct.error otherwise): the caller checks what
+    it relies on, as the header may be one the IP layer has not seen yet (an outgoing
+    one it built, a quoted one in an ICMP error)."""
+    vihl, total, frag, proto, src, dst = _CLASSIFY.unpack_from(buf, off)
+    # the addresses are mapped by hand, not with stack.addr.v4(): calling the Addr
+    # NewType (or v4) costs a Python call per address on the per-packet path
+    return ((vihl & 15) << 2, total, frag & OFFSET_MASK, proto,  # type: ignore[return-value]
+            V4MAPPED | src, V4MAPPED | dst)
 
 
 OPT_EOL = 0
