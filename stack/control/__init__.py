@@ -39,6 +39,7 @@ from stack.control.monitor import MonitorHub
 from stack.control.ping import PingHandle
 from stack.control.routes import ArpFiles, RouteFiles
 from stack.control.stats import StatsFiles
+from stack.l2.iface import Interface
 from stack.services import CONTROL
 
 if TYPE_CHECKING:  # cycle: the Stack owns this part and the part holds the Stack; types only
@@ -80,15 +81,11 @@ class Control:
 
     def hook_routes(self) -> None:
         """Listen to the route table once the IPv4 layer has one."""
-        if self._route_hooked:
-            return
-        table = backend.route_table(self.stack)
-        if table is not None and hasattr(table, "listeners"):
-            table.listeners.append(self.resync)
-            self._route_hooked = True
+        if not self._route_hooked:
+            self._route_hooked = backend.watch_routes(self.stack, self.resync)
 
-    def _on_iface(self, event: str, iface: object) -> None:
-        name = getattr(iface, "name", "?")
+    def _on_iface(self, event: str, iface: Interface) -> None:
+        name = iface.name
         if event == "attach":
             self.monitor.post("RTM_IFANNOUNCE", f"if {name} arrival")
         elif event == "detach":
@@ -100,7 +97,7 @@ class Control:
         for name, iface in list(self.stack.interfaces.items()):
             snap["if"][name] = self.interfaces.ifinfo(iface)
             for a in backend.addresses(self.stack, iface):
-                snap["addr"][f"{a.ifaddr} if {name}"] = ""
+                snap["addr"][f"{a.prefix} if {name}"] = ""
         for r in backend.list_routes(self.stack):
             key = f"{r['destination']} gateway {r['gateway']} if {r['interface']}"
             snap["route"][key] = f"metric {r['metric']} flags {r['flags']}"

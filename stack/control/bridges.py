@@ -21,16 +21,16 @@ from stack.l2.iface import IFF_UP, Interface, parse_mac
 class BridgeFiles(ControlFiles):
     def render(self) -> str:
         out = []
-        for br in backend.list_bridges(self.stack):
-            out.append(f"{br['name']}:\n")
-            out.append(f"\tflags {br['flags']:#x} {flag_names(br['flags'])}\n")
-            out.append(f"\ttimeout {br['timeout']}\n")
-            out.append(f"\tmaxaddr {br['maxaddr']}\n")
-            for m in br["members"]:
-                out.append(f"\tmember {m['name']} flags {m['flags'] or '-'}\n")
-            for a in br["addresses"]:
-                out.append(f"\taddress {a['mac']} {a['interface']} expires {a['expires']} "
-                           f"flags {a['flags']}\n")
+        for br in backend.bridges(self.stack):
+            out.append(f"{br.name}:\n")
+            out.append(f"\tflags {br.flags:#x} {flag_names(br.flags)}\n")
+            out.append(f"\ttimeout {br.timeout}\n")
+            out.append(f"\tmaxaddr {br.maxaddr}\n")
+            for m in br.members.values():
+                out.append(f"\tmember {m.name} flags {backend.MEMBER_FLAGS}\n")
+            for mac, port, left, static in br.entries():
+                out.append(f"\taddress {mac} {port} expires {'-' if left is None else left} "
+                           f"flags {'static' if static else 'dynamic'}\n")
             out.append("\n")
         return "".join(out)
 

@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import errno
 import functools
+import ipaddress
 import re
 
 from rmgr.nodes import Caller, Directory, Node, TextFile
+from stack.addr import AF_INET, Addr, Prefix, family, format_addr, from_ip
 from stack.control import backend
 from stack.control.util import (
     ControlFiles,
-    IPIf,
     einval,
+    parse_addr,
     parse_ifaddr,
     parse_int,
     require_root,
@@ -67,8 +69,8 @@ class InterfaceFiles(ControlFiles):
                f"\tdriver {iface.driver or '-'}\n",
                f"\tkind {iface.kind}\n"]
         for a in backend.addresses(self.stack, iface):
-            bc = f" broadcast {a.broadcast}" if a.broadcast else ""
-            out.append(f"\tinet {a.ifaddr}{bc}\n")
+            bc = f" broadcast {format_addr(a.broadcast)}" if a.broadcast is not None else ""
+            out.append(f"\t{'inet' if a.prefix.family == AF_INET else 'inet6'} {a.prefix}{bc}\n")
         vlan = backend.vlan_info(self.stack, iface)
         if vlan is not None:
             out.append(f"\tvlan {vlan[0]} vlanif {vlan[1] or '-'}\n")
@@ -149,13 +151,15 @@ class InterfaceFiles(ControlFiles):
                     else:
                         bcast = take(words, "broadcast")
                 ifaddr = parse_ifaddr(spec, mask)
+                baddr = _broadcast(bcast) if bcast is not None else None
                 if verb == "set":
-                    self._replace_first(iface, ifaddr, bcast)
+                    self._replace_first(iface, ifaddr, baddr)
                 else:
-                    backend.add_address(self.stack, iface, ifaddr, bcast)
+                    backend.add_address(self.stack, iface, ifaddr, baddr)
             elif verb in ("delete", "-alias", "del"):
                 spec = take(words, verb)
-                backend.delete_address(self.stack, iface, spec.partition("/")[0])
+                backend.delete_address(self.stack, iface,
+                                       parse_addr(spec.partition("/")[0], any_family=True))
             elif verb == "up":
                 iface.set_flags(IFF_UP)
             elif verb == "down":
@@ -184,20 +188,21 @@ class InterfaceFiles(ControlFiles):
             else:
                 raise einval(f"unknown ifconfig verb: {verb}")
 
-    def _replace_first(self, iface: Interface, ifaddr: IPIf, bcast: str | None) -> None:
+    def _replace_first(self, iface: Interface, ifaddr: Prefix | Addr,
+                       bcast: Addr | None) -> None:
         """BSD ``ifconfig IF ADDR`` without ``alias``: the new address replaces the
-        first one (put back if the new one is refused)."""
-        old = [a for a in backend.addresses(self.stack, iface)
-               if a.ifaddr.version == ifaddr.version]
+        first one of its family (put back if the new one is refused)."""
+        fam = family(ifaddr.addr if isinstance(ifaddr, Prefix) else ifaddr)
+        old = [a for a in backend.addresses(self.stack, iface) if a.prefix.family == fam]
         if not old:
             backend.add_address(self.stack, iface, ifaddr, bcast)
             return
         first = old[0]
-        backend.delete_address(self.stack, iface, str(first.ifaddr.ip))
+        backend.delete_address(self.stack, iface, first.addr)
         try:
             backend.add_address(self.stack, iface, ifaddr, bcast)
         except OSError:
-            backend.add_address(self.stack, iface, first.ifaddr, first.broadcast or None)
+            backend.add_address(self.stack, iface, first.prefix, first.broadcast)
             raise
 
     async def _create(self, words: list[str]) -> str:
@@ -231,3 +236,10 @@ class InterfaceFiles(ControlFiles):
         if name == "lo0":
             raise OSError(errno.EPERM, "lo0 cannot be destroyed")
         backend.destroy_interface(self.stack, name)
+
+
+def _broadcast(text: str) -> Addr:
+    try:
+        return from_ip(ipaddress.ip_address(text))
+    except ValueError:
+        raise einval(f"bad broadcast address: {text}") from None

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from rmgr.nodes import POLLIN, POLLOUT, POLLRDNORM, Handle, IoRequest, OpenRequest
+from stack.addr import Addr
 from stack.control import backend
 from stack.control.util import einval, parse_addr, parse_int
 
@@ -83,7 +84,7 @@ class PingHandle(Handle):
         self.control.stack.nursery.start_soon(self._one, dst, size, ttl, tos, df, timeout, seq)
         return len(data)
 
-    async def _one(self, dst: object, size: int, ttl: int | None, tos: int, df: bool,
+    async def _one(self, dst: Addr, size: int, ttl: int | None, tos: int, df: bool,
                    timeout: float, seq: int) -> None:
         try:
             line = await backend.ping(self.control.stack, dst, size=size, ttl=ttl, tos=tos, df=df,

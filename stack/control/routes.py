@@ -23,6 +23,7 @@ from __future__ import annotations
 import errno
 
 from rmgr.nodes import Caller
+from stack.addr import Prefix, format_addr
 from stack.control import backend
 from stack.control.util import (
     ControlFiles,
@@ -101,12 +102,12 @@ class RouteFiles(ControlFiles):
                     raise einval(f"add {dest_text}: give a gateway or -interface IF")
                 backend.route_add(self.stack, dest, gw, ifname, metric or 0, mtu or 0,
                                   reject="reject" in flags, blackhole="blackhole" in flags)
-                return f"add net {_show(dest)}{' gateway ' + str(gw) if gw else ''}\n"
-            if verb == "delete":
+            elif verb == "delete":
                 backend.route_delete(self.stack, dest, gw, ifname)
-                return f"delete net {_show(dest)}{' gateway ' + str(gw) if gw else ''}\n"
-            backend.route_change(self.stack, dest, gw, ifname, metric, mtu)
-            return f"change net {_show(dest)}{' gateway ' + str(gw) if gw else ''}\n"
+            else:
+                backend.route_change(self.stack, dest, gw, ifname, metric, mtu)
+            via = f" gateway {format_addr(gw)}" if gw is not None else ""
+            return f"{verb} net {_show(dest)}{via}\n"
         finally:
             self.control.changed()
 
@@ -162,5 +163,5 @@ class ArpFiles(ControlFiles):
             self.control.changed()
 
 
-def _show(dest: object) -> str:
-    return "default" if str(dest) == "0.0.0.0/0" else str(dest)
+def _show(dest: Prefix) -> str:
+    return "default" if dest.plen == 0 else str(dest)

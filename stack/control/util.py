@@ -9,13 +9,12 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from rmgr.nodes import Caller, ControlFile
+from stack.addr import ANY4, Addr, Prefix, format_addr, from_ip, is_v4
 
 if TYPE_CHECKING:  # cycle: the Control object owns these file groups, each holds it; types only
     from stack.control import Control
 
 IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
-IPIf = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 
 class ControlFiles:
@@ -45,64 +44,63 @@ def einval(msg: str) -> OSError:
     return OSError(errno.EINVAL, msg)
 
 
-def parse_addr(text: str) -> IPAddr:
+def parse_addr(text: str, *, any_family: bool = False) -> Addr:
+    """An address in its family's text form. Only IPv4 unless ``any_family`` (the stack
+    has no IPv6 layer yet: EAFNOSUPPORT)."""
     try:
         addr = ipaddress.ip_address(text)
     except ValueError:
         raise einval(f"bad address: {text}") from None
-    if addr.version != 4:
+    if addr.version != 4 and not any_family:
         raise OSError(errno.EAFNOSUPPORT, f"{text}: IPv6 is not supported yet")
-    return addr
+    return from_ip(addr)
 
 
-def parse_ifaddr(text: str, netmask: str | None = None) -> IPIf:
-    """``10.0.0.2/24``, ``10.0.0.2`` + netmask (dotted or 0xffffff00), or a bare address
-    (classful default as ifconfig does: here /32 for host-less input is wrong, so the
-    natural class mask is used)."""
+def _netmask(text: str) -> IPAddr:
+    """A dotted netmask or BSD's hexadecimal form (0xffffff00)."""
+    return ipaddress.IPv4Address(int(text, 16)) if text.lower().startswith("0x") \
+        else ipaddress.IPv4Address(text)
+
+
+def parse_ifaddr(text: str, netmask: str | None = None) -> Prefix | Addr:
+    """``10.0.0.2/24``, ``10.0.0.2`` + netmask (dotted or 0xffffff00), or a bare address:
+    then the address alone, whose length the IP layer chooses (IPv4: the classful mask,
+    as ifconfig does)."""
     addr_text, _, plen = text.partition("/")
     addr = parse_addr(addr_text)
     if plen and netmask:
         raise einval(f"{text}: give a prefix length or a netmask, not both")
     if netmask:
         try:
-            mask = ipaddress.IPv4Address(int(netmask, 16)) if netmask.lower().startswith("0x") \
-                else ipaddress.IPv4Address(netmask)
-            iface = ipaddress.ip_interface(f"{addr}/{mask}")
+            return Prefix.from_ip(ipaddress.ip_interface(f"{format_addr(addr)}/{_netmask(netmask)}"))
         except ValueError:
             raise einval(f"bad netmask: {netmask}") from None
-        return iface
     if not plen:
-        first = int(addr) >> 24
-        plen = "8" if first < 128 else "16" if first < 192 else "24"
+        return addr
     try:
         n = int(plen)
-        if not 0 <= n <= addr.max_prefixlen:
-            raise ValueError
-        return ipaddress.ip_interface(f"{addr}/{n}")
+        return Prefix(addr, n)
     except ValueError:
         raise einval(f"bad prefix length in {text}") from None
 
 
-def parse_dest(text: str, netmask: str | None = None, *, host: bool = False) -> IPNet:
+def parse_dest(text: str, netmask: str | None = None) -> Prefix:
     """A route destination: ``default``, ``10.1.0.0/16``, ``10.1.2.3`` (host), or an
-    address with a netmask."""
+    address with a netmask. Host bits are cleared (``10.1.2.3/16`` is 10.1.0.0/16)."""
     if text == "default":
-        return ipaddress.IPv4Network("0.0.0.0/0")
+        return Prefix(ANY4, 0)
     addr_text, _, plen = text.partition("/")
     addr = parse_addr(addr_text)
     try:
         if netmask:
-            mask = ipaddress.IPv4Address(int(netmask, 16)) if netmask.lower().startswith("0x") \
-                else ipaddress.IPv4Address(netmask)
-            return ipaddress.ip_network(f"{addr}/{mask}", strict=False)
+            return Prefix.from_ip(ipaddress.ip_network(f"{format_addr(addr)}/{_netmask(netmask)}",
+                                                       strict=False))
         if plen:
-            n = int(plen)
-            if not 0 <= n <= addr.max_prefixlen:
-                raise ValueError
-            return ipaddress.ip_network(f"{addr}/{n}", strict=False)
+            p = Prefix(addr, int(plen))
+            return Prefix(p.network, p.plen)
     except ValueError:
         raise einval(f"bad destination: {text}" + (f" netmask {netmask}" if netmask else "")) from None
-    return ipaddress.ip_network(f"{addr}/{addr.max_prefixlen}")
+    return Prefix(addr, 32 if is_v4(addr) else 128)
 
 
 def parse_int(text: str, what: str, lo: int | None = None, hi: int | None = None) -> int:

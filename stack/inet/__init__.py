@@ -3,8 +3,10 @@ forwarding. ``attach(stack)`` builds it at start and registers it as the ``IPV4`
 service (``stack.inet``), with EtherTypes IPv4 and ARP.
 
 Layout (PyTCP/smoltcp style): ``wire/`` parses and emits the formats, the modules here
-hold the logic: ``ipv4`` (the layer and its management API), ``arp``, ``icmp``,
-``route``, ``reass``, ``timers``. See docs/inet.md.
+hold the logic: ``ipv4`` (the data path: input, output, forwarding, fragmentation),
+``manage`` (its management API: addresses, routes, ARP operations, renderings, ping),
+``ifaddr`` (interface addresses), ``arp``, ``icmp``, ``route``, ``reass``, ``timers``.
+See docs/inet.md.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
-from stack.inet.ipv4 import IfAddr, IPv4Layer
+from stack.addr import LOOPBACK4, Prefix
+from stack.inet.ifaddr import IfAddr
+from stack.inet.ipv4 import IPv4Layer
 from stack.l2.ether import ETHERTYPE_ARP, ETHERTYPE_IPV4
 from stack.registry import AF_INET, TransportProtocol
 from stack.services import IPV4
@@ -36,7 +40,7 @@ def attach(stack: Stack) -> None:
     stack.iface_listeners.append(inet.iface_event)
     for iface in list(stack.interfaces.values()):
         inet.iface_event("attach", iface)
-    inet.add_address(stack.lo0.name, "127.0.0.1/8")
+    inet.manage.add_address(stack.lo0.name, Prefix(LOOPBACK4, 8))
     inet.fastfwd = stack.l2.fastfwd
     stack.nursery.start_soon(inet.timers.run)
 

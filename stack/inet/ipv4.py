@@ -1,6 +1,9 @@
-"""The IPv4 layer: input validation and local delivery, output with fragmentation,
-forwarding, addresses, and the management API the tools use. Implements the contract in
-``stack/inet/api.py``.
+"""The IPv4 layer's data path: input validation and local delivery, output with
+fragmentation, forwarding, and the state they read (local and broadcast addresses, the
+route table, path MTUs). Implements the contract in ``stack/inet/api.py``. The
+management API (addresses, routes, ARP operations, renderings, ping) is
+stack/inet/manage.py, composed here as ``self.manage`` with delegating methods of the
+same names.
 
 Hot path rules: one ``struct.unpack_from`` per header, counters instead of logging,
 payloads are ``memoryview`` slices of the received frame (no copy), output is a list of
@@ -13,16 +16,18 @@ import errno
 import logging
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, Any
 
 import trio
 
+from stack.addr import Addr, Prefix, v4
 from stack.counters import Counters
 from stack.inet.api import ErrorHandler, IPInfo, TransportHandler
 from stack.inet.arp import Arp
 from stack.inet.icmp import Icmp
+from stack.inet.ifaddr import IfAddr
+from stack.inet.manage import IPv4Management, as_addr, as_dest, as_prefix
 from stack.inet.reass import Reassembler
 from stack.inet.route import Route, RouteTable
 from stack.inet.timers import Timers
@@ -32,11 +37,9 @@ from stack.inet.wire.ipv4 import (
     FLAG_DF,
     HLEN,
     PROTO_ICMP,
-    int_to_ip,
     ip_to_int,
     options_error,
     pack_header,
-    prefix_mask,
     unpack_header,
 )
 from stack.l2.ether import ETH_HLEN, ETHERTYPE_IPV4
@@ -60,68 +63,10 @@ def _as_int(a: AddrLike) -> int:
     if a is None:
         return 0
     if isinstance(a, int):
-        return a
+        return a & 0xFFFFFFFF  # an Addr (stack.addr, IPv4-mapped) or a 32-bit value
     if isinstance(a, IPv4Address):
         return int(a)
     return ip_to_int(a)
-
-
-def parse_prefix(text: str, *, default_plen: int | None = None) -> tuple[int, int]:
-    """``default`` | ``A.B.C.D/LEN`` | ``A.B.C.D`` (a host, or ``default_plen``)."""
-    text = text.strip()
-    if text in ("default", "0/0"):
-        return 0, 0
-    addr, sep, plen_s = text.partition("/")
-    a = ip_to_int(addr)
-    if sep:
-        if "." in plen_s:
-            from stack.inet.wire.ipv4 import mask_to_prefix
-            plen = mask_to_prefix(ip_to_int(plen_s))
-        else:
-            if not plen_s.isdigit() or int(plen_s) > 32:
-                raise ValueError(f"bad prefix length in {text!r}")
-            plen = int(plen_s)
-    elif default_plen is not None:
-        plen = default_plen
-    else:
-        plen = 32
-    return a, plen
-
-
-def classful_plen(a: int) -> int:
-    top = a >> 24
-    return 8 if top < 128 else 16 if top < 192 else 24
-
-
-@dataclass(slots=True, eq=False)
-class IfAddr:
-    addr: int
-    plen: int
-    ifname: str
-    broadcast: int = 0
-
-    @property
-    def mask(self) -> int:
-        return prefix_mask(self.plen)
-
-    @property
-    def network(self) -> int:
-        return self.addr & self.mask
-
-    def contains(self, a: int) -> bool:
-        return (a ^ self.addr) & self.mask == 0
-
-    def __str__(self) -> str:
-        return f"{int_to_ip(self.addr)}/{self.plen}"
-
-
-class IfInet:
-    """Per-interface IPv4 state (``iface.proto["inet"]``)."""
-
-    __slots__ = ("addrs",)
-
-    def __init__(self) -> None:
-        self.addrs: list[IfAddr] = []
 
 
 class IPv4Layer:
@@ -154,6 +99,8 @@ class IPv4Layer:
         self.arp = Arp(self)
         self.reass = Reassembler(self)
         self.icmp = Icmp(self)
+        #: the management API (addresses, routes, ARP operations, renderings, ping)
+        self.manage = IPv4Management(self)
         self.protocols[PROTO_ICMP] = self.icmp.input
         #: layer 2's flow cache (stack/l2/fastfwd.py): filled after a slow-path forward
         self.fastfwd: Any = getattr(stack.l2, "fastfwd", None)
@@ -187,22 +134,24 @@ class IPv4Layer:
             return IPv4Address(d)
         if d >> 24 == 127:
             return IPv4Address(0x7F000001)
-        r = self.routes.lookup(d)
+        r = self.routes.lookup_v4(d)
         if r is None:
             return None
-        if r.src and r.src in self.local:
-            return IPv4Address(r.src)
+        rs = r.src
+        if rs is not None and rs & 0xFFFFFFFF in self.local:
+            return IPv4Address(rs & 0xFFFFFFFF)
         iface = self.stack.interfaces.get(r.ifname)
         if iface is None:
             return None
-        s = self.iface_source(iface, r.gateway or d)
+        gw = r.gateway
+        s = self.iface_source(iface, d if gw is None else gw & 0xFFFFFFFF)
         return IPv4Address(s) if s is not None else None
 
     def route_mtu(self, dst: AddrLike) -> int:
         d = _as_int(dst)
         if d in self.local or d >> 24 == 127:
             return self.stack.lo0.mtu
-        r = self.routes.lookup(d)
+        r = self.routes.lookup_v4(d)
         if r is None:
             return 0
         return self._path_mtu(d, r)
@@ -212,7 +161,7 @@ class IPv4Layer:
         d = _as_int(dst)
         if d in self.local or d >> 24 == 127:
             return set(self.stack.lo0.offloads)
-        r = self.routes.lookup(d)
+        r = self.routes.lookup_v4(d)
         iface = self.stack.interfaces.get(r.ifname) if r else None
         return set(iface.offloads) if iface else set()
 
@@ -249,7 +198,7 @@ class IPv4Layer:
                     c["out_no_route"] += 1
                     return errno.ENXIO
             else:
-                route = self.routes.lookup(d)
+                route = self.routes.lookup_v4(d)
                 if route is None:
                     if d == LIMITED_BROADCAST:
                         c["out_no_route"] += 1
@@ -268,7 +217,9 @@ class IPv4Layer:
                     c["out_blackhole"] += 1
                     return 0
                 route.use += 1
-                nexthop = route.gateway or d
+                # Route holds Addr values; & 0xFFFFFFFF is v4_bits, inlined
+                gw = route.gateway
+                nexthop = d if gw is None else gw & 0xFFFFFFFF
                 mtu = self._path_mtu(d, route)
             else:
                 nexthop = d
@@ -277,8 +228,9 @@ class IPv4Layer:
                 bcast = True
                 nexthop = d
             if not s:
-                if route is not None and route.src in self.local:
-                    s = route.src
+                rs = route.src if route is not None else None
+                if rs is not None and rs & 0xFFFFFFFF in self.local:
+                    s = rs & 0xFFFFFFFF
                 else:
                     s = self.iface_source(iface, nexthop) or 0  # type: ignore[arg-type]
                 if not s:
@@ -539,7 +491,7 @@ class IPv4Layer:
             self.icmp.send_error(wicmp.TIME_EXCEEDED, wicmp.TIMXCEED_INTRANS,
                                  data[off:off + total])
             return
-        route = self.routes.lookup(dst)
+        route = self.routes.lookup_v4(dst)
         out = self.stack.interfaces.get(route.ifname) if route is not None else None
         if route is None or out is None or not out.up:
             c["drop_no_route"] += 1
@@ -568,7 +520,8 @@ class IPv4Layer:
         csum = (csum & 0xFFFF) + (csum >> 16)
         frame[10] = csum >> 8
         frame[11] = csum & 0xFF
-        nexthop = route.gateway or dst
+        gw = route.gateway
+        nexthop = dst if gw is None else gw & 0xFFFFFFFF
         route.use += 1
         mtu = self._path_mtu(dst, route)
         if out is iface:
@@ -644,7 +597,7 @@ class IPv4Layer:
 
     def _route_on(self, d: int, ifname: str) -> Route | None:
         for r in self.routes:
-            if r.ifname == ifname and (d ^ r.dst) & prefix_mask(r.plen) == 0:
+            if r.ifname == ifname and r.prefix.contains(v4(d)):
                 return r
         return None
 
@@ -654,7 +607,7 @@ class IPv4Layer:
 
     def iface_has(self, iface: Interface, a: int) -> bool:
         for ia in self.iface_addrs(iface):
-            if ia.addr == a:
+            if ia.addr4 == a:
                 return True
         return False
 
@@ -662,9 +615,9 @@ class IPv4Layer:
         """The address of ``iface`` on the subnet of ``toward``, else its first."""
         addrs = self.iface_addrs(iface)
         for ia in addrs:
-            if ia.contains(toward):
-                return ia.addr
-        return addrs[0].addr if addrs else None
+            if ia.contains4(toward):
+                return ia.addr4
+        return addrs[0].addr4 if addrs else None
 
     def neighbour_changed(self) -> None:
         self._invalidate_fastpath()
@@ -677,208 +630,79 @@ class IPv4Layer:
             except Exception:
                 self.counters["fastfwd_invalidate_errors"] += 1
 
-    def iface_event(self, event: str, iface: Interface) -> None:
-        if event == "attach":
-            iface.proto.setdefault("inet", IfInet())
-        elif event == "detach":
-            for ia in list(self.iface_addrs(iface)):
-                self._remove_ifaddr(iface, ia)
-            self.routes.remove_where(lambda r: r.ifname == iface.name)
-            self.arp.flush(iface.name, keep_static=False)
-        elif event == "change":
-            if not iface.up:
-                self.arp.flush(iface.name)
-            self.routes.changed()
-
     # ================================================================ management API
-    def _iface(self, ifname: str) -> Interface:
-        iface = self.stack.interfaces.get(ifname)
-        if iface is None:
-            raise OSError(errno.ENXIO, f"no interface {ifname}")
-        iface.proto.setdefault("inet", IfInet())
-        return iface
+    # stack/inet/manage.py holds it (``self.manage``, typed: Prefix and Addr values, as
+    # the control plane passes them); these delegate and also take IPv4 text, for tests
+    # and scripts (``stack.inet.add_address("tap0", "10.0.0.2/24")``).
+    def iface_event(self, event: str, iface: Interface) -> None:
+        self.manage.iface_event(event, iface)
 
-    def add_address(self, ifname: str, cidr: str, *, broadcast: str | None = None) -> IfAddr:
-        """``add_address("tap0", "10.0.0.2/24")`` (no length: classful, as BSD ifconfig).
-        Adds the connected route and sends a gratuitous ARP."""
-        iface = self._iface(ifname)
-        a, plen = parse_prefix(cidr, default_plen=classful_plen(ip_to_int(cidr.split("/")[0])))
-        if a == 0 or a >> 28 >= 14:
-            raise OSError(errno.EINVAL, f"{cidr}: not a unicast address")
-        if self.iface_has(iface, a):
-            raise OSError(errno.EEXIST, f"{int_to_ip(a)} is already on {ifname}")
-        ia = IfAddr(a, plen, ifname)
-        if plen <= 30 and not iface.flags & IFF_LOOPBACK:
-            ia.broadcast = ip_to_int(broadcast) if broadcast else (a | ~prefix_mask(plen) & 0xFFFFFFFF)
-        iface.proto["inet"].addrs.append(ia)
-        self.local.setdefault(a, ia)
-        if ia.broadcast:
-            self.bcast.setdefault(ia.broadcast, ia)
-        if plen < 32 and not any(r.ifname == ifname and r.kind == "connected"
-                                 for r in self.routes.exact(ia.network, plen)):
-            self.routes.add(Route(ia.network, plen, 0, ifname, src=a, kind="connected"))
-        else:
-            self.routes.changed()
-        self.counters["addr_added"] += 1
-        if iface.up and not iface.flags & IFF_LOOPBACK:
-            self.arp.announce(iface, a)
-        self._pfil_addr_change(iface, "add", ia)
-        return ia
+    def add_address(self, ifname: str, addr: Prefix | Addr | str, *,
+                    broadcast: Addr | str | None = None) -> IfAddr:
+        """No length: classful, as BSD ifconfig. Adds the connected route, announces."""
+        return self.manage.add_address(ifname, as_prefix(addr), broadcast=_opt_addr(broadcast))
 
-    def remove_address(self, ifname: str, addr: str) -> None:
-        iface = self._iface(ifname)
-        a = ip_to_int(addr.split("/")[0])
-        for ia in self.iface_addrs(iface):
-            if ia.addr == a:
-                self._remove_ifaddr(iface, ia)
-                self._pfil_addr_change(iface, "delete", ia)
-                return
-        raise OSError(errno.EADDRNOTAVAIL, f"{addr} is not on {ifname}")
-
-    def _remove_ifaddr(self, iface: Interface, ia: IfAddr) -> None:
-        st = iface.proto["inet"]
-        st.addrs.remove(ia)
-        if self.local.get(ia.addr) is ia:
-            del self.local[ia.addr]
-            for other in self.stack.interfaces.values():  # another iface may hold it too
-                for o in self.iface_addrs(other):
-                    if o.addr == ia.addr:
-                        self.local[ia.addr] = o
-        if ia.broadcast and self.bcast.get(ia.broadcast) is ia:
-            del self.bcast[ia.broadcast]
-            for other in self.stack.interfaces.values():
-                for o in self.iface_addrs(other):
-                    if o.broadcast == ia.broadcast:
-                        self.bcast[ia.broadcast] = o
-        still = any(o.network == ia.network and o.plen == ia.plen for o in st.addrs)
-        if not still:
-            self.routes.remove_where(lambda r: r.kind == "connected" and r.ifname == iface.name
-                                     and r.dst == ia.network and r.plen == ia.plen)
-        else:
-            for r in self.routes.exact(ia.network, ia.plen):
-                if r.kind == "connected" and r.src == ia.addr:
-                    r.src = next(o.addr for o in st.addrs if o.network == ia.network)
-            self.routes.changed()
-        self.counters["addr_removed"] += 1
-
-    def _pfil_addr_change(self, iface: Interface, event: str, ia: IfAddr) -> None:
-        self._invalidate_fastpath()
-        pf = self.pf
-        if pf is not None:
-            pf.run_event("ifaddr", event, iface, IPv4Address(ia.addr), ia.plen)
+    def remove_address(self, ifname: str, addr: Addr | str) -> IfAddr:
+        return self.manage.remove_address(ifname, as_addr(addr))
 
     def addresses(self, ifname: str | None = None) -> list[IfAddr]:
-        if ifname is not None:
-            return list(self.iface_addrs(self._iface(ifname)))
-        return [ia for i in self.stack.interfaces.values() for ia in self.iface_addrs(i)]
+        return self.manage.addresses(ifname)
 
-    # routes -------------------------------------------------------------------------
-    def _gateway_iface(self, gw: int) -> str:
-        r = self.routes.lookup(gw)
-        if r is None or r.gateway:
-            raise OSError(errno.ENETUNREACH, f"gateway {int_to_ip(gw)} is not on a connected network")
-        return r.ifname
-
-    def route_add(self, dest: str, gateway: str | None = None, *, ifname: str | None = None,
-                  metric: int = 0, mtu: int = 0, reject: bool = False,
-                  blackhole: bool = False) -> Route:
+    def route_add(self, dest: Prefix | str, gateway: Addr | str | None = None, *,
+                  ifname: str | None = None, metric: int = 0, mtu: int = 0,
+                  reject: bool = False, blackhole: bool = False) -> Route:
         """``route_add("default", "10.0.0.1")``, ``route_add("10.9.0.0/16", "10.0.0.254",
         metric=5)``, ``route_add("10.8.0.0/16", ifname="tap1")`` (on-link)."""
-        d, plen = parse_prefix(dest)
-        gw = ip_to_int(gateway) if gateway else 0
-        if ifname is None:
-            if gw:
-                ifname = self._gateway_iface(gw)
-            elif reject or blackhole:
-                ifname = "lo0"
-            else:
-                raise OSError(errno.EINVAL, "a route needs a gateway or an interface")
-        else:
-            self._iface(ifname)
-        r = Route(d, plen, gw, ifname, metric=metric, mtu=mtu, kind="static", reject=reject,
-                  blackhole=blackhole)
-        return self.routes.add(r)
+        return self.manage.route_add(as_dest(dest), _opt_addr(gateway), ifname=ifname,
+                                     metric=metric, mtu=mtu, reject=reject,
+                                     blackhole=blackhole)
 
-    def route_delete(self, dest: str, gateway: str | None = None, *,
+    def route_delete(self, dest: Prefix | str, gateway: Addr | str | None = None, *,
                      ifname: str | None = None) -> Route:
-        d, plen = parse_prefix(dest)
-        return self.routes.delete(d, plen, ip_to_int(gateway) if gateway else None, ifname)
+        return self.manage.route_delete(as_dest(dest), _opt_addr(gateway), ifname=ifname)
 
-    def route_change(self, dest: str, gateway: str | None = None, *, ifname: str | None = None,
-                     metric: int | None = None, mtu: int | None = None) -> Route:
-        d, plen = parse_prefix(dest)
-        gw = ip_to_int(gateway) if gateway else None
-        if gw is not None and ifname is None:
-            ifname = self._gateway_iface(gw)
-        return self.routes.change(d, plen, gateway=gw, ifname=ifname, metric=metric, mtu=mtu)
+    def route_change(self, dest: Prefix | str, gateway: Addr | str | None = None, *,
+                     ifname: str | None = None, metric: int | None = None,
+                     mtu: int | None = None) -> Route:
+        return self.manage.route_change(as_dest(dest), _opt_addr(gateway), ifname=ifname,
+                                        metric=metric, mtu=mtu)
 
-    def route_get(self, dst: str) -> dict[str, str]:
-        """What ``route get`` prints: the route chosen for ``dst`` and the source used."""
-        d = ip_to_int(dst)
-        if d in self.local or d >> 24 == 127:
-            return {"destination": int_to_ip(d), "route": f"{int_to_ip(d)}/32",
-                    "gateway": "link", "interface": "lo0", "source": int_to_ip(d if d in self.local else 0x7F000001),
-                    "flags": "UHL", "mtu": str(self.stack.lo0.mtu), "metric": "0"}
-        r = self.routes.lookup(d)
-        if r is None:
-            raise OSError(errno.ESRCH, f"no route to {dst}")
-        s = self.source_for(d)
-        return {"destination": int_to_ip(d), "route": r.destination,
-                "gateway": int_to_ip(r.gateway) if r.gateway else "link",
-                "interface": r.ifname, "source": str(s) if s else "-", "flags": r.flags,
-                "mtu": str(self._path_mtu(d, r)), "metric": str(r.metric)}
+    def route_get(self, dst: Addr | str) -> dict[str, str]:
+        return self.manage.route_get(as_addr(dst))
 
     def route_list(self) -> list[dict[str, str]]:
-        return [r.describe() for r in self.routes]
+        return self.manage.route_list()
 
-    # ARP ----------------------------------------------------------------------------
     def arp_list(self) -> list[dict[str, str]]:
-        return self.arp.list()
+        return self.manage.arp_list()
 
-    def arp_delete(self, addr: str, ifname: str | None = None) -> None:
-        if not self.arp.delete(ip_to_int(addr), ifname):
-            raise OSError(errno.ENOENT, f"{addr}: no ARP entry")
+    def arp_delete(self, addr: Addr | str, ifname: str | None = None) -> None:
+        self.manage.arp_delete(as_addr(addr), ifname)
 
-    def arp_set(self, addr: str, mac: str, *, ifname: str | None = None,
+    def arp_set(self, addr: Addr | str, mac: bytes | str, *, ifname: str | None = None,
                 published: bool = False) -> None:
-        """A static (permanent) entry; the interface defaults to the connected route's."""
-        a = ip_to_int(addr)
-        if ifname is None:
-            r = self.routes.lookup(a)
-            if r is None or r.gateway:
-                raise OSError(errno.ENETUNREACH, f"{addr} is not on a connected network")
-            ifname = r.ifname
-        self._iface(ifname)
-        self.arp.set_static(ifname, a, parse_mac(mac), published=published)
+        self.manage.arp_set(as_addr(addr), parse_mac(mac) if isinstance(mac, str) else mac,
+                            ifname=ifname, published=published)
 
-    # text ---------------------------------------------------------------------------
     def render_routes(self) -> str:
-        return self.routes.render()
+        return self.manage.render_routes()
 
     def render_arp(self) -> str:
-        return self.arp.render()
+        return self.manage.render_arp()
 
     def render_addresses(self) -> str:
-        """``IFNAME ADDR/LEN broadcast BCAST`` per line (see docs/inet.md)."""
-        out = []
-        for name, iface in self.stack.interfaces.items():
-            for ia in self.iface_addrs(iface):
-                b = int_to_ip(ia.broadcast) if ia.broadcast else "-"
-                out.append(f"{name} {ia} broadcast {b}\n")
-        return "".join(out)
+        return self.manage.render_addresses()
 
     def render_stats(self) -> str:
-        """``group counter value`` per line: ip, icmp, arp, reass, route."""
-        out = []
-        for group in (self.counters, self.icmp.counters, self.arp.counters,
-                      self.reass.counters, self.routes.counters):
-            out += [f"{group.group} {k} {v}\n" for k, v in group.snapshot().items()]
-        return "".join(out)
+        return self.manage.render_stats()
 
-    # ping ---------------------------------------------------------------------------
-    async def ping(self, dst: AddrLike, size: int = 56, ttl: int | None = None,
-                   timeout: float = 1.0, **kw: Any) -> float:
-        return await self.icmp.ping(dst, size, ttl, timeout, **kw)  # type: ignore[arg-type]
+    async def ping(self, dst: Addr | IPv4Address | str, size: int = 56,
+                   ttl: int | None = None, timeout: float = 1.0) -> float:
+        return await self.manage.ping(as_addr(dst), size, ttl, timeout)
+
+
+def _opt_addr(a: Addr | str | None) -> Addr | None:
+    return None if a is None or a == "" else as_addr(a)
 
 
 # ============================================================================ helpers

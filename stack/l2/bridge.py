@@ -53,7 +53,7 @@ from stack.l2.iface import (
 )
 from stack.packet import Buffer, Packet, TxMeta
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # cycle: the Stack holds the interfaces; create_*() attaches to it; types only
     from stack.core import Stack
 
 DEFAULT_TIMEOUT = 1200

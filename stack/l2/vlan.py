@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from stack.l2.iface import IFF_BROADCAST, IFF_MULTICAST, IFF_RUNNING, Interface
 from stack.packet import Buffer, TxMeta
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # cycle: the Stack holds the interfaces; create_*() attaches to it; types only
     from stack.core import Stack
 
 

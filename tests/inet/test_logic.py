@@ -434,7 +434,7 @@ async def test_management_api(two_if_stack) -> None:
     stats_before = inet.render_stats()
     inet.remove_address("fake1", "10.1.0.9")
     # the connected 10.1.0.0/24 is gone: only the default route (via fake0) matches now
-    r = inet.routes.lookup(ip_to_int("10.1.0.7"))
+    r = inet.routes.lookup_v4(ip_to_int("10.1.0.7"))
     assert r is not None and r.plen == 0 and r.ifname == "fake0"
     assert inet.route_get("10.1.0.7")["interface"] == "fake0"
     assert "fake0 10.0.0.1/24 broadcast 10.0.0.255" in inet.render_addresses()
