@@ -10,6 +10,13 @@ and, when the device is full (EAGAIN), keeps a bounded queue drained by its own 
 beyond the bound it drops and counts ``oqdrops`` (BSD's ifq_maxlen back-pressure).
 ``transmit`` only gets a ``TxMeta`` that ``offloads`` covers: ``output`` segments and
 checksums in software whatever the device cannot (``stack.l2.gso``, Linux's GSO).
+
+The kind of link is the interface's ``medium`` (stack/l2/medium.py), made from the
+class attribute ``medium_type``: Ethernet by default (frames carry a 14-byte header,
+next hops are resolved by the neighbour layer), ``LoopbackMedium`` for lo0,
+``PointToPointMedium`` for a link without link addresses (a tunnel, enc0). The network
+layers send through ``iface.medium.output(...)``; a received frame goes to layer 2 when
+the medium's frames are Ethernet, else to ``medium.input``.
 """
 
 from __future__ import annotations
@@ -20,7 +27,9 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from stack.counters import Counters
-from stack.l2.gso import GsoError, device_finishes, segment
+from stack.l2.gso import GsoError, device_finishes, segment_ip
+from stack.l2.medium import BROADCAST_MAC as BROADCAST_MAC
+from stack.l2.medium import EthernetMedium, Medium
 from stack.packet import Buffer, Packet, TxMeta
 
 if TYPE_CHECKING:  # cycle: the Stack owns this part and the part holds the Stack; types only
@@ -44,8 +53,6 @@ FLAG_NAMES = [
     (IFF_POINTOPOINT, "POINTOPOINT"), (IFF_RUNNING, "RUNNING"), (IFF_PROMISC, "PROMISC"),
     (IFF_ALLMULTI, "ALLMULTI"), (IFF_MULTICAST, "MULTICAST"),
 ]
-
-BROADCAST_MAC = b"\xff" * 6
 
 #: interfaces that hand frames (and their TxMeta) on to other interfaces, which finish
 #: the offloads themselves: a bridge (to its members), a vlan (to its parent)
@@ -88,6 +95,8 @@ class Interface:
 
     #: what `ifconfig` shows as the media/driver kind
     kind = "ether"
+    #: the kind of link (stack/l2/medium.py); an instance is made per interface
+    medium_type: type[Medium] = EthernetMedium
 
     def __init__(self, name: str, *, mac: bytes, mtu: int = 1500, driver: str = "",
                  flags: int = IFF_BROADCAST | IFF_MULTICAST) -> None:
@@ -113,6 +122,8 @@ class Interface:
         self.promisc_refs = 0
         #: protocol-specific per-interface state (inet addresses, ...), keyed by protocol
         self.proto: dict[str, Any] = {}
+        #: link header and address resolution for the network layers
+        self.medium: Medium = self.medium_type(self)
 
     # -- state -----------------------------------------------------------------------
     @property
@@ -165,7 +176,10 @@ class Interface:
             self._run_taps("in", (pkt.data,))
         stack = self.stack
         if stack is not None:
-            stack.l2.input(self, pkt)
+            if self.medium.ether:
+                stack.l2.input(self, pkt)
+            else:
+                self.medium.input(pkt)
 
     def output(self, bufs: Sequence[Buffer], meta: TxMeta | None = None) -> bool:
         """Stack → driver: one frame as a list of buffers. Returns False if dropped.
@@ -203,7 +217,8 @@ class Interface:
         frame was accepted."""
         c = self.counters
         try:
-            frames = segment(bufs, meta, self.mtu)
+            prefix, ip = self.medium.split(bufs)
+            frames = segment_ip(prefix, ip, meta, self.mtu)
         except GsoError as exc:
             c["gso_errors"] += 1
             c["gso_error_" + exc.reason] += 1

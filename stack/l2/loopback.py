@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import trio
 
 from stack.l2.iface import IFF_LOOPBACK, IFF_MULTICAST, IFF_RUNNING, IFF_UP, Interface
+from stack.l2.medium import LoopbackMedium
 from stack.packet import Buffer, Packet, TxMeta
 
 LOOPBACK_QUEUE_MAX = 4096
@@ -25,6 +26,7 @@ LOOPBACK_BUDGET = 64
 
 class Loopback(Interface):
     kind = "loopback"
+    medium_type = LoopbackMedium
 
     def __init__(self, name: str = "lo0") -> None:
         super().__init__(name, mac=b"\x00" * 6, mtu=33184, driver="lo",
