@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from stack.addr import Addr, Prefix, v4
+from stack.addr import BROADCAST4, V4MAPPED, Addr, Prefix, v4
 from stack.counters import Counters
 from stack.inet.api import ErrorHandler, IPInfo, TransportHandler
 from stack.inet.arp import Arp
@@ -42,9 +42,9 @@ from stack.inet.wire.ipv4 import (
     pack_header,
     unpack_header,
 )
-from stack.l2.ether import ETH_HLEN, ETHERTYPE_IPV4
+from stack.l2.ether import ETHERTYPE_IPV4
 from stack.l2.gso import clamp_gso_size, device_finishes
-from stack.l2.iface import BROADCAST_MAC, IFF_LOOPBACK, Interface, parse_mac
+from stack.l2.iface import IFF_LOOPBACK, Interface, parse_mac
 from stack.packet import GSO_NONE, Buffer, Packet, TxMeta
 
 if TYPE_CHECKING:  # cycle: the Stack owns this part and the part holds the Stack; types only
@@ -52,7 +52,6 @@ if TYPE_CHECKING:  # cycle: the Stack owns this part and the part holds the Stac
 
 log = logging.getLogger("io-pkt.inet")
 
-ZERO_MAC = b"\0" * 6
 LIMITED_BROADCAST = 0xFFFFFFFF
 PMTU_EXPIRE = 600.0
 
@@ -263,7 +262,7 @@ class IPv4Layer:
                 payload = _complete_csum(payload, meta)
                 meta = None
             else:
-                off = ihl + (0 if iface.flags & IFF_LOOPBACK else ETH_HLEN)
+                off = ihl + iface.medium.hdr_len
                 meta = TxMeta(meta.csum_start + off, meta.csum_offset, meta.needs_csum,
                               meta.gso_type, meta.gso_size, meta.hdr_len + off if meta.hdr_len else 0)
         c["out_packets"] += 1
@@ -279,17 +278,12 @@ class IPv4Layer:
                 self.counters["drop_pfil_out"] += 1
                 return errno.EPERM
             bufs = res
-        if iface.flags & IFF_LOOPBACK:
-            return 0 if self.stack.l2.output(iface, ZERO_MAC, ETHERTYPE_IPV4, bufs, meta) \
-                else errno.ENOBUFS
-        if bcast:
-            return 0 if self.stack.l2.output(iface, BROADCAST_MAC, ETHERTYPE_IPV4, bufs, meta) \
-                else errno.ENOBUFS
-        if nexthop >> 28 == 14:
-            mac = bytes((1, 0, 0x5E, (nexthop >> 16) & 0x7F, (nexthop >> 8) & 0xFF, nexthop & 0xFF))
-            return 0 if self.stack.l2.output(iface, mac, ETHERTYPE_IPV4, bufs, meta) \
-                else errno.ENOBUFS
-        return self.arp.output(iface, nexthop, bufs, meta, fail)
+        # the egress interface's medium frames it and resolves the next hop (Ethernet:
+        # broadcast/multicast mapping, else the neighbour layer; lo0 and point-to-point
+        # links: nothing to resolve); V4MAPPED | x is stack.addr.v4(x) for a 32-bit
+        # next hop and leaves an IPv4 Addr as it is
+        return iface.medium.output(bufs, BROADCAST4 if bcast else V4MAPPED | nexthop,  # type: ignore[arg-type]
+                                   ETHERTYPE_IPV4, meta, fail)
 
     def _fragment(self, iface: Interface, nexthop: int, s: int, d: int, proto: int,
                   payload: Sequence[Buffer], plen: int, mtu: int, ttl: int, tos: int,
@@ -545,7 +539,7 @@ class IPv4Layer:
         # offsets for the Ethernet frame we send, segments cut to the path MTU; an out
         # interface without the offload finishes it in software (Interface.output →
         # stack.l2.gso: gso_frames, gso_segments, csum_completed there)
-        meta = pkt.tx_meta(ETH_HLEN - off)
+        meta = pkt.tx_meta(out.medium.hdr_len - off)
         bufs: list[Buffer] = [frame]
         if meta is not None:
             if meta.gso_type and not clamp_gso_size(meta, frame, mtu):
@@ -562,7 +556,8 @@ class IPv4Layer:
             return
         ff = self.fastfwd
         if ff is not None:
-            mac = self.arp.lookup(out.name, nexthop)
+            # only a medium with link addresses (Ethernet) gives the flow its next hop's
+            mac = out.medium.link_address(V4MAPPED | nexthop)  # type: ignore[arg-type]
             if mac is not None:
                 try:
                     ff.insert(dst, out, mac, mtu)
