@@ -32,7 +32,6 @@ from stack.inet.reass import Reassembler
 from stack.inet.route import Route, RouteTable
 from stack.inet.timers import Timers
 from stack.inet.wire import icmp as wicmp
-from stack.inet.wire import raw_sum
 from stack.inet.wire.ipv4 import (
     FLAG_DF,
     HLEN,
@@ -43,7 +42,7 @@ from stack.inet.wire.ipv4 import (
     unpack_header,
 )
 from stack.l2.ether import ETHERTYPE_IPV4
-from stack.l2.gso import clamp_gso_size, device_finishes
+from stack.l2.gso import clamp_gso_size, complete_csum, device_finishes
 from stack.l2.iface import IFF_LOOPBACK, Interface, parse_mac
 from stack.packet import GSO_NONE, Buffer, Packet, TxMeta
 
@@ -248,7 +247,7 @@ class IPv4Layer:
                 c["out_drop_df_too_big"] += 1
                 return errno.EMSGSIZE
             if meta is not None and meta.needs_csum:
-                payload = _complete_csum(payload, meta)
+                payload = complete_csum(payload, meta)
                 meta = None
             return self._fragment(iface, nexthop, s, d, proto, payload, plen, mtu, ttl, tos,
                                   ident, options, bcast,
@@ -259,7 +258,7 @@ class IPv4Layer:
         hdr = _header(s, d, proto, total, ttl, tos, ident, FLAG_DF if df else 0, options)
         if meta is not None and (meta.needs_csum or gso):
             if meta.needs_csum and "csum" not in iface.offloads:
-                payload = _complete_csum(payload, meta)
+                payload = complete_csum(payload, meta)
                 meta = None
             else:
                 off = ihl + iface.medium.hdr_len
@@ -522,7 +521,7 @@ class IPv4Layer:
             c["fwd_same_interface"] += 1  # BSD would send a redirect here
         if total > mtu and pkt.gso_type == GSO_NONE:
             if pkt.csum_partial:  # fragments cannot carry a partial checksum
-                frame = memoryview(bytearray().join(_complete_csum(
+                frame = memoryview(bytearray().join(complete_csum(
                     [frame], TxMeta(pkt.csum_start - off, pkt.csum_offset, True))))
             if flags & FLAG_DF:
                 c["drop_frag_needed"] += 1
@@ -736,36 +735,3 @@ def _copied_options(options: bytes) -> bytes:
         out.append(0)
     return bytes(out)
 
-
-def _complete_csum(payload: Sequence[Buffer], meta: TxMeta) -> list[Buffer]:
-    """Finish a CHECKSUM_PARTIAL transport checksum in software: the field at
-    csum_start+csum_offset holds the pseudo-header sum; fold in the data from csum_start."""
-    bufs = list(payload)
-    flat_views: list[memoryview] = []
-    pos = 0
-    start = meta.csum_start
-    for b in bufs:
-        v = memoryview(b)
-        if pos + len(v) > start:
-            flat_views.append(v[max(0, start - pos):])
-        pos += len(v)
-    s = raw_sum(flat_views)
-    csum = 0xFFFF - s if s else 0xFFFF
-    # the checksum field is complemented sum of data incl. the pseudo sum already in it
-    at = start + meta.csum_offset
-    pos = 0
-    for i, b in enumerate(bufs):
-        if pos <= at < pos + len(b):
-            writable = b if isinstance(b, bytearray) else bytearray(b)
-            k = at - pos
-            if k + 1 < len(writable):
-                writable[k:k + 2] = csum.to_bytes(2, "big")
-                bufs[i] = writable
-                break
-            # the field straddles two buffers: join them (rare)
-            joined = bytearray(b) + bytearray(bufs[i + 1])
-            joined[k:k + 2] = csum.to_bytes(2, "big")
-            bufs[i:i + 2] = [joined]
-            break
-        pos += len(b)
-    return bufs

@@ -79,6 +79,61 @@ def _fold(s: int) -> int:
     return 0xFFFF - s if s else 0
 
 
+def _sum_bufs(bufs: Sequence[Buffer]) -> int:
+    """``_sum`` of the concatenation of ``bufs``, without joining them: a buffer followed
+    by an odd number of bytes is shifted by 8 (2**16 == 1 mod 0xFFFF)."""
+    total = 0
+    after = 0
+    for b in reversed(bufs):
+        v = int.from_bytes(b, "big")
+        if after & 1:
+            v <<= 8
+        total += v
+        after += len(b)
+    if after & 1:  # the whole is odd: pad with a zero byte at the end
+        total <<= 8
+    return total % 0xFFFF
+
+
+def complete_csum(payload: Sequence[Buffer], meta: TxMeta) -> list[Buffer]:
+    """Finish a CHECKSUM_PARTIAL transport checksum in software (Linux's
+    ``skb_checksum_help``) over a datagram's payload: ``meta.csum_start`` and
+    ``csum_offset`` are relative to the first payload byte (the transport header); the
+    field holds the pseudo-header sum, the data from ``csum_start`` on is folded in. The
+    IP layer calls this before fragmenting, or when the out interface lacks "csum". A
+    sum of 0 is written 0xFFFF (UDP's "no checksum" never appears). Only the buffer
+    holding the field is copied (two when the field straddles them)."""
+    bufs = list(payload)
+    flat_views: list[memoryview] = []
+    pos = 0
+    start = meta.csum_start
+    for b in bufs:
+        v = memoryview(b)
+        if pos + len(v) > start:
+            flat_views.append(v[max(0, start - pos):])
+        pos += len(v)
+    s = _sum_bufs(flat_views)
+    csum = 0xFFFF - s if s else 0xFFFF
+    # the checksum field is complemented sum of data incl. the pseudo sum already in it
+    at = start + meta.csum_offset
+    pos = 0
+    for i, b in enumerate(bufs):
+        if pos <= at < pos + len(b):
+            writable = b if isinstance(b, bytearray) else bytearray(b)
+            k = at - pos
+            if k + 1 < len(writable):
+                writable[k:k + 2] = csum.to_bytes(2, "big")
+                bufs[i] = writable
+                break
+            # the field straddles two buffers: join them (rare)
+            joined = bytearray(b) + bytearray(bufs[i + 1])
+            joined[k:k + 2] = csum.to_bytes(2, "big")
+            bufs[i:i + 2] = [joined]
+            break
+        pos += len(b)
+    return bufs
+
+
 def l3_offset(frame: Buffer) -> int:
     """Offset of the network header in an Ethernet frame (802.1Q/802.1ad tags skipped)."""
     off = 12
