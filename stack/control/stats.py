@@ -2,17 +2,20 @@
 
 Statistics are the stack's ``Counters`` groups, found by walking the components
 (``stack.l2``, ``stack.pfil`` and every registered service: the IP layer and its parts,
-the transports, modules' services...) for
-``Counters`` objects and merging them by group name; a component may also register a
-source explicitly with ``stack.control.stats.register(group, fn)``. The standard
-groups are always present (empty when their layer is not loaded): ip, icmp, arp, udp,
-tcp, ether, stack.
+the transports, modules' services...) for ``Counters`` objects and merging them by group
+name. The walk reads each object's instance attributes (``vars``), two levels below the
+service, whatever they are called: no attribute names are guessed, so a part that holds
+a ``Counters`` (the IP layer's route table, ARP, reassembly; a module service's own) is
+found however it names it. A component may also register a source explicitly with
+``stack.control.stats.register(group, fn)``. The standard groups are always present
+(empty when their layer is not loaded): ip, icmp, arp, udp, tcp, ether, stack.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+import types
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from rmgr.nodes import Directory, Node, TextFile
@@ -23,10 +26,25 @@ if TYPE_CHECKING:  # cycle: the Control object owns these file groups, each hold
     from stack.control import Control
 
 STANDARD_GROUPS = ("ip", "icmp", "arp", "udp", "tcp", "ether", "stack")
-#: attribute names searched for components holding counters
-_COMPONENTS = ("l2", "inet", "transport", "udp", "tcp", "sockets", "icmp", "arp", "ip",
-               "routes", "route_table", "table", "reass", "ipv4", "ff", "fastfwd",
-               "fast_forward", "bridges", "pfil")
+#: how many levels the walk reads: a service's attributes (1) and its parts' (2)
+WALK_DEPTH = 2
+
+
+def _parts(obj: object) -> Iterator[object]:
+    """The instance attributes of ``obj`` that may hold counters: Counters themselves,
+    the Counters values of a dict, and objects with attributes of their own (not
+    functions, bound methods, classes or modules)."""
+    try:
+        attrs = vars(obj)
+    except TypeError:  # no instance dict (slots, builtins): nothing to walk
+        return
+    for sub in list(attrs.values()):
+        if isinstance(sub, Counters):
+            yield sub
+        elif isinstance(sub, dict):
+            yield from (v for v in list(sub.values()) if isinstance(v, Counters))
+        elif not (callable(sub) or isinstance(sub, type | types.ModuleType)):
+            yield sub
 
 
 class StatsFiles:
@@ -60,21 +78,16 @@ class StatsFiles:
                 dst[k] = dst.get(k, 0) + v
 
         def walk(obj: object, depth: int) -> None:
-            if obj is None or id(obj) in seen or depth > 2:
+            if id(obj) in seen:
                 return
             if isinstance(obj, Counters):
                 add(obj)
                 return
             seen.add(id(obj))
-            for attr in ("counters", "stats", *_COMPONENTS):
-                sub = getattr(obj, attr, None)
+            for sub in _parts(obj):
                 if isinstance(sub, Counters):
                     add(sub)
-                elif isinstance(sub, dict) and attr == "counters":
-                    for v in sub.values():
-                        if isinstance(v, Counters):
-                            add(v)
-                elif sub is not None and attr in _COMPONENTS and not callable(sub):
+                elif depth < WALK_DEPTH:
                     walk(sub, depth + 1)
 
         stack = self.stack

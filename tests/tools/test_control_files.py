@@ -133,3 +133,78 @@ async def test_ping_door() -> None:
             except OSError as exc:
                 assert exc.errno == errno.EINVAL
         h.release()
+
+
+async def test_address_and_route_text_round_trips() -> None:
+    """The files parse text into stack.addr values and the IPv4 layer's management API
+    takes those: the forms BSD's tools write keep working, replies read as before."""
+    async with running_stack() as st:
+        w = write
+        assert await w(st, "config/interfaces", "lo0 addr 10.2.0.1 netmask 0xffff0000") == \
+            (0, "ok\n")
+        assert await w(st, "config/interfaces", "lo0 alias 172.16.5.1") == (0, "ok\n")
+        assert await w(st, "config/interfaces", "lo0 addr 192.0.2.9 netmask 255.255.255.0"
+                       " broadcast 192.0.2.250") == (0, "ok\n")
+        [lo] = stanzas(await read(st, "config/interfaces"))
+        assert {"127.0.0.1/8", "10.2.0.1/16", "172.16.5.1/16", "192.0.2.9/24"} <= \
+            set(lo.all("inet"))  # no length: classful (172.16/16)
+        code, reply = await w(st, "config/interfaces", "lo0 addr 10.2.0.7 broadcast nope")
+        assert code == errno.EINVAL and "bad broadcast address: nope" in reply
+        code, reply = await w(st, "config/interfaces", "lo0 addr 2001:db8::1/64")
+        assert code == errno.EAFNOSUPPORT
+        code, reply = await w(st, "config/interfaces", "lo0 delete 10.9.9.9")
+        assert code == errno.EADDRNOTAVAIL and "10.9.9.9 is not an address of lo0" in reply
+        assert await w(st, "config/interfaces", "lo0 -alias 172.16.5.1") == (0, "ok\n")
+        assert "172.16.5.1/16" not in await read(st, "config/interfaces")
+        # routes: replies name what was done, in the table's own form
+        assert await w(st, "config/routes", "add default 10.2.0.2") == \
+            (0, "add net default gateway 10.2.0.2\n")
+        assert await w(st, "config/routes", "add -net 10.9.1.7 10.2.0.3 netmask 255.255.0.0") \
+            == (0, "add net 10.9.0.0/16 gateway 10.2.0.3\n")
+        assert await w(st, "config/routes", "add 10.7.0.0/16 -reject") == \
+            (0, "add net 10.7.0.0/16\n")
+        assert await w(st, "config/routes", "change 10.9.0.0/16 metric 4") == \
+            (0, "change net 10.9.0.0/16\n")
+        rows = {r["destination"]: r for r in table(await read(st, "config/routes"))}
+        assert rows["10.9.0.0/16"]["metric"] == "4" and rows["10.7.0.0/16"]["flags"] == "USR"
+        assert rows["default"]["gateway"] == "10.2.0.2"
+        info = keyvalues((await w(st, "config/routes", "get 8.8.8.8"))[1])
+        assert info["gateway"] == "10.2.0.2" and info["source"] == "10.2.0.1"
+        code, reply = await w(st, "config/routes", "delete 10.5.0.0/16")
+        assert code == errno.ESRCH and "no route to 10.5.0.0/16" in reply
+        assert await w(st, "config/routes", "delete 10.9.0.0/16 10.2.0.3") == \
+            (0, "delete net 10.9.0.0/16 gateway 10.2.0.3\n")
+        assert await w(st, "config/routes", "flush") == (0, "flushed 2\n")
+        code, reply = await w(st, "config/routes", "add 10.8.0.0/16 10.77.0.1")
+        assert code == errno.ENETUNREACH and "not on a connected network" in reply
+        code, reply = await w(st, "config/arp", "delete 10.2.0.50")
+        assert code == errno.ENOENT and "10.2.0.50: no ARP entry" in reply
+
+
+async def test_stats_walk_finds_counters_by_what_they_are() -> None:
+    """Counter groups are found through the registered services' attributes, whatever
+    the attributes are called (no list of names to keep in step)."""
+    from stack.counters import Counters
+    from stack.registry import ServiceKey
+
+    class Part:
+        def __init__(self) -> None:
+            self.tally = Counters("dummy_part")
+
+    class Service:
+        def __init__(self) -> None:
+            self.some_name = Counters("dummy")
+            self.inner = Part()
+
+    async with running_stack() as st:
+        svc = Service()
+        svc.some_name["hits"] += 2
+        svc.inner.tally["seen"] += 1
+        reg = st.services.register(ServiceKey[Service]("dummy"), svc)
+        groups = st.control.stats.collect()
+        assert groups["dummy"] == {"hits": 2} and groups["dummy_part"] == {"seen": 1}
+        # the IPv4 layer's parts, found through the ipv4 service
+        assert {"ip", "icmp", "arp", "reass", "route", "udp", "tcp", "raw"} <= set(groups)
+        assert "dummy" in set(node_at(st, "config/stats").children())  # type: ignore[attr-defined]
+        reg.remove()
+        assert "dummy" not in st.control.stats.collect()
