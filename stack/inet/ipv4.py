@@ -42,9 +42,11 @@ from stack.inet.wire.ipv4 import (
     unpack_header,
 )
 from stack.l2.ether import ETHERTYPE_IPV4
+from stack.l2.fastfwd import FastForward
 from stack.l2.gso import clamp_gso_size, complete_csum, device_finishes
 from stack.l2.iface import IFF_LOOPBACK, Interface, parse_mac
 from stack.packet import GSO_NONE, Buffer, Packet, TxMeta
+from stack.pfil import Pfil
 
 if TYPE_CHECKING:  # cycle: the Stack owns this part and the part holds the Stack; types only
     from stack.core import Stack
@@ -101,8 +103,9 @@ class IPv4Layer:
         self.manage = IPv4Management(self)
         self.protocols[PROTO_ICMP] = self.icmp.input
         #: layer 2's flow cache (stack/l2/fastfwd.py): filled after a slow-path forward
-        self.fastfwd: Any = getattr(stack.l2, "fastfwd", None)
-        self.pf: Any = getattr(stack.l2, "pfil", None) or getattr(stack, "pfil", None)
+        self.fastfwd: FastForward | None = stack.l2.fastfwd
+        #: the "inet" pfil heads (and the "ifaddr" events the management API runs)
+        self.pf: Pfil | None = stack.pfil
 
     # ================================================================ contract (api.py)
     def register_protocol(self, proto: int, handler: TransportHandler) -> None:

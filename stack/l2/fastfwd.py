@@ -34,7 +34,7 @@ from stack.l2.gso import clamp_gso_size, device_finishes
 from stack.l2.iface import Interface
 from stack.packet import Packet
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # cycle: the Stack owns layer 2 and this cache, which holds the Stack; types only
     from stack.core import Stack
 
 ETH_HLEN = 14
