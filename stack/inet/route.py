@@ -18,7 +18,7 @@ import errno
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from stack.addr import V4MAPPED, Addr, Prefix, format_addr, is_v4, mask128
+from stack.addr import ANY4, V4MAPPED, Addr, Prefix, format_addr, is_v4, mask128
 from stack.counters import Counters
 
 # route flags (BSD letters)
@@ -102,6 +102,10 @@ class Route:
         }
 
 
+#: the memos' "not looked up yet" (None is a memoised miss)
+_MISS = Route(Prefix(ANY4, 0))
+
+
 class RouteTable:
     def __init__(self, usable: Callable[[Route], bool] | None = None) -> None:
         #: wide prefix length → network (128-bit) → routes, tried in order
@@ -123,9 +127,9 @@ class RouteTable:
     def lookup(self, dst: Addr) -> Route | None:
         """Longest-prefix match; among routes to one destination the first usable."""
         cache = self._cache
-        r = cache.get(dst, False)
-        if r is not False:
-            return r  # type: ignore[return-value]
+        r = cache.get(dst, _MISS)
+        if r is not _MISS:
+            return r
         r = self._lookup(dst)
         if len(cache) >= CACHE_MAX:
             cache.clear()
@@ -138,9 +142,9 @@ class RouteTable:
         32-bit table before; ``lookup(V4MAPPED | bits)`` costs 68 ns (the OR allocates a
         128-bit int, whose hash is longer), ``lookup(v4(bits))`` 110 ns."""
         cache = self._cache4
-        r = cache.get(bits, False)
-        if r is not False:
-            return r  # type: ignore[return-value]
+        r = cache.get(bits, _MISS)
+        if r is not _MISS:
+            return r
         r = self._lookup(V4MAPPED | bits)
         if len(cache) >= CACHE_MAX:
             cache.clear()
