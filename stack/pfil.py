@@ -9,6 +9,25 @@ Heads and who runs them::
                       header validation, out = the list of buffers of the IP datagram
                       (IP header first) before the link layer. Forwarded packets pass
                       "inet" in then out, as in NetBSD.
+    "inet_out_prefrag"
+             out      the IPv4 layer, after the route is chosen and before fragmentation
+                      (IPsec's hook point, as NetBSD's ipsec4_output in ip_output): the
+                      whole datagram as a list of buffers (IP header first, its total
+                      length and checksum those of the whole datagram, which may exceed
+                      the MTU); ``iface`` is the interface routing chose. Our own
+                      datagrams and forwarded ones (TTL already lowered). A partial
+                      checksum is completed and a TSO/USO super-segment cut into its
+                      segments before the hooks (Linux's xfrm output does the same), so
+                      a hook sees finished datagrams, each on its own. Besides pass,
+                      drop and a replacement datagram (a buffer list; the IP layer reads
+                      its header again), a hook may return ``Reroute(iface, nexthop,
+                      bufs)``: send by another interface (a tunnel such as enc0, a
+                      point-to-point link) and/or to another next hop, optionally with a
+                      replacement datagram. Fragmentation then follows the datagram that
+                      comes out, for the MTU of the interface it leaves by (DF set and
+                      too big: EMSGSIZE for our own, ICMP "fragmentation needed" for a
+                      forwarded one); then "inet" out runs on each datagram or fragment.
+                      The "in" direction of this head is never run.
     "inet6"  in/out   reserved for IPv6
     "ifnet"  events   interface attach / detach (called by the stack for every interface)
     "ifaddr" events   address added / deleted (the IPv4 layer calls ``run_event``)
@@ -18,7 +37,9 @@ A packet hook is ``fn(obj, iface, direction) -> result`` where result is
 * ``PFIL_PASS`` (``None``/``True``): go on with ``obj`` unchanged,
 * ``PFIL_DROP`` (``False``): drop the packet (the caller counts it),
 * any other object: a replacement (a ``Packet`` in, a buffer list out — the same kind
-  as ``obj``); the next hook and the stack see the replacement.
+  as ``obj``); the next hook and the stack see the replacement;
+* on "inet_out_prefrag" only, a ``Reroute`` (see above); the hooks after it see its
+  datagram (``bufs``, or the one they would have seen) and the new interface is used.
 
 Hooks of one head/direction run in order of ``priority`` (lower first), then of
 registration. A hook that raises drops that packet; the error is counted
@@ -33,11 +54,13 @@ so a stack without filters pays one attribute load per packet and direction.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from stack.addr import Addr
 from stack.counters import Counters
+from stack.packet import Buffer
 from stack.registry import Registration
 
 if TYPE_CHECKING:  # cycle: the Stack owns this part and the part holds the Stack; types only
@@ -55,7 +78,22 @@ PFIL_ALL = PFIL_IN | PFIL_OUT
 PacketHook = Callable[[Any, "Interface", str], Any]
 EventHook = Callable[..., None]
 
-PACKET_HEADS = ("ether", "inet", "inet6")
+#: the IPv4 output hook before fragmentation (see the module docstring)
+INET_OUT_PREFRAG = "inet_out_prefrag"
+
+PACKET_HEADS = ("ether", "inet", "inet6", INET_OUT_PREFRAG)
+
+
+@dataclass(slots=True)
+class Reroute:
+    """What an "inet_out_prefrag" hook returns to send the datagram another way: by
+    ``iface`` (None: the one routing chose) to ``nexthop`` (None: the datagram's own
+    destination when the interface changed, else the routed next hop), as ``bufs``
+    (None: the datagram the hook was given)."""
+
+    iface: Interface | None = None
+    nexthop: Addr | None = None
+    bufs: Sequence[Buffer] | None = None
 EVENT_HEADS = ("ifnet", "ifaddr")
 
 
@@ -91,6 +129,7 @@ class Pfil:
         self.ether_out = self.chains[("ether", "out")]
         self.inet_in = self.chains[("inet", "in")]
         self.inet_out = self.chains[("inet", "out")]
+        self.inet_out_prefrag = self.chains[(INET_OUT_PREFRAG, "out")]
         if stack is not None:
             stack.iface_listeners.append(self._iface_event)
 
@@ -158,6 +197,11 @@ class Pfil:
 
     def active(self, head: str, direction: str) -> bool:
         return bool(self.chains[(head, direction)])
+
+    def inet_filtered(self) -> bool:
+        """Some hook must see every forwarded IPv4 packet ("inet" either way, the output
+        hook before fragmentation): the fast-forward path must not bypass them."""
+        return bool(self.inet_in or self.inet_out or self.inet_out_prefrag)
 
     # -- running -------------------------------------------------------------------------
     def run(self, head: str, direction: str, obj: Any, iface: Interface) -> Any:

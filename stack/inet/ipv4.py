@@ -43,10 +43,10 @@ from stack.inet.wire.ipv4 import (
 )
 from stack.l2.ether import ETHERTYPE_IPV4
 from stack.l2.fastfwd import FastForward
-from stack.l2.gso import clamp_gso_size, complete_csum, device_finishes
+from stack.l2.gso import GsoError, clamp_gso_size, complete_csum, device_finishes, segment_ip
 from stack.l2.iface import IFF_LOOPBACK, Interface, parse_mac
 from stack.packet import GSO_NONE, Buffer, Packet, TxMeta
-from stack.pfil import Pfil
+from stack.pfil import Pfil, Reroute
 
 if TYPE_CHECKING:  # cycle: the Stack owns this part and the part holds the Stack; types only
     from stack.core import Stack
@@ -102,6 +102,9 @@ class IPv4Layer:
         #: the management API (addresses, routes, ARP operations, renderings, ping)
         self.manage = IPv4Management(self)
         self.protocols[PROTO_ICMP] = self.icmp.input
+        #: the "inet_out_prefrag" hooks (stack/pfil.py; IPsec's hook point): tested per
+        #: datagram after routing, run by _prefrag_output when there are any
+        self.prefrag = stack.pfil.inet_out_prefrag
         #: layer 2's flow cache (stack/l2/fastfwd.py): filled after a slow-path forward
         self.fastfwd: FastForward | None = stack.l2.fastfwd
         #: the "inet" pfil heads (and the "ifaddr" events the management API runs)
@@ -245,6 +248,14 @@ class IPv4Layer:
         ihl = HLEN + len(options)
         total = ihl + plen
         gso = meta is not None and meta.gso_type != GSO_NONE
+        if self.prefrag:  # output hooks before fragmentation (may re-route): see there
+            if total > 65535:
+                c["out_drop_too_long"] += 1
+                return errno.EMSGSIZE
+            hdr = _header(s, d, proto, total, ttl, tos, ident, FLAG_DF if df else 0, options)
+            return self._prefrag_output(iface, nexthop, [hdr, *payload], meta, ihl, bcast, mtu,
+                                        (self._local_unreach, (proto, s, d, payload, on_error)),
+                                        None)
         if total > mtu and not (gso and "tso4" in iface.offloads):
             if df or gso:
                 c["out_drop_df_too_big"] += 1
@@ -286,6 +297,93 @@ class IPv4Layer:
         # next hop and leaves an IPv4 Addr as it is
         return iface.medium.output(bufs, BROADCAST4 if bcast else V4MAPPED | nexthop,  # type: ignore[arg-type]
                                    ETHERTYPE_IPV4, meta, fail)
+
+    def _prefrag_output(self, iface: Interface, nexthop: int, bufs: list[Buffer],
+                        meta: TxMeta | None, shift: int, bcast: bool, mtu: int, fail: Any,
+                        fwd: memoryview | None) -> int:
+        """The "inet_out_prefrag" hooks (stack/pfil.py) on a routed datagram, then
+        fragmentation and the send. ``bufs``: the whole datagram, IP header first;
+        ``meta`` offsets count from ``shift`` bytes into it; ``fwd``: the forwarded
+        datagram (ICMP errors quote it), None for our own. Hooks see finished datagrams:
+        a partial checksum is completed and a super-segment cut into its segments first
+        (Linux's xfrm output does the same), each then hooked on its own."""
+        if meta is None:
+            return self._prefrag_one(iface, nexthop, bufs, bcast, mtu, fail, fwd)
+        c = self.counters
+        if shift:
+            meta = TxMeta(meta.csum_start + shift, meta.csum_offset, meta.needs_csum,
+                          meta.gso_type, meta.gso_size, meta.hdr_len + shift if meta.hdr_len else 0)
+        try:
+            datagrams = segment_ip(b"", memoryview(b"".join(bufs)), meta, mtu)
+        except GsoError as exc:
+            c["drop_prefrag_" + exc.reason] += 1
+            return errno.EINVAL
+        c["prefrag_offload_sw"] += 1
+        err = 0
+        for i, dgram in enumerate(datagrams):
+            e = self._prefrag_one(iface, nexthop, [b for b in dgram if len(b)], bcast, mtu,
+                                  fail if i == 0 else None, fwd)
+            err = err or e
+        return err
+
+    def _prefrag_one(self, iface: Interface, nexthop: int, bufs: list[Buffer], bcast: bool,
+                     mtu: int, fail: Any, fwd: memoryview | None) -> int:
+        c = self.counters
+        res = self.stack.pfil.run_chain(self.prefrag, "out", bufs, iface)
+        if res is None:
+            c["drop_pfil_prefrag"] += 1  # dropped, or a hook raised (pfil counted it)
+            return errno.EPERM
+        changed = False
+        if isinstance(res, Reroute):
+            c["prefrag_rerouted"] += 1
+            if res.bufs is not None:
+                bufs = _as_bufs(res.bufs)
+                changed = True
+            if res.iface is not None and res.iface is not iface:
+                iface = res.iface
+                mtu = iface.mtu
+                # on-link: the (new) datagram's destination
+                nexthop = int.from_bytes(bytes(_head(bufs)[16:20]), "big")
+                bcast = False
+            if res.nexthop is not None:
+                nexthop = res.nexthop
+                bcast = False
+            if not iface.up or iface.stack is not self.stack:
+                c["drop_prefrag_reroute_down"] += 1
+                return errno.ENETUNREACH
+        elif res is not bufs:
+            c["prefrag_replaced"] += 1
+            bufs = _as_bufs(res)
+            changed = True
+        total = 0
+        for b in bufs:
+            total += len(b)
+        if not changed and total <= mtu:
+            if fwd is None:
+                c["out_packets"] += 1
+            return self._send(iface, nexthop, bufs, None, bcast, fail)
+        head = _head(bufs)
+        if len(head) < HLEN or head[0] >> 4 != 4 or (head[0] & 15) << 2 < HLEN \
+                or (head[0] & 15) << 2 > len(head) \
+                or int.from_bytes(head[2:4], "big") != total:
+            c["drop_prefrag_bad_replacement"] += 1
+            return errno.EINVAL
+        if total <= mtu:
+            if fwd is None:
+                c["out_packets"] += 1
+            return self._send(iface, nexthop, bufs, None, bcast, fail)
+        _, tos, _, ident, flags, ttl, proto, _, src, dst = unpack_header(head, 0)
+        if flags & FLAG_DF:
+            if fwd is None:
+                c["out_drop_df_too_big"] += 1
+            else:
+                c["drop_frag_needed"] += 1
+                self.icmp.send_error(wicmp.DEST_UNREACH, wicmp.UNREACH_NEEDFRAG, fwd, mtu)
+            return errno.EMSGSIZE
+        ihl = (head[0] & 15) << 2
+        return self._fragment(iface, nexthop, src, dst, proto, _skip(bufs, ihl), total - ihl,
+                              mtu, ttl, tos, ident, bytes(head[HLEN:ihl]), bcast, fail,
+                              base_off=(flags & 0x1FFF) << 3, last_mf=bool(flags & 0x2000))
 
     def _fragment(self, iface: Interface, nexthop: int, s: int, d: int, proto: int,
                   payload: Sequence[Buffer], plen: int, mtu: int, ttl: int, tos: int,
@@ -522,6 +620,15 @@ class IPv4Layer:
         mtu = self._path_mtu(dst, route)
         if out is iface:
             c["fwd_same_interface"] += 1  # BSD would send a redirect here
+        if self.prefrag:  # the output hooks before fragmentation see forwarded ones too
+            c["forwarded"] += 1
+            err = self._prefrag_output(out, nexthop, [frame], pkt.tx_meta(-off), 0, False, mtu,
+                                       (self._fwd_unreach, (frame,)), frame)
+            if err:
+                c["fwd_send_failed"] += 1
+                if err == errno.EHOSTUNREACH:
+                    self._fwd_unreach(err, frame)
+            return
         if total > mtu and pkt.gso_type == GSO_NONE:
             if pkt.csum_partial:  # fragments cannot carry a partial checksum
                 frame = memoryview(bytearray().join(complete_csum(
@@ -712,6 +819,34 @@ def _header(s: int, d: int, proto: int, total: int, ttl: int, tos: int, ident: i
     v = int.from_bytes(hdr, "big") % 0xFFFF
     csum = 0xFFFF - v if v else 0
     return hdr[:10] + csum.to_bytes(2, "big") + hdr[12:]
+
+
+def _as_bufs(res: Any) -> list[Buffer]:
+    """A hook's replacement datagram as a buffer list."""
+    if isinstance(res, (bytes, bytearray, memoryview)):
+        return [res]
+    return list(res)
+
+
+def _head(bufs: Sequence[Buffer]) -> bytes | bytearray | memoryview:
+    """At least the IP header (all of it when shorter than 60 bytes) of a datagram."""
+    first = bufs[0]
+    if len(first) >= 60 or len(bufs) == 1:
+        return first
+    return b"".join(bytes(b) for b in bufs)[:60]
+
+
+def _skip(bufs: Sequence[Buffer], n: int) -> list[memoryview]:
+    """The datagram's buffers after its first ``n`` bytes (views, no copy)."""
+    out = []
+    for b in bufs:
+        v = memoryview(b)
+        if n >= len(v):
+            n -= len(v)
+            continue
+        out.append(v[n:])
+        n = 0
+    return out
 
 
 def _copied_options(options: bytes) -> bytes:

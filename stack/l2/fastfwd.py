@@ -20,7 +20,8 @@ Division of work:
   routes, addresses or ARP entries change. It may replace ``forward`` entirely.
 * interface detach/down/MTU changes invalidate entries here (interface listener).
 
-The fast path is skipped while pfil has "inet" hooks (filters must see every packet).
+The fast path is skipped while pfil has "inet" or "inet_out_prefrag" hooks (filters
+must see every packet: ``Pfil.inet_filtered``).
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ class FastForward:
         if not self._watching:
             self._watch_forwarding()
         pfil = self.stack.pfil
-        filtered = bool(pfil.inet_in or pfil.inet_out)
+        filtered = pfil.inet_filtered()
         self.active = bool(self.forwarding and self.enabled and self.flows and not filtered)
 
     # -- the cache API (used by the IPv4 layer) ------------------------------------------
