@@ -12,16 +12,20 @@ Control input (``icmp_error``) speaks ICMPv4's (type, code) vocabulary for both
 families, as NetBSD's PRC_* codes do: an IPv6 layer maps ICMPv6 errors onto it
 (destination unreachable / port → (3, 3), packet too big → (3, 4) with the MTU in
 ``extra``, time exceeded → (11, 0), parameter problem → (12, 0)), so the transports keep
-one error path.
+one error path: ``control_errno(type, code)`` is the errno a socket sees.
+
+A transport's header sizes depend on the family only through ``net_header_len(addr)``
+(IPv4's 20 bytes, IPv6's 40): its MSS is ``route_mtu(dst) - net_header_len(dst) - 20``.
 """
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from stack.addr import Addr
+from stack.addr import Addr, is_v4
 from stack.packet import Buffer, Packet, TxMeta
 
 Payload = Sequence[Buffer]
@@ -31,7 +35,9 @@ Payload = Sequence[Buffer]
 class IPInfo:
     """What the network layer tells a transport about a received datagram (header
     already validated). ``payload`` is a zero-copy view of the transport header + data.
-    ``ttl``/``tos`` are IPv6's hop limit and traffic class there."""
+    ``ttl``/``tos`` are IPv6's hop limit and traffic class there. ``broadcast``: the
+    datagram was sent to a broadcast or multicast address (a transport never answers
+    those with a RST or an error, and TCP drops them)."""
 
     src: Addr
     dst: Addr
@@ -47,6 +53,10 @@ class IPInfo:
 #: transport receive: (IPInfo) -> None
 TransportHandler = Callable[[IPInfo], None]
 
+#: raw tap: every datagram delivered locally (raw sockets); True = a socket took it (so
+#: no "protocol unreachable" goes back for a protocol nothing else handles)
+RawTap = Callable[[IPInfo], bool]
+
 #: control input: (icmp_type, icmp_code, src, dst of the quoted datagram, its transport
 #: header onwards, extra: e.g. the next-hop MTU)
 ErrorHandler = Callable[[int, int, Addr, Addr, memoryview, int], None]
@@ -55,6 +65,9 @@ ErrorHandler = Callable[[int, int, Addr, Addr, memoryview, int], None]
 class NetworkLayer(Protocol):
     """What the transports need of the network layer. Methods return errno values on the
     data path (0 = sent), never raise there."""
+
+    #: raw taps (``RawTap``), called before the protocol's handler
+    raw_taps: list[RawTap]
 
     def output(self, src: Addr | None, dst: Addr, proto: int, payload: Payload, *,
                ttl: int | None = None, tos: int = 0, df: bool = False,
@@ -90,3 +103,39 @@ class NetworkLayer(Protocol):
         """Answer ``info`` with the family's "port unreachable" (rate-limited; False
         when suppressed)."""
         ...
+
+
+def net_header_len(addr: int) -> int:
+    """The fixed network header of ``addr``'s family: 20 bytes for IPv4, 40 for IPv6."""
+    return 20 if is_v4(addr) else 40
+
+
+# -- control input vocabulary (ICMPv4's type and code numbers, for both families) ----------
+ERR_UNREACH = 3        #: destination unreachable; code below
+ERR_TIME_EXCEEDED = 11
+ERR_PARAM_PROBLEM = 12
+UNREACH_NET, UNREACH_HOST, UNREACH_PROTOCOL, UNREACH_PORT, UNREACH_NEEDFRAG = 0, 1, 2, 3, 4
+UNREACH_SRCFAIL = 5
+
+#: errno a socket (or ping) sees for destination unreachable, by code (BSD icmp_errmap,
+#: Linux icmp_err_convert); other codes are EHOSTUNREACH
+UNREACH_ERRNO = {
+    UNREACH_NET: errno.ENETUNREACH,
+    UNREACH_HOST: errno.EHOSTUNREACH,
+    UNREACH_PROTOCOL: errno.ENOPROTOOPT,
+    UNREACH_PORT: errno.ECONNREFUSED,
+    UNREACH_NEEDFRAG: errno.EMSGSIZE,
+    UNREACH_SRCFAIL: errno.EOPNOTSUPP,
+}
+
+
+def control_errno(icmp_type: int, code: int) -> int:
+    """The errno for a control input (an ICMP error); 0: nothing for a socket (redirect,
+    source quench...)."""
+    if icmp_type == ERR_UNREACH:
+        return UNREACH_ERRNO.get(code, errno.EHOSTUNREACH)
+    if icmp_type == ERR_TIME_EXCEEDED:
+        return errno.EHOSTUNREACH
+    if icmp_type == ERR_PARAM_PROBLEM:
+        return errno.EPROTO
+    return 0

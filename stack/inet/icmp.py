@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from stack.addr import v4, v4_bits
 from stack.counters import Counters
 from stack.inet.api import IPInfo
 from stack.inet.wire import icmp as wicmp
 from stack.inet.wire import raw_sum
 from stack.inet.wire.ipv4 import PROTO_ICMP, int_to_ip
+from stack.network import control_errno
 from stack.packet import Buffer
 
 if TYPE_CHECKING:  # cycle: IPv4Layer owns this part and the part calls back into it; types only
@@ -29,26 +31,8 @@ if TYPE_CHECKING:  # cycle: IPv4Layer owns this part and the part calls back int
 MAX_QUOTE = 576 - 20 - 8
 TOS_INTERNETCONTROL = 0xC0
 
-#: errno a ping or a socket sees for an ICMP error (BSD icmp_errmap / Linux icmp_err_convert)
-UNREACH_ERRNO = {
-    wicmp.UNREACH_NET: errno.ENETUNREACH,
-    wicmp.UNREACH_HOST: errno.EHOSTUNREACH,
-    wicmp.UNREACH_PROTOCOL: errno.ENOPROTOOPT,
-    wicmp.UNREACH_PORT: errno.ECONNREFUSED,
-    wicmp.UNREACH_NEEDFRAG: errno.EMSGSIZE,
-    wicmp.UNREACH_SRCFAIL: errno.EOPNOTSUPP,
-}
-
-
-def icmp_errno(icmp_type: int, code: int) -> int:
-    """The errno for an ICMP error (for transports' error handlers)."""
-    if icmp_type == wicmp.DEST_UNREACH:
-        return UNREACH_ERRNO.get(code, errno.EHOSTUNREACH)
-    if icmp_type == wicmp.TIME_EXCEEDED:
-        return errno.EHOSTUNREACH
-    if icmp_type == wicmp.PARAM_PROBLEM:
-        return errno.EPROTO
-    return 0
+#: the errno for an ICMP error: the control input vocabulary of stack/network.py
+icmp_errno = control_errno
 
 
 class IcmpError(OSError):
@@ -140,18 +124,20 @@ class Icmp:
         if info.broadcast and not self.k_bcastecho.value:
             c["drop_broadcast_echo"] += 1
             return
-        src = info.dst
+        # IPInfo carries Addr values (stack/network.py): & 0xFFFFFFFF is v4_bits, inline
+        src = info.dst & 0xFFFFFFFF
         if info.broadcast:
             s = self.inet.source_for(info.src)
             if s is None:
                 return
-            src = int(s)
+            src = v4_bits(s)
         # type 8 -> 0: the checksum moves by +0x0800 (RFC 1624 incremental update)
         old = (buf[2] << 8) | buf[3]
         new = old + 0x0800
         new = (new & 0xFFFF) + (new >> 16)
         hdr = bytes((0, buf[1])) + new.to_bytes(2, "big") + bytes(buf[4:8])
-        err = self.inet.output(src, info.src, PROTO_ICMP, [hdr, buf[8:]], tos=info.tos)
+        err = self.inet.output(src, info.src & 0xFFFFFFFF, PROTO_ICMP, [hdr, buf[8:]],
+                               tos=info.tos)
         c["out_echo_reply" if not err else "out_echo_reply_failed"] += 1
 
     def _error_input(self, info: IPInfo, buf: memoryview) -> None:
@@ -183,7 +169,7 @@ class Icmp:
             key = (int.from_bytes(l4[4:6], "big"), int.from_bytes(l4[6:8], "big"))
             w = self.waiters.get(key)
             if w is not None and not w.event.is_set():
-                w.error = IcmpError(t, code, info.src, extra)
+                w.error = IcmpError(t, code, v4_bits(info.src), extra)
                 w.event.set()
                 c["error_to_ping"] += 1
         h = self.inet.error_handlers.get(proto)
@@ -191,7 +177,7 @@ class Icmp:
             c["error_no_handler"] += 1
             return
         c["error_dispatched"] += 1
-        h(t, code, isrc, idst, l4, extra)
+        h(t, code, v4(isrc), v4(idst), l4, extra)  # transports speak Addr (stack/network.py)
 
     # -- errors out ------------------------------------------------------------------
     def _allow(self) -> bool:
@@ -240,11 +226,11 @@ class Icmp:
             (extra & 0xFF) << 24 if icmp_type == wicmp.PARAM_PROBLEM else 0)
         hdr = wicmp.build_header(icmp_type, code, rest, (quote,))
         if src is None or not inet.is_local(src):
-            s = inet.source_for(osrc)
+            s = inet.source_for(v4(osrc))
             if s is None:
                 c["error_no_source"] += 1
                 return False
-            src = int(s)
+            src = v4_bits(s)
         err = inet.output(src, osrc, PROTO_ICMP, [hdr, quote], tos=TOS_INTERNETCONTROL)
         if err:
             c["error_send_failed"] += 1
@@ -259,7 +245,7 @@ class Icmp:
             self.counters["error_suppressed_bcast"] += 1
             return False
         return self.send_error(wicmp.DEST_UNREACH, code, self.inet.original_packet(info),
-                               src=info.dst)
+                               src=v4_bits(info.dst))
 
     # -- echo client -----------------------------------------------------------------
     async def ping_detail(self, dst: IPv4Address | str | int, size: int = 56,
@@ -299,7 +285,8 @@ class Icmp:
         if w.reply is None:
             raise TimeoutError(errno.ETIMEDOUT, f"no reply from {int_to_ip(d)} in {timeout} s")
         info, t_recv, n = w.reply
-        return EchoReply(t_recv - w.sent, IPv4Address(info.src), info.ttl, n, seq, ident)
+        return EchoReply(t_recv - w.sent, IPv4Address(v4_bits(info.src)), info.ttl, n, seq,
+                         ident)
 
     async def ping(self, dst: IPv4Address | str | int, size: int = 56, ttl: int | None = None,
                    timeout: float = 1.0, **kw: object) -> float:

@@ -1,9 +1,12 @@
 """The IPv4 layer's data path: input validation and local delivery, output with
 fragmentation, forwarding, and the state they read (local and broadcast addresses, the
-route table, path MTUs). Implements the contract in ``stack/inet/api.py``. The
-management API (addresses, routes, ARP operations, renderings, ping) is
-stack/inet/manage.py, composed here as ``self.manage`` with delegating methods of the
-same names.
+route table, path MTUs). Implements the contract in ``stack/network.py``
+(``NetworkLayer``) toward the transports. The management API (addresses, routes, ARP
+operations, renderings, ping) is stack/inet/manage.py, composed here as ``self.manage``
+with delegating methods of the same names.
+
+The transports speak ``stack.addr.Addr`` (IPv4-mapped ints); this layer keeps 32-bit
+ints inside and converts at its transport-facing entry points (``_bits`` / ``v4``).
 
 Hot path rules: one ``struct.unpack_from`` per header, counters instead of logging,
 payloads are ``memoryview`` slices of the received frame (no copy), output is a list of
@@ -21,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from stack.addr import BROADCAST4, V4MAPPED, Addr, Prefix, v4
+from stack.addr import BROADCAST4, V4MAPPED, Addr, Prefix, v4, v4_bits
 from stack.counters import Counters
 from stack.inet.api import ErrorHandler, IPInfo, TransportHandler
 from stack.inet.arp import Arp
@@ -67,6 +70,16 @@ def _as_int(a: AddrLike) -> int:
     if isinstance(a, IPv4Address):
         return int(a)
     return ip_to_int(a)
+
+
+def _bits(a: AddrLike) -> int:
+    """A 32-bit address from what callers pass: an ``Addr`` (IPv4-mapped: the transports),
+    a 32-bit int (this layer, ICMP), text or IPv4Address. -1 for an IPv6 ``Addr``."""
+    if type(a) is int:
+        if a >> 32:
+            return a & 0xFFFFFFFF if a >> 32 == 0xFFFF else -1
+        return a
+    return _as_int(a)
 
 
 class IPv4Layer:
@@ -125,34 +138,40 @@ class IPv4Layer:
         self.error_handlers[proto] = fn
 
     def is_local(self, addr: AddrLike) -> bool:
-        a = _as_int(addr)
+        a = _bits(addr)
         return a in self.local or a >> 24 == 127
 
     def is_broadcast(self, addr: AddrLike) -> bool:
-        a = _as_int(addr)
+        a = _bits(addr)
         return a == LIMITED_BROADCAST or a in self.bcast
 
-    def source_for(self, dst: AddrLike) -> IPv4Address | None:
-        d = _as_int(dst)
+    def source_for(self, dst: AddrLike) -> Addr | None:
+        s = self._source(_bits(dst))
+        return None if s is None else v4(s)
+
+    def _source(self, d: int) -> int | None:
+        if d < 0:
+            return None
         if d in self.local:
-            return IPv4Address(d)
+            return d
         if d >> 24 == 127:
-            return IPv4Address(0x7F000001)
+            return 0x7F000001
         r = self.routes.lookup_v4(d)
         if r is None:
             return None
         rs = r.src
         if rs is not None and rs & 0xFFFFFFFF in self.local:
-            return IPv4Address(rs & 0xFFFFFFFF)
+            return rs & 0xFFFFFFFF
         iface = self.stack.interfaces.get(r.ifname)
         if iface is None:
             return None
         gw = r.gateway
-        s = self.iface_source(iface, d if gw is None else gw & 0xFFFFFFFF)
-        return IPv4Address(s) if s is not None else None
+        return self.iface_source(iface, d if gw is None else gw & 0xFFFFFFFF)
 
     def route_mtu(self, dst: AddrLike) -> int:
-        d = _as_int(dst)
+        d = _bits(dst)
+        if d < 0:
+            return 0
         if d in self.local or d >> 24 == 127:
             return self.stack.lo0.mtu
         r = self.routes.lookup_v4(d)
@@ -162,7 +181,9 @@ class IPv4Layer:
 
     def route_offloads(self, dst: AddrLike) -> set[str]:
         """Offloads (``csum``, ``tso4``...) of the interface a packet to ``dst`` leaves by."""
-        d = _as_int(dst)
+        d = _bits(dst)
+        if d < 0:
+            return set()
         if d in self.local or d >> 24 == 127:
             return set(self.stack.lo0.offloads)
         r = self.routes.lookup_v4(d)
@@ -182,6 +203,12 @@ class IPv4Layer:
         c["out_requests"] += 1
         d = dst if type(dst) is int else _as_int(dst)
         s = src if type(src) is int else _as_int(src)
+        if d >> 32 or s >> 32:  # Addr values (the transports): IPv4-mapped (_bits inline)
+            if d >> 32 != 0xFFFF or s >> 32 not in (0, 0xFFFF):
+                c["out_not_ipv4"] += 1
+                return errno.EAFNOSUPPORT
+            d &= 0xFFFFFFFF
+            s &= 0xFFFFFFFF
         plen = 0
         for b in payload:
             plen += len(b)
@@ -436,7 +463,7 @@ class IPv4Layer:
         h = self.error_handlers.get(proto)
         if h is not None:
             first = b"".join(bytes(b) for b in payload)[:8] if payload else b""
-            h(wicmp.DEST_UNREACH, wicmp.UNREACH_HOST, src, dst, memoryview(first), 0)
+            h(wicmp.DEST_UNREACH, wicmp.UNREACH_HOST, v4(src), v4(dst), memoryview(first), 0)
 
     # ----------------------------------------------------------------------- input
     def input(self, iface: Interface, pkt: Packet) -> None:
@@ -527,8 +554,10 @@ class IPv4Layer:
             ihl = (whole[0] & 15) << 2
             total = len(whole)
         c["in_delivered"] += 1
-        info = IPInfo(src, dst, proto, ttl, tos, data[off + ihl:off + total], pkt,
-                      pkt.csum_valid, bcast)
+        # the transports speak Addr: V4MAPPED | x is stack.addr.v4(x), inlined (no call
+        # on the hot path; Addr(...) would be one, hence the ignore)
+        info = IPInfo(V4MAPPED | src, V4MAPPED | dst, proto, ttl, tos,  # type: ignore[arg-type]
+                      data[off + ihl:off + total], pkt, pkt.csum_valid, bcast)
         consumed = False
         for tap in self.raw_taps:
             if tap(info):
@@ -563,8 +592,12 @@ class IPv4Layer:
             total = int.from_bytes(data[off + 2:off + 4], "big")
             return data[off:off + total]
         body = bytes(info.payload[:8])
-        return memoryview(_header(info.src, info.dst, info.proto, HLEN + len(body), info.ttl,
-                                  info.tos, 0, 0, b"") + body)
+        return memoryview(_header(v4_bits(info.src), v4_bits(info.dst), info.proto,
+                                  HLEN + len(body), info.ttl, info.tos, 0, 0, b"") + body)
+
+    def port_unreachable(self, info: IPInfo) -> bool:
+        """ICMP port unreachable about ``info`` (rate-limited; False when suppressed)."""
+        return self.icmp.send_unreachable(info, wicmp.UNREACH_PORT)
 
     # ------------------------------------------------------------------ forwarding
     def _forward(self, iface: Interface, pkt: Packet, off: int, ihl: int, total: int, ttl: int,

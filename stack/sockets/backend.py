@@ -2,9 +2,9 @@
 stack/transport) to the socket files' ``Endpoint`` interface, and the socket-table rows
 that make them (``socket_types``).
 
-The transports still speak ``(dotted-quad str, port)``; the socket layer speaks
-``stack.addr.Endpoint``. The conversion is ``_to_transport`` / ``_from_transport`` here
-and nowhere else, so moving the transports onto stack.addr changes these two only."""
+The transports speak ``stack.addr.Endpoint`` as the socket layer does, so addresses pass
+straight through; a transport socket refuses an address of another family itself
+(EAFNOSUPPORT, stack/transport/sockaddr.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rmgr.libsocket import abi
-from stack.addr import V4MAPPED, Addr, format_addr, is_v4
 from stack.registry import SocketType
 from stack.services import TRANSPORTS
 
@@ -37,22 +36,6 @@ def _err(code: int) -> OSError:
     return OSError(code, os.strerror(code))
 
 
-# -- the one conversion between the socket layer's addresses and the transports' ----------
-def _to_transport(addr: Address) -> tuple[str, int]:
-    """The transports' ``(host, port)``: they serve IPv4 only (EAFNOSUPPORT otherwise)."""
-    if not is_v4(addr.addr):
-        raise _err(errno.EAFNOSUPPORT)
-    return format_addr(addr.addr), addr.port
-
-
-def _from_transport(addr: tuple[str | int, int]) -> Address:
-    """A transport's ``(dotted quad, port)`` (canonical: they format it), or a 32-bit
-    address as the transports keep it (a raw socket's peer)."""
-    host, port = addr
-    bits = host if isinstance(host, int) else int.from_bytes(_s.inet_aton(host), "big")
-    return Address(Addr(V4MAPPED | bits), port)
-
-
 class _Wrapped(Endpoint):
     """Common parts: the transport socket is ``self.s`` with ``on_change`` callbacks."""
 
@@ -65,13 +48,13 @@ class _Wrapped(Endpoint):
         return int(self.s.poll_mask()) & ~select.POLLNVAL
 
     def bind(self, addr: Address) -> None:
-        self.s.bind(_to_transport(addr))
+        self.s.bind(addr)
 
     def getsockname(self) -> Address:
-        return _from_transport(self.s.getsockname())
+        return self.s.getsockname()  # type: ignore[no-any-return]
 
     def getpeername(self) -> Address:
-        return _from_transport(self.s.getpeername())
+        return self.s.getpeername()  # type: ignore[no-any-return]
 
     def setsockopt(self, level: int, name: int, value: int | tuple[int, int]) -> None:
         self.s.setsockopt(level, name, value)
@@ -115,7 +98,7 @@ class TCPEndpoint(_Wrapped):
 
     def connect(self, addr: Address) -> None:
         try:
-            self.s.connect_nowait(_to_transport(addr))
+            self.s.connect_nowait(addr)
         except BlockingIOError as exc:
             if exc.errno != errno.EINPROGRESS:
                 raise
@@ -125,7 +108,7 @@ class TCPEndpoint(_Wrapped):
 
     def accept_nowait(self) -> tuple[Endpoint, Address]:
         child, peer = self.s.accept_nowait()
-        return TCPEndpoint(child, self.spawn), _from_transport(peer)
+        return TCPEndpoint(child, self.spawn), peer
 
     def send_nowait(self, data: memoryview, addr: Address | None = None) -> int:
         return int(self.s.send_nowait(data))
@@ -162,14 +145,14 @@ class UDPEndpoint(_Wrapped):
         return abi.ST_BOUND if self.s.bound else abi.ST_CLOSED
 
     def connect(self, addr: Address) -> None:
-        self.s.connect(_to_transport(addr))
+        self.s.connect(addr)
 
     def send_nowait(self, data: memoryview, addr: Address | None = None) -> int:
-        return int(self.s.sendto_nowait(data, None if addr is None else _to_transport(addr)))
+        return int(self.s.sendto_nowait(data, addr))
 
     def recv_nowait(self, size: int, peek: bool = False) -> tuple[bytes, Address | None]:
         data, addr = self.s.recvfrom_nowait(size, peek=peek)
-        return data, _from_transport(addr)
+        return data, addr
 
     def nread(self) -> int:
         return int(self.s.bytes_readable())
@@ -192,19 +175,14 @@ class RawEndpoint(_Wrapped):
         return abi.ST_CONNECTED if self.s.connected else abi.ST_CLOSED
 
     def connect(self, addr: Address) -> None:
-        self.s.connect(_to_transport(addr))
-
-    def getpeername(self) -> Address:
-        if not self.s.connected:
-            raise _err(errno.ENOTCONN)
-        return _from_transport((self.s.raddr, 0))
+        self.s.connect(addr)
 
     def send_nowait(self, data: memoryview, addr: Address | None = None) -> int:
-        return int(self.s.sendto_nowait(data, None if addr is None else _to_transport(addr)))
+        return int(self.s.sendto_nowait(data, addr))
 
     def recv_nowait(self, size: int, peek: bool = False) -> tuple[bytes, Address | None]:
         data, addr = self.s.recvfrom_nowait(size, peek=peek)
-        return data, _from_transport(addr)
+        return data, addr
 
     def nread(self) -> int:
         q = self.s.queue

@@ -1,16 +1,20 @@
-"""The transports: UDP, TCP and raw IP, attached to the IPv4 layer.
+"""The transports: UDP, TCP and raw IP over a network layer.
 
 ``attach(stack)`` (called by ``stack.core`` after the IP layer) registers TCP and UDP
-as the AF_INET transports 6 and 17 and the three as the ``TRANSPORTS`` service
-(``stack.tcp``, ``stack.udp``, ``stack.raw``); see docs/transport.md for the socket API."""
+as the AF_INET transports 6 and 17, the raw sockets as a raw tap of the IPv4 layer, and
+the three as the ``TRANSPORTS`` service (``stack.tcp``, ``stack.udp``, ``stack.raw``);
+see docs/transport.md for the socket API. ``Transports`` takes any ``NetworkLayer``
+(stack/network.py): the tests use an in-memory one (tests/transport/shim.py)."""
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from stack.network import NetworkLayer
 from stack.registry import AF_INET, Registration, Registries
 from stack.services import TRANSPORTS
+from stack.sysctl import Sysctl
 from stack.transport.raw import RawProto, RawSocket
 from stack.transport.tcp import TCPProto, TCPSocket
 from stack.transport.udp import UDPProto, UDPSocket
@@ -25,9 +29,9 @@ __all__ = ["attach", "TCPProto", "TCPSocket", "UDPProto", "UDPSocket", "RawProto
 
 
 class Transports:
-    """The three protocols over one IP layer (also used by tests with a fake one)."""
+    """The three protocols over one network layer (also used by tests with a fake one)."""
 
-    def __init__(self, inet: Any, sysctl: Any = None) -> None:
+    def __init__(self, inet: NetworkLayer, sysctl: Sysctl | None = None) -> None:
         self.tcp = TCPProto(inet, sysctl)
         self.udp = UDPProto(inet, sysctl)
         self.raw = RawProto(inet)
@@ -35,18 +39,12 @@ class Transports:
 
     def register(self, registries: Registries) -> list[Registration]:
         """TCP and UDP as AF_INET transports; raw IP taps every local datagram."""
-        regs = [registries.transports.register((AF_INET, 6), self.tcp),
-                registries.transports.register((AF_INET, 17), self.udp)]
-        self.inet.raw_taps.append(self.raw.input)
-        return regs
-
-    def attach_direct(self) -> None:
-        """Without a stack (tests over a fake IP layer): wire straight into ``inet``."""
-        self.inet.register_protocol(6, self.tcp.input)
-        self.inet.register_protocol(17, self.udp.input)
-        self.inet.register_error_handler(6, self.tcp.icmp_error)
-        self.inet.register_error_handler(17, self.udp.icmp_error)
-        self.inet.raw_taps.append(self.raw.input)
+        taps = self.inet.raw_taps
+        tap = self.raw.input
+        taps.append(tap)
+        return [registries.transports.register((AF_INET, 6), self.tcp),
+                registries.transports.register((AF_INET, 17), self.udp),
+                Registration("raw tap", lambda: taps.remove(tap) if tap in taps else None)]
 
 
 def attach(stack: Stack) -> None:

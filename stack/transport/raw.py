@@ -10,24 +10,28 @@ from __future__ import annotations
 import errno
 import select
 import socket as _s
-import struct
 from collections import deque
 from collections.abc import Callable
-from ipaddress import IPv4Address
 from typing import Any
 
 import trio
 
+from stack.addr import AF_INET, ANY4, Addr, Endpoint
 from stack.counters import Counters
+from stack.network import IPInfo, NetworkLayer
+from stack.transport.counters import RAW_COUNTERS
+from stack.transport.sockaddr import UNSPECIFIED, SockAddr, host_addr
 from stack.transport.sockopt import fire_change, get_ip_option, set_ip_option
 from stack.transport.sockopt import sock_error as _err
-from stack.transport.tcp.proto import to_int_addr
 
-_IPHDR = struct.Struct("!BBHHHBBH4s4s")
+
+def _host(address: SockAddr | object) -> object:
+    """A raw socket's address is a host: ``(host, port)`` (the port ignored) or a host."""
+    return address[0] if isinstance(address, tuple) else address
 
 
 class RawSocket:
-    family = _s.AF_INET
+    family = AF_INET
     type = _s.SOCK_RAW
 
     def __init__(self, proto: RawProto, protocol: int) -> None:
@@ -35,8 +39,8 @@ class RawSocket:
             raise _err(errno.EPROTONOSUPPORT)
         self.rawproto = proto
         self.proto_number = protocol
-        self.laddr = 0
-        self.raddr = 0
+        self.laddr: Addr = ANY4
+        self.raddr: Addr = ANY4
         self.connected = False
         self.closed = False
         self.broadcast = False
@@ -45,7 +49,7 @@ class RawSocket:
         self.df = False  # IP_MTU_DISCOVER: send with DF (ping -D)
         self.rcv_limit = 212992
         self.queued = 0
-        self.queue: deque[tuple[bytes, tuple[str, int]]] = deque()
+        self.queue: deque[tuple[bytes, Endpoint]] = deque()
         self.on_change: list[Callable[[], None]] = []
         self._event = trio.Event()
         proto.sockets.append(self)
@@ -58,22 +62,26 @@ class RawSocket:
             return select.POLLNVAL
         return select.POLLOUT | select.POLLWRNORM | (select.POLLIN | select.POLLRDNORM if self.queue else 0)
 
-    def bind(self, address: Any) -> None:
-        host = address[0] if isinstance(address, tuple) else address
-        a = to_int_addr(host)
-        if a and not self.rawproto.inet.is_local(a):
+    def bind(self, address: SockAddr | object) -> None:
+        a = host_addr(_host(address), self.family)
+        if a not in UNSPECIFIED and not self.rawproto.inet.is_local(a):
             raise _err(errno.EADDRNOTAVAIL)
         self.laddr = a
 
-    def connect(self, address: Any) -> None:
-        host = address[0] if isinstance(address, tuple) else address
-        self.raddr = to_int_addr(host)
+    def connect(self, address: SockAddr | object) -> None:
+        self.raddr = host_addr(_host(address), self.family)
         self.connected = True
 
-    def getsockname(self) -> tuple[str, int]:
-        return (str(IPv4Address(self.laddr)), 0)
+    def getsockname(self) -> Endpoint:
+        return Endpoint(self.laddr, 0)
 
-    def sendto_nowait(self, data: bytes | bytearray | memoryview, address: Any = None) -> int:
+    def getpeername(self) -> Endpoint:
+        if not self.connected:
+            raise _err(errno.ENOTCONN)
+        return Endpoint(self.raddr, 0)
+
+    def sendto_nowait(self, data: bytes | bytearray | memoryview,
+                      address: SockAddr | object = None) -> int:
         if self.closed:
             raise _err(errno.EBADF)
         if address is None:
@@ -81,11 +89,11 @@ class RawSocket:
                 raise _err(errno.EDESTADDRREQ)
             dst = self.raddr
         else:
-            dst = to_int_addr(address[0] if isinstance(address, tuple) else address)
+            dst = host_addr(_host(address), self.family)
         inet = self.rawproto.inet
-        if (dst == 0xFFFFFFFF or inet.is_broadcast(dst)) and not self.broadcast:
+        if inet.is_broadcast(dst) and not self.broadcast:
             raise _err(errno.EACCES)
-        src = self.laddr or None
+        src = None if self.laddr in UNSPECIFIED else self.laddr
         err = inet.output(src, dst, self.proto_number, [bytes(data)], ttl=self.ttl, tos=self.tos,
                            df=self.df)
         if err:
@@ -93,11 +101,12 @@ class RawSocket:
         self.rawproto.counters["packets_out"] += 1
         return len(data)
 
-    async def sendto(self, data: bytes | bytearray | memoryview, address: Any = None) -> int:
+    async def sendto(self, data: bytes | bytearray | memoryview,
+                     address: SockAddr | object = None) -> int:
         await trio.lowlevel.checkpoint()
         return self.sendto_nowait(data, address)
 
-    def recvfrom_nowait(self, n: int = 65536, *, peek: bool = False) -> tuple[bytes, tuple[str, int]]:
+    def recvfrom_nowait(self, n: int = 65536, *, peek: bool = False) -> tuple[bytes, Endpoint]:
         if self.queue:
             if peek:
                 data, addr = self.queue[0]
@@ -107,7 +116,7 @@ class RawSocket:
             return data[:n], addr
         raise BlockingIOError(errno.EAGAIN, "no packet")
 
-    async def recvfrom(self, n: int = 65536) -> tuple[bytes, tuple[str, int]]:
+    async def recvfrom(self, n: int = 65536) -> tuple[bytes, Endpoint]:
         while True:
             try:
                 return self.recvfrom_nowait(n)
@@ -146,25 +155,17 @@ class RawSocket:
 
 
 class RawProto:
-    def __init__(self, inet: Any, counters: Counters | None = None) -> None:
+    name = "raw"
+
+    def __init__(self, inet: NetworkLayer, counters: Counters | None = None) -> None:
         self.inet = inet
-        self.counters = counters if counters is not None else Counters("raw")
+        self.counters = counters if counters is not None else Counters("raw", RAW_COUNTERS)
         self.sockets: list[RawSocket] = []
 
     def socket(self, protocol: int = _s.IPPROTO_ICMP) -> RawSocket:
         return RawSocket(self, protocol)
 
-    def _datagram(self, info: Any) -> bytes:
-        """The whole datagram, IP header first: the received one when the IP layer can
-        give it back, else a header rebuilt from what ``info`` says."""
-        orig = getattr(self.inet, "original_packet", None)
-        if orig is not None and getattr(info, "pkt", None) is not None:
-            return bytes(orig(info))
-        payload = bytes(info.payload)
-        return _IPHDR.pack(0x45, info.tos, 20 + len(payload), 0, 0, info.ttl, info.proto, 0,
-                           info.src.to_bytes(4, "big"), info.dst.to_bytes(4, "big")) + payload
-
-    def input(self, info: Any) -> bool:
+    def input(self, info: IPInfo) -> bool:
         """A copy of an IP packet delivered to this host (an IP-layer raw tap). Returns
         True when a raw socket of that protocol exists (no "protocol unreachable")."""
         if not self.sockets:
@@ -174,17 +175,17 @@ class RawProto:
         for s in self.sockets:
             if s.proto_number != info.proto:
                 continue
-            if s.laddr and s.laddr != info.dst:
+            if s.laddr != info.dst and s.laddr not in UNSPECIFIED:
                 continue
             if s.connected and s.raddr != info.src:
                 continue
             matched = True
-            if data is None:
-                data = self._datagram(info)
+            if data is None:  # the whole datagram, network header first (BSD, Linux)
+                data = bytes(self.inet.original_packet(info))
             if s.queued + len(data) > s.rcv_limit:
                 self.counters["rcv_queue_full"] += 1
                 continue
-            s.queue.append((data, (str(IPv4Address(info.src)), 0)))
+            s.queue.append((data, Endpoint(info.src, 0)))
             s.queued += len(data)
             self.counters["delivered"] += 1
             s._notify()

@@ -12,24 +12,26 @@ import socket as _s
 import struct
 from collections import deque
 from collections.abc import Callable
-from ipaddress import IPv4Address
 from typing import Any
 
 import trio
 
+from stack.addr import AF_INET, ANY4, Addr, Endpoint, pseudo_header_sum
 from stack.counters import Counters
+from stack.network import IPInfo, NetworkLayer
+from stack.sysctl import Sysctl
+from stack.transport.counters import UDP_COUNTERS
+from stack.transport.knobs import Knobs, register_sysctls
 from stack.transport.ports import EphemeralPorts
+from stack.transport.sockaddr import UNSPECIFIED, SockAddr, endpoint
 from stack.transport.sockopt import fire_change, get_ip_option, set_ip_option
 from stack.transport.sockopt import sock_error as _err
-from stack.transport.tcp.proto import register_sysctls, split_address
 from stack.transport.wire import udp as wire
-from stack.transport.wire.checksum import ParseError, checksum, pseudo_header_sum, verify
+from stack.transport.wire.checksum import ParseError, checksum, verify
 
 IPPROTO_UDP = 17
 POLLIN = select.POLLIN | select.POLLRDNORM
 POLLOUT = select.POLLOUT | select.POLLWRNORM
-BROADCAST = 0xFFFFFFFF
-
 
 
 
@@ -41,7 +43,7 @@ class UDPConfig:
     port_last: int = 65535
 
 
-KNOBS: list[tuple[str, str, float, str, int | None, int | None]] = [
+KNOBS: Knobs = [
     ("net.inet.udp.recvspace", "recvspace", 0, "default UDP receive queue, bytes", 1024, 1 << 30),
     ("net.inet.udp.maxdgram", "maxdgram", 0, "largest datagram sent", 1, 65507),
     ("net.inet.udp.checksum", "checksum", 0, "compute checksums on send", 0, 1),
@@ -53,15 +55,17 @@ SOCK_MIN_SNDBUF = 4608
 
 
 class UDPSocket:
-    family = _s.AF_INET
+    family = AF_INET
     type = _s.SOCK_DGRAM
     proto_number = IPPROTO_UDP
 
     def __init__(self, proto: UDPProto) -> None:
         self.proto = proto
-        self.laddr = 0
+        self.laddr: Addr = ANY4
         self.lport = 0
-        self.raddr = 0
+        #: the bound address when it can be a source (not unspecified, not a broadcast)
+        self.src: Addr | None = None
+        self.raddr: Addr = ANY4
         self.rport = 0
         self.bound = False
         self.connected = False
@@ -76,7 +80,7 @@ class UDPSocket:
         self.sndbuf = 212992
         self.error = 0
         self.rcv_limit = proto.cfg.recvspace
-        self.queue: deque[tuple[bytes, tuple[str, int]]] = deque()
+        self.queue: deque[tuple[bytes, Endpoint]] = deque()
         self.queued = 0
         self.drops = 0
         self.rd_shut = False
@@ -84,7 +88,7 @@ class UDPSocket:
         self._event = trio.Event()
 
     def __repr__(self) -> str:
-        return f"<UDPSocket {IPv4Address(self.laddr)}:{self.lport} q={len(self.queue)}>"
+        return f"<UDPSocket {Endpoint(self.laddr, self.lport)} q={len(self.queue)}>"
 
     def _notify(self) -> None:
         fire_change(self, self.proto.counters)
@@ -103,50 +107,51 @@ class UDPSocket:
         if self.closed:
             raise _err(errno.EBADF)
 
-    def bind(self, address: Any) -> None:
+    def bind(self, address: SockAddr) -> None:
         self._check()
         if self.bound:
             raise _err(errno.EINVAL, "socket is already bound")
-        laddr, port = split_address(address)
+        laddr, port = endpoint(address, self.family)
         self.proto.bind(self, laddr, port)
 
-    def connect(self, address: Any) -> None:
+    def connect(self, address: SockAddr | None) -> None:
         """Fix the peer (AF_UNSPEC-style disconnect: ``connect(None)``)."""
         self._check()
         if address is None:
             self.connected = False
-            self.raddr = self.rport = 0
+            self.raddr, self.rport = ANY4, 0
             return
-        raddr, rport = split_address(address)
+        raddr, rport = endpoint(address, self.family)
         if rport == 0:
             raise _err(errno.EINVAL)
-        if raddr == BROADCAST or self.proto.inet.is_broadcast(raddr):
+        if self.proto.inet.is_broadcast(raddr):
             if not self.broadcast:
                 raise _err(errno.EACCES)
         if not self.bound:
-            self.proto.bind(self, 0, 0)
+            self.proto.bind(self, ANY4, 0)
         self.raddr, self.rport = raddr, rport
         self.connected = True
         self.error = 0
 
-    def getsockname(self) -> tuple[str, int]:
+    def getsockname(self) -> Endpoint:
         laddr = self.laddr
-        if not laddr and self.connected:
+        if laddr in UNSPECIFIED and self.connected:
             src = self.proto.inet.source_for(self.raddr)
-            laddr = int(src) if src is not None else 0
-        return (str(IPv4Address(laddr)), self.lport)
+            if src is not None:
+                laddr = src
+        return Endpoint(laddr, self.lport)
 
-    def getpeername(self) -> tuple[str, int]:
+    def getpeername(self) -> Endpoint:
         if not self.connected:
             raise _err(errno.ENOTCONN)
-        return (str(IPv4Address(self.raddr)), self.rport)
+        return Endpoint(self.raddr, self.rport)
 
     def _take_error(self) -> None:
         if self.error:
             err, self.error = self.error, 0
             raise _err(err)
 
-    def sendto_nowait(self, data: bytes | bytearray | memoryview, address: Any = None) -> int:
+    def sendto_nowait(self, data: bytes | bytearray | memoryview, address: SockAddr | None = None) -> int:
         self._check()
         self._take_error()
         if address is None:
@@ -156,12 +161,12 @@ class UDPSocket:
         else:
             if self.connected:
                 raise _err(errno.EISCONN)
-            raddr, rport = split_address(address)
+            raddr, rport = endpoint(address, self.family)
             if rport == 0:
                 raise _err(errno.EINVAL, "destination port 0")
         return self.proto.send(self, data, raddr, rport)
 
-    async def sendto(self, data: bytes | bytearray | memoryview, address: Any = None) -> int:
+    async def sendto(self, data: bytes | bytearray | memoryview, address: SockAddr | None = None) -> int:
         await trio.lowlevel.checkpoint()
         return self.sendto_nowait(data, address)
 
@@ -170,7 +175,7 @@ class UDPSocket:
     async def send(self, data: bytes | bytearray | memoryview) -> int:
         return await self.sendto(data)
 
-    def recvfrom_nowait(self, n: int = 65536, *, peek: bool = False) -> tuple[bytes, tuple[str, int]]:
+    def recvfrom_nowait(self, n: int = 65536, *, peek: bool = False) -> tuple[bytes, Endpoint]:
         self._check()
         if self.queue:
             data, addr = self.queue[0] if peek else self.queue.popleft()
@@ -179,10 +184,10 @@ class UDPSocket:
             return data[:n], addr
         self._take_error()
         if self.rd_shut:
-            return b"", ("0.0.0.0", 0)
+            return b"", Endpoint(ANY4, 0)
         raise BlockingIOError(errno.EAGAIN, "no datagram")
 
-    async def recvfrom(self, n: int = 65536) -> tuple[bytes, tuple[str, int]]:
+    async def recvfrom(self, n: int = 65536) -> tuple[bytes, Endpoint]:
         while True:
             try:
                 return self.recvfrom_nowait(n)
@@ -264,7 +269,8 @@ class UDPSocket:
 class UDPProto:
     name = "udp"
 
-    def __init__(self, inet: Any, sysctl: Any = None, counters: Counters | None = None) -> None:
+    def __init__(self, inet: NetworkLayer, sysctl: Sysctl | None = None,
+                 counters: Counters | None = None) -> None:
         self.inet = inet
         self.cfg = UDPConfig()
         if sysctl is not None:
@@ -273,31 +279,38 @@ class UDPProto:
                                ("net.inet.ip.portrange.last", "port_last")):
                 if name in sysctl.knobs:
                     setattr(self.cfg, attr, sysctl.knobs[name].value)
-                    sysctl.knobs[name].on_change.append(
-                        lambda v, a=attr: setattr(self.cfg, a, v))
-        self.counters = counters if counters is not None else Counters("udp")
+                    sysctl.knobs[name].on_change.append(self._follow(attr))
+        self.counters = counters if counters is not None else Counters("udp", UDP_COUNTERS)
         self.ports: dict[int, list[UDPSocket]] = {}
         self._ports = EphemeralPorts()
+
+    def _follow(self, attr: str) -> Callable[[int | str], None]:
+        """A sysctl change handler setting ``self.cfg.<attr>``."""
+        def set_attr(v: int | str) -> None:
+            setattr(self.cfg, attr, v)
+        return set_attr
 
     def socket(self) -> UDPSocket:
         return UDPSocket(self)
 
     # ------------------------------------------------------------- ports
-    def bind(self, sock: UDPSocket, laddr: int, port: int) -> None:
-        if laddr and not (self.inet.is_local(laddr) or laddr == BROADCAST
-                          or self.inet.is_broadcast(laddr)):
+    def bind(self, sock: UDPSocket, laddr: Addr, port: int) -> None:
+        specific = laddr not in UNSPECIFIED
+        bcast = specific and self.inet.is_broadcast(laddr)
+        if specific and not (bcast or self.inet.is_local(laddr)):
             raise _err(errno.EADDRNOTAVAIL)
         if port == 0:
             port = self._ephemeral()
         else:
             for other in self.ports.get(port, ()):
-                if laddr and other.laddr and laddr != other.laddr:
+                if specific and other.laddr not in UNSPECIFIED and laddr != other.laddr:
                     continue
                 if sock.reuseaddr and other.reuseaddr:
                     continue
                 self.counters["bind_addrinuse"] += 1
                 raise _err(errno.EADDRINUSE)
         sock.laddr, sock.lport, sock.bound = laddr, port, True
+        sock.src = laddr if specific and not bcast else None
         self.ports.setdefault(port, []).append(sock)
 
     def _ephemeral(self) -> int:
@@ -314,25 +327,24 @@ class UDPProto:
             sock.bound = False
 
     # ------------------------------------------------------------- output
-    def send(self, sock: UDPSocket, data: bytes | bytearray | memoryview, raddr: int,
+    def send(self, sock: UDPSocket, data: bytes | bytearray | memoryview, raddr: Addr,
              rport: int) -> int:
         c = self.counters
         n = len(data)
         if n > self.cfg.maxdgram:
             c["send_too_big"] += 1
             raise _err(errno.EMSGSIZE)
-        if (raddr == BROADCAST or self.inet.is_broadcast(raddr)) and not sock.broadcast:
+        if self.inet.is_broadcast(raddr) and not sock.broadcast:
             c["send_broadcast_denied"] += 1
             raise _err(errno.EACCES)
         if not sock.bound:
-            self.bind(sock, 0, 0)
-        laddr = sock.laddr
-        if not laddr or laddr == BROADCAST:
-            src = self.inet.source_for(raddr)
-            if src is None:
+            self.bind(sock, ANY4, 0)
+        laddr = sock.src
+        if laddr is None:
+            laddr = self.inet.source_for(raddr)
+            if laddr is None:
                 c["send_noroute"] += 1
                 raise _err(errno.ENETUNREACH)
-            laddr = int(src)
         payload = bytes(data)  # the datagram must outlive the caller's buffer
         hdr = wire.emit_header(sock.lport, rport, n)
         if self.cfg.checksum:
@@ -351,7 +363,7 @@ class UDPProto:
         return n
 
     # ------------------------------------------------------------- input
-    def input(self, info: Any) -> None:
+    def input(self, info: IPInfo) -> None:
         c = self.counters
         c["datagrams_in"] += 1
         try:
@@ -366,7 +378,7 @@ class UDPProto:
                 pseudo_header_sum(info.src, info.dst, IPPROTO_UDP, d.length)):
             c["drop_bad_checksum"] += 1
             return
-        bcast = info.broadcast or info.dst == BROADCAST or (info.dst >> 28) == 14
+        bcast = info.broadcast  # or multicast: the network layer says (stack/network.py)
         targets = self._match(info.dst, d.dport, info.src, d.sport, bcast)
         if not targets:
             c["no_port"] += 1
@@ -374,7 +386,7 @@ class UDPProto:
                 self._port_unreachable(info)
             return
         data = bytes(d.payload)  # the one copy
-        addr = (str(IPv4Address(info.src)), d.sport)
+        addr = Endpoint(info.src, d.sport)
         for sock in targets:
             if sock.rd_shut:
                 c["drop_shut_rd"] += 1
@@ -388,7 +400,8 @@ class UDPProto:
             c["delivered"] += 1
             sock._notify()
 
-    def _match(self, dst: int, dport: int, src: int, sport: int, bcast: bool) -> list[UDPSocket]:
+    def _match(self, dst: Addr, dport: int, src: Addr, sport: int,
+               bcast: bool) -> list[UDPSocket]:
         socks = self.ports.get(dport)
         if not socks:
             return []
@@ -397,11 +410,11 @@ class UDPProto:
         for s in socks:
             if s.closed:
                 continue
-            if s.laddr and s.laddr != dst:
+            if s.laddr != dst and s.laddr not in UNSPECIFIED:
                 continue  # a unicast-bound socket gets no broadcasts (BSD, Linux)
             if s.connected and (s.raddr != src or s.rport != sport):
                 continue
-            score = (2 if s.connected else 0) + (1 if s.laddr else 0)
+            score = (2 if s.connected else 0) + (0 if s.laddr in UNSPECIFIED else 1)
             if bcast:
                 best.append(s)  # broadcasts go to every matching socket
                 continue
@@ -409,27 +422,14 @@ class UDPProto:
                 best, best_score = [s], score
         return best
 
-    def _port_unreachable(self, info: Any) -> None:
-        """ICMP port unreachable back to the sender (via the IP layer's ICMP)."""
-        c = self.counters
-        inet = self.inet
-        icmp = getattr(inet, "icmp", None)
-        send_error = getattr(icmp, "send_error", None)
-        original = getattr(inet, "original_packet", None)
-        if send_error is not None and original is not None:
-            if send_error(3, 3, original(info), src=info.dst):
-                c["icmp_port_unreach_sent"] += 1
-            else:
-                c["icmp_port_unreach_suppressed"] += 1
-            return
-        fallback = getattr(inet, "send_port_unreachable", None)
-        if fallback is not None:
-            fallback(info)
-            c["icmp_port_unreach_sent"] += 1
+    def _port_unreachable(self, info: IPInfo) -> None:
+        """ICMP port unreachable back to the sender (the network layer's, rate-limited)."""
+        if self.inet.port_unreachable(info):
+            self.counters["icmp_port_unreach_sent"] += 1
         else:
-            c["icmp_port_unreach_unsupported"] += 1
+            self.counters["icmp_port_unreach_suppressed"] += 1
 
-    def icmp_error(self, icmp_type: int, code: int, src: int, dst: int, hdr: memoryview,
+    def icmp_error(self, icmp_type: int, code: int, src: Addr, dst: Addr, hdr: memoryview,
                    extra: int = 0) -> None:
         if len(hdr) < 4:
             return

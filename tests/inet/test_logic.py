@@ -12,6 +12,7 @@ import trio
 from scapy.layers.inet import ICMP, IP, UDP, UDPerror, fragment
 from scapy.layers.l2 import ARP, Ether
 
+from stack.addr import parse_addr
 from stack.inet.wire.ipv4 import ip_to_int
 from tests.conftest import running_stack
 from tests.inet.conftest import MAC0, MAC1, PEER0, PEER1, FakeIface, settle
@@ -76,7 +77,7 @@ async def test_arp_failure_reports_ehostunreach(two_if_stack, autojump_clock) ->
         await inet.ping("10.0.0.9", timeout=10)
     assert e.value.errno == errno.EHOSTUNREACH
     assert cb == [errno.EHOSTUNREACH]
-    assert errs and errs[0][:4] == (3, 1, ip_to_int("10.0.0.1"), ip_to_int("10.0.0.9"))
+    assert errs and errs[0][:4] == (3, 1, parse_addr("10.0.0.1"), parse_addr("10.0.0.9"))
     assert bytes(errs[0][4]) == b"\x00\x07\x00\x35abcd"
     assert inet.arp.counters["resolve_failed"] == 1
     assert inet.arp.counters["drop_unresolved"] == 2
@@ -320,7 +321,7 @@ async def test_transport_api_send_unreachable(two_if_stack) -> None:
 
     st.inet.register_protocol(17, udp_in)
     f0.inject(eth(IP(src="10.0.0.2", dst="10.0.0.1") / UDP(sport=5, dport=9) / b"data"))
-    assert got and got[0].src == ip_to_int("10.0.0.2") and bytes(got[0].payload)[8:] == b"data"
+    assert got and got[0].src == parse_addr("10.0.0.2") and bytes(got[0].payload)[8:] == b"data"
     out = frames_of(f0)
     assert len(out) == 1 and out[0][ICMP].type == 3 and out[0][ICMP].code == 3
     assert out[0][IP].src == "10.0.0.1" and out[0][IP].dst == "10.0.0.2"
@@ -337,7 +338,7 @@ async def test_icmp_errors_reach_the_protocol_handler(two_if_stack) -> None:
     f0.inject(eth(IP(src="10.0.0.2", dst="10.0.0.1") / ICMP(type=3, code=4, nexthopmtu=1200)
                   / bytes(inner)))
     assert [(s[0], s[1], s[5]) for s in seen] == [(3, 3, 0), (3, 4, 1200)]
-    assert seen[0][2] == ip_to_int("10.0.0.1") and seen[0][3] == ip_to_int("10.0.0.2")
+    assert seen[0][2] == parse_addr("10.0.0.1") and seen[0][3] == parse_addr("10.0.0.2")
     assert bytes(seen[0][4])[:4] == bytes(UDP(sport=4000, dport=53))[:4]
     assert st.inet.route_mtu("10.0.0.2") == 1200  # learned path MTU
 

@@ -1,5 +1,7 @@
-"""An in-memory IP layer implementing stack/inet/api.py, and a lossy wire between hosts,
-for deterministic transport tests under trio's MockClock."""
+"""An in-memory network layer implementing stack/network.py's ``NetworkLayer`` (IPv4
+addresses, as ``stack.addr.Addr``), and a lossy wire between hosts, for deterministic
+transport tests under trio's MockClock. The transports are wired in as in the stack:
+registered in a ``Registries`` whose transport table the fake layer watches."""
 
 from __future__ import annotations
 
@@ -7,23 +9,33 @@ import errno
 import heapq
 import itertools
 import random
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
 from typing import Any
 
 import trio
 
-from stack.inet.api import IPInfo
+from stack.addr import AF_INET, BROADCAST4, Addr, Endpoint, addr_bytes, parse_addr
+from stack.network import ErrorHandler, IPInfo, NetworkLayer, RawTap, TransportHandler
 from stack.packet import Buffer, TxMeta
+from stack.registry import Registries, TransportProtocol
 from stack.sysctl import Sysctl
 from stack.transport import Transports
 from stack.transport.wire import tcp as wtcp
 from stack.transport.wire.checksum import checksum
 
+_IPHDR = struct.Struct("!BBHHHBBH4s4s")
 
-def ip(a: str) -> int:
-    return int(IPv4Address(a))
+
+def ip(a: str) -> Addr:
+    """An IPv4 address as the stack holds it (``stack.addr``: IPv4-mapped)."""
+    return parse_addr(a)
+
+
+def ep(host: str, port: int) -> Endpoint:
+    """What the transports' sockets return for ``(host, port)``."""
+    return Endpoint(parse_addr(host), port)
 
 
 @dataclass
@@ -33,14 +45,14 @@ class Faults:
     reorder: float = 0.0
     corrupt: float = 0.0
     #: return True to drop this packet (src, dst, proto, data)
-    drop: Callable[[int, int, int, bytes], bool] | None = None
+    drop: Callable[[Addr, Addr, int, bytes], bool] | None = None
 
 
 @dataclass
 class Sent:
     time: float
-    src: int
-    dst: int
+    src: Addr
+    dst: Addr
     proto: int
     data: bytes
     meta: TxMeta | None = None
@@ -50,25 +62,37 @@ class Sent:
 
 
 class FakeInet:
-    def __init__(self, addr: int, wire: Wire) -> None:
+    """One host's network layer on the wire (``NetworkLayer``)."""
+
+    def __init__(self, addr: Addr, wire: Wire) -> None:
         self.addr = addr
         self.wire = wire
-        self.handlers: dict[int, Callable[[IPInfo], None]] = {}
-        self.err_handlers: dict[int, Callable[..., None]] = {}
-        self.raw_taps: list[Callable[[IPInfo], bool]] = []
+        self.handlers: dict[int, TransportHandler] = {}
+        self.err_handlers: dict[int, ErrorHandler] = {}
+        self.raw_taps: list[RawTap] = []
         self.mtu = 1500
         self.offloads: set[str] = set()
         wire.hosts[addr] = self
 
-    def register_protocol(self, proto: int, handler: Callable[[IPInfo], None]) -> None:
-        self.handlers[proto] = handler
+    def attach(self, registries: Registries) -> None:
+        """Demultiplex to the AF_INET transports of ``registries`` (as stack/inet does)."""
+        def changed(key: tuple[int, int], proto: TransportProtocol | None) -> None:
+            if key[0] != AF_INET:
+                return
+            if proto is None:
+                self.handlers.pop(key[1], None)
+                self.err_handlers.pop(key[1], None)
+            else:
+                self.handlers[key[1]] = proto.input
+                self.err_handlers[key[1]] = proto.icmp_error
+        registries.transports.watchers.append(changed)
+        for key, proto in registries.transports.items():
+            changed(key, proto)
 
-    def register_error_handler(self, proto: int, fn: Callable[..., None]) -> None:
-        self.err_handlers[proto] = fn
-
-    def output(self, src: int | None, dst: int, proto: int, payload: Sequence[Buffer], *,
+    def output(self, src: Addr | None, dst: Addr, proto: int, payload: Sequence[Buffer], *,
                ttl: int | None = None, tos: int = 0, df: bool = False,
-               meta: TxMeta | None = None) -> int:
+               meta: TxMeta | None = None, ifname: str | None = None,
+               on_error: Callable[[int], None] | None = None) -> int:
         data = bytearray(b"".join(bytes(b) for b in payload))
         if df and 20 + len(data) > self.mtu and not (meta is not None and meta.gso_type):
             return errno.EMSGSIZE  # as the IP layer: DF and too big is not fragmented
@@ -80,23 +104,31 @@ class FakeInet:
         self.wire.send(Sent(trio.current_time(), src or self.addr, dst, proto, bytes(data), meta))
         return 0
 
-    def source_for(self, dst: int) -> IPv4Address | None:
-        return IPv4Address(self.addr)
+    def source_for(self, dst: Addr) -> Addr | None:
+        return self.addr
 
-    def is_local(self, addr: int) -> bool:
-        return int(addr) == self.addr
+    def is_local(self, addr: Addr) -> bool:
+        return addr == self.addr
 
-    def is_broadcast(self, addr: int) -> bool:
-        return int(addr) in (0xFFFFFFFF, self.wire.broadcast)
+    def is_broadcast(self, addr: Addr) -> bool:
+        return addr in (BROADCAST4, self.wire.broadcast)
 
-    def route_mtu(self, dst: int) -> int:
+    def route_mtu(self, dst: Addr) -> int:
         return self.mtu
 
-    def route_offloads(self, dst: int) -> set[str]:
+    def route_offloads(self, dst: Addr) -> set[str]:
         return self.offloads
 
-    def send_port_unreachable(self, info: IPInfo) -> None:
+    def original_packet(self, info: IPInfo) -> memoryview:
+        """An IPv4 header rebuilt from ``info`` (checksum left 0), then the payload."""
+        payload = bytes(info.payload)
+        return memoryview(_IPHDR.pack(0x45, info.tos, 20 + len(payload), 0, 0, info.ttl,
+                                      info.proto, 0, addr_bytes(info.src),
+                                      addr_bytes(info.dst)) + payload)
+
+    def port_unreachable(self, info: IPInfo) -> bool:
         self.wire.icmp_error(info.dst, info.src, 3, 3, info.proto, bytes(info.payload[:8]))
+        return True
 
 
 @dataclass
@@ -104,10 +136,10 @@ class Wire:
     delay: float = 0.005
     faults: Faults = field(default_factory=Faults)
     seed: int = 1
-    broadcast: int = ip("10.0.0.255")
+    broadcast: Addr = field(default_factory=lambda: ip("10.0.0.255"))
 
     def __post_init__(self) -> None:
-        self.hosts: dict[int, FakeInet] = {}
+        self.hosts: dict[Addr, FakeInet] = {}
         self.rng = random.Random(self.seed)
         self._heap: list[tuple[float, int, Any]] = []
         self._order = itertools.count()
@@ -144,7 +176,7 @@ class Wire:
             self.stats["dup"] += 1
             self._push(when + self.delay / 3, (p.src, p.dst, p.proto, data))
 
-    def icmp_error(self, src: int, dst: int, icmp_type: int, code: int, proto: int,
+    def icmp_error(self, src: Addr, dst: Addr, icmp_type: int, code: int, proto: int,
                    hdr: bytes) -> None:
         """``src`` reports to ``dst`` about a packet dst sent to src."""
         self._push(trio.current_time() + self.delay, ("icmp", dst, src, icmp_type, code, proto, hdr))
@@ -161,14 +193,14 @@ class Wire:
                 host.err_handlers[proto](icmp_type, code, to, about, memoryview(hdr), 0)
             return
         src, dst, proto, data = item
-        targets = list(self.hosts.values()) if dst in (0xFFFFFFFF, self.broadcast) \
+        bcast = dst in (BROADCAST4, self.broadcast)
+        targets = list(self.hosts.values()) if bcast \
             else [self.hosts[dst]] if dst in self.hosts else []
         for host in targets:
             if host.addr == src:
                 continue
-            info = IPInfo(src, host.addr if dst not in (0xFFFFFFFF, self.broadcast) else dst,
-                          proto, 64, 0, memoryview(data), None, False,
-                          broadcast=dst in (0xFFFFFFFF, self.broadcast))
+            info = IPInfo(src, dst if bcast else host.addr, proto, 64, 0, memoryview(data),
+                          None, False, broadcast=bcast)
             for tap in host.raw_taps:
                 tap(info)
             h = host.handlers.get(proto)
@@ -192,8 +224,11 @@ class Host:
         self.addr = addr
         self.inet = FakeInet(ip(addr), wire)
         self.sysctl = Sysctl()
-        self.t = Transports(self.inet, self.sysctl)
-        self.t.attach_direct()
+        net: NetworkLayer = self.inet  # the fake is the protocol the transports take
+        self.t = Transports(net, self.sysctl)
+        self.registries = Registries()
+        self.inet.attach(self.registries)
+        self.t.register(self.registries)
         self.tcp = self.t.tcp
         self.udp = self.t.udp
         self.raw = self.t.raw

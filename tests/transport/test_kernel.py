@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import trio
 
+from stack.addr import parse_addr
 from stack.l2.iface import IFF_UP
 from tests.conftest import NetNS, needs_tun, running_stack
 
@@ -133,7 +134,7 @@ async def test_handshake_matrix(netns: NetNS, sack: int, ts: int, ws: int) -> No
         async with trio.open_nursery() as n:
             n.start_soon(kpy, netns, CONNECT_AND_HOLD, ME, "5000", "1.5")
             srv, peer = await lst.accept()
-            assert peer[0] == KERNEL
+            assert peer.addr == parse_addr(KERNEL)
             data = b""
             while len(data) < 1000:
                 data += await srv.recv(2000)

@@ -10,7 +10,7 @@ import random
 import pytest
 import trio
 
-from tests.transport.shim import Net
+from tests.transport.shim import Net, ep
 
 A, B = "10.0.0.1", "10.0.0.2"
 
@@ -55,7 +55,7 @@ async def test_handshake_options_and_echo(autojump_clock: object, net: Net) -> N
     info = cli.info()
     assert info["timestamps"] and info["sack"] and info["wscale"] is not None
     assert info["snd_mss"] == 1500 - 40 - 12
-    assert cli.getpeername() == (B, 5000)
+    assert cli.getpeername() == ep(B, 5000)
     assert srv.getpeername() == cli.getsockname()
     await cli.send(b"hello")
     assert await srv.recv(100) == b"hello"

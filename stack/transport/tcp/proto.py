@@ -1,5 +1,11 @@
 """TCP as a protocol of the stack: demultiplexing, LISTEN (SYN queue, SYN cookies), port
-binding, RSTs for closed ports, ICMP errors, sysctls, the timer task."""
+binding, RSTs for closed ports, ICMP errors, sysctls, the timer task.
+
+Addresses are ``stack.addr.Addr`` values (either family); the connection table is keyed
+by ``(laddr, lport, raddr, rport)`` and the listeners by ``(laddr, lport)``, an unbound
+listener under its family's unspecified address. Segments leave through ``self.emit``
+(emit.py), the network layer is asked only about routes (``route_mtu``,
+``route_offloads``, ``source_for``, ``is_local``, ``is_broadcast``)."""
 
 from __future__ import annotations
 
@@ -8,22 +14,30 @@ import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from ipaddress import IPv4Address
-from typing import Any
+from typing import TYPE_CHECKING
 
 import trio
 
+from stack.addr import Addr, family, is_multicast, pseudo_header_sum, unspecified
 from stack.counters import Counters
-from stack.inet.icmp import icmp_errno
-from stack.packet import TxMeta
+from stack.network import IPInfo, NetworkLayer, control_errno
+from stack.sysctl import Sysctl
+from stack.transport.knobs import Knobs, register_sysctls
 from stack.transport.ports import EphemeralPorts
+from stack.transport.sockaddr import UNSPECIFIED
 from stack.transport.tcp import seq as sq
+from stack.transport.tcp.counters import TCP_COUNTERS
+from stack.transport.tcp.emit import Emitter, NetworkEmitter
 from stack.transport.tcp.isn import ISNGenerator, SynCookies
+from stack.transport.tcp.state import TS_OPT_LEN, ConnKey, mss_for
 from stack.transport.tcp.tcb import INF, IPPROTO_TCP, TCB, State
 from stack.transport.tcp.timers import TimerService
 from stack.transport.wire import tcp as wire
-from stack.transport.wire.checksum import ParseError, checksum, pseudo_header_sum, verify
+from stack.transport.wire.checksum import ParseError, checksum, verify
 from stack.transport.wire.tcp import ACK, FIN, RST, SYN, TCPOptions, TCPSegment
+
+if TYPE_CHECKING:  # cycle: the protocol makes its sockets, each holds the protocol; types only
+    from stack.transport.tcp.socket import TCPSocket
 
 S = State
 
@@ -72,7 +86,7 @@ class TCPConfig:
 
 
 #: sysctl name, TCPConfig attribute, unit scale (ms→s), description, lo, hi
-KNOBS: list[tuple[str, str, float, str, int | None, int | None]] = [
+KNOBS: Knobs = [
     ("net.inet.tcp.msl", "msl", 1000, "maximum segment lifetime, ms (TIME_WAIT = 2*msl)", 1, 600000),
     ("net.inet.tcp.delayed_ack", "delayed_ack", 0, "delay ACKs (1) or ACK every segment (0)", 0, 1),
     ("net.inet.tcp.delacktime", "delack", 1000, "delayed-ACK timeout, ms", 1, 500),
@@ -106,64 +120,24 @@ KNOBS: list[tuple[str, str, float, str, int | None, int | None]] = [
 ]
 
 
-def register_sysctls(sysctl: Any, cfg: Any, knobs: list[tuple[str, str, float, str, int | None, int | None]]) -> None:
-    for name, attr, scale, desc, lo, hi in knobs:
-        cur = getattr(cfg, attr)
-        default: int | str = cur if isinstance(cur, str) else int(round(cur * scale)) if scale else int(cur)
-
-        def setter(v: int | str, attr: str = attr, scale: float = scale) -> None:
-            if attr == "cc_algorithm":
-                from stack.transport.tcp.congestion import ALGORITHMS
-                if v not in ALGORITHMS:
-                    raise OSError(errno.EINVAL, f"unknown congestion control {v!r}")
-                setattr(cfg, attr, v)
-            elif isinstance(v, str) or not scale:
-                setattr(cfg, attr, v)
-            else:
-                setattr(cfg, attr, v / scale)
-
-        knob = sysctl.register(name, default, desc, lo=lo, hi=hi, on_change=setter)
-        # a value set before we registered wins
-        if knob.value != default:
-            setter(knob.value)
-
-
-def to_int_addr(addr: Any) -> int:
-    if isinstance(addr, int):
-        return addr
-    if addr in ("", None):
-        return 0
-    try:
-        return int(IPv4Address(addr))
-    except ValueError:
-        raise _err(errno.EINVAL, f"bad IPv4 address {addr!r}") from None
-
-
-def split_address(address: Any) -> tuple[int, int]:
-    try:
-        host, port = address
-    except (TypeError, ValueError):
-        raise _err(errno.EINVAL, "address must be (host, port)") from None
-    port = int(port)
-    if not 0 <= port <= 65535:
-        raise _err(errno.EINVAL, f"port {port} out of range")
-    return to_int_addr(host), port
-
-
 class TCPProto:
     name = "tcp"
 
-    def __init__(self, inet: Any, sysctl: Any = None, counters: Counters | None = None) -> None:
+    def __init__(self, inet: NetworkLayer, sysctl: Sysctl | None = None,
+                 counters: Counters | None = None, emitter: Emitter | None = None) -> None:
         self.inet = inet
         self.cfg = TCPConfig()
         if sysctl is not None:
             register_sysctls(sysctl, self.cfg, KNOBS)
-        self.counters = counters if counters is not None else Counters("tcp")
+        self.counters = counters if counters is not None else Counters("tcp", TCP_COUNTERS)
+        #: where every segment goes (emit.py): the network layer, or a test's recorder
+        self.emitter: Emitter = emitter if emitter is not None else NetworkEmitter(inet)
+        self.emit = self.emitter.emit
         self.timers = TimerService()
         self.isn = ISNGenerator()
         self.cookies = SynCookies()
-        self.conns: dict[tuple[int, int, int, int], TCB] = {}
-        self.listeners: dict[tuple[int, int], TCB] = {}
+        self.conns: dict[ConnKey, TCB] = {}
+        self.listeners: dict[tuple[Addr, int], TCB] = {}
         self.ports: dict[int, list[TCB]] = {}
         self.challenge_epoch = 0.0
         self.challenge_count = 0
@@ -179,25 +153,15 @@ class TCPProto:
     def ts_clock(self) -> int:
         return (int(trio.current_time() * 1000) + self._ts_offset) & sq.MASK
 
-    def route_mtu(self, dst: int) -> int:
-        fn = getattr(self.inet, "route_mtu", None)
-        try:
-            mtu = fn(dst) if fn is not None else 1500
-        except Exception:
-            mtu = 1500
-        return int(mtu or 1500)
+    def route_mtu(self, dst: Addr) -> int:
+        """The path MTU toward ``dst`` (1500 when there is no route yet)."""
+        return self.inet.route_mtu(dst) or 1500
 
-    def route_offloads(self, dst: int) -> set[str]:
-        fn = getattr(self.inet, "route_offloads", None)
-        if fn is None:
-            return set()
-        try:
-            return set(fn(dst) or ())
-        except Exception:
-            return set()
+    def route_offloads(self, dst: Addr) -> set[str]:
+        return self.inet.route_offloads(dst)
 
-    def socket(self) -> Any:
-        from stack.transport.tcp.socket import TCPSocket
+    def socket(self) -> TCPSocket:
+        from stack.transport.tcp.socket import TCPSocket  # the socket module imports this one
 
         return TCPSocket(self)
 
@@ -206,11 +170,11 @@ class TCPProto:
         await self.timers.run()
 
     # ------------------------------------------------------------- ports
-    def _conflicts(self, tcb: TCB, laddr: int, port: int) -> bool:
+    def _conflicts(self, tcb: TCB, laddr: Addr, port: int) -> bool:
         for t in self.ports.get(port, ()):
             if t is tcb:
                 continue
-            if laddr and t.laddr and laddr != t.laddr:
+            if laddr != t.laddr and laddr not in UNSPECIFIED and t.laddr not in UNSPECIFIED:
                 continue
             if t.state == S.LISTEN:
                 return True
@@ -221,10 +185,10 @@ class TCPProto:
             return True
         return False
 
-    def bind(self, tcb: TCB, laddr: int, port: int) -> None:
+    def bind(self, tcb: TCB, laddr: Addr, port: int) -> None:
         if tcb.bound:
             raise _err(errno.EINVAL, "socket is already bound")
-        if laddr and not self.inet.is_local(laddr):
+        if laddr not in UNSPECIFIED and not self.inet.is_local(laddr):
             self.counters["bind_addrnotavail"] += 1
             raise _err(errno.EADDRNOTAVAIL)
         if port == 0:
@@ -237,7 +201,7 @@ class TCPProto:
         tcb.bound = True
         self.ports.setdefault(port, []).append(tcb)
 
-    def _ephemeral(self, tcb: TCB, laddr: int) -> int:
+    def _ephemeral(self, tcb: TCB, laddr: Addr) -> int:
         return self._ports.pick(self.cfg.port_first, self.cfg.port_last, self.ports,
                                 self.counters)
 
@@ -251,29 +215,27 @@ class TCPProto:
             tcb.bound = False
 
     # ------------------------------------------------------------- connect / listen
-    def connect(self, tcb: TCB, raddr: int, rport: int) -> None:
+    def connect(self, tcb: TCB, raddr: Addr, rport: int) -> None:
         if tcb.state == S.LISTEN:
             raise _err(errno.EINVAL)
         if tcb.state != S.CLOSED:
             raise _err(errno.EALREADY if tcb.state == S.SYN_SENT else errno.EISCONN)
-        if rport == 0 or raddr == 0:
-            raise _err(errno.ECONNREFUSED if raddr else errno.EADDRNOTAVAIL)
-        if self.inet.is_broadcast(raddr) or (raddr >> 28) == 14:
+        if rport == 0 or raddr in UNSPECIFIED:
+            raise _err(errno.EADDRNOTAVAIL if raddr in UNSPECIFIED else errno.ECONNREFUSED)
+        if self.inet.is_broadcast(raddr) or is_multicast(raddr):
             raise _err(errno.ENETUNREACH, "TCP to a broadcast/multicast address")
         laddr = tcb.laddr
-        if not laddr:
+        if laddr in UNSPECIFIED:
             src = self.inet.source_for(raddr)
             if src is None:
                 self.counters["connect_noroute"] += 1
                 raise _err(errno.ENETUNREACH)
-            laddr = int(src)
+            laddr = src
         if not tcb.bound:
-            self.bind(tcb, 0, 0)
+            self.bind(tcb, tcb.laddr, 0)
         if (laddr, tcb.lport, raddr, rport) in self.conns:
             raise _err(errno.EADDRINUSE)
-        tcb.laddr = laddr
-        tcb.raddr = raddr
-        tcb.rport = rport
+        tcb.set_endpoints(laddr, tcb.lport, raddr, rport)
         tcb.iss = self.isn(laddr, tcb.lport, raddr, rport)
         tcb.snd_una = tcb.snd_nxt = tcb.snd_max = tcb.iss
         tcb.snd_buf_seq = sq.add(tcb.iss, 1)
@@ -281,7 +243,7 @@ class TCPProto:
         tcb.softerror = 0
         tcb.syn_retries = tcb.backoff = 0
         tcb.rto = self.cfg.rto_init
-        tcb.rcv_mss = self.route_mtu(raddr) - 40
+        tcb.rcv_mss = mss_for(self.route_mtu(raddr), raddr)
         tcb.rcv_limit = max(tcb.rcv_limit, 0)
         self.conns[tcb.key] = tcb
         tcb.in_table = True
@@ -296,10 +258,11 @@ class TCPProto:
         if tcb.state != S.CLOSED:
             raise _err(errno.EINVAL)
         if not tcb.bound:
-            self.bind(tcb, 0, 0)
+            self.bind(tcb, tcb.laddr, 0)
         key = (tcb.laddr, tcb.lport)
         for t in self.ports.get(tcb.lport, ()):
-            if t is not tcb and t.state == S.LISTEN and (not t.laddr or not tcb.laddr or t.laddr == tcb.laddr):
+            if t is not tcb and t.state == S.LISTEN and (
+                    t.laddr == tcb.laddr or t.laddr in UNSPECIFIED or tcb.laddr in UNSPECIFIED):
                 raise _err(errno.EADDRINUSE)
         tcb.backlog = max(backlog, 1)
         self.listeners[key] = tcb
@@ -350,7 +313,7 @@ class TCPProto:
         return True
 
     # ------------------------------------------------------------- input
-    def input(self, info: Any) -> None:
+    def input(self, info: IPInfo) -> None:
         c = self.counters
         data = info.payload
         c["segs_in"] += 1
@@ -363,7 +326,7 @@ class TCPProto:
                 (data,), pseudo_header_sum(info.src, info.dst, IPPROTO_TCP, len(data))):
             c["drop_bad_checksum"] += 1
             return
-        if info.broadcast or (info.dst >> 28) == 14:
+        if info.broadcast:  # or multicast: the network layer says (stack/network.py)
             c["drop_broadcast"] += 1
             return
         key = (info.dst, seg.dport, info.src, seg.sport)
@@ -376,7 +339,8 @@ class TCPProto:
             else:
                 tcb.segment_arrives(seg)
                 return
-        lst = self.listeners.get((info.dst, seg.dport)) or self.listeners.get((0, seg.dport))
+        lst = self.listeners.get((info.dst, seg.dport)) \
+            or self.listeners.get((unspecified(family(info.dst)), seg.dport))
         if lst is None:
             if seg.flags & RST:
                 c["drop_rst_closed_port"] += 1
@@ -386,7 +350,7 @@ class TCPProto:
             return
         self._listen_input(lst, seg, info.dst, info.src)
 
-    def _listen_input(self, lst: TCB, seg: TCPSegment, laddr: int, raddr: int) -> None:
+    def _listen_input(self, lst: TCB, seg: TCPSegment, laddr: Addr, raddr: Addr) -> None:
         c = self.counters
         flags = seg.flags
         if flags & RST:
@@ -420,7 +384,7 @@ class TCPProto:
         self._inherit(lst, tcb)
         tcb.passive = True
         tcb.listener = lst
-        tcb.laddr, tcb.lport, tcb.raddr, tcb.rport = laddr, seg.dport, raddr, seg.sport
+        tcb.set_endpoints(laddr, seg.dport, raddr, seg.sport)
         tcb.irs = seg.seq
         tcb.rcv_nxt = tcb.rcv_adv = sq.add(seg.seq, 1)
         tcb.iss = self.isn(laddr, seg.dport, raddr, seg.sport)
@@ -428,7 +392,7 @@ class TCPProto:
         tcb.snd_buf_seq = sq.add(tcb.iss, 1)
         tcb.snd_wnd = seg.wnd
         tcb.apply_syn_options(seg.opts)
-        tcb.rcv_mss = self.route_mtu(raddr) - 40
+        tcb.rcv_mss = mss_for(self.route_mtu(raddr), raddr)
         tcb.setup_mss()
         tcb.state = S.SYN_RECEIVED
         self.conns[tcb.key] = tcb
@@ -451,11 +415,12 @@ class TCPProto:
         tcb.rcv_scale = lst.rcv_scale
 
     # SYN cookies: see isn.SynCookies for the encoding
-    def _send_cookie(self, lst: TCB, seg: TCPSegment, laddr: int, raddr: int) -> None:
+    def _send_cookie(self, lst: TCB, seg: TCPSegment, laddr: Addr, raddr: Addr) -> None:
         o = seg.opts or TCPOptions()
-        mss_in = min(o.mss or 536, self.route_mtu(raddr) - 40)
+        our_mss = mss_for(self.route_mtu(raddr), raddr)
+        mss_in = min(o.mss or 536, our_mss)
         cookie = self.cookies.make(laddr, seg.dport, raddr, seg.sport, seg.seq, mss_in)
-        opts = TCPOptions(mss=self.route_mtu(raddr) - 40)
+        opts = TCPOptions(mss=our_mss)
         if self.cfg.timestamps and o.ts is not None:
             ws = o.wscale if (self.cfg.wscale and o.wscale is not None) else 0xF
             sack = 1 if (self.cfg.sack and o.sack_perm) else 0
@@ -468,7 +433,7 @@ class TCPProto:
                                min(lst.rcv_limit, 0xFFFF), opts.emit())
         self._emit_raw(laddr, raddr, hdr)
 
-    def _cookie_ack(self, lst: TCB, seg: TCPSegment, laddr: int, raddr: int) -> bool:
+    def _cookie_ack(self, lst: TCB, seg: TCPSegment, laddr: Addr, raddr: Addr) -> bool:
         c = self.counters
         irs = sq.sub(seg.seq, 1) & sq.MASK
         iss = sq.sub(seg.ack, 1) & sq.MASK
@@ -483,7 +448,7 @@ class TCPProto:
         self._inherit(lst, tcb)
         tcb.passive = True
         tcb.listener = lst
-        tcb.laddr, tcb.lport, tcb.raddr, tcb.rport = laddr, seg.dport, raddr, seg.sport
+        tcb.set_endpoints(laddr, seg.dport, raddr, seg.sport)
         tcb.irs = irs
         tcb.rcv_nxt = seg.seq
         # the cookie SYN-ACK offered this window (unscaled): data on the ACK that made
@@ -502,7 +467,7 @@ class TCPProto:
                 opts.wscale = ws
             opts.sack_perm = bool(echoed & 0x10)
         tcb.apply_syn_options(opts)
-        tcb.rcv_mss = self.route_mtu(raddr) - 40
+        tcb.rcv_mss = mss_for(self.route_mtu(raddr), raddr)
         tcb.setup_mss()
         tcb.snd_wnd = seg.wnd << tcb.snd_scale
         tcb.max_sndwnd = tcb.snd_wnd
@@ -524,7 +489,7 @@ class TCPProto:
             tcb.segment_arrives(seg)
         return True
 
-    def send_rst_for(self, laddr: int, raddr: int, seg: TCPSegment, plen: int) -> None:
+    def send_rst_for(self, laddr: Addr, raddr: Addr, seg: TCPSegment, plen: int) -> None:
         """RFC 9293 3.10.7.1: the reset for a segment no connection accepts. Never for a RST."""
         if seg.flags & RST:
             return
@@ -536,15 +501,15 @@ class TCPProto:
             hdr = wire.emit_header(seg.dport, seg.sport, 0, sq.add(seg.seq, seg_len), RST | ACK, 0)
         self._emit_raw(laddr, raddr, hdr)
 
-    def _emit_raw(self, laddr: int, raddr: int, hdr: bytearray) -> None:
+    def _emit_raw(self, laddr: Addr, raddr: Addr, hdr: bytearray) -> None:
+        """A segment of no connection (RST, SYN-ACK with a cookie), header only."""
         c = checksum((hdr,), pseudo_header_sum(laddr, raddr, IPPROTO_TCP, len(hdr)))
         hdr[16] = c >> 8
         hdr[17] = c & 0xFF
-        meta: TxMeta | None = None
-        self.inet.output(laddr, raddr, IPPROTO_TCP, [hdr], meta=meta)
+        self.emit(laddr, raddr, hdr, None, None)
 
     # ------------------------------------------------------------- ICMP errors
-    def icmp_error(self, icmp_type: int, code: int, src: int, dst: int, hdr: memoryview,
+    def icmp_error(self, icmp_type: int, code: int, src: Addr, dst: Addr, hdr: memoryview,
                    extra: int = 0) -> None:
         c = self.counters
         if len(hdr) < 8:
@@ -562,7 +527,7 @@ class TCPProto:
             return
         if icmp_type == 3 and code == 4:  # fragmentation needed: path MTU
             if extra >= 68:
-                mss = extra - 40 - (12 if tcb.ts_ok else 0)
+                mss = mss_for(extra, dst) - (TS_OPT_LEN if tcb.ts_ok else 0)
                 if mss < tcb.snd_mss:
                     c["pmtu_reduced"] += 1
                     tcb.snd_mss = max(mss, 64)
@@ -570,7 +535,7 @@ class TCPProto:
                     tcb.snd_nxt = tcb.snd_una
                     tcb.output()
             return
-        err = icmp_errno(icmp_type, code)
+        err = control_errno(icmp_type, code)
         if not err:
             c["icmp_ignored"] += 1  # redirect, source quench, ...: nothing for TCP to do
             return

@@ -14,15 +14,16 @@ import select
 import socket as _s
 import struct
 from collections.abc import Callable
-from ipaddress import IPv4Address
 from typing import Any
 
 import trio
 
+from stack.addr import AF_INET, Endpoint
+from stack.transport.sockaddr import SockAddr, endpoint
 from stack.transport.sockopt import fire_change, get_ip_option, set_ip_option
 from stack.transport.sockopt import sock_error as _err
 from stack.transport.tcp import seq as sq
-from stack.transport.tcp.proto import TCPProto, split_address
+from stack.transport.tcp.proto import TCPProto
 from stack.transport.tcp.tcb import RECV_STATES, SEND_STATES, TCB, State
 
 S = State
@@ -37,14 +38,8 @@ KEEP_LIMITS = {_s.TCP_KEEPIDLE: 32767, _s.TCP_KEEPINTVL: 32767, _s.TCP_KEEPCNT: 
 KEEP_NAMES = {_s.TCP_KEEPIDLE: "idle time", _s.TCP_KEEPINTVL: "interval", _s.TCP_KEEPCNT: "count"}
 
 
-
-
-def _addr(a: int, p: int) -> tuple[str, int]:
-    return (str(IPv4Address(a)), p)
-
-
 class TCPSocket:
-    family = _s.AF_INET
+    family = AF_INET
     type = _s.SOCK_STREAM
     proto_number = _s.IPPROTO_TCP
 
@@ -109,21 +104,21 @@ class TCPSocket:
         if self.closed:
             raise _err(errno.EBADF)
 
-    def bind(self, address: Any) -> None:
+    def bind(self, address: SockAddr) -> None:
         self._check_open()
-        laddr, port = split_address(address)
+        laddr, port = endpoint(address, self.family)
         if self.tcb.state != S.CLOSED or self.tcb.bound:
             raise _err(errno.EINVAL, "socket is already bound")
         self.proto.bind(self.tcb, laddr, port)
 
-    def getsockname(self) -> tuple[str, int]:
-        return _addr(self.tcb.laddr, self.tcb.lport)
+    def getsockname(self) -> Endpoint:
+        return Endpoint(self.tcb.laddr, self.tcb.lport)
 
-    def getpeername(self) -> tuple[str, int]:
+    def getpeername(self) -> Endpoint:
         t = self.tcb
         if t.state in (S.CLOSED, S.LISTEN, S.SYN_SENT) or not t.rport:
             raise _err(errno.ENOTCONN)
-        return _addr(t.raddr, t.rport)
+        return Endpoint(t.raddr, t.rport)
 
     @property
     def state(self) -> str:
@@ -134,7 +129,7 @@ class TCPSocket:
         self._check_open()
         self.proto.listen(self.tcb, min(max(int(backlog), 1), 4096))
 
-    def accept_nowait(self) -> tuple[TCPSocket, tuple[str, int]]:
+    def accept_nowait(self) -> tuple[TCPSocket, Endpoint]:
         self._check_open()
         t = self.tcb
         if t.state != S.LISTEN:
@@ -146,10 +141,10 @@ class TCPSocket:
                 continue
             sock = TCPSocket(self.proto, child)
             self.proto.counters["accepted"] += 1
-            return sock, _addr(child.raddr, child.rport)
+            return sock, Endpoint(child.raddr, child.rport)
         raise BlockingIOError(errno.EAGAIN, "no pending connection")
 
-    async def accept(self) -> tuple[TCPSocket, tuple[str, int]]:
+    async def accept(self) -> tuple[TCPSocket, Endpoint]:
         while True:
             try:
                 return self.accept_nowait()
@@ -157,7 +152,7 @@ class TCPSocket:
                 await self._wait()
 
     # ------------------------------------------------------------- connect
-    def connect_nowait(self, address: Any) -> None:
+    def connect_nowait(self, address: SockAddr) -> None:
         """Non-blocking connect: raises BlockingIOError(EINPROGRESS) when started,
         EALREADY while in progress, EISCONN once connected (poll for POLLOUT and read
         SO_ERROR, as with a BSD socket)."""
@@ -166,7 +161,7 @@ class TCPSocket:
         if t.state == S.CLOSED and t.error and self._was_connected is False and self._connect_started:
             err, t.error = t.error, 0
             raise _err(err)
-        raddr, rport = split_address(address)
+        raddr, rport = endpoint(address, self.family)
         if t.state == S.CLOSED:
             self.proto.connect(t, raddr, rport)
             self._connect_started = True
@@ -188,7 +183,7 @@ class TCPSocket:
         """A connection was accepted, made or at least attempted (and, in CLOSED, is over)."""
         return self._was_connected or self._connect_started
 
-    async def connect(self, address: Any) -> None:
+    async def connect(self, address: SockAddr) -> None:
         try:
             self.connect_nowait(address)
             return

@@ -10,10 +10,17 @@ behind); once they are more than half of the heap (and more than ``COMPACT_MIN``
 heap is rebuilt with one entry per armed owner. So a connection that moves its deadline
 at every segment (retransmission, keepalive) or a churn of short-lived connections keeps
 the heap at about twice the armed connections, and a closed connection is not kept alive
-by its old entries until their deadlines (a keepalive deadline is hours away)."""
+by its old entries until their deadlines (a keepalive deadline is hours away).
+
+``TCBTimers`` is the TCB's timer role (as NetBSD's tcp_timer.c): each connection keeps
+absolute deadlines (``t_rexmt``, ``t_persist``, ``t_delack``, ``t_keep``, ``t_2msl``,
+``t_conn``; INF = off), ``rearm`` schedules the earliest, ``on_timer`` runs the expired
+ones: retransmission timeout (RFC 6298 with back-off, SYN retries), persist probes,
+keepalive probes, the delayed ACK, the end of TIME_WAIT and of an orphaned connection."""
 
 from __future__ import annotations
 
+import errno
 import heapq
 import itertools
 import logging
@@ -21,6 +28,10 @@ import math
 from typing import Protocol
 
 import trio
+
+from stack.transport.tcp import seq as sq
+from stack.transport.tcp.state import INF, SEND_STATES, S, TCBState
+from stack.transport.wire.tcp import ACK
 
 log = logging.getLogger("io-pkt.tcp")
 
@@ -109,3 +120,133 @@ class TimerService:
             self._wake = trio.Event()
             with trio.move_on_at(self._next):
                 await self._wake.wait()
+
+
+class TCBTimers(TCBState):
+    """The timer role of the TCB (see state.py)."""
+
+    def rearm(self) -> None:
+        t = min(self.t_rexmt, self.t_persist, self.t_delack, self.t_keep, self.t_2msl,
+                self.t_conn)
+        if t != self.timer_at:
+            self.proto.timers.schedule(self, t)
+
+    def on_timer(self, now: float) -> None:
+        try:
+            if self.t_2msl <= now:
+                self.t_2msl = INF
+                self.c["timewait_expired"] += 1
+                self.destroy()
+                return
+            if self.t_conn <= now:
+                self.t_conn = INF
+                self.c["orphan_timeout"] += 1
+                self.drop(errno.ETIMEDOUT, send_rst=self.state != S.FIN_WAIT_2)
+                return
+            if self.t_rexmt <= now:
+                self.t_rexmt = INF
+                self._rexmt_timeout(now)
+                if self.state == S.CLOSED:
+                    return
+            if self.t_persist <= now:
+                self.t_persist = INF
+                self._persist_timeout(now)
+            if self.t_keep <= now:
+                self.t_keep = INF
+                self._keep_timeout(now)
+                if self.state == S.CLOSED:
+                    return
+            if self.t_delack <= now:
+                self.t_delack = INF
+                self.c["delayed_acks"] += 1
+                self.ack_now = True
+                self.output()
+        finally:
+            if self.state != S.CLOSED:
+                self.rearm()
+
+    def _rexmt_timeout(self, now: float) -> None:
+        cfg = self.proto.cfg
+        self.c["rexmt_timeouts"] += 1
+        if self.state == S.SYN_SENT or self.state == S.SYN_RECEIVED:
+            limit = cfg.syn_retries if self.state == S.SYN_SENT else cfg.synack_retries
+            if self.syn_retries >= limit:
+                self.c["conn_timeouts"] += 1
+                if self.state == S.SYN_RECEIVED and self.passive:
+                    self.destroy()
+                else:
+                    self.drop(errno.ETIMEDOUT, send_rst=False)
+                return
+            self.syn_retries += 1
+            self.backoff += 1
+            self.rto = min(self.rto * 2, cfg.rto_max)
+            self.send_syn()
+            return
+        if self.flight() == 0:
+            return
+        if self.backoff >= cfg.max_retries:
+            self.c["conn_timeouts"] += 1
+            self.drop(errno.ETIMEDOUT, send_rst=True)
+            return
+        self.backoff += 1
+        self.rto = min(self.rto * 2, cfg.rto_max)
+        self.cc.on_rto(now, self.flight())
+        self.in_recovery = False
+        self.dupacks = 0
+        self.recover = self.snd_max
+        self.scoreboard.clear()
+        self.rtt_seq = None  # Karn
+        self.snd_nxt = self.snd_una  # go back N
+        self.output(retransmit_timeout=True)
+
+    def _persist_timeout(self, now: float) -> None:
+        if self.state not in SEND_STATES:
+            return
+        self.c["persist_probes"] += 1
+        # window probe: an ACK with an old sequence number elicits the peer's window
+        self._send_control(sq.sub(self.snd_una, 1) & sq.MASK, ACK)
+        self.persist_shift += 1
+        self._arm_persist(now)
+
+    def _arm_persist(self, now: float) -> None:
+        cfg = self.proto.cfg
+        interval = max(self.rto, cfg.rto_min) * (1 << min(self.persist_shift, 12))
+        self.t_persist = now + min(max(interval, cfg.persist_min), cfg.persist_max)
+
+    def keep_times(self) -> tuple[float, float, int]:
+        """(idle, interval, count): this socket's keepalive times, else the sysctls'."""
+        cfg = self.proto.cfg
+        return (cfg.keepidle if self.keepidle is None else self.keepidle,
+                cfg.keepintvl if self.keepintvl is None else self.keepintvl,
+                cfg.keepcnt if self.keepcnt is None else self.keepcnt)
+
+    def _keep_timeout(self, now: float) -> None:
+        if not self.keepalive or self.state not in (S.ESTABLISHED, S.CLOSE_WAIT):
+            return
+        keepidle, keepintvl, keepcnt = self.keep_times()
+        # compare with the deadline itself, not ``now - last_rcv < keepidle``: in floating
+        # point that can hold at the very deadline and re-arm the timer for ``now``, forever
+        due = self.last_rcv + keepidle
+        if self.keep_probes == 0 and now < due:
+            self.t_keep = due
+            return
+        if self.keep_probes >= keepcnt:
+            self.c["keepalive_drops"] += 1
+            self.drop(errno.ETIMEDOUT, send_rst=True)
+            return
+        self.keep_probes += 1
+        self.c["keepalive_probes"] += 1
+        self._send_control(sq.sub(self.snd_una, 1) & sq.MASK, ACK)
+        self.t_keep = now + keepintvl
+
+    def arm_keepalive(self) -> None:
+        if self.keepalive and self.state in (S.ESTABLISHED, S.CLOSE_WAIT):
+            self.t_keep = self.last_rcv + self.keep_times()[0]
+        else:
+            self.t_keep = INF
+        self.rearm()
+
+    def timer_at_all_off(self) -> None:
+        self.t_rexmt = self.t_persist = self.t_delack = self.t_keep = self.t_2msl = INF
+        self.t_conn = INF
+        self.proto.timers.schedule(self, INF)

@@ -7,16 +7,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from stack.addr import pseudo_header_sum
 from stack.packet import Buffer
+
+#: the pseudo header of either family, from stack/addr.py (addresses are ``Addr`` values;
+#: re-exported here for the wire modules' users)
+__all__ = ["ParseError", "pseudo_header_sum", "raw_sum", "checksum", "verify", "fold"]
 
 
 class ParseError(ValueError):
     """A malformed header or option."""
-
-
-def pseudo_header_sum(src: int, dst: int, proto: int, length: int) -> int:
-    """Ones'-complement sum contribution of the IPv4 pseudo header (unfolded)."""
-    return (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF) + proto + length
 
 
 def raw_sum(bufs: Sequence[Buffer], initial: int = 0) -> int:

@@ -1,0 +1,37 @@
+"""The names of the transports' counters, declared in one place per component
+(stack/counters.py): UDP's and raw IP's here, TCP's in tcp/counters.py.
+
+``Counters("udp", UDP_COUNTERS)`` etc.: a name not listed raises in strict mode (the
+tests) and is reported by tests/transport/test_counter_names.py, which scans the source
+of stack/transport for ``c["..."]`` / ``counters["..."]``. Adding a counter means adding
+its name here, beside the others of its decision.
+"""
+
+from __future__ import annotations
+
+import errno
+
+
+def names(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+#: names every transport's sockets use (sockopt.fire_change)
+SOCKETS = names("on_change_errors")
+#: ephemeral port choice (ports.py), TCP and UDP
+PORTS = names("ephemeral_exhausted")
+#: one per errno name: ``drop_ECONNRESET`` (a TCP connection dropped with that error),
+#: ``icmp_error_ECONNREFUSED`` (a UDP socket told of an ICMP error)
+ERRNO_NAMES = tuple(sorted(errno.errorcode.values()))
+
+UDP_COUNTERS: frozenset[str] = SOCKETS | PORTS | names("""
+    datagrams_in datagrams_out bytes_out delivered
+    drop_malformed drop_bad_checksum no_checksum drop_shut_rd rcv_queue_full
+    no_port icmp_port_unreach_sent icmp_port_unreach_suppressed
+    bind_addrinuse send_too_big send_broadcast_denied send_noroute send_errors
+""") | frozenset(f"icmp_error_{n}" for n in ERRNO_NAMES)
+
+RAW_COUNTERS: frozenset[str] = SOCKETS | names("""
+    packets_out delivered rcv_queue_full
+""")
+
