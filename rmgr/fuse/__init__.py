@@ -1,5 +1,6 @@
 """FUSE kernel protocol, spoken directly on /dev/fuse (no libfuse, no pyfuse3): see
-session.py for the engine and docs/fuse.md for the whole story.
+session.py for the engine (its parts: scheduler.py, ops.py, inodes.py, mount.py) and
+docs/fuse.md for the whole story.
 
 Why not pyfuse3, which the project's brief names? It was measured, and it cannot serve
 this stack - please do not "simplify" back to it:
@@ -9,7 +10,7 @@ this stack - please do not "simplify" back to it:
   ..., rmgr/include/io_pkt_socket.h), and so are bpf's BIOC* calls.
 * **Slower.** Small writes served per second, one client: a minimal pure-Python loop
   over /dev/fuse 19.6k/s, pyfuse3 + trio 17.6k/s; this session, with its busy-poll
-  (session.BUSY_POLL_NS), ~31k/s - more than a single-threaded libfuse3 C server's
+  (scheduler.BUSY_POLL_NS), ~31k/s - more than a single-threaded libfuse3 C server's
   ~20k/s.
 
 Speaking the protocol ourselves also gives what the stack relies on: a blocked request

@@ -25,8 +25,7 @@ from functools import partial
 import pytest
 import trio
 
-from rmgr.fuse import abi
-from rmgr.fuse import session as sess
+from rmgr.fuse import abi, inodes
 from rmgr.fuse.session import FuseSession, serve_mount
 from rmgr.nodes import Directory, TextFile
 from tests.conftest import HAVE_FUSE
@@ -88,7 +87,7 @@ def _inval(r: object) -> tuple[int, str]:
 
 async def test_vanished_entry_is_invalidated_with_what_is_below_it(
         fake: tuple[FakeKernel, Conns], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sess, "DYN_SWEEP_INTERVAL", 0.02)
+    monkeypatch.setattr(inodes, "DYN_SWEEP_INTERVAL", 0.02)
     k, tree = fake
     s = k.session
     tree.add("7")
@@ -122,7 +121,8 @@ async def test_vanished_entry_is_invalidated_with_what_is_below_it(
            + abi.FORGET_ONE.pack(seven, 1))
     await k.no_reply(0.05)
     assert seven not in s.known_inodes() and status not in s.known_inodes()
-    assert not (s._dead | set(s._below) | set(s._kids)) & {seven, status}
+    t = s.inodes
+    assert not (t._dead | set(t._below) | set(t._kids)) & {seven, status}
 
 
 # -- the real kernel -----------------------------------------------------------------------
@@ -134,7 +134,7 @@ needs_fuse = pytest.mark.skipif(not HAVE_FUSE, reason="needs root, /dev/fuse, fu
 async def mounted_conns(fuse_base: str,
                         monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[str, Conns,
                                                                                 FuseSession]]:
-    monkeypatch.setattr(sess, "DYN_SWEEP_INTERVAL", 0.05)
+    monkeypatch.setattr(inodes, "DYN_SWEEP_INTERVAL", 0.05)
     path = os.path.join(fuse_base, "mnt")
     tree = Conns()
     try:

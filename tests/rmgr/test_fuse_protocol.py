@@ -227,9 +227,9 @@ async def test_vanished_dynamic_entry_invalidated(kernel: FakeKernel,
     kernel (NOTIFY_INVAL_ENTRY), so the kernel FORGETs it and the node is freed; live
     entries are left alone. (Without it the kernel kept tcp/N pinned by its cached
     children and the session kept every socket ever accepted: the soak's RSS growth.)"""
-    from rmgr.fuse import session as sess
+    from rmgr.fuse import inodes
 
-    monkeypatch.setattr(sess, "DYN_SWEEP_INTERVAL", 0.02)
+    monkeypatch.setattr(inodes, "DYN_SWEEP_INTERVAL", 0.02)
     kernel.tree.dyn_names = {"one", "two"}
     dyn = await kernel.lookup("dyn")
     one = await kernel.lookup("one", dyn)
@@ -483,9 +483,9 @@ async def test_busy_poll_catches_the_next_request(kernel: FakeKernel,
     epoll; a request sent in that window is caught awake. The window is widened here so
     the check does not depend on the machine's speed; without busy polling (0) nothing
     is caught."""
-    import rmgr.fuse.session as session_mod
+    from rmgr.fuse import scheduler
 
-    monkeypatch.setattr(session_mod, "BUSY_POLL_NS", 50_000_000)
+    monkeypatch.setattr(scheduler, "BUSY_POLL_NS", 50_000_000)
     c = kernel.session.counters
     before = c["busy_poll_hits"]
     for _ in range(30):
@@ -493,7 +493,7 @@ async def test_busy_poll_catches_the_next_request(kernel: FakeKernel,
         assert r.error == 0
     caught = c["busy_poll_hits"] - before
     assert caught >= 20
-    monkeypatch.setattr(session_mod, "BUSY_POLL_NS", 0)
+    monkeypatch.setattr(scheduler, "BUSY_POLL_NS", 0)
     await kernel.call(abi.GETATTR, abi.GETATTR_IN.pack(0, 0, 0))  # ends the open window
     before = c["busy_poll_hits"]
     for _ in range(10):
