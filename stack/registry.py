@@ -24,7 +24,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+if TYPE_CHECKING:  # types only (no cycle: stack.network imports nothing of this module)
+    from stack.addr import Addr
+    from stack.network import IPInfo
 
 T = TypeVar("T")
 
@@ -149,11 +153,11 @@ class TransportProtocol(Protocol):
 
     name: str
 
-    def input(self, info: Any) -> None:
+    def input(self, info: IPInfo) -> None:
         """A datagram for this host: ``info`` is the network layer's receive info
-        (stack/inet/api.py IPInfo: addresses, ``payload`` at the transport header)."""
+        (stack/network.py IPInfo: addresses, ``payload`` at the transport header)."""
 
-    def icmp_error(self, icmp_type: int, code: int, src: Any, dst: Any, hdr: memoryview,
+    def icmp_error(self, icmp_type: int, code: int, src: Addr, dst: Addr, hdr: memoryview,
                    extra: int = 0) -> None:
         """An ICMP error quoting one of our datagrams (``hdr`` at its transport header)."""
 

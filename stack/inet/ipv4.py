@@ -203,7 +203,7 @@ class IPv4Layer:
         c["out_requests"] += 1
         d = dst if type(dst) is int else _as_int(dst)
         s = src if type(src) is int else _as_int(src)
-        if d >> 32 or s >> 32:  # Addr values (the transports): IPv4-mapped (_bits inline)
+        if (d | s) >> 32:  # Addr values (the transports): IPv4-mapped (_bits inline)
             if d >> 32 != 0xFFFF or s >> 32 not in (0, 0xFFFF):
                 c["out_not_ipv4"] += 1
                 return errno.EAFNOSUPPORT
