@@ -325,6 +325,8 @@ class Pf:
                     self._send_rst(inet, data, off, ihl, total, s, d, sp, dp, fl, l4, l4off)
             elif mode in ("return", "return-icmp") and not (p == 6 and mode == "return"):
                 pkt = memoryview(bytes(data[off:off + total]))
+                # ICMP's error path speaks the IPv4 layer's 32-bit values (the quoted
+                # header's): the IPv4 front end hands it one
                 inet.icmp.send_error(3, 3, pkt, src=v4_bits(d))
                 self.stats["return-icmp"] += 1
         finally:
@@ -346,9 +348,7 @@ class Pf:
         hdr = bytearray(struct.pack("!HHIIBBHHH", dp, sp, rseq, rack, 5 << 4, rfl, 0, 0, 0))
         csum = checksum([hdr], pseudo_header_sum(d, s, 6, len(hdr)))
         hdr[16:18] = csum.to_bytes(2, "big")
-        # the IPv4 layer's own 32-bit values: this is the IPv4 front end's reply (it could
-        # pass the Addr values as soon as the layer's output takes them: stack/network.py)
-        err = inet.output(v4_bits(d), v4_bits(s), 6, [bytes(hdr)])
+        err = inet.output(d, s, 6, [bytes(hdr)])  # Addr values (stack/network.py contract)
         self.stats["return-rst" if not err else "return-failed"] += 1
 
     # -- views -----------------------------------------------------------------------
