@@ -111,22 +111,7 @@ class TCBInput(TCBState):
 
         # RST first, on the untrimmed sequence number (RFC 5961 3.2)
         if flags & RST:
-            if seqno != self.rcv_nxt:
-                if sq.between(self.rcv_nxt, seqno, sq.add(self.rcv_nxt, max(rcv_wnd, 1))):
-                    self._challenge_ack()
-                else:
-                    c["drop_rst_out_of_window"] += 1
-                return
-            c["rst_in"] += 1
-            if state == S.SYN_RECEIVED:
-                if self.passive:
-                    self.destroy()
-                else:
-                    self.drop(errno.ECONNREFUSED)
-            elif state in (S.CLOSING, S.LAST_ACK, S.TIME_WAIT):
-                self.destroy()
-            else:
-                self.drop(errno.ECONNRESET)
+            self._rst_arrives(seqno, rcv_wnd)
             return
 
         # a SYN on a synchronized connection, wherever it falls: challenge ACK (RFC
@@ -206,20 +191,8 @@ class TCBInput(TCBState):
         ack = seg.ack
         if state == S.SYN_RECEIVED:
             if sq.lt(self.snd_una, ack) and sq.le(ack, self.snd_max):
-                self.snd_wnd = seg.wnd << self.snd_scale
-                self.max_sndwnd = self.snd_wnd
-                self.snd_wl1 = seqno
-                self.snd_wl2 = ack
-                if self.ts_ok and opts is not None and opts.ts is not None and opts.ts[1]:
-                    self._rtt_sample(((self.ts_now() - opts.ts[1]) & sq.MASK) / 1000)
-                elif self.syn_retries == 0:
-                    self._rtt_sample(now - self.rtt_time)
-                self.snd_una = ack
-                if self.passive and not self.proto.handshake_done(cast("TCB", self)):
-                    # accept queue full: stay in SYN_RECEIVED, the SYN-ACK will be resent
-                    self.snd_una = self.iss
+                if not self._handshake_acked(seg, ack, seqno, opts, now):
                     return
-                self.established()
                 state = self.state
             else:
                 c["rst_out_synrcvd_bad_ack"] += 1
@@ -292,6 +265,47 @@ class TCBInput(TCBState):
         if changed:
             self._notify()
         self.output()
+
+    def _rst_arrives(self, seqno: int, rcv_wnd: int) -> None:
+        """A RST in a synchronized state or SYN_RECEIVED (RFC 9293 3.10.7.4, RFC 5961 3.2:
+        only one at exactly RCV.NXT resets; one elsewhere in the window is challenged)."""
+        c = self.c
+        if seqno != self.rcv_nxt:
+            if sq.between(self.rcv_nxt, seqno, sq.add(self.rcv_nxt, max(rcv_wnd, 1))):
+                self._challenge_ack()
+            else:
+                c["drop_rst_out_of_window"] += 1
+            return
+        c["rst_in"] += 1
+        state = self.state
+        if state == S.SYN_RECEIVED:
+            if self.passive:
+                self.destroy()
+            else:
+                self.drop(errno.ECONNREFUSED)
+        elif state in (S.CLOSING, S.LAST_ACK, S.TIME_WAIT):
+            self.destroy()
+        else:
+            self.drop(errno.ECONNRESET)
+
+    def _handshake_acked(self, seg: TCPSegment, ack: int, seqno: int,
+                         opts: TCPOptions | None, now: float) -> bool:
+        """SYN_RECEIVED and our SYN is acknowledged: ESTABLISHED (False: a listener's
+        accept queue is full; stay, the SYN-ACK will be resent)."""
+        self.snd_wnd = seg.wnd << self.snd_scale
+        self.max_sndwnd = self.snd_wnd
+        self.snd_wl1 = seqno
+        self.snd_wl2 = ack
+        if self.ts_ok and opts is not None and opts.ts is not None and opts.ts[1]:
+            self._rtt_sample(((self.ts_now() - opts.ts[1]) & sq.MASK) / 1000)
+        elif self.syn_retries == 0:
+            self._rtt_sample(now - self.rtt_time)
+        self.snd_una = ack
+        if self.passive and not self.proto.handshake_done(cast("TCB", self)):
+            self.snd_una = self.iss
+            return False
+        self.established()
+        return True
 
     def _receive_data(self, seqno: int, payload: memoryview, plen: int) -> bool:
         c = self.c
