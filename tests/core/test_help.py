@@ -3,13 +3,30 @@ registry; a real usage error still exits 2 (issue 14, item 6)."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
+from collections.abc import Iterator
 
 import pytest
 
 from stack import main as io_pkt
 from stack.tools import TOOLS
 from tests.conftest import IO_PKT, REPO, io_pkt_env
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """main() in this process sets up the io-pkt logger (level, a console handler on
+    the captured stderr): undo it, or later tests' log assertions see its records and
+    its handler writes to a closed stream."""
+    logger = logging.getLogger("io-pkt")
+    level, handlers = logger.level, list(logger.handlers)
+    yield
+    for h in logger.handlers[:]:
+        if h not in handlers:
+            logger.removeHandler(h)
+            h.close()
+    logger.setLevel(level)
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["-h"], ["-v", "--help"],
