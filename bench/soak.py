@@ -106,7 +106,7 @@ class Soak:
 
     # -- workloads -----------------------------------------------------------------------
     def nsexec(self, *cmd: str, **kw: object) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(["ip", "netns", "exec", self.ns, *cmd], **kw)  # type: ignore[call-overload]
+        return subprocess.Popen(["ip", "netns", "exec", self.ns, *cmd], **kw)  # type: ignore[call-overload,no-any-return]
 
     def tcp_loop(self) -> None:
         from rmgr import libsocket

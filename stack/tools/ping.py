@@ -260,6 +260,8 @@ def split_ip(datagram: bytes) -> tuple[int | None, bytes]:
 def _rtt_ms(msg: bytes, sent_ns: int, now_ns: int) -> float:
     """From the timestamp the reply carries back (BSD), else from the local send time."""
     if len(msg) >= wicmp.HLEN + TV32.size:
+        sec: int
+        usec: int
         sec, usec = TV32.unpack_from(msg, wicmp.HLEN)
         now_us = now_ns // 1000
         d_sec = ((now_us // 1_000_000) - sec) & 0xFFFFFFFF

@@ -10,7 +10,7 @@ class ReassemblyQueue:
     """Out-of-order data, as disjoint blocks [start, start+len(data)) kept in order."""
 
     def __init__(self) -> None:
-        self.blocks: list[list] = []  # [start, bytearray]
+        self.blocks: list[tuple[int, bytearray]] = []  # (start, data)
         self.bytes = 0
         self._recent: list[int] = []  # block starts, most recently touched first
 
@@ -47,7 +47,7 @@ class ReassemblyQueue:
             idx = 0
             while idx < len(blocks) and sq.sub(blocks[idx][0], rcv_nxt) < start:
                 idx += 1
-            blocks.insert(idx, [seq, bytearray(data)])
+            blocks.insert(idx, (seq, bytearray(data)))
             self.bytes += len(data)
             self._touch(seq)
             return True
@@ -67,7 +67,7 @@ class ReassemblyQueue:
             if b[0] in self._recent:
                 self._recent.remove(b[0])
         abs_start = sq.add(rcv_nxt, new_start)
-        blocks[first:last + 1] = [[abs_start, merged]]
+        blocks[first:last + 1] = [(abs_start, merged)]
         self.bytes += len(merged) - covered
         self._touch(abs_start)
         return True
