@@ -45,6 +45,8 @@ import socket
 import struct
 from collections.abc import Sequence
 
+from stack.counters import names
+from stack.l2.counters import FDIO_COUNTERS
 from stack.l2.fdio import SMALL_RX, FdInterface
 from stack.l2.iface import parse_mac
 from stack.loader import ModuleContext
@@ -124,10 +126,18 @@ def ring_geometry(frame: int, frames: int) -> tuple[int, int, int, int]:
     return block, blocks, frame, blocks * per_block
 
 
+#: the interface's counters (stack/counters.py): an fd driver's and these
+COUNTERS: frozenset[str] = FDIO_COUNTERS | names("""
+    rx_ring_frames rx_ring_copy rx_truncated rx_vlan_reinserted rx_spill rx_gso
+    rx_gso_inferred rx_oversize rx_kernel_drops
+""")
+
+
 class PacketInterface(FdInterface):
     sock: socket.socket  # always set in __init__ (the fd's owner)
 
     kind = "ether"
+    counter_names = COUNTERS
 
     def __init__(self, name: str, *, link: str, netns: str | None, mac: bytes | None,
                  mtu: int | None, offload: bool, promisc: bool, ring: bool = True,

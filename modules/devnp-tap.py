@@ -24,6 +24,8 @@ import os
 import struct
 from collections.abc import Sequence
 
+from stack.counters import names
+from stack.l2.counters import FDIO_COUNTERS
 from stack.l2.fdio import SMALL_RX, FdInterface
 from stack.l2.iface import parse_mac, random_mac
 from stack.loader import ModuleContext
@@ -53,6 +55,9 @@ _vnet = struct.Struct("<BBHHHHH")  # little-endian: virtio 1.0 / x86 native
 _vnet_unpack = _vnet.unpack_from
 _vnet_pack = _vnet.pack
 _VNET_PLAIN = bytes(VNET_HDR_LEN)
+
+#: the interface's counters (stack/counters.py): an fd driver's and these
+COUNTERS: frozenset[str] = FDIO_COUNTERS | names("rx_spill rx_gso link_ctl_errors")
 
 
 def open_tap(name: str, netns: str | None, offload: bool) -> tuple[int, str, set[str]]:
@@ -86,6 +91,7 @@ def open_tap(name: str, netns: str | None, offload: bool) -> tuple[int, str, set
 
 class TapInterface(FdInterface):
     kind = "ether"
+    counter_names = COUNTERS
 
     def __init__(self, name: str, *, mac: bytes, mtu: int, netns: str | None,
                  offload: bool, txq_max: int) -> None:

@@ -42,6 +42,8 @@ from collections.abc import Sequence
 
 import trio
 
+from stack.counters import names
+from stack.l2.counters import FDIO_COUNTERS
 from stack.l2.fdio import SMALL_RX, FdInterface
 from stack.l2.iface import parse_mac, random_mac
 from stack.loader import ModuleContext
@@ -69,10 +71,18 @@ def _prob(opts: Options, key: str) -> float:
     return value
 
 
+#: the interface's counters (stack/counters.py): an fd driver's and these
+COUNTERS: frozenset[str] = FDIO_COUNTERS | names("""
+    peer_hello peer_hello_failed rx_gso fault_lost fault_corrupted fault_duplicated
+    fault_reordered
+""")
+
+
 class VwireInterface(FdInterface):
     sock: socket.socket  # always set in __init__ (the fd's owner)
 
     kind = "ether"
+    counter_names = COUNTERS
 
     def __init__(self, name: str, *, mac: bytes, mtu: int, path: str | None,
                  peer: str | None, loss: float = 0.0, dup: float = 0.0, corrupt: float = 0.0,

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from rmgr.fuse.counters import FUSE_COUNTERS
 from rmgr.nodes import Caller, ControlFile, Directory, TextFile
-from stack.counters import Counters
+from stack.counters import Counters, names
 from stack.l2.ether import Layer2
 from stack.l2.iface import Interface
 from stack.l2.loopback import Loopback
@@ -68,12 +69,20 @@ class StackConfig:
         return f"{self.prefix}/dev/socket"
 
 
+#: the ``stack`` group's names (stack/counters.py): interfaces (here) and modules
+#: (stack/loader.py)
+STACK_COUNTERS: frozenset[str] = names("""
+    if_attached if_detached iface_listener_errors
+    modules_loaded modules_failed_load modules_failed_run
+""")
+
+
 class Stack:
     def __init__(self, config: StackConfig) -> None:
         self.config = config
-        self.counters = Counters("stack")
+        self.counters = Counters("stack", STACK_COUNTERS)
         #: shared by every mount this stack serves (config/stats/fuse)
-        self.fuse_counters = Counters("fuse")
+        self.fuse_counters = Counters("fuse", FUSE_COUNTERS)
         self.sysctl = Sysctl()
         #: how the parts find each other (stack/registry.py): EtherTypes, transports,
         #: socket types and named services

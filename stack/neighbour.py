@@ -78,7 +78,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import trio
 
 from stack.addr import AF_INET, AF_INET6, Addr, format_addr
-from stack.counters import Counters
+from stack.counters import Counters, names
 from stack.packet import Buffer, TxMeta
 from stack.registry import Registration, ServiceKey, Services
 
@@ -103,6 +103,15 @@ OVERHEARD = "overheard"
 #: at most one "moved" log line per this many seconds (a flood of moves for many
 #: addresses is counted, not logged line by line)
 MOVED_LOG_INTERVAL = 1.0
+
+#: the table's counters (stack/counters.py), in the resolver's group: ARP's
+#: (stack/inet/counters.py) include them; ``update_refused_<reason>`` per refusal reason
+NEIGHBOUR_COUNTERS: frozenset[str] = names("""
+    entries_created cache_full evicted drop_unresolved fail_callback_errors
+    drop_failed_entry drop_queue_full queued queue_sent probe_failed reresolve
+    resolve_failed moved drop_unsolicited updated update_refused
+""") | frozenset(f"update_refused_{r}" for r in ("static", "unsolicited", "locked", "probing",
+                                                 REACHABLE, STALE))
 
 #: the states in which a packet goes to the entry's link address at once
 _READY = frozenset({REACHABLE, PROBE, PERMANENT})
@@ -195,7 +204,8 @@ class NeighbourTable:
         self.interfaces = interfaces
         self.timers = timers
         self.params = params
-        self.counters = counters if counters is not None else Counters(name)
+        self.counters = counters if counters is not None else \
+            Counters(name, NEIGHBOUR_COUNTERS)
         #: called when an entry's link address appears, changes or goes (caches built
         #: on it, such as the fast-forward flows, must be dropped)
         self.on_change = on_change or (lambda: None)

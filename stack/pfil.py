@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from stack.addr import Addr
-from stack.counters import Counters
+from stack.counters import Counters, names
 from stack.packet import Buffer
 from stack.registry import Registration
 
@@ -94,7 +94,19 @@ class Reroute:
     iface: Interface | None = None
     nexthop: Addr | None = None
     bufs: Sequence[Buffer] | None = None
+
+
 EVENT_HEADS = ("ifnet", "ifaddr")
+
+
+def head_counters(head: str) -> frozenset[str]:
+    """A packet head's counters: ``<head>_<in|out>_<dropped|replaced>`` (``run_chain``),
+    declared when the head is created."""
+    return frozenset(f"{head}_{d}_{r}" for d in ("in", "out") for r in ("dropped", "replaced"))
+
+
+#: the ``pfil`` group's names (stack/counters.py); a head a protocol creates adds its own
+PFIL_COUNTERS: frozenset[str] = names("hook_errors").union(*map(head_counters, PACKET_HEADS))
 
 
 @dataclass(eq=False)
@@ -114,7 +126,7 @@ class Hook:
 class Pfil:
     def __init__(self, stack: Stack | None = None) -> None:
         self.stack = stack
-        self.counters = Counters("pfil")
+        self.counters = Counters("pfil", PFIL_COUNTERS)
         self._seq = 0
         self.hooks: list[Hook] = []
         #: (head, "in"/"out") → ordered hooks; event heads under (head, "event")
@@ -143,6 +155,8 @@ class Pfil:
         keys = [(head, "event")] if events else [(head, "in"), (head, "out")]
         for key in keys:
             self.chains[key] = []
+        if not events:
+            self.counters.declare(head_counters(head))
 
         def undo() -> None:
             for hook in [h for h in self.hooks if h.head == head]:

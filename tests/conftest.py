@@ -15,6 +15,7 @@ import pytest
 import trio
 
 from stack.core import Stack, StackConfig
+from stack.counters import Counters
 from stack.options import Options
 
 HAVE_ROOT = os.geteuid() == 0
@@ -26,6 +27,21 @@ needs_fuse = pytest.mark.skipif(not (HAVE_ROOT and HAVE_FUSE),
                                 reason="needs root, /dev/fuse and fusermount3 (package fuse3)")
 needs_tun = pytest.mark.skipif(not (HAVE_ROOT and HAVE_TUN),
                                reason="needs root and /dev/net/tun")
+
+
+# Counter names (stack/counters.py): a name its group does not declare fails the test that
+# counts it, in this process and in every io-pkt a test starts (they inherit the
+# environment; stack_process fails a test whose stack reported one).
+os.environ["IOPKT_STRICT_COUNTERS"] = "1"
+Counters.strict = True
+
+
+@pytest.fixture(autouse=True)
+def strict_counters() -> Iterator[None]:
+    """Strict counters for every test (a test may turn it off; it is restored)."""
+    Counters.strict = True
+    yield
+    Counters.strict = True
 
 
 def sh(*cmd: str, check: bool = True, timeout: float = 30, **kw: object) -> subprocess.CompletedProcess[str]:
@@ -118,6 +134,8 @@ class StackProcess:
         self.path = f"{prefix}/dev/socket"
         self.proc = subprocess.Popen(IO_PKT + args, cwd=REPO, env=env or io_pkt_env(),
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        #: what the process wrote to stderr, once it has been collected (stop, cleanup)
+        self.stderr = ""
 
     def wait_ready(self, timeout: float = 20) -> None:
         import time
@@ -128,6 +146,7 @@ class StackProcess:
         while not ready(self.path):
             if self.proc.poll() is not None:
                 out, err = self.proc.communicate()
+                self.stderr += err
                 raise AssertionError(f"io-pkt exited {self.proc.returncode}: {err}")
             if time.monotonic() > deadline:
                 raise AssertionError(f"{self.path} not ready after {timeout}s")
@@ -148,12 +167,13 @@ class StackProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             _, err = self.proc.communicate()
+        self.stderr += err
         return self.proc.returncode, err
 
     def cleanup(self) -> None:
-        if self.proc.poll() is None:
+        if self.proc.returncode is None:
             self.proc.kill()
-            self.proc.communicate()
+            self.stderr += self.proc.communicate()[1]
         from stack.preflight import mounted_fuse_at
 
         if mounted_fuse_at(self.path):
@@ -184,3 +204,7 @@ def stack_process(tmp_path: object) -> Iterator[object]:
     yield start
     for sp in made:
         sp.cleanup()
+    undeclared = [line for sp in made for line in sp.stderr.splitlines()
+                  if "UndeclaredCounter" in line]
+    if undeclared:
+        pytest.fail("a stack counted an undeclared counter:\n" + "\n".join(undeclared))

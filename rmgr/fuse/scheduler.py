@@ -244,7 +244,8 @@ class Scheduler:
 
     def refused(self, kind: str, fmt: str, *args: Any) -> None:
         """Count one refusal of input no correct client sends (an unknown ioctl, an ioctl
-        whose sizes contradict its number, an oversized control write) under ``kind``.
+        whose sizes contradict its number, an oversized control write) under ``kind``
+        (one of rmgr/fuse/counters.py's ``REFUSALS``).
         Only the first of each kind is logged (per counters group, which several mounts
         may share): a hostile client cannot flood the log, the counter shows the rest."""
         c = self.counters

@@ -31,6 +31,7 @@ from typing import Any
 import trio
 
 from rmgr.fuse import abi
+from rmgr.fuse.counters import FUSE_COUNTERS
 from rmgr.fuse.inodes import InodeTable
 from rmgr.fuse.mount import fuse_unmount, fusermount, mounted
 from rmgr.fuse.ops import MAX_WRITE, Operations
@@ -50,7 +51,7 @@ class FuseSession(Scheduler):
     def __init__(self, root: Directory, fd: int, *, counters: Counters | None = None,
                  name: str = "fuse", max_write: int = MAX_WRITE) -> None:
         if counters is None:
-            counters = Counters("fuse")
+            counters = Counters("fuse", FUSE_COUNTERS)
         # the kernel refuses reads of /dev/fuse shorter than max_write + the headers
         super().__init__(fd, name=name, counters=counters,
                          bufsize=max(max_write + 4096, abi.MIN_READ_BUFFER))

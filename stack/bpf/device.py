@@ -47,6 +47,7 @@ from rmgr.nodes import (
     Node,
     OpenRequest,
 )
+from stack.bpf.counters import BPF_COUNTERS
 from stack.bpf.vm import INSN_SIZE, BpfError, Filter, parse_ddd, unpack
 from stack.counters import Counters
 from stack.packet import Buffer
@@ -316,7 +317,7 @@ class BpfDevice:
 
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
-        self.counters = Counters("bpf")
+        self.counters = Counters("bpf", BPF_COUNTERS)
         self.readers: list[BpfReader] = []
         #: the filter new opens of <prefix>/dev/bpf/IF get (set through ctl)
         self.default_filters: dict[str, Filter] = {}

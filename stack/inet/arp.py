@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING
 
 from stack.addr import AF_INET, V4MAPPED, Addr
 from stack.counters import Counters
+from stack.inet.counters import ARP_COUNTERS
 from stack.inet.wire import ParseError
 from stack.inet.wire import arp as warp
 from stack.l2.ether import ETHERTYPE_ARP, ETHERTYPE_IPV4
@@ -97,7 +98,7 @@ class Arp:
     def __init__(self, inet: IPv4Layer) -> None:
         self.inet = inet
         self.stack = inet.stack
-        self.counters = Counters("arp")
+        self.counters = Counters("arp", ARP_COUNTERS)
         reg = self.stack.sysctl.register
         params = NeighbourParams(
             maxentries=reg("net.inet.arp.maxentries", 1024, "ARP cache size bound", lo=1),

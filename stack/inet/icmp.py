@@ -18,6 +18,7 @@ import trio
 from stack.addr import v4, v4_bits
 from stack.counters import Counters
 from stack.inet.api import IPInfo
+from stack.inet.counters import ICMP_COUNTERS
 from stack.inet.wire import icmp as wicmp
 from stack.inet.wire import raw_sum
 from stack.inet.wire.ipv4 import PROTO_ICMP, int_to_ip
@@ -76,7 +77,7 @@ class _Waiter:
 class Icmp:
     def __init__(self, inet: IPv4Layer) -> None:
         self.inet = inet
-        self.counters = Counters("icmp")
+        self.counters = Counters("icmp", ICMP_COUNTERS)
         reg = inet.stack.sysctl.register
         self.k_rate = reg("net.inet.icmp.errppslimit", 100,
                           "ICMP errors per second (token bucket rate; 0: unlimited)", lo=0)

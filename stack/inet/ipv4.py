@@ -28,6 +28,7 @@ from stack.addr import BROADCAST4, V4MAPPED, Addr, Prefix, v4, v4_bits
 from stack.counters import Counters
 from stack.inet.api import ErrorHandler, IPInfo, TransportHandler
 from stack.inet.arp import Arp
+from stack.inet.counters import IP_COUNTERS
 from stack.inet.icmp import Icmp
 from stack.inet.ifaddr import IfAddr
 from stack.inet.manage import IPv4Management, as_addr, as_dest, as_prefix
@@ -87,7 +88,7 @@ class IPv4Layer:
 
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
-        self.counters = Counters("ip")
+        self.counters = Counters("ip", IP_COUNTERS)
         self.timers = Timers()
         self.protocols: dict[int, TransportHandler] = {}
         self.error_handlers: dict[int, ErrorHandler] = {}

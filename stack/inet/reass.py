@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from stack.counters import Counters
+from stack.inet.counters import REASS_COUNTERS
 from stack.inet.timers import Timer
 from stack.inet.wire import checksum1
 from stack.inet.wire import icmp as wicmp
@@ -70,7 +71,7 @@ class FragQueue:
 class Reassembler:
     def __init__(self, inet: IPv4Layer) -> None:
         self.inet = inet
-        self.counters = Counters("reass")
+        self.counters = Counters("reass", REASS_COUNTERS)
         self.queues: OrderedDict[Key, FragQueue] = OrderedDict()
         self.mem = 0
         reg = inet.stack.sysctl.register

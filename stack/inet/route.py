@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from stack.addr import ANY4, V4MAPPED, Addr, Prefix, format_addr, is_v4, mask128
 from stack.counters import Counters
+from stack.inet.counters import ROUTE_COUNTERS
 
 # route flags (BSD letters)
 RTF_UP = "U"
@@ -121,7 +122,7 @@ class RouteTable:
         self.generation = 0
         self.listeners: list[Callable[[], None]] = []
         self.usable = usable or (lambda r: True)
-        self.counters = Counters("route")
+        self.counters = Counters("route", ROUTE_COUNTERS)
 
     # -- lookup ----------------------------------------------------------------------
     def lookup(self, dst: Addr) -> Route | None:

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from stack.l2.counters import BRIDGE_COUNTERS
 from stack.l2.iface import (
     IFF_BROADCAST,
     IFF_MULTICAST,
@@ -70,6 +71,7 @@ class BridgeEntry:
 
 class BridgeInterface(Interface):
     kind = "bridge"
+    counter_names = BRIDGE_COUNTERS
 
     def __init__(self, name: str, mac: bytes | None = None) -> None:
         super().__init__(name, mac=mac or random_mac(), mtu=1500, driver="bridge",

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from stack.counters import Counters
+from stack.l2.counters import ETHER_COUNTERS, ethertype_counters
 from stack.l2.gso import GsoError, segment_ip
 from stack.l2.iface import BROADCAST_MAC, IFF_ALLMULTI, IFF_LOOPBACK, IFF_PROMISC, Interface
 from stack.packet import GSO_UDP_L4, Buffer, Packet, TxMeta
@@ -54,7 +55,7 @@ class Layer2:
 
         self.stack = stack
         self.handlers: dict[int, EtherHandler] = {}
-        self.counters = Counters("ether")
+        self.counters = Counters("ether", ETHER_COUNTERS)
         self.pfil = stack.pfil
         self.fastfwd = FastForward(stack)
         self._mcast_refs: dict[tuple[int, bytes], int] = {}
@@ -88,6 +89,7 @@ class Layer2:
         if handler is None:
             self.handlers.pop(ethertype, None)
         else:
+            self.counters.declare(ethertype_counters(ethertype))
             self.handlers[ethertype] = handler
 
     # -- multicast ---------------------------------------------------------------------

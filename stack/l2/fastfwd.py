@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from stack.counters import Counters
+from stack.l2.counters import FASTFWD_COUNTERS
 from stack.l2.gso import clamp_gso_size, device_finishes
 from stack.l2.iface import Interface
 from stack.packet import Packet
@@ -56,7 +57,7 @@ class FastForward:
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
         self.flows: dict[int, FlowEntry] = {}
-        self.counters = Counters("fastfwd")
+        self.counters = Counters("fastfwd", FASTFWD_COUNTERS)
         self.max_flows = MAX_FLOWS
         #: the function Layer2 calls: (in iface, pkt with l3 set) → True if forwarded
         self.forward: Callable[[Interface, Packet], bool] = self.default_forward

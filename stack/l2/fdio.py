@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import trio
 
+from stack.l2.counters import FDIO_COUNTERS
 from stack.l2.iface import IFF_RUNNING, Interface
 from stack.packet import Buffer, TxMeta
 
@@ -70,6 +71,8 @@ class FdInterface(Interface):
     """Base for fd drivers. Subclasses implement ``_read_one`` (one frame delivered or
     ``False`` on EAGAIN) and ``_write`` (one frame, raising BlockingIOError on EAGAIN),
     and call ``start(nursery)`` once the fd is open."""
+
+    counter_names = FDIO_COUNTERS
 
     def __init__(self, name: str, *, mac: bytes, mtu: int = 1500, driver: str = "",
                  txq_max: int = TXQ_MAX, **kw: int) -> None:

@@ -24,9 +24,10 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from stack.counters import Counters
+from stack.l2.counters import IFACE_COUNTERS
 from stack.l2.gso import GsoError, device_finishes, segment_ip
 from stack.l2.medium import BROADCAST_MAC as BROADCAST_MAC
 from stack.l2.medium import EthernetMedium, Medium
@@ -97,6 +98,9 @@ class Interface:
     kind = "ether"
     #: the kind of link (stack/l2/medium.py); an instance is made per interface
     medium_type: type[Medium] = EthernetMedium
+    #: the names ``counters`` takes (stack/l2/counters.py): a driver counting names of
+    #: its own adds them (``IFACE_COUNTERS | names("rx_spill ...")``)
+    counter_names: ClassVar[frozenset[str]] = IFACE_COUNTERS
 
     def __init__(self, name: str, *, mac: bytes, mtu: int = 1500, driver: str = "",
                  flags: int = IFF_BROADCAST | IFF_MULTICAST) -> None:
@@ -108,7 +112,7 @@ class Interface:
         self.stack: Stack | None = None
         self.owner: ModuleInstance | None = None
         self.index = 0
-        self.counters = Counters(name)
+        self.counters = Counters(name, self.counter_names)
         #: offloads the device can do ("csum", "tso4", "tso6", "gro") and those enabled
         self.capabilities: set[str] = set()
         self.offloads: set[str] = set()

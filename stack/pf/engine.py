@@ -34,8 +34,17 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from stack.addr import AF_INET, Addr, pseudo_header_sum, v4_bits
+from stack.counters import Counters
 from stack.inet.wire.icmp import ERROR_TYPES as ICMP_ERRORS
 from stack.inet.wire.ipv4 import CLASSIFY_LEN, classify
+from stack.pf.counters import (
+    BLOCK_BY_DIR,
+    COUNTER_NAMES,
+    FILTER_NAMES,
+    PASS_BY_DIR,
+    PF_COUNTERS,
+    PF_FILTER_COUNTERS,
+)
 from stack.pf.parse import ParseError, parse
 from stack.pf.rules import Matchers, MatchFn, Rule, Ruleset, compile_ruleset
 from stack.pf.state import DEFAULT_LIMIT, DEFAULT_TIMEOUTS, StateTable
@@ -51,19 +60,14 @@ log = logging.getLogger("io-pkt.pf")
 _ports = struct.Struct("!HH")  # TCP and UDP alike, either family
 _tcp_head = struct.Struct("!HH9xB")  # ports and flags
 _monotonic = time.monotonic
-_PASS = {"in": "pass-in", "out": "pass-out"}
-_BLOCK = {"in": "block-in", "out": "block-out"}
+_PASS = PASS_BY_DIR
+_BLOCK = BLOCK_BY_DIR
 _tcp_seq = struct.Struct("!II")
 _MAX_IHL = 60
 LOG_RING = 1024
 LINKTYPE_RAW = 101
 #: ICMP messages whose id pf uses as both ports (ICMP_ERRORS: those quoting a packet)
 ICMP_QUERIES = frozenset((0, 8, 13, 14, 15, 16, 17, 18))
-
-COUNTER_NAMES = ("match", "bad-offset", "fragment", "short", "normalize", "memory",
-                 "bad-timestamp", "congestion", "ip-option", "proto-cksum",
-                 "state-mismatch", "state-insert", "state-limit", "src-limit", "synproxy",
-                 "translate", "no-route")
 
 
 def _joined(bufs: Sequence[Any], n: int) -> bytes:
@@ -83,8 +87,10 @@ class Pf:
         self._install(compile_ruleset(self.ruleset))
         self.states = StateTable()
         self.skip: set[str] = set()
-        self.counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
-        self.stats: dict[str, int] = collections.defaultdict(int)
+        #: stack/pf/counters.py: every name shown from 0 (pfctl -s info)
+        self.counters = Counters("pf", PF_COUNTERS)
+        self.counters.update(dict.fromkeys(COUNTER_NAMES, 0))
+        self.stats = Counters("pf", PF_FILTER_COUNTERS)
         self.logring: collections.deque[tuple[float, bytes]] = collections.deque(maxlen=LOG_RING)
         self._hooks: list[Any] = []
         self._generating = False
@@ -150,8 +156,7 @@ class Pf:
         return n
 
     def flush_info(self) -> None:
-        for k in self.counters:
-            self.counters[k] = 0
+        self.counters.update(dict.fromkeys(self.counters, 0))
         self.stats.clear()
         st = self.states
         st.inserts = st.removals = st.searches = 0
@@ -372,10 +377,9 @@ class Pf:
         lines.append(row("removals", st.removals))
         lines.append("Counters")
         for name in COUNTER_NAMES:
-            lines.append(row(name, self.counters[name]))
+            lines.append(row(name, self.counters.get(name, 0)))
         lines.append("Filter")
-        for name in ("evaluations", "pass-in", "pass-out", "block-in", "block-out", "state-match",
-                     "return-rst", "return-icmp", "logged", "errors"):
+        for name in FILTER_NAMES:
             lines.append(row(name, self.stats.get(name, 0)))
         lines.append(f"  {'rules':<25}{len(self.ruleset.rules):>14}")
         lines.append(f"  {'tables':<25}{len(self.ruleset.tables):>14}")

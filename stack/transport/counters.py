@@ -2,27 +2,22 @@
 (stack/counters.py): UDP's and raw IP's here, TCP's in tcp/counters.py.
 
 ``Counters("udp", UDP_COUNTERS)`` etc.: a name not listed raises in strict mode (the
-tests) and is reported by tests/transport/test_counter_names.py, which scans the source
-of stack/transport for ``c["..."]`` / ``counters["..."]``. Adding a counter means adding
-its name here, beside the others of its decision.
+tests) and is reported by tests/arch/test_counter_names.py, which scans the source for
+``c["..."]`` / ``counters["..."]``. Adding a counter means adding its name here, beside
+the others of its decision.
 """
 
 from __future__ import annotations
 
-import errno
-
-
-def names(text: str) -> frozenset[str]:
-    return frozenset(text.split())
-
+from stack.counters import ERRNO_NAMES as ERRNO_NAMES
+from stack.counters import names as names
 
 #: names every transport's sockets use (sockopt.fire_change)
 SOCKETS = names("on_change_errors")
 #: ephemeral port choice (ports.py), TCP and UDP
 PORTS = names("ephemeral_exhausted")
-#: one per errno name: ``drop_ECONNRESET`` (a TCP connection dropped with that error),
-#: ``icmp_error_ECONNREFUSED`` (a UDP socket told of an ICMP error)
-ERRNO_NAMES = tuple(sorted(errno.errorcode.values()))
+# ERRNO_NAMES (stack/counters.py): ``drop_ECONNRESET`` (a TCP connection dropped with
+# that error), ``icmp_error_ECONNREFUSED`` (a UDP socket told of an ICMP error)
 
 UDP_COUNTERS: frozenset[str] = SOCKETS | PORTS | names("""
     datagrams_in datagrams_out bytes_out delivered

@@ -1,20 +1,11 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import trio
 
-from stack.counters import Counters
 from tests.transport.shim import Net
-
-
-@pytest.fixture(autouse=True)
-def strict_counters() -> Iterator[None]:
-    """A counter name the transports do not declare fails the test (stack/counters.py)."""
-    old, Counters.strict = Counters.strict, True
-    yield
-    Counters.strict = old
 
 
 @pytest.fixture

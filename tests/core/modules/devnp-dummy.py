@@ -20,6 +20,7 @@ class Dummy(Interface):
 async def main(ctx):  # type: ignore[no-untyped-def]
     count = ctx.opts.get_int("count", 1, lo=1, hi=16)
     base = ctx.opts.get_str("name", None)
+    ctx.stack.counters.declare({"dummy_destroyed"})  # a name of its own in the stack's group
     for i in range(count):
         name = f"{base}{i}" if base and count > 1 else base or ctx.stack.unique_name("dummy")
         mac = b"\x02" + os.urandom(5)

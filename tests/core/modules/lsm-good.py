@@ -5,6 +5,7 @@ from stack.module_api import MODULE_API_VERSION, ModuleEntry
 
 
 async def main(ctx):  # type: ignore[no-untyped-def]
+    ctx.stack.counters.declare({"good_started"})  # a name of its own in the stack's group
     ctx.stack.counters["good_started"] += 1
     word = ctx.opts.get_str("word", "hello")
     ctx.stack.config_dir.add("good", TextFile(lambda: f"{word}\n"))
