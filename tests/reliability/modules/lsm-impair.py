@@ -18,6 +18,8 @@ async def main(ctx):  # type: ignore[no-untyped-def]
     rnd = random.Random(o.get_int("seed", 1))
     st = ctx.stack
     c = st.counters
+    # names of its own in the stack's group, declared (stack/counters.py)
+    c.declare(f"impair_{what}" for what in ("lost", "reordered", "duplicated", "corrupted"))
     ours: set[int] = set()
     held: list[Packet] = []
 
