@@ -20,6 +20,7 @@ from stack.counters import Counters
 from stack.inet.wire.ipv4 import ip_to_int
 from stack.l2.iface import Interface
 from stack.neighbour import (
+    NEIGHBOUR_COUNTERS,
     SOLICITATION,
     SOLICITED,
     UNSOLICITED,
@@ -54,7 +55,7 @@ def nd_table(st: object, nd: FakeND) -> NeighbourTable:
                              reachable=K(30), stale_gc=K(60), down=K(20), locktime=K(1))
     return NeighbourTable(family=AF_INET6, name="nd6", resolver=nd,
                           interfaces=st.interfaces, timers=st.inet.timers,  # type: ignore[attr-defined]
-                          params=params, counters=Counters("nd6"),
+                          params=params, counters=Counters("nd6", NEIGHBOUR_COUNTERS),
                           log=logging.getLogger("io-pkt.nd6"))
 
 
