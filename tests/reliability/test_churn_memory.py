@@ -9,11 +9,18 @@ told apart by counting live objects (gc) and the FUSE inode table between rounds
   closed kept ``tcp/N`` pinned in the kernel's dentry cache, so the kernel never
   FORGOT it and the session's inode table kept the node - and through it the whole
   socket (Conn, endpoint, TCB and its buffers) - for good, a few per second of churn;
-* **retention**, bounded in time: every closed connection's TCB stays in TIME_WAIT for
-  2·MSL (60 s by default, ``net.inet.tcp.msl``), a full TCB each (~7.5 KB); at the
-  churn's ~800 connections/s that is the bulk of the growth, and all of it is freed
-  2·MSL later. This test sets MSL to 50 ms so TIME_WAIT ends within each round's settle
-  time, then checks the first cause exactly and the RSS coarsely.
+* **retention**: every closed connection stays in TIME_WAIT for 2·MSL (60 s by
+  default, ``net.inet.tcp.msl``); it used to keep its full TCB there (~6-8 KB: buffers,
+  congestion state, SACK scoreboard...), at the churn's ~800 connections/s the bulk of
+  the growth. Now (stack/transport/tcp/timewait.py) a compact record (~1 KB with its
+  table and timer entries) takes the TCB's place, and at most
+  ``net.inet.tcp.max_tw_buckets`` of them are kept (``tw_overflow`` counts the rest).
+
+``test_churn_and_listing_return_to_baseline`` sets MSL to 50 ms so TIME_WAIT ends within
+each round's settle time, then checks the first cause exactly and the RSS coarsely;
+``test_churn_with_default_msl_keeps_time_wait_compact`` keeps the default MSL, so every
+connection of the rounds is still in TIME_WAIT at the end, and bounds the RSS growth per
+connection held.
 
 The stack's tracked objects are read from outside through its files: the FUSE inode table
 is ``statvfs(...).f_files`` (the session reports its size there), the socket table the
@@ -44,6 +51,12 @@ HOLDERS = 4
 PORT = 7777
 #: RSS may grow this much from the end of the first round to the end of the last
 RSS_SLACK_KB = 24 * 1024
+#: with the default MSL: RSS growth allowed per connection still in TIME_WAIT at the end,
+#: over a fixed slack. Measured over ~6,000 connections: 1.9-2.4 kB per connection in
+#: all (the same rounds with MSL 50 ms, nothing held, grow 9-13 MB); with full TCBs held
+#: in TIME_WAIT 5.5 kB per connection, 36 MB
+TW_KB_PER_CONN = 2
+TW_SLACK_KB = 12 * 1024
 
 
 class Churn:
@@ -176,14 +189,27 @@ def tracked(sp: Any) -> dict[str, int]:
     }
 
 
+def time_waits(sp: Any) -> int:
+    """Connections in TIME_WAIT (``config/sockets``)."""
+    with open(f"{sp.path}/config/sockets") as f:
+        return sum(1 for ln in f.read().splitlines()[1:]
+                   if ln.startswith("tcp") and ln.split()[-1] == "TIME_WAIT")
+
+
 def settle(sp: Any, want: dict[str, int], timeout: float = 15.0) -> dict[str, int]:
-    """Poll ``tracked`` until it equals ``want`` (the sweep runs each second, TIME_WAIT
-    lasts 0.1 s here) or the timeout passes; return the last reading."""
+    """Poll ``tracked`` until it equals ``want`` in every key ``want`` has (the sweep runs
+    each second, TIME_WAIT lasts 0.1 s in the first test) or the timeout passes; return
+    the last reading of those keys."""
     deadline = time.monotonic() + timeout
-    now = tracked(sp)
+
+    def reading() -> dict[str, int]:
+        t = tracked(sp)
+        return {k: t[k] for k in want}
+
+    now = reading()
     while now != want and time.monotonic() < deadline:
         time.sleep(0.25)
-        now = tracked(sp)
+        now = reading()
     return now
 
 
@@ -210,4 +236,44 @@ def test_churn_and_listing_return_to_baseline(stack_process: Any) -> None:
         churn.close()
     assert churn.made - made0 >= 500, churn.made  # the rounds really churned
     assert rss1 - rss0 < RSS_SLACK_KB, (rss0, rss1)
+    assert sp.proc.poll() is None
+
+
+def test_churn_with_default_msl_keeps_time_wait_compact(stack_process: Any) -> None:
+    """The same churn with the default MSL (TIME_WAIT 60 s): every connection of the
+    rounds is still in TIME_WAIT at the end, never more than max_tw_buckets of them, and
+    RSS grows by what compact records cost, not full TCBs (issue 14, item 6: 34 -> 119 MB)."""
+    sp = stack_process()
+    out = sp.tool("sysctl", "net.inet.tcp.max_tw_buckets").stdout
+    cap = int(out.split("=")[-1].split()[0])
+    pid = int(sp.proc.pid)
+    churn = Churn(sp)
+    try:
+        churn.round(ROUND_SECONDS)
+        time.sleep(2.5)  # the sweep, unclaimed accepts closing
+        first = tracked(sp)
+        assert first["sockets"] == 1, first  # the listener only
+        base = {"inodes": first["inodes"], "sockets": 1}
+        tw0 = time_waits(sp)
+        assert tw0 >= 100, tw0  # the first round's connections are held: MSL is 30 s
+        rss0 = rss_kb(pid)
+        made0 = churn.made
+        for r in range(1, ROUNDS):
+            churn.round(ROUND_SECONDS)
+            got = settle(sp, base)
+            assert got == base, (f"round {r}: the stack still tracks more than before "
+                                 f"(baseline {base})", got)
+            assert time_waits(sp) <= cap
+        rss1 = rss_kb(pid)
+        tw1 = time_waits(sp)
+    finally:
+        churn.close()
+    made = churn.made - made0
+    assert made >= 500, churn.made  # the rounds really churned
+    held = tw1 - tw0
+    assert held >= made // 2, (made, tw0, tw1)  # and their TIME_WAITs are all still there
+    grown = rss1 - rss0
+    print(f"{made} connections, {held} more in TIME_WAIT ({tw1} in all), "
+          f"RSS {rss0} -> {rss1} kB: {grown / max(held, 1):.2f} kB per TIME_WAIT")
+    assert grown < TW_SLACK_KB + TW_KB_PER_CONN * held, (rss0, rss1, held)
     assert sp.proc.poll() is None

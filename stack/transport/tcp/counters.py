@@ -30,8 +30,8 @@ TCP_COUNTERS: frozenset[str] = SOCKETS | PORTS | names("""
     nagle_deferred sws_deferred persist_armed
     window_updates rcv_wnd_rounded_down rcvbuf_grown
     rexmt_timeouts conn_timeouts persist_probes keepalive_probes keepalive_drops
-    delayed_acks timewait_expired orphan_timeout
-    icmp_short icmp_no_conn icmp_bad_seq icmp_ignored pmtu_reduced icmp_hard_error
+    delayed_acks timewait_expired tw_overflow orphan_timeout
+    icmp_short icmp_no_conn icmp_time_wait icmp_bad_seq icmp_ignored pmtu_reduced icmp_hard_error
     icmp_soft_error icmp_soft_error_established conn_dropped_soft_error timeout_soft_error
 """) | frozenset(f"state_{a.name}_to_{b.name}" for a in State for b in State) \
     | frozenset(f"drop_{n}" for n in ERRNO_NAMES)

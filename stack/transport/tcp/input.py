@@ -73,17 +73,8 @@ class TCBInput(TCBState):
             self.send_syn()
 
     def _challenge_ack(self) -> None:
-        p = self.proto
-        now = p.now()
-        if now - p.challenge_epoch >= 1.0:
-            p.challenge_epoch = now
-            p.challenge_count = 0
-        if p.challenge_count >= p.cfg.challenge_ack_limit:
-            self.c["challenge_ack_limited"] += 1
-            return
-        p.challenge_count += 1
-        self.c["challenge_acks"] += 1
-        self._xmit(self.snd_nxt, ACK)
+        if self.proto.challenge_allowed():
+            self._xmit(self.snd_nxt, ACK)
 
     def _ack_and_drop(self) -> None:
         """Drop the segment but answer with an ACK (the caller counted why)."""
@@ -95,7 +86,6 @@ class TCBInput(TCBState):
     def _input(self, seg: TCPSegment) -> None:
         c = self.c
         flags = seg.flags
-        orig_flags = flags
         payload = seg.payload
         plen = len(payload)
         opts = seg.opts
@@ -225,13 +215,6 @@ class TCBInput(TCBState):
             elif state == S.LAST_ACK:
                 self.destroy()
                 return
-        if state == S.TIME_WAIT:
-            if orig_flags & FIN:
-                c["timewait_fin_reacked"] += 1
-                self.t_2msl = now + 2 * self.proto.cfg.msl
-                self.ack_now = True
-            self.output()
-            return
 
         self.last_rcv = now
         self.keep_probes = 0
@@ -283,7 +266,7 @@ class TCBInput(TCBState):
                 self.destroy()
             else:
                 self.drop(errno.ECONNREFUSED)
-        elif state in (S.CLOSING, S.LAST_ACK, S.TIME_WAIT):
+        elif state in (S.CLOSING, S.LAST_ACK):
             self.destroy()
         else:
             self.drop(errno.ECONNRESET)

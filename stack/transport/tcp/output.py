@@ -158,7 +158,7 @@ class TCBOutput(TCBState):
         """Send what the windows allow: recovery retransmissions, new data, FIN, ACKs."""
         now = self.now()
         if self.state not in SEND_STATES:
-            if self.state in (S.FIN_WAIT_2, S.TIME_WAIT):
+            if self.state == S.FIN_WAIT_2:
                 self._ack_policy(False, now)
                 self.rearm()
             return

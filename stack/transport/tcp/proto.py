@@ -32,6 +32,7 @@ from stack.transport.tcp.isn import ISNGenerator, SynCookies
 from stack.transport.tcp.state import TS_OPT_LEN, ConnKey, mss_for
 from stack.transport.tcp.tcb import INF, IPPROTO_TCP, TCB, State
 from stack.transport.tcp.timers import TimerService
+from stack.transport.tcp.timewait import TimeWait
 from stack.transport.wire import tcp as wire
 from stack.transport.wire.checksum import ParseError, checksum, verify
 from stack.transport.wire.tcp import ACK, FIN, RST, SYN, TCPOptions, TCPSegment
@@ -40,6 +41,9 @@ if TYPE_CHECKING:  # cycle: the protocol makes its sockets, each holds the proto
     from stack.transport.tcp.socket import TCPSocket
 
 S = State
+
+#: what the connection table holds: a TCB, or the compact record of one in TIME_WAIT
+Conn = TCB | TimeWait
 
 
 def _err(code: int, msg: str = "") -> OSError:
@@ -51,6 +55,7 @@ class TCPConfig:
     """Live copy of the net.inet.tcp.* sysctls (times in seconds)."""
 
     msl: float = 30.0
+    max_tw_buckets: int = 16384
     delayed_ack: int = 1
     delack: float = 0.04
     sack: int = 1
@@ -88,6 +93,8 @@ class TCPConfig:
 #: sysctl name, TCPConfig attribute, unit scale (ms→s), description, lo, hi
 KNOBS: Knobs = [
     ("net.inet.tcp.msl", "msl", 1000, "maximum segment lifetime, ms (TIME_WAIT = 2*msl)", 1, 600000),
+    ("net.inet.tcp.max_tw_buckets", "max_tw_buckets", 0,
+     "TIME_WAIT entries at most; beyond, a closing connection is freed at once", 0, 1 << 24),
     ("net.inet.tcp.delayed_ack", "delayed_ack", 0, "delay ACKs (1) or ACK every segment (0)", 0, 1),
     ("net.inet.tcp.delacktime", "delack", 1000, "delayed-ACK timeout, ms", 1, 500),
     ("net.inet.tcp.sack.enable", "sack", 0, "SACK (RFC 2018)", 0, 1),
@@ -136,9 +143,12 @@ class TCPProto:
         self.timers = TimerService()
         self.isn = ISNGenerator()
         self.cookies = SynCookies()
-        self.conns: dict[ConnKey, TCB] = {}
+        #: connections by four-tuple; one in TIME_WAIT is a compact record (timewait.py)
+        self.conns: dict[ConnKey, Conn] = {}
         self.listeners: dict[tuple[Addr, int], TCB] = {}
-        self.ports: dict[int, list[TCB]] = {}
+        self.ports: dict[int, list[Conn]] = {}
+        #: TimeWait records in ``conns`` (at most ``cfg.max_tw_buckets``)
+        self.tw_count = 0
         self.challenge_epoch = 0.0
         self.challenge_count = 0
         self._ts_offset = random.getrandbits(32)
@@ -294,6 +304,52 @@ class TCPProto:
         if self.listeners.get((tcb.laddr, tcb.lport)) is tcb:
             del self.listeners[(tcb.laddr, tcb.lport)]
         self._unbind(tcb)
+
+    def time_wait(self, tcb: TCB) -> bool:
+        """``tcb`` enters TIME_WAIT: a compact record takes its place in the connection
+        table and the port's bindings, and the 2MSL timer starts (timewait.py). False,
+        and nothing done, when it is not in the table. The caller (state.py
+        ``enter_time_wait``) has checked ``net.inet.tcp.max_tw_buckets`` first."""
+        if not tcb.in_table:
+            return False
+        tw = TimeWait(self, tcb)
+        key = tcb.key
+        if self.conns.get(key) is tcb:
+            self.conns[key] = tw
+        tcb.in_table = False
+        lst = self.ports.get(tcb.lport)
+        if tcb.bound and lst is not None and tcb in lst:
+            lst[lst.index(tcb)] = tw
+        tcb.bound = False
+        self.remove(tcb)  # a listener's queues, if it is still in one
+        self.tw_count += 1
+        tw.arm(self.now())
+        return True
+
+    def tw_remove(self, tw: TimeWait) -> None:
+        key = tw.key
+        if self.conns.get(key) is tw:
+            del self.conns[key]
+            self.tw_count -= 1
+        lst = self.ports.get(tw.lport)
+        if lst is not None and tw in lst:
+            lst.remove(tw)
+            if not lst:
+                del self.ports[tw.lport]
+
+    def challenge_allowed(self) -> bool:
+        """May a challenge ACK go now (RFC 5961 7: ``challenge_ack_limit`` per second,
+        for the whole protocol)? Counts it, or that it was held back."""
+        now = self.now()
+        if now - self.challenge_epoch >= 1.0:
+            self.challenge_epoch = now
+            self.challenge_count = 0
+        if self.challenge_count >= self.cfg.challenge_ack_limit:
+            self.counters["challenge_ack_limited"] += 1
+            return False
+        self.challenge_count += 1
+        self.counters["challenge_acks"] += 1
+        return True
 
     def handshake_done(self, tcb: TCB) -> bool:
         """A passive connection completed its handshake: SYN queue → accept queue."""
@@ -522,6 +578,9 @@ class TCPProto:
         if tcb is None:
             c["icmp_no_conn"] += 1
             return
+        if isinstance(tcb, TimeWait):
+            c["icmp_time_wait"] += 1  # nothing left to tell (Linux's tcp_v4_err too)
+            return
         if not sq.between(tcb.snd_una, seqno, sq.add(tcb.snd_max, 1)):
             c["icmp_bad_seq"] += 1  # RFC 5927: must refer to data in flight
             return
@@ -562,11 +621,12 @@ class TCPProto:
         tcb.softerror = err  # reported instead of ETIMEDOUT if the connection times out
 
     # ------------------------------------------------------------- introspection
-    def connections(self) -> list[TCB]:
+    def connections(self) -> list[Conn]:
+        """Connections (TIME_WAIT records included) and listeners."""
         return list(self.conns.values()) + [t for t in self.listeners.values()]
 
     def stats(self) -> dict[str, int]:
         return self.counters.snapshot()
 
 
-__all__ = ["TCPProto", "TCPConfig", "KNOBS", "INF"]
+__all__ = ["TCPProto", "TCPConfig", "KNOBS", "INF", "Conn"]

@@ -10,14 +10,16 @@ tcp_timer.c, tcp_usrreq.c:
 * ``output.py`` ``TCBOutput``: what to send (data, ACKs, SYN/FIN, retransmissions, the
   window advertised), each segment handed finished to the protocol's emitter (emit.py),
   never to the network layer directly;
-* ``timers.py`` ``TCBTimers``: retransmission, persist, keepalive, delayed ACK, TIME_WAIT;
+* ``timers.py`` ``TCBTimers``: retransmission, persist, keepalive, delayed ACK, orphans;
 * ``user.py`` ``TCBUser``: the user calls (send, receive, shutdown, close, abort).
 
 Here: the attributes, the transitions every role uses (``set_state``, ``established``,
-``enter_time_wait``, ``drop``, ``destroy``) and the option negotiation. The roles call
-each other through ``self``; what one role needs of another is declared at the end of
-``TCBState`` (stubs the roles override), so each role type-checks on its own. A method of
-a role costs what a method of one class costs: the TCB class resolves it (no extra call).
+``enter_time_wait``, ``drop``, ``destroy``) and the option negotiation; TIME_WAIT itself
+is a compact record that takes the TCB's place in the protocol's tables (timewait.py).
+The roles call each other through ``self``; what one role needs of another is declared
+at the end of ``TCBState`` (stubs the roles override), so each role type-checks on its
+own. A method of a role costs what a method of one class costs: the TCB class resolves
+it (no extra call).
 
 Everything is synchronous: segments arrive through ``segment_arrives``, the user calls
 ``user_*``, timers call ``on_timer``. The socket object (tcp/socket.py) turns state
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
     from stack.transport.tcp.proto import TCPProto
     from stack.transport.tcp.socket import TCPSocket
     from stack.transport.tcp.tcb import TCB
+    from stack.transport.tcp.timers import TimerEntry
 
 INF = math.inf
 IPPROTO_TCP = 6
@@ -178,11 +181,11 @@ class TCBState:
         self.delack = cfg.delack if cfg.delayed_ack else 0.0
         # timers (absolute trio times; INF = off)
         self.timer_at = INF
+        self.timer_entry: TimerEntry | None = None  # the heap's entry for timer_at
         self.t_rexmt = INF
         self.t_persist = INF
         self.t_delack = INF
         self.t_keep = INF
-        self.t_2msl = INF
         self.t_conn = INF  # orphaned FIN_WAIT_2 / linger limit
         self.persist_shift = 0
         self.syn_retries = 0
@@ -260,10 +263,22 @@ class TCBState:
         self._notify()
 
     def enter_time_wait(self) -> None:
+        """Both FINs are acknowledged: ACK the peer's FIN now (when owed), then leave
+        2·MSL of TIME_WAIT to a compact record in the connection table (timewait.py) -
+        this TCB is out of the tables and timers, freed once no socket holds it. Past
+        ``net.inet.tcp.max_tw_buckets`` records the connection is closed at once
+        (``tw_overflow``, Linux's TCPTimeWaitOverflow)."""
+        if self.ack_now:
+            self._xmit(self.snd_nxt, wire.ACK)
+        self.timer_at_all_off()
+        p = self.proto
+        if p.tw_count >= p.cfg.max_tw_buckets:
+            self.c["tw_overflow"] += 1
+            self.destroy()
+            return
         self.set_state(S.TIME_WAIT)
-        self.t_rexmt = self.t_persist = self.t_keep = self.t_delack = self.t_conn = INF
-        self.t_2msl = self.now() + 2 * self.proto.cfg.msl
-        self.rearm()
+        if not p.time_wait(cast("TCB", self)):
+            self.destroy()
 
     def drop(self, err: int, send_rst: bool = False) -> None:
         """Abort with an error for the user (ECONNRESET, ETIMEDOUT, ECONNREFUSED...).

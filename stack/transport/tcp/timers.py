@@ -9,14 +9,19 @@ Stale entries are counted (each reschedule or disarm of an armed owner leaves on
 behind); once they are more than half of the heap (and more than ``COMPACT_MIN``) the
 heap is rebuilt with one entry per armed owner. So a connection that moves its deadline
 at every segment (retransmission, keepalive) or a churn of short-lived connections keeps
-the heap at about twice the armed connections, and a closed connection is not kept alive
-by its old entries until their deadlines (a keepalive deadline is hours away).
+the heap at about twice the armed connections. An entry is a list ``[deadline, order,
+owner]`` that ``schedule`` returns: an owner that keeps it (the TCB's ``timer_entry``,
+the TIME_WAIT record's) clears its owner slot when it moves or disarms its deadline, so a
+stale entry holds nothing and a closed connection is freed at once, not at its old
+deadlines (a keepalive's is hours away) nor at the next compaction; owners that do not
+keep it are let go by the compaction.
 
 ``TCBTimers`` is the TCB's timer role (as NetBSD's tcp_timer.c): each connection keeps
-absolute deadlines (``t_rexmt``, ``t_persist``, ``t_delack``, ``t_keep``, ``t_2msl``,
-``t_conn``; INF = off), ``rearm`` schedules the earliest, ``on_timer`` runs the expired
+absolute deadlines (``t_rexmt``, ``t_persist``, ``t_delack``, ``t_keep``, ``t_conn``;
+INF = off), ``rearm`` schedules the earliest, ``on_timer`` runs the expired
 ones: retransmission timeout (RFC 6298 with back-off, SYN retries), persist probes,
-keepalive probes, the delayed ACK, the end of TIME_WAIT and of an orphaned connection."""
+keepalive probes, the delayed ACK, the end of an orphaned connection. TIME_WAIT is not
+the TCB's: a compact record takes its place (timewait.py) with its own 2MSL deadline."""
 
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ import heapq
 import itertools
 import logging
 import math
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
 
@@ -38,6 +43,9 @@ log = logging.getLogger("io-pkt.tcp")
 #: stale entries tolerated before a compaction is considered
 COMPACT_MIN = 64
 
+#: a heap entry: [deadline, order, owner]; the owner slot is None once its owner let it go
+TimerEntry = list[Any]
+
 
 class TimerOwner(Protocol):
     timer_at: float
@@ -47,7 +55,7 @@ class TimerOwner(Protocol):
 
 class TimerService:
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, TimerOwner]] = []
+        self._heap: list[TimerEntry] = []
         self._order = itertools.count()
         self._wake = trio.Event()
         self._next = math.inf
@@ -57,21 +65,26 @@ class TimerService:
         self.errors = 0
         self.compactions = 0
 
-    def schedule(self, owner: TimerOwner, deadline: float) -> None:
-        """Arm ``owner`` for ``deadline`` (math.inf = disarm)."""
+    def schedule(self, owner: TimerOwner, deadline: float) -> TimerEntry | None:
+        """Arm ``owner`` for ``deadline`` (math.inf = disarm). Returns the entry pushed
+        (None when disarmed or unchanged): an owner may keep it and clear its owner slot
+        (``entry[2] = None``) once it is stale, so the heap holds no reference to it."""
         prev = owner.timer_at
         if prev == deadline:
-            return  # already armed for it (or already disarmed)
+            return None  # already armed for it (or already disarmed)
         owner.timer_at = deadline
         if prev != math.inf:
             self._stale += 1  # the entry pushed for ``prev`` is dead now
+        ent = None
         if deadline != math.inf:
-            heapq.heappush(self._heap, (deadline, next(self._order), owner))
+            ent = [deadline, next(self._order), owner]
+            heapq.heappush(self._heap, ent)
             if deadline < self._next:
                 self._next = deadline
                 self._wake.set()
         if self._stale > COMPACT_MIN and self._stale * 2 > len(self._heap):
             self._compact()
+        return ent
 
     def _compact(self) -> None:
         """Keep one entry per armed owner (in place: run() holds this list)."""
@@ -80,7 +93,7 @@ class TimerService:
         live = []
         for ent in heap:
             owner = ent[2]
-            if owner.timer_at == ent[0] and id(owner) not in seen:
+            if owner is not None and owner.timer_at == ent[0] and id(owner) not in seen:
                 seen.add(id(owner))
                 live.append(ent)
         heap[:] = live
@@ -102,7 +115,7 @@ class TimerService:
             now = trio.current_time()
             while heap and heap[0][0] <= now:
                 deadline, _, owner = heapq.heappop(heap)
-                if owner.timer_at != deadline:
+                if owner is None or owner.timer_at != deadline:
                     self._stale = max(0, self._stale - 1)
                     continue  # stale entry: rescheduled or disarmed since
                 owner.timer_at = math.inf
@@ -113,7 +126,7 @@ class TimerService:
                     self.errors += 1
                     log.exception("timer handler of %r raised", owner)
             # drop stale heads so the sleep targets a live deadline
-            while heap and heap[0][2].timer_at != heap[0][0]:
+            while heap and (heap[0][2] is None or heap[0][2].timer_at != heap[0][0]):
                 heapq.heappop(heap)
                 self._stale = max(0, self._stale - 1)
             self._next = heap[0][0] if heap else math.inf
@@ -126,18 +139,16 @@ class TCBTimers(TCBState):
     """The timer role of the TCB (see state.py)."""
 
     def rearm(self) -> None:
-        t = min(self.t_rexmt, self.t_persist, self.t_delack, self.t_keep, self.t_2msl,
-                self.t_conn)
+        t = min(self.t_rexmt, self.t_persist, self.t_delack, self.t_keep, self.t_conn)
         if t != self.timer_at:
-            self.proto.timers.schedule(self, t)
+            old = self.timer_entry
+            self.timer_entry = self.proto.timers.schedule(self, t)
+            if old is not None:
+                old[2] = None  # the stale entry no longer holds this TCB
 
     def on_timer(self, now: float) -> None:
+        self.timer_entry = None  # popped by the service
         try:
-            if self.t_2msl <= now:
-                self.t_2msl = INF
-                self.c["timewait_expired"] += 1
-                self.destroy()
-                return
             if self.t_conn <= now:
                 self.t_conn = INF
                 self.c["orphan_timeout"] += 1
@@ -247,6 +258,9 @@ class TCBTimers(TCBState):
         self.rearm()
 
     def timer_at_all_off(self) -> None:
-        self.t_rexmt = self.t_persist = self.t_delack = self.t_keep = self.t_2msl = INF
-        self.t_conn = INF
+        self.t_rexmt = self.t_persist = self.t_delack = self.t_keep = self.t_conn = INF
         self.proto.timers.schedule(self, INF)
+        old = self.timer_entry
+        if old is not None:
+            old[2] = None
+            self.timer_entry = None
