@@ -3,7 +3,8 @@
 A typo in a counter's name would start a new counter silently, so every component
 declares its names in one place and passes them as ``declared``
 (``Counters("udp", UDP_COUNTERS)``): a package's ``counters.py`` (stack/inet, stack/l2,
-stack/transport, stack/transport/tcp, stack/pf, stack/bpf, rmgr/fuse), a single-module
+stack/transport, stack/transport/tcp, stack/bpf, rmgr/fuse; stack/pf's fill plain
+dicts, the hot path's cheapest, where an undeclared name is a KeyError), a single-module
 component at its top (stack/core.py's ``STACK_COUNTERS``, stack/pfil.py,
 stack/neighbour.py), a loadable module in its own file (``COUNTERS`` in
 modules/devnp-tap.py...). ``names()`` and ``ERRNO_NAMES`` below help write them. The

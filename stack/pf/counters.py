@@ -1,6 +1,7 @@
-"""The names of pf's counters, declared in one place (stack/counters.py): both of pf's
-groups are ``pf`` (``config/stats/pf``), and ``pfctl -s info`` shows them in the order
-given here. Reported by tests/arch/test_counter_names.py."""
+"""The names of pf's counters, declared in one place (stack/counters.py); ``pfctl -s info``
+shows them in the order given here. pf keeps them in plain dicts made from these names
+(``Pf.counters``, ``Pf.stats``): a name not declared is a KeyError, and
+tests/arch/test_counter_names.py reports it from the source."""
 
 from __future__ import annotations
 

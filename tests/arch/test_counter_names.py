@@ -257,6 +257,7 @@ async def test_a_running_stack_declares_every_group() -> None:
     """Every ``Counters`` a stack holds (walked as config/stats walks it) declares its
     names, and each group's are the ones declared for it."""
     from stack.control.stats import _parts
+    from stack.services import PF
     from tests.conftest import running_stack
 
     expected = {"ip": IP_COUNTERS, "icmp": ICMP_COUNTERS, "arp": ARP_COUNTERS,
@@ -280,7 +281,7 @@ async def test_a_running_stack_declares_every_group() -> None:
                      *(v for _, v in stack.services.items())):
             walk(part, 0)
         groups = {c.group for c in found.values()}
-        assert {"ip", "arp", "tcp", "udp", "ether", "pf", "bpf", "fuse", "lo0"} <= groups
+        assert {"ip", "arp", "tcp", "udp", "ether", "bpf", "fuse", "lo0"} <= groups
         for c in found.values():
             assert c.declared is not None, f"group {c.group!r} declares no names"
             if c.group in expected:
@@ -288,6 +289,9 @@ async def test_a_running_stack_declares_every_group() -> None:
         assert stack.l2.counters.declared is not None
         assert ETHER_COUNTERS <= stack.l2.counters.declared  # + the registered EtherTypes
         assert stack.interfaces["lo0"].counters.declared == Loopback.counter_names
+        pf = stack.services.get(PF)
+        assert pf is not None  # pf's are plain dicts of exactly its declared names
+        assert set(pf.counters) == PF_COUNTERS and set(pf.stats) == PF_FILTER_COUNTERS
 
 
 async def test_registrations_declare_their_names() -> None:
