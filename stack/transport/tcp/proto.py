@@ -146,7 +146,10 @@ class TCPProto:
         #: connections by four-tuple; one in TIME_WAIT is a compact record (timewait.py)
         self.conns: dict[ConnKey, Conn] = {}
         self.listeners: dict[tuple[Addr, int], TCB] = {}
-        self.ports: dict[int, list[Conn]] = {}
+        #: port -> what is bound to it, as an ordered set (dict keys): binding, replacing a
+        #: connection by its TIME_WAIT record and unbinding are O(1) however many
+        #: connections share the port (a busy listener's port holds them all)
+        self.ports: dict[int, dict[Conn, None]] = {}
         #: TimeWait records in ``conns`` (at most ``cfg.max_tw_buckets``)
         self.tw_count = 0
         self.challenge_epoch = 0.0
@@ -209,7 +212,7 @@ class TCPProto:
         tcb.laddr = laddr
         tcb.lport = port
         tcb.bound = True
-        self.ports.setdefault(port, []).append(tcb)
+        self.ports.setdefault(port, {})[tcb] = None
 
     def _ephemeral(self, tcb: TCB, laddr: Addr) -> int:
         return self._ports.pick(self.cfg.port_first, self.cfg.port_last, self.ports,
@@ -219,7 +222,7 @@ class TCPProto:
         if tcb.bound:
             lst = self.ports.get(tcb.lport)
             if lst is not None and tcb in lst:
-                lst.remove(tcb)
+                del lst[tcb]
                 if not lst:
                     del self.ports[tcb.lport]
             tcb.bound = False
@@ -319,7 +322,8 @@ class TCPProto:
         tcb.in_table = False
         lst = self.ports.get(tcb.lport)
         if tcb.bound and lst is not None and tcb in lst:
-            lst[lst.index(tcb)] = tw
+            del lst[tcb]
+            lst[tw] = None
         tcb.bound = False
         self.remove(tcb)  # a listener's queues, if it is still in one
         self.tw_count += 1
@@ -333,7 +337,7 @@ class TCPProto:
             self.tw_count -= 1
         lst = self.ports.get(tw.lport)
         if lst is not None and tw in lst:
-            lst.remove(tw)
+            del lst[tw]
             if not lst:
                 del self.ports[tw.lport]
 
@@ -454,7 +458,7 @@ class TCPProto:
         self.conns[tcb.key] = tcb
         tcb.in_table = True
         tcb.bound = True
-        self.ports.setdefault(tcb.lport, []).append(tcb)
+        self.ports.setdefault(tcb.lport, {})[tcb] = None
         lst.syn_queue[tcb.key] = tcb
         c["syn_in"] += 1
         tcb.send_syn()
@@ -533,7 +537,7 @@ class TCPProto:
         self.conns[tcb.key] = tcb
         tcb.in_table = True
         tcb.bound = True
-        self.ports.setdefault(tcb.lport, []).append(tcb)
+        self.ports.setdefault(tcb.lport, {})[tcb] = None
         lst.accept_queue.append(tcb)
         tcb.established()
         self.counters["passive_opens"] += 1
