@@ -40,6 +40,7 @@ from stack.inet.wire.ipv4 import (
     FLAG_DF,
     HLEN,
     PROTO_ICMP,
+    copied_options,
     ip_to_int,
     options_error,
     pack_header,
@@ -443,7 +444,7 @@ class IPv4Layer:
                     vi += 1
                     vo = 0
             # RFC 791: options without the copy flag go in the first fragment only
-            opts = options if off == 0 else _copied_options(options)
+            opts = options if off == 0 else copied_options(options)
             flags = (0x2000 if more else 0) | ((base_off + off) >> 3)
             hdr = _header(s, d, proto, HLEN + len(opts) + n, ttl, tos, ident, flags, opts)
             c["out_fragments"] += 1
@@ -882,28 +883,4 @@ def _skip(bufs: Sequence[Buffer], n: int) -> list[memoryview]:
         n = 0
     return out
 
-
-def _copied_options(options: bytes) -> bytes:
-    """The options with the 'copied' flag (RFC 791), padded to 4 bytes."""
-    if not options:
-        return b""
-    out = bytearray()
-    i = 0
-    n = len(options)
-    while i < n:
-        t = options[i]
-        if t == 0:
-            break
-        if t == 1:
-            i += 1
-            continue
-        if i + 1 >= n or options[i + 1] < 2:
-            break
-        ln = options[i + 1]
-        if t & 0x80:
-            out += options[i:i + ln]
-        i += ln
-    while len(out) & 3:
-        out.append(0)
-    return bytes(out)
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from stack.csum import raw_sum
 from stack.packet import GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP, GSO_UDP_L4, Buffer, TxMeta
 
 #: the offload (``Interface.offloads`` name) a device needs for each gso type
@@ -79,21 +80,6 @@ def _fold(s: int) -> int:
     return 0xFFFF - s if s else 0
 
 
-def _sum_bufs(bufs: Sequence[Buffer]) -> int:
-    """``_sum`` of the concatenation of ``bufs``, without joining them: a buffer followed
-    by an odd number of bytes is shifted by 8 (2**16 == 1 mod 0xFFFF)."""
-    total = 0
-    after = 0
-    for b in reversed(bufs):
-        v = int.from_bytes(b, "big")
-        if after & 1:
-            v <<= 8
-        total += v
-        after += len(b)
-    if after & 1:  # the whole is odd: pad with a zero byte at the end
-        total <<= 8
-    return total % 0xFFFF
-
 
 def complete_csum(payload: Sequence[Buffer], meta: TxMeta) -> list[Buffer]:
     """Finish a CHECKSUM_PARTIAL transport checksum in software (Linux's
@@ -112,7 +98,7 @@ def complete_csum(payload: Sequence[Buffer], meta: TxMeta) -> list[Buffer]:
         if pos + len(v) > start:
             flat_views.append(v[max(0, start - pos):])
         pos += len(v)
-    s = _sum_bufs(flat_views)
+    s = raw_sum(flat_views)
     csum = 0xFFFF - s if s else 0xFFFF
     # the checksum field is complemented sum of data incl. the pseudo sum already in it
     at = start + meta.csum_offset
@@ -372,28 +358,6 @@ def _udp_l4(prefix: bytes, ip: memoryview, v: int, ihl: int, gso_size: int,
     return out
 
 
-def _copied_options(options: Buffer) -> bytes:
-    """IPv4 options with the copy flag (RFC 791: the ones every fragment carries),
-    padded to 4 bytes."""
-    out = bytearray()
-    i, n = 0, len(options)
-    while i < n:
-        t = options[i]
-        if t == 0:
-            break
-        if t == 1:
-            i += 1
-            continue
-        if i + 1 >= n or options[i + 1] < 2:
-            break
-        ln = options[i + 1]
-        if t & 0x80:
-            out += options[i:i + ln]
-        i += ln
-    while len(out) & 3:
-        out.append(0)
-    return bytes(out)
-
 
 def _ufo(prefix: bytes, ip: memoryview, ihl: int, gso_size: int,
          mtu: int) -> list[list[Buffer]]:
@@ -416,7 +380,10 @@ def _ufo(prefix: bytes, ip: memoryview, ihl: int, gso_size: int,
     frag = first_room if not 0 < gso_size < first_room else gso_size & ~7
     if frag < MIN_SEGMENT:
         frag = first_room
-    opts = _copied_options(ip[20:ihl]) if ihl > 20 else b""
+    # imported here: the IP package imports layer 2 (UFO with options is rare)
+    from stack.inet.wire.ipv4 import copied_options
+
+    opts = copied_options(ip[20:ihl]) if ihl > 20 else b""
     data = ip[l4:]  # the UDP header (from ``udp``) + body, as fragment payload
     out: list[list[Buffer]] = []
     off = 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from stack.csum import raw_sum
 from stack.packet import Buffer
 
 
@@ -18,24 +19,6 @@ class ParseError(ValueError):
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
-
-
-def raw_sum(bufs: Sequence[Buffer], initial: int = 0) -> int:
-    """Ones'-complement sum (mod 0xFFFF) of the concatenation of ``bufs`` taken as
-    16-bit big-endian words, without joining them. As 2**16 == 1 (mod 0xFFFF), a buffer
-    followed by an odd number of bytes just needs a shift by 8."""
-    total = 0
-    after = 0
-    for b in reversed(bufs):
-        v = int.from_bytes(b, "big")
-        if after & 1:
-            v <<= 8
-        total += v
-        after += len(b)
-    if after & 1:  # the whole is odd: pad with a zero byte at the end
-        total <<= 8
-    # ``initial`` (a pseudo-header sum) is already word-aligned: add it after the shift
-    return (total + initial) % 0xFFFF
 
 
 def checksum(bufs: Sequence[Buffer], initial: int = 0) -> int:

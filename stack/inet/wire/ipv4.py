@@ -176,6 +176,31 @@ def options_error(opts: Buffer) -> int:
     return -1
 
 
+def copied_options(options: Buffer) -> bytes:
+    """The options every fragment carries: those with the 'copied' flag (RFC 791),
+    padded to 4 bytes (IP fragmentation and software segmentation alike)."""
+    if not options:
+        return b""
+    out = bytearray()
+    i, n = 0, len(options)
+    while i < n:
+        t = options[i]
+        if t == 0:
+            break
+        if t == 1:
+            i += 1
+            continue
+        if i + 1 >= n or options[i + 1] < 2:
+            break
+        ln = options[i + 1]
+        if t & 0x80:
+            out += options[i:i + ln]
+        i += ln
+    while len(out) & 3:
+        out.append(0)
+    return bytes(out)
+
+
 def decrement_ttl(buf: memoryview, off: int = 0) -> None:
     """TTL - 1 in a writable header with an incremental checksum update (RFC 1624)."""
     buf[off + 8] -= 1
