@@ -84,9 +84,9 @@ def test_ipv4_any_ihl_garbage_only_parse_error(ihl: int, rest: bytes) -> None:
 @SETTINGS
 def test_ipv4_copied_options_never_raise(opts: bytes) -> None:
     """The fragmenter's RFC 791 'copied' filter on a forwarded packet's options."""
-    from stack.inet.ipv4 import _copied_options
+    from stack.inet.wire.ipv4 import copied_options
 
-    out = _copied_options(opts)
+    out = copied_options(opts)
     assert len(out) % 4 == 0 and len(out) <= len(opts) + 3
 
 
