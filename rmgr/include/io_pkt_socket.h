@@ -77,6 +77,93 @@ struct iop_sockopt {
 	unsigned char val[IOP_OPTVAL_MAX];
 };
 
+/* getsockopt for a value longer than IOP_OPTVAL_MAX (TCP_INFO): len in is the size of
+ * the caller's buffer, len out what was filled (min of the two, as Linux). */
+#define IOP_OPTVAL_LARGE 256
+struct iop_sockopt_large {
+	int32_t level;
+	int32_t name;
+	uint32_t len;
+	uint32_t flags;
+	unsigned char val[IOP_OPTVAL_LARGE];
+};
+
+/* getsockopt(IPPROTO_TCP, TCP_INFO): Linux's struct tcp_info, field for field (the
+ * layout of <linux/tcp.h> up to tcpi_snd_wnd, 232 bytes), so code written for Linux reads
+ * it unchanged; named iop_tcp_info so that it can live beside <netinet/tcp.h>. Units as
+ * Linux: usec for rto/ato/rtt/rttvar/min_rtt, msec for last_*, segments for the windows,
+ * bytes/s for the rates. Fields the stack does not keep are 0 (see docs/observability.md). */
+struct iop_tcp_info {
+	uint8_t tcpi_state;
+	uint8_t tcpi_ca_state;
+	uint8_t tcpi_retransmits;
+	uint8_t tcpi_probes;
+	uint8_t tcpi_backoff;
+	uint8_t tcpi_options;
+	uint8_t tcpi_snd_wscale : 4, tcpi_rcv_wscale : 4;
+	uint8_t tcpi_delivery_rate_app_limited : 1, tcpi_fastopen_client_fail : 2;
+
+	uint32_t tcpi_rto;
+	uint32_t tcpi_ato;
+	uint32_t tcpi_snd_mss;
+	uint32_t tcpi_rcv_mss;
+
+	uint32_t tcpi_unacked;
+	uint32_t tcpi_sacked;
+	uint32_t tcpi_lost;
+	uint32_t tcpi_retrans;
+	uint32_t tcpi_fackets;
+
+	uint32_t tcpi_last_data_sent;
+	uint32_t tcpi_last_ack_sent;
+	uint32_t tcpi_last_data_recv;
+	uint32_t tcpi_last_ack_recv;
+
+	uint32_t tcpi_pmtu;
+	uint32_t tcpi_rcv_ssthresh;
+	uint32_t tcpi_rtt;
+	uint32_t tcpi_rttvar;
+	uint32_t tcpi_snd_ssthresh;
+	uint32_t tcpi_snd_cwnd;
+	uint32_t tcpi_advmss;
+	uint32_t tcpi_reordering;
+
+	uint32_t tcpi_rcv_rtt;
+	uint32_t tcpi_rcv_space;
+
+	uint32_t tcpi_total_retrans;
+
+	uint64_t tcpi_pacing_rate;
+	uint64_t tcpi_max_pacing_rate;
+	uint64_t tcpi_bytes_acked;
+	uint64_t tcpi_bytes_received;
+	uint32_t tcpi_segs_out;
+	uint32_t tcpi_segs_in;
+
+	uint32_t tcpi_notsent_bytes;
+	uint32_t tcpi_min_rtt;
+	uint32_t tcpi_data_segs_in;
+	uint32_t tcpi_data_segs_out;
+
+	uint64_t tcpi_delivery_rate;
+
+	uint64_t tcpi_busy_time;
+	uint64_t tcpi_rwnd_limited;
+	uint64_t tcpi_sndbuf_limited;
+
+	uint32_t tcpi_delivered;
+	uint32_t tcpi_delivered_ce;
+
+	uint64_t tcpi_bytes_sent;
+	uint64_t tcpi_bytes_retrans;
+	uint32_t tcpi_dsack_dups;
+	uint32_t tcpi_reord_seen;
+
+	uint32_t tcpi_rcv_ooopack;
+
+	uint32_t tcpi_snd_wnd;
+};
+
 /* what a socket fd is */
 struct iop_sockinfo {
 	int32_t domain;     /* AF_INET, AF_INET6 (Linux's numbers, as in the sockaddrs) */
@@ -139,6 +226,8 @@ struct iop_sockinfo {
  * UDP and raw sockets send one empty datagram (raw: an IP header alone); a stream
  * socket sends nothing and succeeds (errors as a write: EPIPE, ENOTCONN, ...). */
 #define IOP_SEND0       _IOW(IOP_MAGIC, 15, struct iop_sockaddr)
+/* getsockopt() of a value longer than IOP_OPTVAL_MAX: TCP_INFO (iop_get_tcp_info below) */
+#define IOP_GETSOCKOPT_LARGE _IOWR(IOP_MAGIC, 16, struct iop_sockopt_large)
 
 /* helpers */
 static inline struct iop_sockaddr iop_sockaddr_in(in_addr_t addr, in_port_t port,
@@ -177,6 +266,22 @@ static inline int iop_getsockopt_int(int fd, int level, int name, int *value)
 		return -1;
 	memcpy(value, o.val, sizeof *value);
 	return 0;
+}
+
+/* getsockopt(fd, IPPROTO_TCP, TCP_INFO, info, &len): fills *info (as many bytes as
+ * Linux would: min(sizeof *info, what the stack has)); returns the length or -1 */
+static inline int iop_get_tcp_info(int fd, struct iop_tcp_info *info)
+{
+	struct iop_sockopt_large o;
+	memset(&o, 0, sizeof o);
+	o.level = IPPROTO_TCP;
+	o.name = 11; /* TCP_INFO */
+	o.len = sizeof *info;
+	if (ioctl(fd, IOP_GETSOCKOPT_LARGE, &o) < 0)
+		return -1;
+	memset(info, 0, sizeof *info);
+	memcpy(info, o.val, o.len < sizeof *info ? o.len : sizeof *info);
+	return (int)o.len;
 }
 
 #endif /* IO_PKT_SOCKET_H */

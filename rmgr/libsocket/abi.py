@@ -75,6 +75,10 @@ SOCKOPT = struct.Struct("<iiII32s")
 #:                       nread, reserved; char name[32]; }
 SOCKINFO = struct.Struct("<iiiIIIII32s")
 INT = struct.Struct("<i")
+#: struct iop_sockopt_large: iop_sockopt with val[IOP_OPTVAL_LARGE], for getsockopt
+#: values longer than IOP_OPTVAL_MAX (TCP_INFO: Linux's 232-byte struct tcp_info)
+IOP_OPTVAL_LARGE = 256
+SOCKOPT_LARGE = struct.Struct(f"<iiII{IOP_OPTVAL_LARGE}s")
 
 IOP_ADDR_MAX = 32
 IOP_NAME_MAX = 88
@@ -109,11 +113,14 @@ RECV_DONTWAIT = 0x40
 #: stream socket it sends nothing and returns 0 (as send(2) of 0 bytes), after the
 #: same error checks as a write.
 IOP_SEND0 = _IOW(IOP_MAGIC, 15, SOCKADDR.size)
+#: getsockopt with room for IOP_OPTVAL_LARGE bytes (``len``: the caller's buffer)
+IOP_GETSOCKOPT_LARGE = _IOWR(IOP_MAGIC, 16, SOCKOPT_LARGE.size)
 
 COMMANDS: dict[str, int] = {k: v for k, v in dict(globals()).items()
                             if k.startswith("IOP_") and isinstance(v, int)
                             and k not in ("IOP_MAGIC", "IOP_ADDR_MAX", "IOP_NAME_MAX",
-                                          "IOP_OPTVAL_MAX", "IOP_F_NONBLOCK")}
+                                          "IOP_OPTVAL_MAX", "IOP_F_NONBLOCK",
+                                          "IOP_OPTVAL_LARGE")}
 
 # -- socket states (iop_sockinfo.state) -------------------------------------------
 ST_CLOSED, ST_BOUND, ST_LISTEN, ST_CONNECTING, ST_CONNECTED, ST_CLOSING = range(6)

@@ -388,6 +388,8 @@ class socket(metaclass=_Meta):  # noqa: N801 - the stdlib's name
                abi.SOCKOPT.pack(level, optname, len(raw), 0, raw))
 
     def getsockopt(self, level: int, optname: int, buflen: int | None = None) -> Any:
+        if buflen is not None and buflen > abi.IOP_OPTVAL_MAX:
+            return self._getsockopt_large(level, optname, buflen)
         out = _ioctl(self._checked_fd(), abi.IOP_GETSOCKOPT,
                      abi.SOCKOPT.pack(level, optname, buflen or 4, 0, b""))
         _lv, _nm, length, _fl, val = abi.SOCKOPT.unpack(out)
@@ -395,6 +397,17 @@ class socket(metaclass=_Meta):  # noqa: N801 - the stdlib's name
             return struct.unpack_from("<i", val.ljust(4, b"\0"))[0]
         if not 0 < buflen <= 1024:
             raise OSError(_errno.EINVAL, "getsockopt buflen out of range")
+        return bytes(val[:min(buflen, length)])
+
+    def _getsockopt_large(self, level: int, optname: int, buflen: int) -> bytes:
+        """A value longer than iop_sockopt holds (TCP_INFO: Linux's struct tcp_info, the
+        same bytes): min(buflen, its size) bytes, as Linux returns."""
+        if buflen > 1024:
+            raise OSError(_errno.EINVAL, "getsockopt buflen out of range")
+        out = _ioctl(self._checked_fd(), abi.IOP_GETSOCKOPT_LARGE,
+                     abi.SOCKOPT_LARGE.pack(level, optname, min(buflen, abi.IOP_OPTVAL_LARGE),
+                                            0, b""))
+        _lv, _nm, length, _fl, val = abi.SOCKOPT_LARGE.unpack(out)
         return bytes(val[:min(buflen, length)])
 
     # -- data --------------------------------------------------------------------------

@@ -59,8 +59,10 @@ class _Wrapped(Endpoint):
     def setsockopt(self, level: int, name: int, value: int | tuple[int, int]) -> None:
         self.s.setsockopt(level, name, value)
 
-    def getsockopt(self, level: int, name: int) -> int | tuple[int, int]:
+    def getsockopt(self, level: int, name: int) -> int | tuple[int, int] | bytes:
         value = self.s.getsockopt(level, name)
+        if isinstance(value, bytes):  # a struct (TCP_INFO), already in its C layout
+            return value
         return tuple(value) if isinstance(value, (tuple, list)) else int(value)  # type: ignore[return-value]
 
     def pop_error(self) -> int:

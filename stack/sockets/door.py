@@ -234,8 +234,18 @@ class SocketHandle(Handle):
 
     async def _getsockopt(self, arg: bytes, req: IoRequest) -> tuple[int, bytes]:
         level, name, _length, _flags, _val = abi.SOCKOPT.unpack(arg)
-        out = getsockopt(self.conn, level, name)
+        # a value longer than val (TCP_INFO) is cut, as Linux cuts it to optlen; all of
+        # it comes with IOP_GETSOCKOPT_LARGE
+        out = getsockopt(self.conn, level, name)[:abi.IOP_OPTVAL_MAX]
         return 0, abi.SOCKOPT.pack(level, name, len(out), 0, out)
+
+    async def _getsockopt_large(self, arg: bytes, req: IoRequest) -> tuple[int, bytes]:
+        """getsockopt for values longer than IOP_OPTVAL_MAX (TCP_INFO): ``len`` in is the
+        caller's buffer, out what was filled (Linux fills min(optlen, the value's size))."""
+        level, name, length, _flags, _val = abi.SOCKOPT_LARGE.unpack(arg)
+        out = getsockopt(self.conn, level, name)[:min(length or abi.IOP_OPTVAL_LARGE,
+                                                      abi.IOP_OPTVAL_LARGE)]
+        return 0, abi.SOCKOPT_LARGE.pack(level, name, len(out), 0, out)
 
     async def _nread(self, arg: bytes, req: IoRequest) -> tuple[int, bytes]:
         return 0, abi.INT.pack(self.ep.nread())
@@ -305,6 +315,7 @@ _IOCTLS = {
     abi.IOP_RECVFLAGS: SocketHandle._recvflags,
     abi.IOP_SEND0: SocketHandle._send0,
     abi.IOP_SOCKINFO: SocketHandle._sockinfo,
+    abi.IOP_GETSOCKOPT_LARGE: SocketHandle._getsockopt_large,
 }
 
 
@@ -444,6 +455,8 @@ def getsockopt(conn: Conn, level: int, name: int) -> bytes:
             onoff, secs = conn.linger
             return LINGER.pack(onoff, secs)
     value = ep.getsockopt(level, name)
+    if isinstance(value, bytes):  # a C struct already (TCP_INFO)
+        return value
     if isinstance(value, tuple):
         return LINGER.pack(*value)
     return struct.pack("<i", int(value))

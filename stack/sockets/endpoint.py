@@ -104,7 +104,8 @@ class Endpoint(abc.ABC):
     def setsockopt(self, level: int, name: int, value: int | tuple[int, int]) -> None: ...
 
     @abc.abstractmethod
-    def getsockopt(self, level: int, name: int) -> int | tuple[int, int]: ...
+    def getsockopt(self, level: int, name: int) -> int | tuple[int, int] | bytes:
+        """An int, a (onoff, seconds) linger pair, or a C struct's bytes (TCP_INFO)."""
 
     @abc.abstractmethod
     def pop_error(self) -> int:

@@ -12,6 +12,10 @@ from stack.transport.tcp import seq as sq
 from stack.transport.tcp.state import INF, RECV_STATES, S, TCBState
 from stack.transport.wire.tcp import ACK, FIN, RST, SYN, TCPOptions, TCPSegment
 
+#: the delivery rate (TCP_INFO, ss -i) is measured over intervals of at least this
+#: much more than the smoothed RTT, so a TAP's 100 µs RTT does not make it jitter
+DR_INTERVAL = 0.05
+
 if TYPE_CHECKING:  # cycle: TCB is assembled from this role (tcb.py imports it); types only
     from stack.transport.tcp.tcb import TCB
 
@@ -21,7 +25,7 @@ class TCBInput(TCBState):
 
     def segment_arrives(self, seg: TCPSegment) -> None:
         """RFC 9293 3.10.7.3/4 for SYN_SENT and later states (LISTEN is the proto's)."""
-        self.c["segs_in"] += 1
+        self.segs_in += 1  # the protocol's segs_in counted it (proto.input)
         if self.state == S.SYN_SENT:
             self._syn_sent_input(seg)
         else:
@@ -300,6 +304,9 @@ class TCBInput(TCBState):
             self.rcv_nxt = sq.add(self.rcv_nxt, plen)
             c["data_bytes_in"] += plen
             c["data_segs_in"] += 1
+            self.data_segs_in += 1
+            self.bytes_received += plen
+            self.last_data_recv = self.last_rcv
             if self.ooo.blocks:
                 while True:
                     blk = self.ooo.pop_ready(self.rcv_nxt)
@@ -308,6 +315,7 @@ class TCBInput(TCBState):
                     if not self.rd_shut:
                         self.rcvbuf += blk
                     self.rcv_nxt = sq.add(self.rcv_nxt, len(blk))
+                    self.bytes_received += len(blk)
                     c["ooo_reassembled"] += 1
                 self.ack_now = True  # a hole was filled: tell the sender at once
                 if self.ooo_fin is not None and self.ooo_fin == self.rcv_nxt:
@@ -318,6 +326,8 @@ class TCBInput(TCBState):
                 self.ack_now = True
             return True
         c["ooo_segs_in"] += 1
+        self.data_segs_in += 1
+        self.rcv_ooopack += 1
         if self.ooo.insert(seqno, payload, self.rcv_nxt):
             c["ooo_queued"] += 1
         else:
@@ -378,6 +388,9 @@ class TCBInput(TCBState):
                 self._rtt_sample(now - self.rtt_time)
                 self.rtt_seq = None
             self.backoff = 0
+            self.bytes_acked += acked
+            if now - self.dr_time >= self.srtt + DR_INTERVAL:
+                self._delivery_sample(now)
             data_acked = min(acked, len(self.sndbuf))
             if data_acked:
                 self.sndbuf.consume(data_acked)
@@ -455,9 +468,21 @@ class TCBInput(TCBState):
         self.rexmit_force = True
         self.t_rexmt = now + self.rto
 
+    def _delivery_sample(self, now: float) -> None:
+        """Close a delivery-rate interval (one smoothed RTT + DR_INTERVAL): bytes
+        acknowledged over its length. An interval that began before an idle time longer
+        than the RTO only restarts the measurement (the sender had nothing to send)."""
+        dt = now - self.dr_time
+        if self.dr_time and 0 < dt <= max(self.rto, 4 * self.srtt) + DR_INTERVAL:
+            self.delivery_rate = (self.bytes_acked - self.dr_bytes) / dt
+        self.dr_time = now
+        self.dr_bytes = self.bytes_acked
+
     def _rtt_sample(self, rtt: float) -> None:
         cfg = self.proto.cfg
         rtt = max(rtt, 1e-6)
+        if rtt < self.min_rtt:
+            self.min_rtt = rtt
         if self.srtt == 0.0:
             self.srtt = rtt
             self.rttvar = rtt / 2

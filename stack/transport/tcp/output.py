@@ -111,6 +111,7 @@ class TCBOutput(TCBState):
             hdr[16] = c >> 8
             hdr[17] = c & 0xFF
         self.c["segs_out"] += 1
+        self.segs_out += 1 if plen <= self.snd_mss else -(-plen // self.snd_mss)
         err = self.proto.emit(self.laddr, self.raddr, hdr, payload, meta, self.ttl, self.tos)
         if err:
             self.c["output_errors"] += 1
@@ -244,9 +245,16 @@ class TCBOutput(TCBState):
         flags = ACK | (FIN if fin else 0)
         if n and off + n == len(self.sndbuf):
             flags |= PSH
+        segs = 1 if n <= self.snd_mss else -(-n // self.snd_mss)  # a TSO super-segment's
+        if n:
+            self.data_segs_out += segs
+            self.bytes_sent += n
+            self.last_data_sent = now
         if retrans:
             self.c["rexmt_segs"] += 1
             self.c["rexmt_bytes"] += n
+            self.total_retrans += segs
+            self.bytes_retrans += n
             if self.rtt_seq is not None and sq.ge(self.rtt_seq, seqno):
                 self.rtt_seq = None  # Karn: never time a retransmitted segment
         else:

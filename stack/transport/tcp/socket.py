@@ -22,6 +22,7 @@ from stack.addr import AF_INET, Endpoint
 from stack.transport.sockaddr import SockAddr, endpoint
 from stack.transport.sockopt import fire_change, get_ip_option, set_ip_option
 from stack.transport.sockopt import sock_error as _err
+from stack.transport.tcp import info as tcpinfo
 from stack.transport.tcp import seq as sq
 from stack.transport.tcp.proto import TCPProto
 from stack.transport.tcp.tcb import RECV_STATES, SEND_STATES, TCB, State
@@ -403,6 +404,8 @@ class TCPSocket:
                 return int(t.nodelay)
             if opt == _s.TCP_MAXSEG:
                 return t.snd_mss
+            if opt == tcpinfo.TCP_INFO:  # Linux's struct tcp_info, byte for byte
+                return tcpinfo.pack(tcpinfo.tcp_info(t))
             if opt in KEEP_LIMITS:  # whole seconds, as Linux reports them
                 idle, intvl, cnt = t.keep_times()
                 return {_s.TCP_KEEPIDLE: max(1, int(idle)), _s.TCP_KEEPINTVL: max(1, int(intvl)),

@@ -209,6 +209,23 @@ class TCBState:
         self.tso_max = 0        # >0: super-segments allowed (offload on the route)
         self.gso_type = GSO_TCPV4  # the super-segments' kind (by family: setup_mss)
         self.csum_offload = False
+        # per-connection statistics: TCP_INFO, ss -i, top (tcp/info.py reads them)
+        self.segs_in = 0
+        self.segs_out = 0
+        self.data_segs_in = 0
+        self.data_segs_out = 0
+        self.bytes_received = 0   # in order, delivered to the receive buffer
+        self.bytes_acked = 0      # of ours, acknowledged by the peer
+        self.bytes_sent = 0       # data sent, retransmissions included
+        self.bytes_retrans = 0
+        self.total_retrans = 0    # segments retransmitted
+        self.rcv_ooopack = 0      # segments received out of order
+        self.last_data_sent = 0.0
+        self.last_data_recv = 0.0
+        self.min_rtt = INF
+        self.delivery_rate = 0.0  # bytes/s acknowledged over the last RTT or more
+        self.dr_time = 0.0        # start of the delivery-rate interval
+        self.dr_bytes = 0         # bytes_acked at its start
 
     def __repr__(self) -> str:
         return (f"<TCB {self.state.name} {self.lport}->{self.rport} una={self.snd_una} "
