@@ -51,7 +51,8 @@ BuiltinAttach = Callable[["Stack"], "Awaitable[None] | None"]
 #: The built-in parts of the stack, in attach order: each package's ``attach(stack)``
 #: registers its protocols, sockets and services in ``stack.registries``. What the
 #: running stack speaks is listed in ``config/protocols``.
-BUILTIN_COMPONENTS = ("stack.inet", "stack.transport", "stack.sockets", "stack.control")
+BUILTIN_COMPONENTS = ("stack.inet", "stack.transport", "stack.sockets", "stack.control",
+                      "stack.dns", "stack.dhcp")
 
 
 @dataclass

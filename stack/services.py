@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     # run-time import the other way would be a cycle
     from stack.bpf.device import BpfDevice
     from stack.control import Control
+    from stack.dhcp import Dhcp
+    from stack.dns import Resolver
     from stack.inet.ipv4 import IPv4Layer
     from stack.pf.engine import Pf
     from stack.sockets.conn import SocketTable as OpenSockets
@@ -34,3 +36,7 @@ CONTROL: ServiceKey[Control] = ServiceKey("control")
 PF: ServiceKey[Pf] = ServiceKey("pf")
 #: lsm-bpf's capture device
 BPF: ServiceKey[BpfDevice] = ServiceKey("bpf")
+#: the resolver configuration its sources feed (DHCP, RA RDNSS) and the cs/dns files
+RESOLVER: ServiceKey[Resolver] = ServiceKey("resolver")
+#: the DHCP clients, one per interface (stack/dhcp)
+DHCP: ServiceKey[Dhcp] = ServiceKey("dhcp")

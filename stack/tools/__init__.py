@@ -10,7 +10,7 @@ import sys
 TOOLS = {
     "ifconfig": "ifconfig", "route": "route", "arp": "arp", "netstat": "netstat",
     "sysctl": "sysctl", "ping": "ping", "brconfig": "brconfig", "nicinfo": "nicinfo",
-    "mount": "mount", "waitfor": "waitfor", "pfctl": "pfctl",
+    "mount": "mount", "waitfor": "waitfor", "pfctl": "pfctl", "dhcp": "dhcp",
 }
 
 

@@ -22,6 +22,11 @@ import pytest
 from rmgr.fuse.counters import FUSE_COUNTERS, REFUSALS
 from stack.bpf.counters import BPF_COUNTERS
 from stack.core import STACK_COUNTERS
+from stack.dhcp import DHCP_COUNTERS
+from stack.dhcp import wire as dhcp_wire
+from stack.dns import wire as dns_wire
+from stack.dns.lookup import DNS_COUNTERS
+from stack.dns.lookup import REFUSALS as DNS_REFUSALS
 from stack.counters import (
     CounterKey,
     Counters,
@@ -125,6 +130,10 @@ def _where() -> dict[str, dict[str, Declared]]:
         "stack/pfil.py": {"self.counters": PFIL_COUNTERS},
         "stack/pf/engine.py": {"self.counters": PF_COUNTERS, "self.stats": PF_FILTER_COUNTERS},
         "stack/bpf/device.py": {"self.counters": BPF_COUNTERS, "self.dev.counters": BPF_COUNTERS},
+        # LAN services: the DHCP client, the resolver (the stack's and libsocket's)
+        "stack/dhcp/": {"*": DHCP_COUNTERS},
+        "stack/dns/": {"*": DNS_COUNTERS},
+        "rmgr/libsocket/dns.py": {"*": DNS_COUNTERS},
         "rmgr/fuse/": {"self.counters": FUSE_COUNTERS, "self.sched.refused": FUSE_COUNTERS},
         "examples/modules/lsm-echo.py": {"self.counters": echo},
         # not counters: the tool's dict of what it parsed from a stack's file
@@ -137,6 +146,8 @@ def _where() -> dict[str, dict[str, Declared]]:
 DYNAMIC: dict[tuple[str, str], frozenset[str]] = {
     # ParseError.reason of stack/inet/wire/arp.py (test_reason_families)
     ("stack/inet/arp.py", "exc.reason"): frozenset(ARP_PARSE_REASONS),
+    # Exchange.accept's refusal reasons (stack/dns/lookup.py)
+    ("stack/dns/lookup.py", "reason"): DNS_REFUSALS,
     # Scheduler.refused(kind): its calls are scanned (CALLS) for the kinds
     ("rmgr/fuse/scheduler.py", "kind"): REFUSALS,
     ("stack/pf/engine.py", "_PASS[dirn]"): frozenset(PASS_BY_DIR.values()),
@@ -214,6 +225,8 @@ def test_reason_families() -> None:
     assert set(GSO_REASONS) == _raised_reasons("stack/l2/gso.py", "GsoError")
     assert set(ARP_PARSE_REASONS) == _raised_reasons("stack/inet/wire/arp.py", "ParseError")
     assert set(ICMP_ERROR_CODES) == wicmp.ERROR_TYPES
+    assert set(dns_wire.PARSE_REASONS) == _raised_reasons("stack/dns/wire.py", "DnsError")
+    assert set(dhcp_wire.PARSE_REASONS) == _raised_reasons("stack/dhcp/wire.py", "DhcpError")
     for r in GSO_REASONS:  # the three places software segmentation may refuse a frame
         assert f"gso_error_{r}" in IFACE_COUNTERS and f"drop_gso_{r}" in ETHER_COUNTERS \
             and f"drop_prefrag_{r}" in IP_COUNTERS
@@ -246,7 +259,8 @@ def test_declared_names_are_used() -> None:
                             ("stack", STACK_COUNTERS), ("pfil", PFIL_COUNTERS),
                             ("pf", PF_FILTER_COUNTERS), ("bpf", BPF_COUNTERS),
                             ("fuse", FUSE_COUNTERS), ("tcp", TCP_COUNTERS),
-                            ("udp", UDP_COUNTERS), ("raw", RAW_COUNTERS)):
+                            ("udp", UDP_COUNTERS), ("raw", RAW_COUNTERS),
+                            ("dhcp", DHCP_COUNTERS), ("dns", DNS_COUNTERS)):
         dead = sorted(n for n in declared - made if not any(key_matches(k, {n}) for k in keys))
         if dead:
             unused[group] = dead
