@@ -1,6 +1,6 @@
 """The names of the IPv4 layer's counters, declared in one place (stack/counters.py), one
 set per group: ``ip`` (ipv4.py, and manage.py's address changes), ``icmp``, ``arp``
-(ARP's and its neighbour table's, stack/neighbour.py), ``reass``, ``route``.
+(ARP's and its neighbour table's, stack/neighbour.py), ``reass``, ``route``, ``igmp``.
 
 A name not listed raises in strict mode (the tests) and is reported by
 tests/arch/test_counter_names.py. Adding a counter means adding its name here, beside
@@ -19,6 +19,7 @@ IP_COUNTERS: frozenset[str] = names("""
     drop_truncated drop_bad_version drop_bad_header_length drop_bad_length
     drop_bad_checksum drop_bad_source drop_martian_source drop_bad_options
     drop_pfil_in drop_pfil_bad_replacement drop_multicast_not_joined drop_unknown_protocol
+    drop_multicast_source_filtered out_mcast_looped out_mcast_host_only
     out_requests out_packets out_not_ipv4 out_no_route out_reject out_blackhole
     out_no_source out_drop_too_long out_drop_df_too_big out_drop_mtu_too_small
     out_fragments out_fragmented out_unresolved drop_pfil_out
@@ -64,3 +65,17 @@ REASS_COUNTERS: frozenset[str] = names("""
 """)
 
 ROUTE_COUNTERS: frozenset[str] = names("lookups lookup_miss changes")
+
+#: why IGMP's parser refuses a message (``ParseError.reason``, stack/inet/wire/igmp.py)
+IGMP_PARSE_REASONS = ("drop_truncated", "drop_bad_checksum", "drop_bad_length",
+                      "drop_bad_record")
+
+#: stack/inet/igmp.py (group ``igmp``)
+IGMP_COUNTERS: frozenset[str] = names("""
+    in_messages drop_no_interface drop_bad_group drop_query_bad_dst
+    in_query_v1 in_query_v2 in_query_v3 in_report in_v3_report in_leave in_other_type
+    report_suppressed query_covered query_not_member
+    joins leaves compat_v1 compat_v2 compat_v3
+    out_v1_report out_v2_report out_v2_leave out_v3_state_change out_v3_current_state
+    out_iface_down out_failed
+""") | frozenset(IGMP_PARSE_REASONS)

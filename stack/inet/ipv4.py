@@ -31,6 +31,7 @@ from stack.inet.arp import Arp
 from stack.inet.counters import IP_COUNTERS
 from stack.inet.icmp import Icmp
 from stack.inet.ifaddr import IfAddr
+from stack.inet.igmp import PROTO_IGMP, Igmp
 from stack.inet.manage import IPv4Management, as_addr, as_dest, as_prefix
 from stack.inet.reass import Reassembler
 from stack.inet.route import Route, RouteTable
@@ -117,6 +118,11 @@ class IPv4Layer:
         #: the management API (addresses, routes, ARP operations, renderings, ping)
         self.manage = IPv4Management(self)
         self.protocols[PROTO_ICMP] = self.icmp.input
+        #: IGMP and the IPv4 group table (stack/inet/igmp.py; the sockets' MulticastHost)
+        self.igmp = Igmp(self)
+        self.protocols[PROTO_IGMP] = self.igmp.input
+        #: the hot path's view of the group table: ifindex -> {group Addr: Filter}
+        self.mc_groups = self.igmp.groups.by_if
         #: the "inet_out_prefrag" hooks (stack/pfil.py; IPsec's hook point): tested per
         #: datagram after routing, run by _prefrag_output when there are any
         self.prefrag = stack.pfil.inet_out_prefrag
@@ -197,10 +203,15 @@ class IPv4Layer:
                ttl: int | None = None, tos: int = 0, df: bool = False,
                meta: TxMeta | None = None, ifname: str | None = None,
                on_error: Callable[[int], None] | None = None, ident: int | None = None,
-               options: bytes = b"") -> int:
+               options: bytes = b"", mcast_loop: bool = True) -> int:
         """Route, pick the source, fragment, resolve, send. Returns 0 or an errno. A
         failure found later (ARP resolution) is reported through ``on_error(errno)`` and
-        the protocol's error handler (as ICMP host unreachable, like Linux)."""
+        the protocol's error handler (as ICMP host unreachable, like Linux).
+
+        To a multicast group: the next hop is the group whatever the route's gateway,
+        the TTL defaults to 1, and when ``mcast_loop`` and the out interface has joined
+        the group a copy is delivered here as if received on it (IP_MULTICAST_LOOP);
+        TTL 0 goes nowhere else."""
         c = self.counters
         c["out_requests"] += 1
         d = dst if type(dst) is int else _as_int(dst)
@@ -260,6 +271,8 @@ class IPv4Layer:
             if d == LIMITED_BROADCAST or d in self.bcast:
                 bcast = True
                 nexthop = d
+            elif d >> 28 == 14:
+                nexthop = d  # a group is its own next hop (RFC 1112 mapping below)
             if not s:
                 rs = route.src if route is not None else None
                 if rs is not None and rs & 0xFFFFFFFF in self.local:
@@ -271,9 +284,17 @@ class IPv4Layer:
                     return errno.EADDRNOTAVAIL
         assert iface is not None
         if ttl is None:
-            ttl = int(self.k_ttl.value)
+            ttl = 1 if d >> 28 == 14 else int(self.k_ttl.value)
         if ident is None:
             self._ident = ident = (self._ident + 1) & 0xFFFF
+        if d >> 28 == 14:
+            if mcast_loop:
+                groups = self.mc_groups.get(iface.index)
+                if groups is not None and V4MAPPED | d in groups:
+                    self._mcast_loop(iface, s, d, proto, payload, ttl, tos, ident, options, meta)
+            if ttl == 0 or iface.flags & IFF_LOOPBACK:
+                c["out_mcast_host_only"] += 1
+                return 0
         ihl = HLEN + len(options)
         total = ihl + plen
         gso = meta is not None and meta.gso_type != GSO_NONE
@@ -455,6 +476,24 @@ class IPv4Layer:
         c["out_fragmented"] += 1
         return err
 
+    def _mcast_loop(self, iface: Interface, s: int, d: int, proto: int,
+                    payload: Sequence[Buffer], ttl: int, tos: int, ident: int, options: bytes,
+                    meta: TxMeta | None) -> None:
+        """IP_MULTICAST_LOOP: our datagram to a group ``iface`` joined, delivered here as
+        if it had arrived on ``iface`` (whole: input reassembles nothing)."""
+        if meta is not None and meta.needs_csum:
+            payload = complete_csum(payload, meta)
+        plen = 0
+        for b in payload:
+            plen += len(b)
+        if HLEN + len(options) + plen > 65535:
+            return
+        hdr = _header(s, d, proto, HLEN + len(options) + plen, ttl, tos, ident, 0, options)
+        pkt = Packet(memoryview(bytearray(b"".join([hdr, *(bytes(b) for b in payload)]))), iface)
+        pkt.ethertype = ETHERTYPE_IPV4
+        self.counters["out_mcast_looped"] += 1
+        self.input(iface, pkt)
+
     def _local_unreach(self, err: int, proto: int, src: int, dst: int,
                        payload: Sequence[Buffer], on_error: Callable[[int], None] | None) -> None:
         """A packet this host sent could not be delivered (ARP failure): tell the sender
@@ -534,8 +573,16 @@ class IPv4Layer:
         elif dst == LIMITED_BROADCAST or dst in self.bcast:
             bcast = True
         elif dst >> 28 == 14:
-            if dst != 0xE0000001:  # all-hosts; no IGMP membership yet
-                c["drop_multicast_not_joined"] += 1
+            # a group joined on this interface (stack/inet/igmp.py's table), whose
+            # filter passes the source; IGMP itself sees every message to a group joined
+            groups = self.mc_groups.get(iface.index)
+            f = groups.get(V4MAPPED | dst) if groups is not None else None  # type: ignore[call-overload]
+            if f is None:
+                if dst != 0xE0000001:  # all-hosts (joined at attach where multicast works)
+                    c["drop_multicast_not_joined"] += 1
+                    return
+            elif proto != PROTO_IGMP and not f.allows(V4MAPPED | src):
+                c["drop_multicast_source_filtered"] += 1
                 return
             bcast = True
         elif dst >> 24 == 127 and iface.flags & IFF_LOOPBACK:
@@ -775,6 +822,7 @@ class IPv4Layer:
     # and scripts (``stack.inet.add_address("tap0", "10.0.0.2/24")``).
     def iface_event(self, event: str, iface: Interface) -> None:
         self.manage.iface_event(event, iface)
+        self.igmp.iface_event(event, iface)
 
     def add_address(self, ifname: str, addr: Prefix | Addr | str, *,
                     broadcast: Addr | str | None = None) -> IfAddr:

@@ -56,7 +56,7 @@ class _Wrapped(Endpoint):
     def getpeername(self) -> Address:
         return self.s.getpeername()  # type: ignore[no-any-return]
 
-    def setsockopt(self, level: int, name: int, value: int | tuple[int, int]) -> None:
+    def setsockopt(self, level: int, name: int, value: int | tuple[int, int] | bytes) -> None:
         self.s.setsockopt(level, name, value)
 
     def getsockopt(self, level: int, name: int) -> int | tuple[int, int] | bytes:

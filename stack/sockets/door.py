@@ -15,6 +15,7 @@ import trio
 
 from rmgr.libsocket import abi
 from rmgr.nodes import POLLHUP, POLLIN, POLLOUT, Caller, Handle, IoRequest
+from stack.transport.mcast import STRUCT_OPTIONS as _MCAST_STRUCTS
 
 from .conn import Conn, SocketTable
 from .endpoint import Address, Endpoint
@@ -427,6 +428,10 @@ def setsockopt(conn: Conn, level: int, name: int, val: bytes) -> None:
             return
         if name in (SO_TYPE, SO_ERROR, SO_ACCEPTCONN, SO_PROTOCOL, SO_DOMAIN):
             raise OSError(errno.ENOPROTOOPT, "read-only socket option")
+    elif level == _std.IPPROTO_IP and name in _MCAST_STRUCTS:
+        conn.ep.setsockopt(level, name, bytes(val))  # ip_mreq, ip_mreqn, in_addr: as given
+        conn.on_state()
+        return
     if len(val) < 4:
         val = val.ljust(4, b"\0")
     (value,) = struct.unpack_from("<i", val, 0)

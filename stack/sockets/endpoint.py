@@ -101,7 +101,8 @@ class Endpoint(abc.ABC):
     def getpeername(self) -> Address: ...
 
     @abc.abstractmethod
-    def setsockopt(self, level: int, name: int, value: int | tuple[int, int]) -> None: ...
+    def setsockopt(self, level: int, name: int, value: int | tuple[int, int] | bytes) -> None:
+        """An int, SO_LINGER's (onoff, seconds), or a C struct's bytes (ip_mreq...)."""
 
     @abc.abstractmethod
     def getsockopt(self, level: int, name: int) -> int | tuple[int, int] | bytes:

@@ -11,6 +11,10 @@ status}`` and the same for ``udp`` (and ``raw``, listing raw sockets).
 * ``hangup`` - close both directions (FIN); reads of ``data`` then give EOF.
 * ``shutdown rd|wr|rdwr`` - half-close.
 * ``keepalive [SECONDS]``, ``nodelay``, ``ttl N``, ``linger SECONDS``.
+* multicast (UDP, raw): ``addmulti GROUP [IFADDR]``, ``remmulti GROUP [IFADDR]``,
+  ``addsource GROUP SOURCE [IFADDR]``, ``remsource ...``, ``block GROUP SOURCE
+  [IFADDR]``, ``unblock ...``, ``mcastif IFADDR|*``, ``mcastttl N``, ``mcastloop on|off``
+  (stack/transport/mcast.py: the IP_ADD_MEMBERSHIP... options).
 * ``send0 [HOST!PORT]`` - UDP: send an empty datagram to HOST!PORT, or to the connected
   peer (a shell cannot: a 0-byte write never reaches the stack). TCP: sends nothing.
 
@@ -37,6 +41,8 @@ from rmgr.nodes import Caller, Directory, Handle, HandleFile, IoRequest, OpenReq
 from stack.addr import AF_INET, AF_INET6, is_v4, unspecified
 from stack.addr import parse_addr as _parse_host
 from stack.registry import SocketType, SocketTypes
+from stack.transport.mcast import TEXT_VERBS as _MCAST_VERBS
+from stack.transport.mcast import text_option as _mcast_option
 
 from . import door
 from .conn import Conn, SocketTable
@@ -153,6 +159,9 @@ class CtlHandle(Handle):
             dest = parse_addr(args[0], conn.family) if args else None
             await door.send(conn, memoryview(b""),
                             None if conn.type == abi.SOCK_STREAM else dest, nonblock=False)
+        elif verb in _MCAST_VERBS and conn.family == AF_INET:  # addmulti, block...
+            opt, value = _mcast_option(verb, args)
+            ep.setsockopt(_std.IPPROTO_IP, opt, value)
         elif verb == "linger" and len(args) == 1:
             door.setsockopt(conn, _std.SOL_SOCKET, _std.SO_LINGER,
                             door.LINGER.pack(1, int(args[0])))

@@ -50,5 +50,7 @@ class Transports:
 def attach(stack: Stack) -> None:
     t = Transports(stack.inet, stack.sysctl)
     t.register(stack.registries)
+    # IPv4's group memberships (IGMP) for the sockets' multicast options
+    t.udp.multicast[AF_INET] = t.raw.multicast[AF_INET] = stack.inet.igmp
     stack.services.register(TRANSPORTS, t)
     stack.nursery.start_soon(t.tcp.run)

@@ -16,9 +16,11 @@ from typing import Any
 
 import trio
 
-from stack.addr import AF_INET, ANY4, Addr, Endpoint
+from stack.addr import AF_INET, ANY4, Addr, Endpoint, is_multicast
 from stack.counters import Counters
+from stack.multicast import MulticastHost, SocketMulticast
 from stack.network import IPInfo, NetworkLayer
+from stack.transport import mcast
 from stack.transport.counters import RAW_COUNTERS
 from stack.transport.sockaddr import UNSPECIFIED, SockAddr, host_addr
 from stack.transport.sockopt import fire_change, get_ip_option, set_ip_option
@@ -52,6 +54,8 @@ class RawSocket:
         self.queue: deque[tuple[bytes, Endpoint]] = deque()
         self.on_change: list[Callable[[], None]] = []
         self._event = trio.Event()
+        #: multicast options and memberships (stack/transport/mcast.py), at first use
+        self.mcast: SocketMulticast | None = None
         proto.sockets.append(self)
 
     def _notify(self) -> None:
@@ -94,8 +98,12 @@ class RawSocket:
         if inet.is_broadcast(dst) and not self.broadcast:
             raise _err(errno.EACCES)
         src = None if self.laddr in UNSPECIFIED else self.laddr
-        err = inet.output(src, dst, self.proto_number, [bytes(data)], ttl=self.ttl, tos=self.tos,
-                           df=self.df)
+        if is_multicast(dst):  # the multicast TTL, interface and loop
+            err = mcast.send(self, src, dst, self.proto_number, [bytes(data)],
+                             self.rawproto.multicast, tos=self.tos, df=self.df)
+        else:
+            err = inet.output(src, dst, self.proto_number, [bytes(data)], ttl=self.ttl,
+                              tos=self.tos, df=self.df)
         if err:
             raise _err(err)
         self.rawproto.counters["packets_out"] += 1
@@ -124,7 +132,9 @@ class RawSocket:
                 await self._event.wait()
 
     def setsockopt(self, level: int, opt: int, value: Any) -> None:
-        if level == _s.SOL_SOCKET and opt == _s.SO_BROADCAST:
+        if level == _s.IPPROTO_IP and opt in mcast.OPTIONS:
+            mcast.set_option(self, self.rawproto.multicast, opt, value)
+        elif level == _s.SOL_SOCKET and opt == _s.SO_BROADCAST:
             self.broadcast = bool(value)
         elif level == _s.SOL_SOCKET and opt == _s.SO_RCVBUF:
             self.rcv_limit = int(value) * 2
@@ -139,12 +149,16 @@ class RawSocket:
         if level == _s.SOL_SOCKET and opt == _s.SO_TYPE:
             return _s.SOCK_RAW
         if level == _s.IPPROTO_IP:
+            if opt in mcast.OPTIONS:
+                return mcast.get_option(self, opt)
             return get_ip_option(self, opt)
         raise _err(errno.ENOPROTOOPT)
 
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            if self.mcast is not None:
+                self.mcast.close()
             if self in self.rawproto.sockets:
                 self.rawproto.sockets.remove(self)
             self._notify()
@@ -161,6 +175,8 @@ class RawProto:
         self.inet = inet
         self.counters = counters if counters is not None else Counters("raw", RAW_COUNTERS)
         self.sockets: list[RawSocket] = []
+        #: each family's group membership service (stack/multicast.py), by family
+        self.multicast: dict[int, MulticastHost] = {}
 
     def socket(self, protocol: int = _s.IPPROTO_ICMP) -> RawSocket:
         return RawSocket(self, protocol)
@@ -172,7 +188,10 @@ class RawProto:
             return False
         data: bytes | None = None
         matched = False
-        for s in self.sockets:
+        socks = self.sockets
+        if info.broadcast and is_multicast(info.dst):
+            socks = mcast.receivers(socks, info, raw=True)
+        for s in socks:
             if s.proto_number != info.proto:
                 continue
             if s.laddr != info.dst and s.laddr not in UNSPECIFIED:

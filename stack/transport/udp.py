@@ -16,10 +16,12 @@ from typing import Any
 
 import trio
 
-from stack.addr import AF_INET, ANY4, Addr, Endpoint, pseudo_header_sum
+from stack.addr import AF_INET, ANY4, Addr, Endpoint, is_multicast, pseudo_header_sum
 from stack.counters import Counters
+from stack.multicast import MulticastHost, SocketMulticast
 from stack.network import IPInfo, NetworkLayer
 from stack.sysctl import Sysctl
+from stack.transport import mcast
 from stack.transport.counters import UDP_COUNTERS
 from stack.transport.knobs import Knobs, register_sysctls
 from stack.transport.ports import EphemeralPorts
@@ -86,6 +88,8 @@ class UDPSocket:
         self.rd_shut = False
         self.on_change: list[Callable[[], None]] = []
         self._event = trio.Event()
+        #: multicast options and memberships (stack/transport/mcast.py), at first use
+        self.mcast: SocketMulticast | None = None
 
     def __repr__(self) -> str:
         return f"<UDPSocket {Endpoint(self.laddr, self.lport)} q={len(self.queue)}>"
@@ -216,6 +220,8 @@ class UDPSocket:
             return
         self.closed = True
         self.proto.unbind(self)
+        if self.mcast is not None:
+            self.mcast.close()
         self.queue.clear()
         self._notify()
         self.on_change.clear()
@@ -225,6 +231,9 @@ class UDPSocket:
 
     def setsockopt(self, level: int, opt: int, value: Any) -> None:
         self._check()
+        if level == _s.IPPROTO_IP and opt in mcast.OPTIONS:
+            mcast.set_option(self, self.proto.multicast, opt, value)
+            return
         if isinstance(value, (bytes, bytearray)) and len(value) == 4:
             value = struct.unpack("i", value)[0]
         if level == _s.SOL_SOCKET:
@@ -262,6 +271,8 @@ class UDPSocket:
                 return _s.SOCK_DGRAM
             raise _err(errno.ENOPROTOOPT)
         if level == _s.IPPROTO_IP:
+            if opt in mcast.OPTIONS:
+                return mcast.get_option(self, opt)
             return get_ip_option(self, opt)
         raise _err(errno.ENOPROTOOPT)
 
@@ -283,6 +294,8 @@ class UDPProto:
         self.counters = counters if counters is not None else Counters("udp", UDP_COUNTERS)
         self.ports: dict[int, list[UDPSocket]] = {}
         self._ports = EphemeralPorts()
+        #: each family's group membership service (stack/multicast.py), by family
+        self.multicast: dict[int, MulticastHost] = {}
 
     def _follow(self, attr: str) -> Callable[[int | str], None]:
         """A sysctl change handler setting ``self.cfg.<attr>``."""
@@ -296,7 +309,8 @@ class UDPProto:
     # ------------------------------------------------------------- ports
     def bind(self, sock: UDPSocket, laddr: Addr, port: int) -> None:
         specific = laddr not in UNSPECIFIED
-        bcast = specific and self.inet.is_broadcast(laddr)
+        # a group address binds like a broadcast one: it receives, never sources
+        bcast = specific and (self.inet.is_broadcast(laddr) or is_multicast(laddr))
         if specific and not (bcast or self.inet.is_local(laddr)):
             raise _err(errno.EADDRNOTAVAIL)
         if port == 0:
@@ -340,6 +354,9 @@ class UDPProto:
         if not sock.bound:
             self.bind(sock, ANY4, 0)
         laddr = sock.src
+        group = is_multicast(raddr)
+        if laddr is None and group:
+            laddr = mcast.source(sock, raddr, self.multicast)
         if laddr is None:
             laddr = self.inet.source_for(raddr)
             if laddr is None:
@@ -353,8 +370,12 @@ class UDPProto:
                 csum = 0xFFFF  # RFC 768: zero means "no checksum"
             hdr[6] = csum >> 8
             hdr[7] = csum & 0xFF
-        err = self.inet.output(laddr, raddr, IPPROTO_UDP, [hdr, payload], ttl=sock.ttl,
-                               tos=sock.tos, df=sock.df)
+        if group:  # the multicast TTL, interface and loop (stack/transport/mcast.py)
+            err = mcast.send(sock, laddr, raddr, IPPROTO_UDP, [hdr, payload], self.multicast,
+                             tos=sock.tos, df=sock.df)
+        else:
+            err = self.inet.output(laddr, raddr, IPPROTO_UDP, [hdr, payload], ttl=sock.ttl,
+                                   tos=sock.tos, df=sock.df)
         if err:
             c["send_errors"] += 1
             raise _err(err)
@@ -380,6 +401,8 @@ class UDPProto:
             return
         bcast = info.broadcast  # or multicast: the network layer says (stack/network.py)
         targets = self._match(info.dst, d.dport, info.src, d.sport, bcast)
+        if bcast and targets and is_multicast(info.dst):
+            targets = mcast.receivers(targets, info)  # joined on that interface, source passes
         if not targets:
             c["no_port"] += 1
             if not bcast:

@@ -40,6 +40,8 @@ from stack.inet.counters import (
     ARP_PARSE_REASONS,
     ICMP_COUNTERS,
     ICMP_ERROR_CODES,
+    IGMP_COUNTERS,
+    IGMP_PARSE_REASONS,
     IP_COUNTERS,
     REASS_COUNTERS,
     ROUTE_COUNTERS,
@@ -109,6 +111,7 @@ def _where() -> dict[str, dict[str, Declared]]:
         "stack/inet/arp.py": {"self.counters": ARP_COUNTERS},
         "stack/inet/reass.py": {"self.counters": REASS_COUNTERS},
         "stack/inet/route.py": {"self.counters": ROUTE_COUNTERS},
+        "stack/inet/igmp.py": {"self.counters": IGMP_COUNTERS},
         "stack/neighbour.py": {"self.counters": NEIGHBOUR_COUNTERS,
                                "self._refuse": NEIGHBOUR_COUNTERS},
         # layer 2 and the interfaces
@@ -146,6 +149,8 @@ def _where() -> dict[str, dict[str, Declared]]:
 DYNAMIC: dict[tuple[str, str], frozenset[str]] = {
     # ParseError.reason of stack/inet/wire/arp.py (test_reason_families)
     ("stack/inet/arp.py", "exc.reason"): frozenset(ARP_PARSE_REASONS),
+    # ParseError.reason of stack/inet/wire/igmp.py (test_reason_families)
+    ("stack/inet/igmp.py", "exc.reason"): frozenset(IGMP_PARSE_REASONS),
     # Exchange.accept's refusal reasons (stack/dns/lookup.py)
     ("stack/dns/lookup.py", "reason"): DNS_REFUSALS,
     # Scheduler.refused(kind): its calls are scanned (CALLS) for the kinds
@@ -224,6 +229,7 @@ def test_reason_families() -> None:
     """Names made from a reason or a number are declared for every value there is."""
     assert set(GSO_REASONS) == _raised_reasons("stack/l2/gso.py", "GsoError")
     assert set(ARP_PARSE_REASONS) == _raised_reasons("stack/inet/wire/arp.py", "ParseError")
+    assert set(IGMP_PARSE_REASONS) == _raised_reasons("stack/inet/wire/igmp.py", "ParseError")
     assert set(ICMP_ERROR_CODES) == wicmp.ERROR_TYPES
     assert set(dns_wire.PARSE_REASONS) == _raised_reasons("stack/dns/wire.py", "DnsError")
     assert set(dhcp_wire.PARSE_REASONS) == _raised_reasons("stack/dhcp/wire.py", "DhcpError")
