@@ -13,7 +13,7 @@ from stack.counters import names
 REFUSALS = names("write_too_big ioctl_bad_size ioctl_unknown")
 
 FUSE_COUNTERS: frozenset[str] = REFUSALS | names("""
-    before_init malformed enosys handler_error reply_dropped reply_rejected poll_notify
+    requests before_init malformed enosys handler_error reply_dropped reply_rejected poll_notify
     interrupt interrupted busy_poll_hits
     forget_unknown inval_entry
     ioctl_out_too_long ioctl_tty_probe

@@ -202,6 +202,7 @@ class Scheduler:
 
     def dispatch(self, mv: memoryview) -> None:
         """Answer (or start answering) one request held in ``mv``."""
+        self.counters["requests"] += 1  # the request rate (io-pkt top, config/metrics)
         n = len(mv)
         if n < _HDR.size:
             self.counters["malformed"] += 1

@@ -17,6 +17,8 @@ file                   kind         read / write
 ``sockets``            text         the socket list with TCP states
 ``nicinfo/<IF>``       text         driver facts and counters of one interface
 ``ping``               stream       write an echo request, read its result
+``sockinfo``           text         every socket with its TCP_INFO fields (ss, top)
+``metrics``            text         counters and gauges, Prometheus text format
 =====================  ===========  ====================================================
 
 Formats are documented in docs/control.md. Configuration writes need root (the caller's
@@ -31,8 +33,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from rmgr.nodes import Directory, HandleFile
-from stack.control import backend
+from rmgr.nodes import Directory, HandleFile, TextFile
+from stack.control import backend, metrics, sockinfo
 from stack.control.bridges import BridgeFiles
 from stack.control.interfaces import InterfaceFiles
 from stack.control.monitor import MonitorHub
@@ -72,6 +74,9 @@ class Control:
         cfg.add("route_monitor", HandleFile(self.monitor.open, mode=0o444))
         cfg.add("ping", HandleFile(lambda req: PingHandle(self, req), mode=0o666))
         self.stats.publish(cfg)
+        # observability (docs/observability.md): ss/top's socket list, Prometheus metrics
+        cfg.add("sockinfo", TextFile(lambda: sockinfo.render(self.stack)))
+        cfg.add("metrics", TextFile(lambda: metrics.render(self.stack)))
 
     # -- change tracking (the route monitor) -----------------------------------------
     def hook_listeners(self) -> None:

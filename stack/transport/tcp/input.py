@@ -58,6 +58,7 @@ class TCBInput(TCBState):
         self.apply_syn_options(seg.opts)
         self.setup_mss()
         if flags & ACK:
+            self.bytes_acked += sq.sub(seg.ack, self.snd_una)  # our SYN, as Linux counts it
             self.snd_una = seg.ack
             self.snd_wnd = seg.wnd  # never scaled in a SYN
             self.max_sndwnd = self.snd_wnd
@@ -291,6 +292,7 @@ class TCBInput(TCBState):
         if self.passive and not self.proto.handshake_done(cast("TCB", self)):
             self.snd_una = self.iss
             return False
+        self.bytes_acked += sq.sub(ack, self.iss)  # our SYN, as Linux counts it
         self.established()
         return True
 
@@ -340,6 +342,7 @@ class TCBInput(TCBState):
             return
         self.fin_rcvd = True
         self.rcv_nxt = sq.add(self.rcv_nxt, 1)
+        self.bytes_received += 1  # Linux counts RCV.NXT's advance, the FIN's included
         self.ack_now = True
         self.c["fin_in"] += 1
         st = self.state
