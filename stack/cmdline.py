@@ -16,7 +16,8 @@ from stack.options import OptionError, Options
 log = logging.getLogger("io-pkt")
 
 #: options the built-in stack (-p tcpip) understands
-TCPIP_OPTIONS = {"prefix", "forward", "allow_other", "stacksize", "mbuf_cache", "pagesize", "threads"}
+TCPIP_OPTIONS = {"prefix", "forward", "forward6", "auto_linklocal", "allow_other", "stacksize",
+                 "mbuf_cache", "pagesize", "threads"}
 
 
 class UsageError(Exception):
@@ -100,6 +101,8 @@ def parse_args(argv: list[str]) -> StackConfig:
         raise UsageError(f"io-pkt: prefix={prefix!r} must be an absolute path")
     cfg.prefix = prefix.rstrip("/")
     tcpip.flag("forward")
+    tcpip.flag("forward6")
+    tcpip.get_int("auto_linklocal", 1, lo=0, hi=1)
     tcpip.flag("allow_other")
     for key in tcpip:
         if key not in TCPIP_OPTIONS:

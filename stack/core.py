@@ -29,7 +29,7 @@ from stack.loader import LoadError, ModuleInstance, ModuleManager
 from stack.options import Options
 from stack.pfil import Pfil
 from stack.registry import Registries
-from stack.services import BPF, CONTROL, IPV4, PF, SOCKETS, TRANSPORTS
+from stack.services import BPF, CONTROL, IPV4, IPV6, PF, SOCKETS, TRANSPORTS
 from stack.sysctl import Sysctl
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from stack.bpf.device import BpfDevice
     from stack.control import Control
     from stack.inet.ipv4 import IPv4Layer
+    from stack.inet6.ipv6 import IPv6Layer
     from stack.pf.engine import Pf
     from stack.sockets.conn import SocketTable as OpenSockets
     from stack.transport import RawProto, TCPProto, Transports, UDPProto
@@ -51,7 +52,7 @@ BuiltinAttach = Callable[["Stack"], "Awaitable[None] | None"]
 #: The built-in parts of the stack, in attach order: each package's ``attach(stack)``
 #: registers its protocols, sockets and services in ``stack.registries``. What the
 #: running stack speaks is listed in ``config/protocols``.
-BUILTIN_COMPONENTS = ("stack.inet", "stack.transport", "stack.sockets", "stack.control",
+BUILTIN_COMPONENTS = ("stack.inet", "stack.inet6", "stack.transport", "stack.sockets", "stack.control",
                       "stack.dns", "stack.dhcp")
 
 
@@ -93,6 +94,9 @@ class Stack:
         self._next_index = 1
         # (layer 2) listeners and pfil exist before Layer2, which registers with both
         self.iface_listeners: list[Callable[[str, Interface], None]] = []
+        #: called first at shutdown (synchronous; what they send goes out before the
+        #: drivers unload)
+        self.shutdown_hooks: list[Callable[[], None]] = []
         self.pfil = Pfil(self)
         self.l2 = Layer2(self)
         self.modules = ModuleManager(self)
@@ -110,6 +114,10 @@ class Stack:
     @property
     def inet(self) -> IPv4Layer:
         return self.services.require(IPV4)
+
+    @property
+    def inet6(self) -> IPv6Layer:
+        return self.services.require(IPV6)
 
     @property
     def transports(self) -> Transports:
@@ -308,7 +316,16 @@ class Stack:
         await self.nursery.start(serve)
 
     async def shutdown(self) -> None:
-        """Orderly stop: modules (drivers remove devices), then mounts, then everything."""
+        """Orderly stop: the protocols' last words (``shutdown_hooks``: IPv6's final
+        router advertisement), modules (drivers remove devices), then mounts, then
+        everything."""
+        for hook in list(self.shutdown_hooks):
+            try:
+                hook()
+            except Exception:
+                log.exception("a shutdown hook failed")
+        if self.shutdown_hooks:
+            await trio.sleep(0.05)  # let the drivers write what the hooks sent
         for inst in reversed(list(self.modules.loaded)):
             self.modules.unload(inst)
         await trio.sleep(0)

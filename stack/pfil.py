@@ -141,6 +141,8 @@ class Pfil:
         self.ether_out = self.chains[("ether", "out")]
         self.inet_in = self.chains[("inet", "in")]
         self.inet_out = self.chains[("inet", "out")]
+        self.inet6_in = self.chains[("inet6", "in")]
+        self.inet6_out = self.chains[("inet6", "out")]
         self.inet_out_prefrag = self.chains[(INET_OUT_PREFRAG, "out")]
         if stack is not None:
             stack.iface_listeners.append(self._iface_event)

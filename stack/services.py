@@ -20,12 +20,15 @@ if TYPE_CHECKING:
     from stack.dhcp import Dhcp
     from stack.dns import Resolver
     from stack.inet.ipv4 import IPv4Layer
+    from stack.inet6.ipv6 import IPv6Layer
     from stack.pf.engine import Pf
     from stack.sockets.conn import SocketTable as OpenSockets
     from stack.transport import Transports
 
 #: the IPv4 layer (ARP, ICMP, routes, forwarding)
 IPV4: ServiceKey[IPv4Layer] = ServiceKey("ipv4")
+#: the IPv6 layer (ND, ICMPv6, SLAAC, MLD, forwarding; stack/inet6)
+IPV6: ServiceKey[IPv6Layer] = ServiceKey("ipv6")
 #: TCP, UDP and raw IP over the IP layer
 TRANSPORTS: ServiceKey[Transports] = ServiceKey("transports")
 #: every open socket, whichever door made it

@@ -68,16 +68,17 @@ class NetNS:
 def netns_factory() -> Iterator[object]:
     made: list[NetNS] = []
 
-    def make(tag: str = "t") -> NetNS:
+    def make(tag: str = "t", ipv6: bool = False) -> NetNS:
         name = f"iopkt-{tag}-{uuid.uuid4().hex[:6]}"
         sh("ip", "netns", "add", name)
         ns = NetNS(name)
         made.append(ns)
         ns.run("ip", "link", "set", "lo", "up")
-        # the stack speaks IPv4 only: the kernel's IPv6 chatter (DAD, router and MLD
-        # solicitations) would only add frames that race with what tests assert on
-        ns.run("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
-               "net.ipv6.conf.default.disable_ipv6=1")
+        if not ipv6:
+            # IPv4 tests: the kernel's IPv6 chatter (DAD, router and MLD solicitations)
+            # would only add frames that race with what they assert on
+            ns.run("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
+                   "net.ipv6.conf.default.disable_ipv6=1")
         return ns
 
     yield make
@@ -91,12 +92,23 @@ def netns(netns_factory: object) -> NetNS:
     return netns_factory()  # type: ignore[operator,no-any-return]
 
 
+@pytest.fixture
+def netns6(netns_factory: object) -> NetNS:
+    """A namespace whose kernel speaks IPv6 (DAD, ND, accept_ra as a host)."""
+    return netns_factory("t6", ipv6=True)  # type: ignore[operator,no-any-return]
+
+
 @contextlib.asynccontextmanager
 async def running_stack(*, drivers: list[tuple[str, str]] = (),  # type: ignore[assignment]
                         protocols: list[tuple[str, str]] = (),  # type: ignore[assignment]
                         tcpip: str = "", prefix: str | None = None,
-                        mount: bool = False) -> AsyncIterator[Stack]:
-    """Run a Stack inside the test's own trio run; shut it down in order on exit."""
+                        mount: bool = False, inet6: bool = False) -> AsyncIterator[Stack]:
+    """Run a Stack inside the test's own trio run; shut it down in order on exit.
+    Without ``inet6`` the stack has no link-local addresses (``auto_linklocal=0``): IPv4
+    tests count frames, and IPv6's DAD, MLD and router solicitations would race with
+    them (as the kernel's namespaces have IPv6 off for them)."""
+    if not inet6 and "auto_linklocal" not in tcpip:
+        tcpip = ",".join(filter(None, (tcpip, "auto_linklocal=0")))
     cfg = StackConfig(tcpip=Options.parse(tcpip), mount=mount,
                       drivers=[(d, Options.parse(o)) for d, o in drivers],
                       protocols=[(p, Options.parse(o)) for p, o in protocols])

@@ -1,4 +1,7 @@
-"""IPv4 reassembly (RFC 791 / RFC 815) with the RFC 5722 rule: a fragment that overlaps
+"""Reassembly for both families: ``FragmentReassembler`` holds the part they share
+(IPv6's is stack/inet6/reass.py), ``Reassembler`` is IPv4's (RFC 791 / RFC 815).
+
+The RFC 5722 rule: a fragment that overlaps
 another (other than an exact duplicate, which is dropped alone) kills the whole datagram,
 and further fragments of it are dropped until its timer expires.
 
@@ -25,18 +28,19 @@ import trio
 
 from stack.counters import Counters
 from stack.inet.counters import REASS_COUNTERS
-from stack.inet.timers import Timer
+from stack.inet.timers import Timer, Timers
 from stack.inet.wire import checksum1
 from stack.inet.wire import icmp as wicmp
 
 if TYPE_CHECKING:  # cycle: IPv4Layer owns this part and the part calls back into it; types only
     from stack.inet.ipv4 import IPv4Layer
+    from stack.sysctl import Knob
 
 #: bytes charged per fragment beyond its data: the tuple, the view or bytes object and
 #: the list slots holding it (measured ~300 bytes in CPython)
 FRAG_OVERHEAD = 320
 
-Key = tuple[int, int, int, int]  # src, dst, proto, ident
+Key = tuple[int, ...]  # IPv4: (src, dst, proto, ident); IPv6: (src, dst, ident)
 
 
 def _hold(payload: memoryview) -> tuple[memoryview | bytes, int]:
@@ -68,17 +72,28 @@ class FragQueue:
         self.size = 0
 
 
-class Reassembler:
-    def __init__(self, inet: IPv4Layer) -> None:
-        self.inet = inet
-        self.counters = Counters("reass", REASS_COUNTERS)
+class FragmentReassembler:
+    """The family-neutral part: fragment queues, the RFC 5722 overlap rule, the bounds
+    and the memory accounting. A family subclasses it with ``_expired`` (the timeout's
+    ICMP error) and ``_assemble`` (the whole datagram from the first fragment's header and
+    the payload), and registers its own sysctls (``k_ttl``, ``k_maxq``, ``k_maxmem``)."""
+
+    k_ttl: Knob
+    k_maxq: Knob
+    k_maxmem: Knob
+
+    def __init__(self, timers: Timers, counters: Counters) -> None:
+        self.timers = timers
+        self.counters = counters
         self.queues: OrderedDict[Key, FragQueue] = OrderedDict()
         self.mem = 0
-        reg = inet.stack.sysctl.register
-        self.k_ttl = reg("net.inet.ip.fragttl", 30, "seconds to wait for all fragments", lo=1)
-        self.k_maxq = reg("net.inet.ip.maxfragpackets", 1024, "datagrams being reassembled", lo=1)
-        self.k_maxmem = reg("net.inet.ip.maxfragmem", 4 << 20, "bytes held by reassembly",
-                            lo=65536)
+
+    def _expired(self, q: FragQueue) -> None:
+        """The datagram timed out with its first fragment (``q.first_quote``) held."""
+
+    def _assemble(self, header: bytes, frags: list[tuple[int, int, memoryview | bytes]],
+                  total: int) -> bytearray | None:
+        raise NotImplementedError
 
     def _drop_queue(self, q: FragQueue) -> None:
         self.mem -= q.size
@@ -93,9 +108,7 @@ class Reassembler:
         if not q.dead:
             self.counters["frag_timeout"] += 1
             if q.header is not None and q.first_quote:
-                # RFC 792: time exceeded in reassembly, if the first fragment arrived
-                self.inet.icmp.send_error(wicmp.TIME_EXCEEDED, wicmp.TIMXCEED_REASS,
-                                          memoryview(q.first_quote))
+                self._expired(q)
         self._drop_queue(q)
 
     def _kill(self, q: FragQueue) -> None:
@@ -114,10 +127,11 @@ class Reassembler:
             self.counters["frag_evicted"] += 1
             self._drop_queue(q)
 
-    def input(self, hdr: memoryview, payload: memoryview, src: int, dst: int, proto: int,
-              ident: int, offset: int, more: bool) -> bytearray | None:
-        """Add a fragment. ``hdr`` is its IP header, ``payload`` its data. Returns the
-        whole datagram (header + payload, header fields fixed) once complete."""
+    def add(self, key: Key, hdr: memoryview, payload: memoryview, offset: int, more: bool,
+            limit: int) -> bytearray | None:
+        """Add a fragment of the datagram ``key``. ``hdr`` is the first fragment's
+        per-datagram header (kept from offset 0), ``payload`` its data; no byte may lie
+        at or beyond ``limit``. Returns the whole datagram (``_assemble``) once complete."""
         c = self.counters
         c["frag_in"] += 1
         n = len(payload)
@@ -125,9 +139,8 @@ class Reassembler:
         if n == 0 or (more and n & 7):
             c["drop_bad_fragment"] += 1
             return None
-        key = (src, dst, proto, ident)
         q = self.queues.get(key)
-        if len(hdr) + end > 65535:
+        if end > limit:
             # ping of death: no datagram can hold this byte; drop it now, and the
             # fragments held for it (as Linux's ip_frag_queue), rather than keep them
             # until the datagram completes or times out
@@ -143,7 +156,7 @@ class Reassembler:
                 return None
             q = FragQueue(key)
             self.queues[key] = q
-            q.timer = self.inet.timers.call_at(trio.current_time() + int(self.k_ttl.value),
+            q.timer = self.timers.call_at(trio.current_time() + int(self.k_ttl.value),
                                                lambda: self._expire(q))
         if q.dead:
             c["drop_dead_datagram"] += 1
@@ -199,20 +212,52 @@ class Reassembler:
             q.timer.cancel()
             q.timer = None
         assert q.header is not None
-        ihl = len(q.header)
-        total = ihl + q.total
-        if total > 65535:
+        out = self._assemble(q.header, frags, q.total)
+        self._drop_queue(q)
+        if out is None:
             c["drop_too_long"] += 1
-            self._drop_queue(q)
             return None
-        out = bytearray(total)
-        out[:ihl] = q.header
+        c["reassembled"] += 1
+        return out
+
+
+class Reassembler(FragmentReassembler):
+    """IPv4's: keyed by (src, dst, proto, ident), the ``net.inet.ip.frag*`` sysctls."""
+
+    def __init__(self, inet: IPv4Layer) -> None:
+        super().__init__(inet.timers, Counters("reass", REASS_COUNTERS))
+        self.inet = inet
+        reg = inet.stack.sysctl.register
+        self.k_ttl = reg("net.inet.ip.fragttl", 30, "seconds to wait for all fragments", lo=1)
+        self.k_maxq = reg("net.inet.ip.maxfragpackets", 1024, "datagrams being reassembled", lo=1)
+        self.k_maxmem = reg("net.inet.ip.maxfragmem", 4 << 20, "bytes held by reassembly",
+                            lo=65536)
+
+    def input(self, hdr: memoryview, payload: memoryview, src: int, dst: int, proto: int,
+              ident: int, offset: int, more: bool) -> bytearray | None:
+        """Add a fragment. ``hdr`` is its IP header, ``payload`` its data. Returns the
+        whole datagram (header + payload, header fields fixed) once complete."""
+        # ping of death: no datagram can hold a byte at 65535 - header or beyond
+        return self.add((src, dst, proto, ident), hdr, payload, offset, more,
+                        65535 - len(hdr))
+
+    def _expired(self, q: FragQueue) -> None:
+        # RFC 792: time exceeded in reassembly, if the first fragment arrived
+        self.inet.icmp.send_error(wicmp.TIME_EXCEEDED, wicmp.TIMXCEED_REASS,
+                                  memoryview(q.first_quote))
+
+    def _assemble(self, header: bytes, frags: list[tuple[int, int, memoryview | bytes]],
+                  total: int) -> bytearray | None:
+        ihl = len(header)
+        size = ihl + total
+        if size > 65535:
+            return None
+        out = bytearray(size)
+        out[:ihl] = header
         for s, e, data in frags:
             out[ihl + s:ihl + e] = data
-        out[2:4] = total.to_bytes(2, "big")
+        out[2:4] = size.to_bytes(2, "big")
         out[6:8] = b"\0\0"  # no MF, offset 0 (DF irrelevant now)
         out[10:12] = b"\0\0"
         out[10:12] = checksum1(out[:ihl]).to_bytes(2, "big")
-        self._drop_queue(q)
-        c["reassembled"] += 1
         return out

@@ -47,6 +47,14 @@ from stack.inet.counters import (
     ROUTE_COUNTERS,
 )
 from stack.inet.wire import icmp as wicmp
+from stack.inet6.counters import (
+    CHAIN_REASONS,
+    ICMP6_COUNTERS,
+    IP6_COUNTERS,
+    MLD_COUNTERS,
+    ND_COUNTERS,
+    ND_PARSE_REASONS,
+)
 from stack.l2.bridge import BridgeInterface
 from stack.l2.counters import (
     BRIDGE_COUNTERS,
@@ -112,6 +120,14 @@ def _where() -> dict[str, dict[str, Declared]]:
         "stack/inet/reass.py": {"self.counters": REASS_COUNTERS},
         "stack/inet/route.py": {"self.counters": ROUTE_COUNTERS},
         "stack/inet/igmp.py": {"self.counters": IGMP_COUNTERS},
+        # the IPv6 layer
+        "stack/inet6/ipv6.py": {"self.counters": IP6_COUNTERS, "c": IP6_COUNTERS},
+        "stack/inet6/addrconf.py": {"ip6.counters": IP6_COUNTERS, "c": IP6_COUNTERS,
+                                    "self.ip6.counters": IP6_COUNTERS},
+        "stack/inet6/icmp6.py": {"self.counters": ICMP6_COUNTERS, "c": ICMP6_COUNTERS},
+        "stack/inet6/nd.py": {"self.counters": ND_COUNTERS, "c": ND_COUNTERS},
+        "stack/inet6/rtadv.py": {"ip6.nd.counters": ND_COUNTERS},
+        "stack/inet6/mld.py": {"self.counters": MLD_COUNTERS, "c": MLD_COUNTERS},
         "stack/neighbour.py": {"self.counters": NEIGHBOUR_COUNTERS,
                                "self._refuse": NEIGHBOUR_COUNTERS},
         # layer 2 and the interfaces
@@ -151,6 +167,9 @@ DYNAMIC: dict[tuple[str, str], frozenset[str]] = {
     ("stack/inet/arp.py", "exc.reason"): frozenset(ARP_PARSE_REASONS),
     # ParseError.reason of stack/inet/wire/igmp.py (test_reason_families)
     ("stack/inet/igmp.py", "exc.reason"): frozenset(IGMP_PARSE_REASONS),
+    # ChainError.reason of stack/inet6/wire/ipv6.py, ParseError.reason of wire/icmp6.py
+    ("stack/inet6/ipv6.py", "e.reason"): frozenset(CHAIN_REASONS),
+    ("stack/inet6/nd.py", "e.reason"): frozenset(ND_PARSE_REASONS),
     # Exchange.accept's refusal reasons (stack/dns/lookup.py)
     ("stack/dns/lookup.py", "reason"): DNS_REFUSALS,
     # Scheduler.refused(kind): its calls are scanned (CALLS) for the kinds

@@ -66,7 +66,8 @@ def v6_frames(f0: object) -> list[Ether]:
 async def test_arp_is_the_ipv4_table(two_if_stack) -> None:
     st, _, _ = two_if_stack
     n = Neighbours.of(st.services)
-    assert n.v4 is st.inet.arp.table and n.table(AF_INET) is n.v4 and n.v6 is None
+    assert n.v4 is st.inet.arp.table and n.table(AF_INET) is n.v4
+    assert n.v6 is st.inet6.nd.table  # IPv6's ND registers the other family's
     assert n.v4.counters is st.inet.arp.counters  # one counter group: arp
     st.inet.arp_set("10.0.0.9", "02:00:00:00:00:09")
     assert n.v4.lookup("fake0", parse_addr("10.0.0.9")) == bytes.fromhex("020000000009")
@@ -78,6 +79,7 @@ async def test_an_ipv6_table_resolves_through_the_same_machine(two_if_stack, aut
     st, f0, _ = two_if_stack
     nd = FakeND()
     table = nd_table(st, nd)
+    st.inet6.nd.registration.remove()  # the stack's own ND table makes way for the fake
     reg = Neighbours.of(st.services).register(table)
     m = f0.medium
     # unresolved: held, and the resolver is asked (to everyone)
@@ -127,6 +129,7 @@ async def test_an_ipv6_resolution_failure_is_reported(two_if_stack, autojump_clo
     st, f0, _ = two_if_stack
     nd = FakeND()
     table = nd_table(st, nd)
+    st.inet6.nd.registration.remove()
     Neighbours.of(st.services).register(table)
     failed: list[tuple[int, str]] = []
     for i in range(5):  # a queue of 3: the two oldest are dropped at once

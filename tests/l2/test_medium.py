@@ -239,6 +239,12 @@ async def test_ethernet_maps_broadcast_and_multicast(ether_stack: tuple[Stack, F
         assert (e.dst, e.src, e.type) == (mac, M0, proto)
         assert frame[14:] == b"payload"
     assert st.inet.arp.counters["out_request"] == 0
-    # IPv6 unicast: no neighbour table for the family yet (ND registers one)
-    assert m.output([b"x"], parse_addr("2001:db8::1"), 0x86DD) == 113  # EHOSTUNREACH
+    # IPv6 unicast: ND's table holds it while resolving (fake0 has no IPv6 address to
+    # solicit from yet, so nothing goes out)
+    assert m.output([b"x"], parse_addr("2001:db8::1"), 0x86DD) == 0
+    assert [e["address"] for e in st.inet6.nd.table.list()] == ["2001:db8::1"]
+    assert st.inet6.nd.table.list()[0]["state"] == "incomplete" and f0.take() == []
+    # without a table for the family (ND unregistered) the medium refuses
+    st.inet6.nd.registration.remove()
+    assert m.output([b"x"], parse_addr("2001:db8::2"), 0x86DD) == 113  # EHOSTUNREACH
     assert f0.counters["drop_no_neighbour_table"] == 1 and f0.take() == []

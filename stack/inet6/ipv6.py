@@ -1,0 +1,664 @@
+"""The IPv6 layer's data path (RFC 8200): input with the extension-header chain,
+reassembly and local delivery, output with source selection and source fragmentation,
+forwarding (never fragmenting in transit). Implements ``stack/network.py``'s
+``NetworkLayer`` toward the transports, beside IPv4's (stack/inet/ipv4.py), whose route
+table it shares (one table for both families, stack/inet/route.py).
+
+The parts it composes: ``icmp`` (ICMPv6: echo, errors, the rate limiter), ``nd``
+(Neighbor Discovery over stack/neighbour.py), ``addrconf`` (link-local addresses, DAD,
+SLAAC, lifetimes, source selection), ``mld`` (MLDv2 listener reports), ``reass``,
+``rtadv`` (router advertisements in router mode) and ``manage`` (the management API).
+
+Scope. Link-local destinations need an interface: the caller's ``ifname`` (a socket's
+scope id), else the interface of a link-local source, else the first interface with a
+link-local address (as a host with one link does); multicast likewise.
+"""
+
+from __future__ import annotations
+
+import errno
+import random
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from stack.addr import AF_INET6, Addr, is_v4
+from stack.counters import Counters
+from stack.inet.route import Route, RouteTable
+from stack.inet.timers import Timers
+from stack.inet6.counters import IP6_COUNTERS
+from stack.inet6.ifaddr import (
+    SCOPE_LINK,
+    IfAddr6,
+    IfInet6,
+    is_link_local,
+    scope,
+)
+from stack.inet6.wire import icmp6 as w6
+from stack.inet6.wire.ipv6 import (
+    EXTENSION_HEADERS,
+    HLEN,
+    NH_ICMPV6,
+    NH_TCP,
+    NH_UDP,
+    PP_HEADER,
+    PP_INCOMPLETE_CHAIN,
+    PP_NEXT_HEADER,
+    PP_OPTION,
+    ChainError,
+    pack_fragment,
+    pack_header,
+    walk_chain,
+)
+from stack.l2.ether import ETHERTYPE_IPV6
+from stack.l2.gso import clamp_gso_size, complete_csum, device_finishes
+from stack.l2.iface import IFF_LOOPBACK, Interface
+from stack.network import IPInfo
+from stack.packet import GSO_NONE, Buffer, Packet, TxMeta
+
+if TYPE_CHECKING:  # cycle: the Stack owns this part and the part holds the Stack; types only
+    from stack.core import Stack
+    from stack.network import ErrorHandler, RawTap, TransportHandler
+
+MIN_MTU = 1280
+PMTU_EXPIRE = 600.0
+LOOPBACK6 = 1
+#: minimal upper-layer header a first fragment must hold (RFC 7112)
+_L4_MIN = {NH_TCP: 20, NH_UDP: 8, NH_ICMPV6: 4}
+
+
+class IPv6Layer:
+    family = AF_INET6
+
+    def __init__(self, stack: Stack, routes: RouteTable) -> None:
+        # the parts import this module's constants; built here, so imported late
+        from stack.inet6.addrconf import AddrConf
+        from stack.inet6.icmp6 import Icmp6
+        from stack.inet6.manage import IPv6Management
+        from stack.inet6.mld import Mld
+        from stack.inet6.nd import NeighborDiscovery
+        from stack.inet6.reass import Reassembler6
+        from stack.inet6.rtadv import RouterAdvertiser
+
+        self.stack = stack
+        self.counters = Counters("ip6", IP6_COUNTERS)
+        self.timers = Timers()
+        self.protocols: dict[int, TransportHandler] = {}
+        self.error_handlers: dict[int, ErrorHandler] = {}
+        self.raw_taps: list[RawTap] = []
+        #: usable unicast addresses (DAD passed) → their IfAddr6
+        self.local: dict[int, IfAddr6] = {}
+        #: tentative addresses (DAD running): ND's business only
+        self.tentative: dict[int, IfAddr6] = {}
+        self.routes = routes
+        self.pmtu: dict[int, tuple[int, float]] = {}
+        self._ident = random.randrange(1 << 32)
+        reg = stack.sysctl.register
+        self.k_forwarding = reg("net.inet6.ip6.forwarding", 0,
+                                "forward IPv6 packets (router mode)", lo=0, hi=1,
+                                on_change=self._forwarding_changed)
+        self.k_hlim = reg("net.inet6.ip6.hlim", 64, "default hop limit", lo=1, hi=255)
+        self.k_accept_rtadv = reg("net.inet6.ip6.accept_rtadv", 1,
+                                  "accept router advertisements (hosts)", lo=0, hi=1)
+        self.k_auto_linklocal = reg("net.inet6.ip6.auto_linklocal", 1,
+                                    "give every interface a link-local address", lo=0, hi=1)
+        tcpip = stack.config.tcpip
+        if tcpip.flag("forward6"):  # -p tcpip forward6 (router mode from the start)
+            self.k_forwarding.value = 1
+        # -p tcpip auto_linklocal=0: no link-local addresses unless configured (and so
+        # no DAD, MLD or router solicitations on links where nobody asked for IPv6)
+        self.k_auto_linklocal.value = tcpip.get_int("auto_linklocal", 1, lo=0, hi=1) or 0
+        self.pf = stack.pfil
+        self.icmp = Icmp6(self)
+        self.reass = Reassembler6(self)
+        self.nd = NeighborDiscovery(self)
+        self.mld = Mld(self)
+        self.addrconf = AddrConf(self)
+        self.rtadv = RouterAdvertiser(self)
+        self.manage = IPv6Management(self)
+        self.protocols[NH_ICMPV6] = self.icmp.input
+
+    # ============================================================ NetworkLayer contract
+    def register_protocol(self, proto: int, handler: TransportHandler) -> None:
+        if proto == NH_ICMPV6:
+            raise ValueError("protocol 58 (ICMPv6) belongs to the IPv6 layer; use raw_taps")
+        self.protocols[proto] = handler
+
+    def unregister_protocol(self, proto: int) -> None:
+        if proto != NH_ICMPV6:
+            self.protocols.pop(proto, None)
+
+    def register_error_handler(self, proto: int, fn: ErrorHandler) -> None:
+        self.error_handlers[proto] = fn
+
+    def is_local(self, addr: int) -> bool:
+        return addr in self.local or addr == LOOPBACK6
+
+    def is_broadcast(self, addr: int) -> bool:
+        return addr >> 120 == 0xFF  # multicast: what a transport must not answer
+
+    def source_for(self, dst: int, ifname: str | None = None) -> Addr | None:
+        if is_v4(dst):
+            return None
+        if dst in self.local or dst == LOOPBACK6:
+            return Addr(dst)
+        iface = self._out_iface(dst, None, ifname)
+        if iface is None:
+            return None
+        return self.addrconf.select_source(iface, dst)
+
+    def route_mtu(self, dst: int) -> int:
+        if is_v4(dst):
+            return 0
+        if dst in self.local or dst == LOOPBACK6:
+            return self.stack.lo0.mtu
+        iface = self._out_iface(dst, None, None)
+        if iface is None:
+            return 0
+        r = None if is_link_local(dst) or dst >> 120 == 0xFF else self.routes.lookup(Addr(dst))
+        return self._path_mtu(dst, iface, r)
+
+    def route_offloads(self, dst: int) -> set[str]:
+        if dst in self.local or dst == LOOPBACK6:
+            return set(self.stack.lo0.offloads)
+        iface = self._out_iface(dst, None, None)
+        return set(iface.offloads) if iface is not None else set()
+
+    def original_packet(self, info: IPInfo) -> memoryview:
+        pkt = info.pkt
+        if pkt is not None:
+            data = pkt.data
+            off = pkt.l3
+            plen = int.from_bytes(data[off + 4:off + 6], "big")
+            return data[off:off + HLEN + plen]
+        body = bytes(info.payload)
+        return memoryview(pack_header(info.tos, 0, len(body), info.proto, info.ttl, info.src,
+                                      info.dst) + body)
+
+    def port_unreachable(self, info: IPInfo) -> bool:
+        if info.broadcast:
+            return False
+        return self.icmp.send_error(w6.DEST_UNREACH, w6.UNREACH_PORT,
+                                    self.original_packet(info))
+
+    # ---------------------------------------------------------------- which interface
+    def _out_iface(self, d: int, src: int | None, ifname: str | None) -> Interface | None:
+        """The interface a datagram to ``d`` leaves by (None: no route)."""
+        stack = self.stack
+        if ifname is not None:
+            return stack.interfaces.get(ifname)
+        if d >> 120 == 0xFF or is_link_local(d):
+            if src is not None and is_link_local(src):
+                ia = self.local.get(src)
+                if ia is not None:
+                    return stack.interfaces.get(ia.ifname)
+            if d >> 120 == 0xFF and scope(d) > SCOPE_LINK:
+                r = self.routes.lookup(Addr(d))
+                if r is not None:
+                    return stack.interfaces.get(r.ifname)
+            return self.default_link()
+        r = self.routes.lookup(Addr(d))
+        if r is None:
+            return None
+        return stack.interfaces.get(r.ifname)
+
+    def default_link(self) -> Interface | None:
+        """For a link-local or multicast destination without a scope: the first up
+        interface with a usable link-local address (Linux asks for a scope; a host with
+        one link needs none)."""
+        for iface in self.stack.interfaces.values():
+            if not iface.up or iface.flags & IFF_LOOPBACK:
+                continue
+            for ia in self.iface_addrs(iface):
+                if ia.usable and is_link_local(ia.addr):
+                    return iface
+        return None
+
+    # ----------------------------------------------------------------------- output
+    def output(self, src: int | None, dst: int, proto: int, payload: Sequence[Buffer], *,
+               ttl: int | None = None, tos: int = 0, df: bool = False,
+               meta: TxMeta | None = None, ifname: str | None = None,
+               on_error: Callable[[int], None] | None = None, ident: int | None = None,
+               ext: bytes = b"", ext_proto: int | None = None) -> int:
+        """Route, pick the source (RFC 6724), fragment at the source when allowed
+        (``df``: IPV6_DONTFRAG), resolve, send. 0 or an errno. ``ext``: extension headers
+        to put first (MLD's hop-by-hop router alert), ``ext_proto`` their next header."""
+        c = self.counters
+        c["out_requests"] += 1
+        d = dst
+        s = 0 if src is None else src
+        if is_v4(d) or (s and is_v4(s)):
+            c["out_not_ipv6"] += 1
+            return errno.EAFNOSUPPORT
+        stack = self.stack
+        plen = len(ext)
+        for b in payload:
+            plen += len(b)
+        route: Route | None = None
+        multicast = d >> 120 == 0xFF
+        if d in self.local or d == LOOPBACK6:
+            iface: Interface | None = stack.lo0
+            nexthop = d
+            if not s:
+                s = d
+            mtu = stack.lo0.mtu
+        else:
+            if ifname is not None or multicast or is_link_local(d):
+                iface = self._out_iface(d, s, ifname)
+                if iface is None:
+                    c["out_no_scope" if ifname is None else "out_no_route"] += 1
+                    return errno.ENETUNREACH if ifname is None else errno.ENXIO
+                nexthop = d
+                if ifname is not None and not multicast and not is_link_local(d):
+                    route = self.routes.lookup(Addr(d))
+                    if route is not None and route.ifname != ifname:
+                        route = None
+                    if route is not None and route.gateway is not None:
+                        nexthop = route.gateway
+            else:
+                route = self.routes.lookup(Addr(d))
+                if route is None:
+                    c["out_no_route"] += 1
+                    return errno.ENETUNREACH
+                iface = stack.interfaces.get(route.ifname)
+                if route.reject:
+                    c["out_reject"] += 1
+                    return errno.EHOSTUNREACH
+                if route.blackhole:
+                    c["out_blackhole"] += 1
+                    return 0
+                route.use += 1
+                gw = route.gateway
+                nexthop = d if gw is None else gw
+            if iface is None or not iface.up:
+                c["out_no_route"] += 1
+                return errno.ENETUNREACH
+            mtu = self._path_mtu(d, iface, route)
+            if not s:
+                sa = self.addrconf.select_source(iface, d)
+                if sa is None:
+                    c["out_no_source"] += 1
+                    return errno.EADDRNOTAVAIL
+                s = sa
+        assert iface is not None
+        if ttl is None:
+            ttl = 1 if multicast else self.hop_limit(iface)
+        first_nh = proto if ext_proto is None else ext_proto
+        gso = meta is not None and meta.gso_type != GSO_NONE
+        if plen > 65535:
+            c["out_drop_too_long"] += 1
+            return errno.EMSGSIZE
+        fail = (self._local_unreach, (proto, s, d, payload, on_error))
+        if HLEN + plen > mtu and not (gso and "tso6" in iface.offloads):
+            if df or gso:
+                c["out_drop_too_big"] += 1
+                return errno.EMSGSIZE
+            if meta is not None and meta.needs_csum:
+                payload = complete_csum(payload, meta)
+            return self._fragment(iface, nexthop, s, d, first_nh, ext, payload, plen, mtu, ttl,
+                                  tos, ident, fail)
+        hdr = pack_header(tos, 0, plen, first_nh, ttl, s, d)
+        if ext:
+            hdr += ext
+        if meta is not None and (meta.needs_csum or gso):
+            if meta.needs_csum and "csum" not in iface.offloads:
+                payload = complete_csum(payload, meta)
+                meta = None
+            else:
+                off = len(hdr) + iface.medium.hdr_len
+                meta = TxMeta(meta.csum_start + off, meta.csum_offset, meta.needs_csum,
+                              meta.gso_type, meta.gso_size, meta.hdr_len + off if meta.hdr_len else 0)
+        c["out_packets"] += 1
+        return self._send(iface, nexthop, [hdr, *payload], meta, fail)
+
+    def link_output(self, iface: Interface, src: int, dst: int, nh: int,
+                    bufs: Sequence[Buffer], hlim: int, lladdr: bytes | None = None) -> int:
+        """Send on ``iface`` with exactly this source (``::`` for DAD and early MLD):
+        the control messages of ND and MLD, which pick neither route nor source.
+        Multicast goes to its 33:33 address, unicast to ``lladdr`` when given (a
+        probe, an answer to a frame's sender), else through neighbour resolution."""
+        if not iface.up or iface.stack is None:
+            return errno.ENETDOWN
+        n = 0
+        for b in bufs:
+            n += len(b)
+        hdr = pack_header(0, 0, n, nh, hlim, src, dst)
+        medium = iface.medium
+        if lladdr is not None and dst >> 120 != 0xFF:
+            ok = medium.send_to(lladdr, ETHERTYPE_IPV6, [hdr, *bufs])
+            return 0 if ok else errno.ENOBUFS
+        return medium.output([hdr, *bufs], Addr(dst), ETHERTYPE_IPV6)
+
+    def hop_limit(self, iface: Interface | None) -> int:
+        st = iface.proto.get("inet6") if iface is not None else None
+        if st is not None and st.hop_limit:
+            return int(st.hop_limit)
+        return int(self.k_hlim.value)
+
+    def _send(self, iface: Interface, nexthop: int, bufs: list[Buffer], meta: TxMeta | None,
+              fail: Any) -> int:
+        pf = self.pf
+        if pf is not None and pf.inet6_out:
+            res = pf.run_chain(pf.inet6_out, "out", bufs, iface)
+            if res is None:
+                self.counters["drop_pfil_out"] += 1
+                return errno.EPERM
+            bufs = res
+        return iface.medium.output(bufs, Addr(nexthop), ETHERTYPE_IPV6, meta, fail)
+
+    def _fragment(self, iface: Interface, nexthop: int, s: int, d: int, nh: int, ext: bytes,
+                  payload: Sequence[Buffer], plen: int, mtu: int, ttl: int, tclass: int,
+                  ident: int | None, fail: Any) -> int:
+        """RFC 8200 §4.5 at the source: the unfragmentable part (``ext``: hop-by-hop)
+        in every fragment, then a fragment header, then a slice of the rest."""
+        c = self.counters
+        chunk = (mtu - HLEN - len(ext) - 8) & ~7
+        if chunk < 8:
+            c["out_drop_mtu_too_small"] += 1
+            return errno.EMSGSIZE
+        if ident is None:
+            self._ident = ident = (self._ident + 1) & 0xFFFFFFFF
+        data = memoryview(b"".join(bytes(b) for b in payload))
+        n = len(data)
+        # the fragment header's next header is the first header after ``ext``
+        frag_nh = nh
+        first_nh = nh
+        if ext:
+            frag_nh = ext[0]  # the hop-by-hop header's next header
+            ext = bytes((44,)) + ext[1:]
+        else:
+            first_nh = 44
+        off = 0
+        err = 0
+        while off < n:
+            take = min(chunk, n - off)
+            more = off + take < n
+            fh = pack_fragment(frag_nh, off, more, ident)
+            hdr = pack_header(tclass, 0, len(ext) + 8 + take, first_nh, ttl, s, d) + ext + fh
+            c["out_fragments"] += 1
+            e = self._send(iface, nexthop, [hdr, data[off:off + take]], None,
+                           fail if off == 0 else None)
+            err = err or e
+            off += take
+        c["out_fragmented"] += 1
+        return err
+
+    def _local_unreach(self, err: int, proto: int, src: int, dst: int,
+                       payload: Sequence[Buffer], on_error: Callable[[int], None] | None) -> None:
+        """Neighbour resolution failed for a datagram we sent: tell the sender and the
+        transport (address unreachable, mapped to host unreachable)."""
+        self.counters["out_unresolved"] += 1
+        if on_error is not None:
+            on_error(err)
+        h = self.error_handlers.get(proto)
+        if h is not None:
+            first = b"".join(bytes(b) for b in payload)[:8] if payload else b""
+            h(3, 1, Addr(src), Addr(dst), memoryview(first), 0)
+
+    # ------------------------------------------------------------------------ input
+    def input(self, iface: Interface, pkt: Packet) -> None:
+        c = self.counters
+        c["in_receive"] += 1
+        data = pkt.data
+        off = pkt.l3
+        n = len(data) - off
+        if n < HLEN:
+            c["drop_truncated"] += 1
+            return
+        if data[off] >> 4 != 6:
+            c["drop_bad_version"] += 1
+            return
+        plen = (data[off + 4] << 8) | data[off + 5]
+        if HLEN + plen > n:
+            c["drop_truncated" if plen else "drop_bad_length"] += 1
+            return
+        total = HLEN + plen
+        nh = data[off + 6]
+        hlim = data[off + 7]
+        src = int.from_bytes(data[off + 8:off + 24], "big")
+        dst = int.from_bytes(data[off + 24:off + 40], "big")
+        if src >> 120 == 0xFF:
+            c["drop_bad_source"] += 1
+            return
+        loopback = iface.flags & IFF_LOOPBACK
+        if (src == LOOPBACK6 or dst == LOOPBACK6) and not loopback:
+            c["drop_loopback_on_wire"] += 1  # RFC 4291 §2.5.3
+            return
+        if dst == 0 or is_v4(src) or is_v4(dst):
+            c["drop_bad_dest" if dst == 0 or is_v4(dst) else "drop_bad_source"] += 1
+            return
+        pf = self.pf
+        if pf is not None and pf.inet6_in:
+            res = pf.run_chain(pf.inet6_in, "in", pkt, iface)
+            if res is None:
+                c["drop_pfil_in"] += 1
+                return
+            if res is not pkt:
+                pkt = res
+                data = pkt.data
+                off = pkt.l3
+                if len(data) - off < HLEN:
+                    c["drop_pfil_bad_replacement"] += 1
+                    return
+                plen = (data[off + 4] << 8) | data[off + 5]
+                total = HLEN + plen
+                if total > len(data) - off:
+                    c["drop_pfil_bad_replacement"] += 1
+                    return
+                nh = data[off + 6]
+                hlim = data[off + 7]
+                src = int.from_bytes(data[off + 8:off + 24], "big")
+                dst = int.from_bytes(data[off + 24:off + 40], "big")
+        multicast = dst >> 120 == 0xFF
+        if multicast:
+            st: IfInet6 | None = iface.proto.get("inet6")
+            if st is None or dst not in st.groups:
+                c["drop_multicast_not_joined"] += 1
+                return
+            c["in_multicast"] += 1
+        elif dst in self.local:
+            pass
+        elif dst == LOOPBACK6:
+            pass
+        elif dst in self.tentative:
+            # RFC 4862 §5.4: a tentative address receives only DAD's ND messages
+            if nh != NH_ICMPV6:
+                c["drop_tentative_dest"] += 1
+                return
+        else:
+            self._forward(iface, pkt, off, total, hlim, src, dst, nh)
+            return
+        reassembled = False
+        nh_at = 6
+        if nh not in EXTENSION_HEADERS:
+            # the common case, no extension headers: no chain walk
+            l4 = HLEN
+            proto = nh
+        else:
+            try:
+                ch = walk_chain(data, off, total, nh)
+            except ChainError as e:
+                c[e.reason] += 1
+                code = e.code
+                if code == -2:
+                    code = -1 if multicast else PP_OPTION
+                if code >= 0:
+                    self.icmp.send_error(w6.PARAM_PROBLEM, code, data[off:off + total],
+                                         e.pointer, multicast_ok=e.code == -2)
+                return
+            if ch.routing_at >= 0 and ch.segments_left:
+                # RFC 5095: type 0 is deprecated; we route no source routes at all
+                c["drop_routing_type0" if ch.routing_type == 0 else "drop_routing_header"] += 1
+                self.icmp.send_error(w6.PARAM_PROBLEM, PP_HEADER, data[off:off + total],
+                                     ch.routing_at + 2)
+                return
+            proto = ch.proto
+            l4 = ch.l4
+            nh_at = ch.nh_at
+            fragment = ch.frag_at >= 0
+            if fragment:
+                if ch.frag_offset == 0 and not ch.frag_more:
+                    c["atomic_fragments"] += 1  # RFC 6946: processed on its own
+                else:
+                    if ch.frag_offset == 0 and total - l4 < _L4_MIN.get(proto, 0):
+                        c["drop_incomplete_first_fragment"] += 1  # RFC 7112
+                        self.icmp.send_error(w6.PARAM_PROBLEM, PP_INCOMPLETE_CHAIN,
+                                             data[off:off + total], 0)
+                        return
+                    whole = self.reass.input(data[off:off + ch.unfragmentable_end],
+                                             data[off + ch.frag_at + 8:off + total],
+                                             data[off + ch.frag_at], src, dst, ch.frag_ident,
+                                             ch.frag_offset, ch.frag_more,
+                                             ch.frag_nh_at)
+                    if whole is None:
+                        return
+                    frag = pkt
+                    pkt = Packet(memoryview(whole), iface)
+                    pkt.src_mac, pkt.dst_mac, pkt.ethertype = frag.src_mac, frag.dst_mac, ETHERTYPE_IPV6
+                    data = pkt.data
+                    off = 0
+                    total = len(whole)
+                    try:
+                        ch = walk_chain(data, 0, total, data[6])
+                    except ChainError as e:
+                        c[e.reason] += 1
+                        return
+                    proto = ch.proto
+                    l4 = ch.l4
+                    nh_at = ch.nh_at
+                    reassembled = True
+            if proto == NH_ICMPV6 and fragment and total > l4 \
+                    and data[off + l4] in w6.ND_TYPES:
+                c["drop_nd_fragment"] += 1  # RFC 6980
+                return
+        c["in_delivered"] += 1
+        info = IPInfo(Addr(src), Addr(dst), proto, hlim, (int.from_bytes(data[off:off + 2], "big") >> 4) & 0xFF,
+                      data[off + l4:off + total], pkt, pkt.csum_valid and not reassembled,
+                      multicast)
+        consumed = False
+        for tap in self.raw_taps:
+            if tap(info):
+                consumed = True
+        h = self.protocols.get(proto)
+        if h is not None:
+            h(info)
+            return
+        if consumed or proto == 59:  # no next header: nothing to deliver, nothing wrong
+            return
+        c["drop_unknown_protocol"] += 1
+        if not multicast:
+            # RFC 8200 §4: unrecognized next header, pointing at the byte that named it
+            self.icmp.send_error(w6.PARAM_PROBLEM, PP_NEXT_HEADER, data[off:off + total], nh_at)
+
+    # ------------------------------------------------------------------- forwarding
+    def _forward(self, iface: Interface, pkt: Packet, off: int, total: int, hlim: int,
+                 src: int, dst: int, nh: int) -> None:
+        c = self.counters
+        if not self.k_forwarding.value:
+            c["drop_not_for_us"] += 1
+            return
+        data = pkt.data
+        if src == 0 or is_link_local(src) or is_link_local(dst) or dst >> 120 == 0xFF:
+            c["drop_fwd_scope"] += 1
+            if is_link_local(src) and not is_link_local(dst) and dst >> 120 != 0xFF:
+                self.icmp.send_error(w6.DEST_UNREACH, w6.UNREACH_BEYONDSCOPE,
+                                     data[off:off + total])
+            return
+        if hlim <= 1:
+            c["drop_hlim_exceeded"] += 1
+            self.icmp.send_error(w6.TIME_EXCEEDED, w6.TIMXCEED_HOPLIMIT, data[off:off + total])
+            return
+        route = self.routes.lookup(Addr(dst))
+        out = self.stack.interfaces.get(route.ifname) if route is not None else None
+        if route is None or out is None or not out.up:
+            c["drop_no_route"] += 1
+            self.icmp.send_error(w6.DEST_UNREACH, w6.UNREACH_NOROUTE, data[off:off + total])
+            return
+        if route.reject or route.blackhole:
+            c["drop_fwd_reject"] += 1
+            if route.reject:
+                self.icmp.send_error(w6.DEST_UNREACH, w6.UNREACH_REJECT, data[off:off + total])
+            return
+        if out.flags & IFF_LOOPBACK:
+            c["drop_fwd_loopback"] += 1
+            return
+        mtu = self._path_mtu(dst, out, route)
+        if total > mtu and pkt.gso_type == GSO_NONE:
+            c["drop_fwd_too_big"] += 1  # RFC 8200 §5: never fragment in transit
+            self.icmp.send_error(w6.PACKET_TOO_BIG, 0, data[off:off + total], mtu)
+            return
+        if data.readonly:
+            frame = memoryview(bytearray(data[off:off + total]))
+        else:
+            frame = data[off:off + total]
+        frame[7] = hlim - 1  # no header checksum in IPv6
+        gw = route.gateway
+        nexthop = dst if gw is None else gw
+        route.use += 1
+        if out is iface:
+            c["fwd_same_interface"] += 1
+        meta = pkt.tx_meta(out.medium.hdr_len - off)
+        if meta is not None:
+            if meta.gso_type and not clamp_gso_size(meta, frame, mtu):
+                c["drop_fwd_gso_mtu"] += 1
+                return
+            if not device_finishes(meta, out.offloads):
+                c["fwd_offload_sw"] += 1
+        c["forwarded"] += 1
+        err = self._send(out, nexthop, [frame], meta, (self._fwd_unreach, (frame,)))
+        if err:
+            c["fwd_send_failed"] += 1
+            if err == errno.EHOSTUNREACH:
+                self._fwd_unreach(err, frame)
+
+    def _fwd_unreach(self, err: int, frame: memoryview) -> None:
+        self.icmp.send_error(w6.DEST_UNREACH, w6.UNREACH_ADDR, frame)
+
+    def _forwarding_changed(self, value: int | str) -> None:
+        """Router mode on/off: join or leave all-routers, start or stop advertising."""
+        try:
+            self.addrconf.forwarding_changed(bool(value))
+            self.rtadv.forwarding_changed(bool(value))
+        except AttributeError:
+            pass  # during construction
+
+    # -------------------------------------------------------------------- path MTU
+    def _path_mtu(self, d: int, iface: Interface, route: Route | None) -> int:
+        mtu = route.mtu if route is not None and route.mtu else 0
+        if not mtu:
+            st = iface.proto.get("inet6")
+            mtu = st.mtu if st is not None and st.mtu else iface.mtu
+        p = self.pmtu.get(d)
+        if p is not None:
+            if p[1] > trio.current_time():
+                return min(mtu, p[0])
+            del self.pmtu[d]
+        return mtu
+
+    def learn_pmtu(self, dst: int, mtu: int) -> None:
+        """RFC 8201: a Packet Too Big lowered the path MTU to ``dst`` (never below 1280)."""
+        if mtu < MIN_MTU:
+            mtu = MIN_MTU
+        old = self.pmtu.get(dst)
+        if old is not None and old[0] <= mtu:
+            self.counters["pmtu_ignored"] += 1
+            return
+        if len(self.pmtu) > 4096:
+            self.pmtu.clear()
+        self.pmtu[dst] = (mtu, trio.current_time() + PMTU_EXPIRE)
+        self.counters["pmtu_learned"] += 1
+
+    # -------------------------------------------------------------------- helpers
+    def iface_addrs(self, iface: Interface) -> list[IfAddr6]:
+        st = iface.proto.get("inet6")
+        return st.addrs if st is not None else []
+
+    def iface_state(self, iface: Interface) -> IfInet6:
+        st = iface.proto.get("inet6")
+        if st is None:
+            st = iface.proto["inet6"] = IfInet6()
+        return st
+
+    def iface_event(self, event: str, iface: Interface) -> None:
+        self.addrconf.iface_event(event, iface)
