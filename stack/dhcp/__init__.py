@@ -160,6 +160,14 @@ class Dhcp:
                 self.remembered[iface.name] = client.lease
             self.stop(iface.name, release=True)
 
+    def shutdown(self) -> None:
+        """The stack stops: release every lease while the drivers can still send."""
+        for name in list(self.clients):
+            client = self.clients[name]
+            if client.lease is not None:
+                self.remembered[name] = client.lease
+            self.stop(name, release=True)
+
     # -- what a lease installs ----------------------------------------------------------
     def install(self, client: Client, lease: Lease) -> None:
         inet = self.stack.inet
@@ -254,5 +262,8 @@ def attach(stack: Stack) -> None:
     dhcp = Dhcp(stack)
     stack.services.register(DHCP, dhcp)
     stack.config_dir.add("dhcp", dhcp.dir)
-    stack.iface_listeners.append(dhcp._on_iface)
+    # first: at a detach, the release must leave before the IP layer removes the
+    # interface's addresses and routes (its own listener)
+    stack.iface_listeners.insert(0, dhcp._on_iface)
+    stack.shutdown_hooks.append(dhcp.shutdown)
     stack.nursery.start_soon(dhcp.reader)

@@ -349,6 +349,8 @@ class Client:
         self.state = BOUND
         self.service.install(self, lease)
         self.bound_event.set()
+        if lease.server:  # learn its MAC now: renewals and the release are unicast
+            self.service.stack.inet.arp.request(self.iface, lease.server, src=lease.address)
         log.info("%s: bound to %s/%d from %s, lease %ss", self.iface.name,
                  int_to_ip(lease.address), lease.plen, int_to_ip(lease.server), lease.lease_time)
 
@@ -407,8 +409,14 @@ class Client:
         if lease is None or self.state not in (BOUND, RENEWING, REBINDING):
             return
         self._new_xid()
-        self._unicast(self._message(wire.RELEASE, ciaddr=lease.address, server=lease.server,
-                                    broadcast_flag=False), lease.server)
+        msg = self._message(wire.RELEASE, ciaddr=lease.address, server=lease.server,
+                            broadcast_flag=False)
+        # a whole frame, now: the stack may be stopping, with no time to resolve the
+        # server (known from the ARP request at bind time; else the frame is broadcast)
+        mac = self.service.stack.inet.arp.lookup(self.iface.name, lease.server)
+        frame = wire.frame(lease.address, lease.server, wire.build(msg))
+        self.service.stack.l2.output(self.iface, mac or BROADCAST_MAC, ETHERTYPE_IPV4, frame)
+        self._count_out(msg)
         self.service.uninstall(self)
         self.lease = None
         self.state = STOPPED

@@ -88,7 +88,7 @@ def test_arp_conflict_declines_and_gets_another(lan: Callable[..., Lan]) -> None
     ln.ns.run("ip", "addr", "add", "192.0.2.50/24", "dev", "tap0")
     ln.start_dnsmasq(f"--dhcp-host={MAC},192.0.2.50")
     fast(ln)
-    r = ln.tool("dhcp", "tap0")
+    ln.tool("dhcp", "tap0")
     lease = lease_of(ln)
     assert lease["address"] != "192.0.2.50/24", (ln.stat("dhcp"), ln.stat("arp"))
     assert int(lease["declines"]) == 1, (ln.stat("dhcp"), ln.stat("arp"))
@@ -111,3 +111,14 @@ def test_init_reboot_of_a_remembered_lease(lan: Callable[..., Lan]) -> None:
     assert lease_of(ln)["address"].split("/")[0] == ip
     assert ln.log_text().count("DHCPDISCOVER") == discovers
     assert ln.stat("dhcp")["reboot_ack"] == 1
+
+
+def test_stack_stop_releases(lan: Callable[..., Lan]) -> None:
+    """SIGTERM to io-pkt: the driver's interface goes, and the lease with it (RELEASE)."""
+    ln = lan()
+    fast(ln)
+    ln.tool("dhcp", "tap0")
+    ip = lease_of(ln)["address"].split("/")[0]
+    rc, _ = ln.stack.stop()
+    assert rc == 0
+    ln.wait_log(f"DHCPRELEASE(tap0) {ip} {MAC}", timeout=5)
