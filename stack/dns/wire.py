@@ -6,9 +6,10 @@ on input. The parser refuses what a hostile or broken server could use against i
 says why (``DnsError.reason``, the name of the counter the caller bumps):
 
 * ``truncated``      - the message ends inside a header, a name or a record;
-* ``pointer_loop``   - a compression pointer that does not point strictly backwards
-                       (RFC 1035 §4.1.4 allows only earlier offsets: a pointer to itself
-                       or forwards can only loop), or more than ``MAX_JUMPS`` pointers;
+* ``pointer_loop``   - a compression pointer that does not point before the labels it
+                       ends (RFC 1035 §4.1.4: a pointer names an earlier occurrence, so
+                       each jump goes strictly lower and no loop is possible), or more
+                       than ``MAX_JUMPS`` pointers;
 * ``bad_label``      - a label type other than 0b00 (length) and 0b11 (pointer);
 * ``name_too_long``  - a name over 255 octets on the wire (§2.3.4);
 * ``bad_rdata``      - an A/AAAA of the wrong size, a name in RDATA that overruns it;
@@ -135,14 +136,15 @@ def encode_name(name: str) -> bytes:
 
 def decode_name(buf: bytes | memoryview, off: int) -> tuple[str, int]:
     """The name at ``off`` and the offset after it (after the first pointer, if any).
-    Pointers must go strictly backwards from where they are read, so no loop is
-    possible; the jump count and the name length are bounded as well."""
+    Each pointer must go before the start of the labels it follows, so the jumps go
+    strictly down and cannot loop; their count and the name's length are bounded too."""
     labels: list[str] = []
     end = -1
     jumps = 0
     total = 1
     n = len(buf)
     pos = off
+    start = off  # where the labels being read began: a pointer must go before it
     while True:
         if pos >= n:
             raise DnsError("truncated", "name")
@@ -152,8 +154,9 @@ def decode_name(buf: bytes | memoryview, off: int) -> tuple[str, int]:
             if pos + 1 >= n:
                 raise DnsError("truncated", "pointer")
             target = ((ln & 0x3F) << 8) | buf[pos + 1]
-            if target >= pos:
+            if target >= start:
                 raise DnsError("pointer_loop", f"pointer at {pos} to {target}")
+            start = target
             jumps += 1
             if jumps > MAX_JUMPS:
                 raise DnsError("pointer_loop", "too many pointers")
