@@ -48,6 +48,7 @@ from stack.inet6.ifaddr import (
 )
 from stack.inet6.wire.icmp6 import INFINITE, PrefixInfo
 from stack.l2.iface import IFF_LOOPBACK, Interface
+from stack.services import RESOLVER
 
 if TYPE_CHECKING:  # cycle: the layer owns this part and the part calls back into it
     from stack.inet6.ipv6 import IPv6Layer
@@ -90,6 +91,7 @@ class AddrConf:
             for ia in list(ip6.iface_addrs(iface)):
                 self.remove(ia)
             ip6.nd.flush_interface(iface.name)
+            self.dns_forget(iface)
             ip6.routes.remove_where(lambda r: r.ifname == iface.name and
                                     r.prefix.family == 24)
             iface.proto.pop("inet6", None)
@@ -386,12 +388,40 @@ class AddrConf:
                 self.leave(iface, ALL_ROUTERS)
 
     def dns_changed(self, iface: Interface) -> None:
-        """RDNSS/DNSSL of ``iface`` changed: tell the resolver, when the stack has one."""
+        """RDNSS/DNSSL of ``iface`` changed (an RA, or a lifetime ran out): drop what
+        expired, give the resolver (the ``RESOLVER`` service, when the stack has one)
+        what is left as source ``ra:IFNAME`` (servers and domains in the order first
+        heard; a link-local server with its scope, ``fe80::1%tap0``), call
+        ``nd.dns_listeners``, and arm a timer for the next expiry (RFC 8106 §5.1)."""
+        st = self.ip6.iface_state(iface)
+        now = trio.current_time()
+        for a in [a for a, until in st.rdnss.items() if until <= now]:
+            del st.rdnss[a]
+        for n in [n for n, until in st.dnssl.items() if until <= now]:
+            del st.dnssl[n]
+        if st.dns_timer is not None:
+            st.dns_timer.cancel()
+            st.dns_timer = None
+        nxt = min([*st.rdnss.values(), *st.dnssl.values()], default=math.inf)
+        if nxt < math.inf and iface.stack is not None:
+            st.dns_timer = self.ip6.timers.call_at(nxt, lambda: self.dns_changed(iface))
+        res = self.stack.services.get(RESOLVER)
+        if res is not None:
+            servers = [format_addr(a) + (f"%{iface.name}" if is_link_local(a) else "")
+                       for a in st.rdnss]
+            res.set_source(f"ra:{iface.name}", nameservers=servers, search=list(st.dnssl))
         for fn in self.ip6.nd.dns_listeners:
             try:
-                fn(iface)  # type: ignore[operator]
+                fn(iface)
             except Exception:
                 log.exception("inet6: a DNS listener failed")
+
+    def dns_forget(self, iface: Interface) -> None:
+        """The interface goes: its RDNSS/DNSSL leave the resolver."""
+        st = self.ip6.iface_state(iface)
+        st.rdnss.clear()
+        st.dnssl.clear()
+        self.dns_changed(iface)
 
     def _pfil_event(self, iface: Interface, event: str, ia: IfAddr6) -> None:
         pf = self.ip6.pf

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 
 from stack.addr import Addr, Prefix, format_addr
+from stack.inet.timers import Timer
 
 ALL_NODES = Addr(0xFF02 << 112 | 1)
 ALL_ROUTERS = Addr(0xFF02 << 112 | 2)
@@ -138,6 +139,8 @@ class IfInet6:
     #: RDNSS/DNSSL heard (RFC 8106): server → deadline, domains → deadline
     rdnss: dict[Addr, float] = field(default_factory=dict)
     dnssl: dict[str, float] = field(default_factory=dict)
+    #: when the first of them expires (stack/inet/timers.py ``Timer``)
+    dns_timer: Timer | None = None
     rs_sent: int = 0
     #: the advertising side (router mode): rtadvd's settings for this interface
     advertise: bool = False

@@ -18,6 +18,7 @@ resolver); autonomous prefixes go to stack/inet6/addrconf.py (SLAAC).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -89,8 +90,9 @@ class NeighborDiscovery:
         #: on-link prefixes from RAs: (ifname, prefix) → (route, expiry timer; None for
         #: an infinite lifetime)
         self.prefixes: dict[tuple[str, Prefix], tuple[Route, Timer | None]] = {}
-        #: called when an interface's RDNSS/DNSSL changes (the resolver, when present)
-        self.dns_listeners: list[object] = []
+        #: called with the interface when its RDNSS/DNSSL changes (besides the
+        #: ``RESOLVER`` service, which addrconf.dns_changed feeds itself)
+        self.dns_listeners: list[Callable[[Interface], None]] = []
 
     # -- sending -----------------------------------------------------------------------
     def _source(self, iface: Interface, toward: int) -> int | None:
