@@ -275,9 +275,11 @@ class IPv4Management:
             table.changed()
         return r
 
-    def route_flush(self) -> list[Route]:
-        """BSD ``route flush``: every static route goes; connected and local routes stay."""
-        return self.inet.routes.remove_where(lambda r: r.kind == "static")
+    def route_flush(self, family: int | None = None) -> list[Route]:
+        """BSD ``route flush``: every static route goes (of ``family`` only, when given:
+        ``route flush -inet``); connected and local routes stay."""
+        return self.inet.routes.remove_where(
+            lambda r: r.kind == "static" and (family is None or r.prefix.family == family))
 
     def route_get(self, dst: Addr) -> dict[str, str]:
         """What ``route get`` prints: the route chosen for ``dst`` and the source used.
@@ -346,11 +348,11 @@ class IPv4Management:
         return "".join(out)
 
     def render_stats(self) -> str:
-        """``group counter value`` per line: ip, icmp, arp, reass, route."""
+        """``group counter value`` per line: ip, icmp, arp, reass, route, igmp."""
         inet = self.inet
         out = []
         for group in (inet.counters, inet.icmp.counters, inet.arp.counters,
-                      inet.reass.counters, inet.routes.counters):
+                      inet.reass.counters, inet.routes.counters, inet.igmp.counters):
             out += [f"{group.group} {k} {v}\n" for k, v in group.snapshot().items()]
         return "".join(out)
 
