@@ -8,6 +8,7 @@ met), also written as markdown to docs/performance.md with the machine it ran on
     sudo .venv/bin/python -m bench --smoke         # seconds: tiny sizes, two runs each
     ... --out FILE | --no-write                    # where the markdown goes (or nowhere)
     ... --profile DIR                              # cProfile each stack side into DIR
+    python -m bench --plot DIR [--from FILE]       # the table and its history as PNGs
 
 Each workload side runs in its own process (bench/workloads.py) with a timeout; a
 workload whose layer is missing, or that fails, prints "n/a" with the reason. Every
@@ -200,7 +201,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="FILE", help="also write the rows as JSON here")
     ap.add_argument("--profile", metavar="DIR", help="cProfile each stack side into DIR")
     ap.add_argument("-v", "--verbose", action="store_true", help="show workers' stderr")
+    ap.add_argument("--plot", metavar="DIR",
+                    help="draw the table (and its history) as PNGs into DIR; runs nothing")
+    ap.add_argument("--from", dest="plot_from", metavar="FILE",
+                    help="with --plot: the table to draw (a --json file; default "
+                         "docs/performance.md)")
     args = ap.parse_args(argv)
+    if args.plot:
+        from bench.plot import plot
+
+        for path in plot(args.plot, args.plot_from):
+            print(f"wrote {os.path.relpath(path)}")
+        return 0
 
     if args.smoke:
         p = Params(seconds=0.3, runs=2, ping_count=50, echo_count=100, conns=100)
@@ -267,6 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     if out and not args.no_write:
         write_doc(out, table(rows, markdown=True), header)
         print(f"(markdown written to {os.path.relpath(out)})")
+        from bench.plot import PlotRow, save_run  # the run, for --plot's history chart
+
+        save_run([PlotRow(r.workload, r.unit, r.stack, r.kernel, r.target) for r in rows],
+                 time.strftime("%Y-%m-%d %H:%M"))
     return 0
 
 
