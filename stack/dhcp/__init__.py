@@ -76,10 +76,9 @@ class Dhcp:
                                   "seconds before restarting after a DECLINE", lo=0)
         self.k_reboot_tries = reg("net.inet.dhcp.reboot_tries", 2,
                                   "REQUESTs for a remembered lease before INIT", lo=1)
-        self.sock: UDPSocket = stack.udp.socket()
-        self.sock.setsockopt(_std.SOL_SOCKET, _std.SO_BROADCAST, 1)
-        self.sock.setsockopt(_std.SOL_SOCKET, _std.SO_REUSEADDR, 1)
-        self.sock.bind(("", wire.CLIENT_PORT))
+        #: UDP *:68, open while any client runs (as dhclient's)
+        self.sock: UDPSocket | None = None
+        self._reader_scope: trio.CancelScope | None = None
         self.dir = Directory(dynamic=self._entries)
         self.dir.add("ctl", ControlFile(self._command, self._render_all, mode=0o644))
 
@@ -90,26 +89,48 @@ class Dhcp:
     def forget_xid(self, xid: int) -> None:
         self._xids.pop(xid, None)
 
-    async def reader(self) -> None:
+    def _open(self) -> None:
+        if self.sock is not None:
+            return
+        sock = self.stack.udp.socket()
+        sock.setsockopt(_std.SOL_SOCKET, _std.SO_BROADCAST, 1)
+        sock.setsockopt(_std.SOL_SOCKET, _std.SO_REUSEADDR, 1)
+        sock.bind(("", wire.CLIENT_PORT))
+        self.sock = sock
+        self._reader_scope = trio.CancelScope()
+        self.stack.nursery.start_soon(self.reader, sock, self._reader_scope)
+
+    def _close_if_idle(self) -> None:
+        if self.clients or self.sock is None:
+            return
+        if self._reader_scope is not None:
+            self._reader_scope.cancel()
+        self.sock.close()
+        self.sock = self._reader_scope = None
+
+    async def reader(self, sock: UDPSocket, scope: trio.CancelScope) -> None:
         """Every datagram to port 68 goes to the client whose xid it carries."""
+        with scope:
+            while True:
+                try:
+                    data, _src = await sock.recvfrom(65536)
+                except OSError:
+                    return  # closed
+                self._dispatch(data)
+
+    def _dispatch(self, data: bytes) -> None:
         c = self.counters
-        while True:
-            try:
-                data, _src = await self.sock.recvfrom(65536)
-            except OSError:
-                await trio.sleep(0.1)
-                continue
-            c["in_packets"] += 1
-            try:
-                msg = wire.parse(data)
-            except wire.DhcpError as exc:
-                c[f"drop_{exc.reason}"] += 1
-                continue
-            client = self._xids.get(msg.xid)
-            if client is None:
-                c["drop_bad_xid"] += 1
-                continue
-            client.deliver(msg)
+        c["in_packets"] += 1
+        try:
+            msg = wire.parse(data)
+        except wire.DhcpError as exc:
+            c[f"drop_{exc.reason}"] += 1
+            return
+        client = self._xids.get(msg.xid)
+        if client is None:
+            c["drop_bad_xid"] += 1
+            return
+        client.deliver(msg)
 
     # -- clients ----------------------------------------------------------------------------
     def start(self, ifname: str) -> Client:
@@ -121,6 +142,7 @@ class Dhcp:
         old = self.clients.get(ifname)
         if old is not None:
             return old
+        self._open()
         client = Client(self, iface, self.remembered.pop(ifname, None))
         self.clients[ifname] = client
         self.counters["clients_started"] += 1
@@ -136,6 +158,7 @@ class Dhcp:
         finally:
             if self.clients.get(client.iface.name) is client:
                 del self.clients[client.iface.name]
+                self._close_if_idle()
 
     def stop(self, ifname: str, *, release: bool = True) -> None:
         client = self.clients.pop(ifname, None)
@@ -148,6 +171,7 @@ class Dhcp:
             self.remembered[ifname] = client.lease
         client.scope.cancel()
         self.uninstall(client)
+        self._close_if_idle()
 
     def _on_iface(self, event: str, iface: Interface) -> None:
         if event == "attach":
@@ -266,4 +290,3 @@ def attach(stack: Stack) -> None:
     # interface's addresses and routes (its own listener)
     stack.iface_listeners.insert(0, dhcp._on_iface)
     stack.shutdown_hooks.append(dhcp.shutdown)
-    stack.nursery.start_soon(dhcp.reader)

@@ -195,8 +195,11 @@ class Client:
         self._count_out(msg)
 
     def _unicast(self, msg: wire.DhcpMessage, server: int) -> None:
+        sock = self.service.sock
+        if sock is None:
+            return
         try:
-            self.service.sock.sendto_nowait(wire.build(msg), (int_to_ip(server),
+            sock.sendto_nowait(wire.build(msg), (int_to_ip(server),
                                                                wire.SERVER_PORT))
         except OSError as exc:
             self.counters["send_errors"] += 1
