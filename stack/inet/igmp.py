@@ -108,6 +108,7 @@ class IgmpIf:
         self.rexmit: Timer | None = None
         #: v2: groups whose last report on the link was ours (a leave is sent for them)
         self.reporter: set[int] = set()
+        self.up = iface.up
 
     def compat(self, now: float) -> int:
         if now < self.v1_until:
@@ -203,6 +204,19 @@ class Igmp:
             if st is not None:
                 st.cancel_all()
             self.groups.forget_interface(iface.index)
+        elif event == "change":
+            st = self.ifs.get(iface.index)
+            if st is not None and iface.up != st.up:
+                st.up = iface.up
+                if iface.up:
+                    self._announce(st)
+
+    def _announce(self, st: IgmpIf) -> None:
+        """The interface came up: report every group again, as after a join (Linux's
+        ip_mc_up), so routers and switches that lost us learn the memberships."""
+        for group, f in sorted(self.groups.groups(st.index).items()):
+            if group != ALL_HOSTS:
+                self._report_change(st, v4_bits(group), None, f)
 
     # ================================================================ state changes
     def _changed(self, ifindex: int, group: Addr, old: Filter | None,
@@ -219,8 +233,12 @@ class Igmp:
         elif new is None:
             l2.leave_multicast(iface, ipv4_multicast_mac(g))
             self.counters["leaves"] += 1
-        if group == ALL_HOSTS:
-            return
+        if group != ALL_HOSTS:
+            self._report_change(st, g, old, new)
+
+    def _report_change(self, st: IgmpIf, g: int, old: Filter | None,
+                       new: Filter | None) -> None:
+        """The state-change report of the current compatibility mode (§5.1, §7.2.1)."""
         mode = self._mode(st)
         if mode == 3:
             self._v3_change(st, g, old, new)

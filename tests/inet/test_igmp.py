@@ -435,3 +435,19 @@ async def test_raw_socket_membership(two_if_stack) -> None:
         other.recvfrom_nowait()
     for s in (watcher, member, other):
         s.close()
+
+
+async def test_interface_up_reports_the_groups_again(two_if_stack, autojump_clock) -> None:
+    import trio
+
+    from stack.l2.iface import IFF_UP
+
+    st, f0, _ = two_if_stack
+    s = st.udp.socket()
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq(GROUP, "10.0.0.1"))
+    await trio.sleep(2)
+    f0.take()
+    f0.set_flags(clear_bits=IFF_UP)
+    f0.set_flags(IFF_UP)
+    assert [v3_records(e) for e in reports(f0)] == [[(w.CHANGE_TO_EXCLUDE, GROUP, [])]]
+    s.close()
