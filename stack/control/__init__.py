@@ -12,6 +12,10 @@ file                   kind         read / write
 ``route_monitor``      stream       blocks until the next change message (routing socket)
 ``arp``                control      the ARP cache / ``set``, ``delete``, ``flush``
 ``bridges``            control      bridges, members, learning tables / brconfig verbs
+``ndp``                control      the IPv6 neighbour cache / ``set``, ``delete``, ``flush``
+``ndp_prefixes``       text         on-link prefixes from router advertisements (ndp -p)
+``ndp_routers``        text         default routers from router advertisements (ndp -r)
+``rtadvd``             control      router advertisements sent / ``enable``, ``disable``
 ``stats/<proto>``      text         ``name value`` counters (ip icmp arp udp tcp ether
                                     stack, and any other group a component registers)
 ``sockets``            text         the socket list with TCP states
@@ -38,8 +42,10 @@ from stack.control import backend, metrics, sockinfo
 from stack.control.bridges import BridgeFiles
 from stack.control.interfaces import InterfaceFiles
 from stack.control.monitor import MonitorHub
+from stack.control.ndp import NdpFiles
 from stack.control.ping import PingHandle
 from stack.control.routes import ArpFiles, RouteFiles
+from stack.control.rtadvd import RtadvdFiles
 from stack.control.stats import StatsFiles
 from stack.l2.iface import Interface
 from stack.services import CONTROL
@@ -60,6 +66,8 @@ class Control:
         self.routes = RouteFiles(self)
         self.arp = ArpFiles(self)
         self.bridges = BridgeFiles(self)
+        self.ndp = NdpFiles(self)
+        self.rtadvd = RtadvdFiles(self)
         self.stats = StatsFiles(self)
         self._snapshot: dict[str, dict[str, str]] = {}
         self._route_hooked = False
@@ -71,6 +79,8 @@ class Control:
         cfg.add("routes", self.routes.node())
         cfg.add("arp", self.arp.node())
         cfg.add("bridges", self.bridges.node())
+        self.ndp.publish(cfg)  # ndp, ndp_prefixes, ndp_routers
+        cfg.add("rtadvd", self.rtadvd.node())
         cfg.add("route_monitor", HandleFile(self.monitor.open, mode=0o444))
         cfg.add("ping", HandleFile(lambda req: PingHandle(self, req), mode=0o666))
         self.stats.publish(cfg)

@@ -13,7 +13,19 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
-from stack.addr import Addr, Prefix, format_addr, is_unspecified, v4
+from stack.addr import (
+    AF_INET,
+    AF_INET6,
+    Addr,
+    Prefix,
+    family,
+    format_addr,
+    from_ip,
+    is_unspecified,
+    parse_addr,
+    v4,
+)
+from stack.control.util import format_addr6
 from stack.inet.icmp import IcmpError
 from stack.l2.bridge import BridgeInterface
 from stack.l2.bridge import create_bridge as l2_create_bridge
@@ -21,7 +33,7 @@ from stack.l2.iface import Interface
 from stack.l2.vlan import VlanInterface
 from stack.l2.vlan import create_vlan as l2_create_vlan
 from stack.options import Options
-from stack.services import IPV4, TRANSPORTS
+from stack.services import IPV4, IPV6, TRANSPORTS
 
 if TYPE_CHECKING:
     # cycle: the Stack owns the control part and the part holds the Stack; types only
@@ -30,6 +42,9 @@ if TYPE_CHECKING:
     from stack.core import Stack
     from stack.inet.ifaddr import IfAddr
     from stack.inet.manage import IPv4Management
+    from stack.inet6.ifaddr import IfAddr6
+    from stack.inet6.manage import IPv6Management
+    from stack.inet6.rtadv import AdvertConfig
 
 
 def _missing(what: str) -> OSError:
@@ -77,8 +92,20 @@ def watch_routes(stack: Stack, fn: Callable[[], None]) -> bool:
 
 
 def list_routes(stack: Stack) -> list[dict[str, str]]:
+    """Both families' routes (one table), with a ``family`` key (``inet``/``inet6``); a
+    link-local IPv6 gateway is written with its zone (``fe80::1%tap0``)."""
     layer = stack.services.get(IPV4)
-    return layer.manage.route_list() if layer is not None else []
+    if layer is None:
+        return []
+    out = []
+    for r in list(layer.routes):
+        d = r.describe()
+        fam = r.prefix.family
+        d["family"] = "inet6" if fam == AF_INET6 else "inet"
+        if fam == AF_INET6 and r.gateway is not None:
+            d["gateway"] = format_addr6(r.gateway, r.ifname)
+        out.append(d)
+    return out
 
 
 def route_add(stack: Stack, dest: Prefix, gw: Addr | None, ifname: str | None,
@@ -101,11 +128,17 @@ def route_get(stack: Stack, addr: Addr) -> dict[str, str]:
     return inet(stack).route_get(addr)
 
 
-def route_flush(stack: Stack) -> int:
-    """BSD ``route flush``: every static route goes; connected and local routes stay."""
-    if stack.services.get(IPV4) is None:
+def route_flush(stack: Stack, fam: int | None = None) -> int:
+    """BSD ``route flush``: every static route goes (of one family when ``fam`` says
+    which); connected and local routes, and those router advertisements made, stay."""
+    layer = stack.services.get(IPV4)
+    if layer is None:
         raise _missing("the routing table")
-    return len(inet(stack).route_flush())
+    if fam == AF_INET6:
+        return len(inet6(stack).route_flush())
+    if fam == AF_INET:
+        return len(layer.manage.route_flush(AF_INET))
+    return len(layer.manage.route_flush())
 
 
 # -- ARP -----------------------------------------------------------------------------
@@ -258,9 +291,27 @@ def _endpoint(addr: int, port: int) -> str:
         host = "*"
     else:
         # a transport still holding a 32-bit IPv4 value (being moved onto stack.addr,
-        # issue 15 §1) is shown as the same address
-        host = format_addr(addr if addr >> 32 else v4(addr))
+        # issue 15 §1) is shown as the same address; ::1 is IPv6's loopback
+        host = format_addr(addr if addr >> 32 or addr == 1 else v4(addr))
     return f"{host}:{port if port else '*'}"
+
+
+def _proto(name: str, fam: int) -> str:
+    """BSD netstat's names: ``tcp``/``tcp6``, ``udp``/``udp6``, ``raw1``/``raw6_58``."""
+    if fam != AF_INET6:
+        return name
+    return f"raw6_{name[3:]}" if name.startswith("raw") else f"{name}6"
+
+
+def _family(*addrs: int) -> int:
+    """A socket's family from its addresses: ANY4 is v4-mapped, ANY6 is 0 (a bare
+    32-bit value is an IPv4 address not yet moved onto stack.addr)."""
+    for a in addrs:
+        if a >> 32 or a == 1:
+            return family(a)
+        if a:
+            return AF_INET
+    return AF_INET6
 
 
 def list_sockets(stack: Stack) -> list[dict[str, str]]:
@@ -270,16 +321,17 @@ def list_sockets(stack: Stack) -> list[dict[str, str]]:
     if t is None:
         return rows
     for c in t.tcp.connections():
-        rows.append({"proto": "tcp", "recvq": str(len(c.rcvbuf)), "sendq": str(len(c.sndbuf)),
+        rows.append({"proto": _proto("tcp", _family(c.laddr, c.raddr)), "recvq": str(len(c.rcvbuf)), "sendq": str(len(c.sndbuf)),
                      "local": _endpoint(c.laddr, c.lport),
                      "foreign": _endpoint(c.raddr, c.rport), "state": c.state.name})
     for socks in list(t.udp.ports.values()):
         for u in socks:
-            rows.append({"proto": "udp", "recvq": str(sum(len(d[0]) for d in u.queue)),
+            rows.append({"proto": _proto("udp", _family(u.laddr, u.raddr)), "recvq": str(sum(len(d[0]) for d in u.queue)),
                          "sendq": "0", "local": _endpoint(u.laddr, u.lport),
                          "foreign": _endpoint(u.raddr, u.rport), "state": ""})
     for r in list(t.raw.sockets):
-        rows.append({"proto": f"raw{r.proto_number}", "recvq": str(r.queued),
+        rows.append({"proto": _proto(f"raw{r.proto_number}", _family(r.laddr, r.raddr)),
+                     "recvq": str(r.queued),
                      "sendq": "0", "local": _endpoint(r.laddr, 0),
                      "foreign": _endpoint(r.raddr, 0), "state": ""})
     return rows
@@ -291,3 +343,180 @@ def render_sockets(stack: Stack) -> str:
 
     cols = ("proto", "recvq", "sendq", "local", "foreign", "state")
     return render_table(cols, list_sockets(stack))
+
+
+# -- IPv6 (stack/inet6/manage.py) ----------------------------------------------------
+def inet6(stack: Stack) -> IPv6Management:
+    """The IPv6 layer's management API; EAFNOSUPPORT when the stack has none."""
+    layer = stack.services.get(IPV6)
+    if layer is None:
+        raise OSError(errno.EAFNOSUPPORT, "IPv6 is not available in this stack")
+    return layer.manage
+
+
+def addresses6(stack: Stack, iface: Interface) -> list[IfAddr6]:
+    layer = stack.services.get(IPV6)
+    return layer.manage.addresses(iface.name) if layer is not None else []
+
+
+def add_address6(stack: Stack, iface: Interface, prefix: Prefix, *,
+                 valid: float | None = None, preferred: float | None = None) -> None:
+    inet6(stack).add_address(iface.name, prefix, valid=valid, preferred=preferred)
+
+
+def delete_address6(stack: Stack, iface: Interface, addr: Addr) -> None:
+    mgr = inet6(stack)
+    if not any(a.addr == addr for a in mgr.addresses(iface.name)):
+        raise OSError(errno.EADDRNOTAVAIL,
+                      f"{format_addr(addr)} is not an address of {iface.name}")
+    mgr.remove_address(iface.name, addr)
+
+
+def nd_flags(stack: Stack, iface: Interface) -> dict[str, bool | int] | None:
+    """Per-interface ND state (``ndp -i``), None without an IPv6 layer."""
+    layer = stack.services.get(IPV6)
+    return layer.manage.iface_flags(iface.name) if layer is not None else None
+
+
+def set_nd_flag(stack: Stack, iface: Interface, flag: str, on: bool) -> None:
+    inet6(stack).set_iface_flag(iface.name, flag, on)
+
+
+def route_add6(stack: Stack, dest: Prefix, gw: Addr | None, ifname: str | None,
+               metric: int, mtu: int, *, reject: bool = False,
+               blackhole: bool = False) -> None:
+    inet6(stack).route_add(dest, gw, ifname=ifname, metric=metric, mtu=mtu, reject=reject,
+                           blackhole=blackhole)
+
+
+def route_delete6(stack: Stack, dest: Prefix, gw: Addr | None, ifname: str | None) -> None:
+    inet6(stack).route_delete(dest, gw, ifname=ifname)
+
+
+def route_change6(stack: Stack, dest: Prefix, gw: Addr | None, ifname: str | None,
+                  metric: int | None, mtu: int | None) -> None:
+    inet6(stack).route_change(dest, gw, ifname=ifname, metric=metric, mtu=mtu)
+
+
+def route_get6(stack: Stack, addr: Addr, ifname: str | None) -> dict[str, str]:
+    info = inet6(stack).route_get(addr, ifname)
+    iface = info.get("interface")
+    for key in ("destination", "gateway", "source"):
+        v = info.get(key, "")
+        if v and v not in ("link", "-") and "%" not in v:
+            info[key] = format_addr6(parse_addr(v), iface)
+    return info
+
+
+def list_ndp(stack: Stack) -> list[dict[str, str]]:
+    """The ND cache: address (link-local with its zone) lladdr interface state expires
+    flags (comma-separated: ``router``, ``proxy``)."""
+    layer = stack.services.get(IPV6)
+    if layer is None:
+        return []
+    out = []
+    for e in layer.manage.ndp_list():
+        words = e.get("flags", "").split()
+        flags = [{"R": "router", "published": "proxy"}.get(w, w) for w in words]
+        e["flags"] = ",".join(flags)
+        e["address"] = format_addr6(parse_addr(e["address"]), e["interface"])
+        out.append(e)
+    return out
+
+
+def ndp_set(stack: Stack, addr: int, mac: bytes, ifname: str | None, proxy: bool) -> None:
+    inet6(stack).ndp_set(Addr(addr), mac, ifname=ifname, proxy=proxy)
+
+
+def ndp_delete(stack: Stack, addr: int, ifname: str | None) -> None:
+    inet6(stack).ndp_delete(Addr(addr), ifname)
+
+
+def ndp_flush(stack: Stack, ifname: str | None) -> int:
+    return inet6(stack).ndp_flush(ifname)
+
+
+def list_prefixes(stack: Stack) -> list[dict[str, str]]:
+    layer = stack.services.get(IPV6)
+    return layer.manage.prefix_list() if layer is not None else []
+
+
+def list_routers(stack: Stack) -> list[dict[str, str]]:
+    layer = stack.services.get(IPV6)
+    if layer is None:
+        return []
+    out = layer.manage.router_list()
+    for r in out:
+        r["router"] = format_addr6(parse_addr(r["router"]), r["interface"])
+    return out
+
+
+async def ping6(stack: Stack, dst: Addr, *, size: int, hlim: int | None, tclass: int,
+                df: bool, timeout: float, seq: int, ident: int, ifname: str | None,
+                src: Addr | None) -> str:
+    """One ICMPv6 echo; the result line in config/ping's vocabulary."""
+    from stack.inet6.icmp6 import Icmp6Error
+
+    mgr = inet6(stack)
+    try:
+        r = await mgr.ping_detail(dst, size, hlim, timeout, ifname=ifname, tclass=tclass,
+                                  seq=seq, ident=ident, src=src, dontfrag=df)
+    except TimeoutError:
+        return f"timeout seq {seq}"
+    except Icmp6Error as exc:
+        return (f"icmp seq {seq} from {format_addr6(exc.source, ifname)} type "
+                f"{exc.icmp_type} code {exc.code} "
+                f"{icmp6_text(exc.icmp_type, exc.code, exc.extra)}")
+    src_text = format_addr6(from_ip(r.source), ifname)
+    return (f"reply seq {r.seq} from {src_text} bytes {r.size + 8} ttl {r.hop_limit} "
+            f"time_us {round(r.rtt * 1e6)}")
+
+
+#: KAME ping6's words for ICMPv6 errors (pr_icmph)
+_ICMP6_UNREACH = {0: "No Route to Destination", 1: "Destination Administratively Unreachable",
+                  2: "Destination Unreachable Beyond Scope", 3: "Destination Host Unreachable",
+                  4: "Destination Port Unreachable",
+                  5: "Source address failed ingress/egress policy",
+                  6: "Reject route to destination"}
+
+
+def icmp6_text(icmp_type: int, code: int, extra: int = 0) -> str:
+    if icmp_type == 1:
+        return _ICMP6_UNREACH.get(code, f"Destination Unreachable, Bad Code: {code}")
+    if icmp_type == 2:
+        return f"Packet too big mtu = {extra}"
+    if icmp_type == 3:
+        return "Time to live exceeded" if code == 0 else "Frag reassembly time exceeded"
+    if icmp_type == 4:
+        what = {0: "Erroneous Header Field", 1: "Unknown Nextheader",
+                2: "Unrecognized Option", 3: "Incomplete Header Chain"}.get(code, f"code {code}")
+        return f"Parameter problem: {what}"
+    return f"Bad ICMP type: {icmp_type}"
+
+
+def rtadv_configs(stack: Stack) -> dict[str, AdvertConfig]:
+    layer = stack.services.get(IPV6)
+    return dict(layer.rtadv.configs) if layer is not None else {}
+
+
+def rtadv_forwarding(stack: Stack) -> bool:
+    layer = stack.services.get(IPV6)
+    return layer is not None and bool(layer.k_forwarding.value)
+
+
+def rtadv_enable(stack: Stack, ifname: str, cfg: AdvertConfig) -> None:
+    layer = stack.services.get(IPV6)
+    if layer is None:
+        raise OSError(errno.EAFNOSUPPORT, "IPv6 is not available in this stack")
+    if ifname not in stack.interfaces:
+        raise OSError(errno.ENXIO, f"no such interface: {ifname}")
+    layer.rtadv.enable(ifname, cfg)
+
+
+def rtadv_disable(stack: Stack, ifname: str) -> None:
+    layer = stack.services.get(IPV6)
+    if layer is None:
+        raise OSError(errno.EAFNOSUPPORT, "IPv6 is not available in this stack")
+    if ifname not in layer.rtadv.configs:
+        raise OSError(errno.ENOENT, f"not advertising on {ifname}")
+    layer.rtadv.disable(ifname)

@@ -5,6 +5,8 @@ Commands (one line; several verbs after the interface name run in order)::
     NAME addr|alias|inet ADDR[/LEN] [netmask MASK] [broadcast BCAST]   (adds)
     NAME set ADDR[/LEN] [netmask MASK] [broadcast BCAST]   (replaces the first address)
     NAME delete|-alias ADDR
+    NAME inet6 ADDR[/LEN] [prefixlen N] [pltime S] [vltime S]   (adds an IPv6 address)
+    NAME accept_rtadv | -accept_rtadv | auto_linklocal | -auto_linklocal
     NAME up | down | mtu N | promisc | -promisc
     NAME vlan TAG vlanif PARENT | NAME -vlanif
     create NAME [vlan TAG vlanif PARENT] [KEY=VALUE,...]
@@ -16,7 +18,10 @@ from __future__ import annotations
 import errno
 import functools
 import ipaddress
+import math
 import re
+
+import trio
 
 from rmgr.nodes import Caller, Directory, Node, TextFile
 from stack.addr import AF_INET, Addr, Prefix, family, format_addr, from_ip
@@ -24,9 +29,11 @@ from stack.control import backend
 from stack.control.util import (
     ControlFiles,
     einval,
+    format_addr6,
     parse_addr,
     parse_ifaddr,
     parse_int,
+    parse_prefix6,
     require_root,
     take,
 )
@@ -71,6 +78,12 @@ class InterfaceFiles(ControlFiles):
         for a in backend.addresses(self.stack, iface):
             bc = f" broadcast {format_addr(a.broadcast)}" if a.broadcast is not None else ""
             out.append(f"\t{'inet' if a.prefix.family == AF_INET else 'inet6'} {a.prefix}{bc}\n")
+        out += [f"\tinet6 {line}\n" for line in self._inet6_lines(iface)]
+        nd = backend.nd_flags(self.stack, iface)
+        if nd is not None:
+            words = [f"{k} {int(v)}" for k, v in nd.items() if not isinstance(v, bool)]
+            fl = ",".join(k for k, v in nd.items() if isinstance(v, bool) and v) or "-"
+            out.append(f"\tnd6 {' '.join(words)} flags {fl}\n")
         vlan = backend.vlan_info(self.stack, iface)
         if vlan is not None:
             out.append(f"\tvlan {vlan[0]} vlanif {vlan[1] or '-'}\n")
@@ -93,6 +106,25 @@ class InterfaceFiles(ControlFiles):
             out.append(f"\tcounter {key} {value}\n")
         out.append("\n")
         return "".join(out)
+
+    def _inet6_lines(self, iface: Interface) -> list[str]:
+        """``ADDR/LEN [scopeid 0xN] [FLAG...] pltime P vltime V`` per IPv6 address: a
+        link-local address with its zone (``fe80::1%tap0/64``) and the interface index
+        as its scope id; flags as KAME's ifconfig (tentative, duplicated, deprecated,
+        autoconf, temporary); lifetimes in seconds left, ``infty`` for none."""
+        now = trio.current_time()
+        out = []
+        for ia in backend.addresses6(self.stack, iface):
+            a = ia.addr
+            text = format_addr6(a, iface.name)
+            words = [f"{text}/{ia.plen}"]
+            if "%" in text:
+                words.append(f"scopeid {iface.index:#x}")
+            words += ia.flags()
+            for key, until in (("pltime", ia.preferred_until), ("vltime", ia.valid_until)):
+                words += [key, "infty" if math.isinf(until) else str(max(0, int(until - now)))]
+            out.append(" ".join(words))
+        return out
 
     def render_nicinfo(self, name: str) -> str:
         iface = self.get(name)
@@ -141,7 +173,13 @@ class InterfaceFiles(ControlFiles):
     def _apply(self, iface: Interface, words: list[str]) -> None:
         while words:
             verb = words.pop(0)
-            if verb in ("addr", "alias", "inet", "add", "set"):
+            if verb == "inet6" or (verb in ("addr", "alias", "add", "set") and words
+                                   and ":" in words[0]):
+                self._add6(iface, verb, words)
+            elif verb in ND_FLAG_VERBS:
+                backend.set_nd_flag(self.stack, iface, verb.lstrip("-"),
+                                    not verb.startswith("-"))
+            elif verb in ("addr", "alias", "inet", "add", "set"):
                 spec = take(words, verb)
                 mask = bcast = None
                 while words and words[0] in ("netmask", "broadcast"):
@@ -158,8 +196,13 @@ class InterfaceFiles(ControlFiles):
                     backend.add_address(self.stack, iface, ifaddr, baddr)
             elif verb in ("delete", "-alias", "del"):
                 spec = take(words, verb)
-                backend.delete_address(self.stack, iface,
-                                       parse_addr(spec.partition("/")[0], any_family=True))
+                if ":" in spec:
+                    prefix, zone = parse_prefix6(spec)
+                    _check_zone(iface, zone)
+                    backend.delete_address6(self.stack, iface, prefix.addr)
+                else:
+                    backend.delete_address(self.stack, iface,
+                                           parse_addr(spec.partition("/")[0], any_family=True))
             elif verb == "up":
                 iface.set_flags(IFF_UP)
             elif verb == "down":
@@ -187,6 +230,24 @@ class InterfaceFiles(ControlFiles):
                 backend.vlan_config(self.stack, iface, None, None)
             else:
                 raise einval(f"unknown ifconfig verb: {verb}")
+
+    def _add6(self, iface: Interface, verb: str, words: list[str]) -> None:
+        """``inet6 ADDR[/LEN] [prefixlen N] [pltime S] [vltime S]``: adds (KAME's
+        ifconfig adds an IPv6 address with or without ``alias``; a bare address is a
+        /64). The address is tentative until DAD passes."""
+        spec = take(words, verb)
+        opts: dict[str, str] = {}
+        while words and words[0] in ("prefixlen", "pltime", "vltime"):
+            kw = words.pop(0)
+            opts[kw] = take(words, kw)
+        prefix, zone = parse_prefix6(spec, opts.get("prefixlen"))
+        _check_zone(iface, zone)
+        life = {k: float(parse_int(opts[k], k, 0, 1 << 32)) for k in ("pltime", "vltime")
+                if k in opts}
+        valid, preferred = life.get("vltime"), life.get("pltime")
+        if valid is not None and preferred is not None and preferred > valid:
+            raise einval(f"pltime {int(preferred)} exceeds vltime {int(valid)}")
+        backend.add_address6(self.stack, iface, prefix, valid=valid, preferred=preferred)
 
     def _replace_first(self, iface: Interface, ifaddr: Prefix | Addr,
                        bcast: Addr | None) -> None:
@@ -236,6 +297,15 @@ class InterfaceFiles(ControlFiles):
         if name == "lo0":
             raise OSError(errno.EPERM, "lo0 cannot be destroyed")
         backend.destroy_interface(self.stack, name)
+
+
+#: per-interface ND switches (``ifconfig IF inet6 [-]accept_rtadv``, ``ndp -i IF ...``)
+ND_FLAG_VERBS = ("accept_rtadv", "-accept_rtadv", "auto_linklocal", "-auto_linklocal")
+
+
+def _check_zone(iface: Interface, zone: str | None) -> None:
+    if zone is not None and zone != iface.name:
+        raise einval(f"scope %{zone} is not {iface.name}")
 
 
 def _broadcast(text: str) -> Addr:

@@ -119,3 +119,51 @@ def take(words: list[str], what: str) -> str:
     if not words:
         raise einval(f"{what} needs an argument")
     return words.pop(0)
+
+
+# -- IPv6 text (KAME forms: ``fe80::1%tap0``, ``2001:db8::2/64``) -----------------------
+def parse_addr6(text: str) -> tuple[Addr, str | None]:
+    """An IPv6 address with an optional zone: ``2001:db8::1`` → (addr, None),
+    ``fe80::1%tap0`` → (addr, "tap0"). An IPv4 address is EAFNOSUPPORT (wrong family
+    for the command); anything else EINVAL."""
+    addr_text, sep, zone = text.partition("%")
+    if sep and not zone:
+        raise einval(f"bad address: {text} (empty scope after %)")
+    try:
+        ip = ipaddress.ip_address(addr_text)
+    except ValueError:
+        raise einval(f"bad address: {text}") from None
+    a = from_ip(ip)
+    if is_v4(a):
+        raise OSError(errno.EAFNOSUPPORT, f"{text}: not an IPv6 address")
+    return a, (zone or None)
+
+
+def parse_prefix6(text: str, prefixlen: str | None = None, *,
+                  default_plen: int = 64) -> tuple[Prefix, str | None]:
+    """``2001:db8::2/64``, ``2001:db8::2`` + ``prefixlen 64``, or a bare address (its
+    length ``default_plen``: KAME's 64 for an interface address). The zone is returned
+    as parse_addr6 does."""
+    addr_text, sep, plen_text = text.partition("/")
+    if sep and prefixlen is not None:
+        raise einval(f"{text}: give /LEN or prefixlen, not both")
+    if prefixlen is not None:
+        plen_text, sep = prefixlen, "/"
+    a, zone = parse_addr6(addr_text)
+    if not sep:
+        return Prefix(a, default_plen), zone
+    if not plen_text.isdigit():
+        raise einval(f"bad prefix length: {plen_text or '(none)'}")
+    plen = int(plen_text)
+    if plen > 128:
+        raise einval(f"bad prefix length: {plen} (0..128)")
+    return Prefix(a, plen), zone
+
+
+def format_addr6(a: int, ifname: str | None) -> str:
+    """The KAME text form: a link-local (or link-scope multicast) address with its zone
+    ``%IF``, any other address as it is."""
+    text = format_addr(a)
+    if ifname and not is_v4(a) and (a >> 118 == 0xFE80 >> 6 or a >> 112 == 0xFF02):
+        return f"{text}%{ifname}"
+    return text

@@ -121,6 +121,34 @@ class IPv6Management:
         _need_v6(dest.addr, dest)
         return self.ip6.routes.delete(dest, gateway, ifname)
 
+    def route_change(self, dest: Prefix, gateway: Addr | None = None, *,
+                     ifname: str | None = None, metric: int | None = None,
+                     mtu: int | None = None) -> Route:
+        """``route change -inet6 DEST [GW]``: modify the first route to ``dest``; a new
+        global gateway moves it to the interface that reaches it unless ``ifname`` says."""
+        _need_v6(dest.addr, dest)
+        if gateway is not None:
+            _need_v6(gateway, format_addr(gateway))
+            if ifname is None:
+                if is_link_local(gateway):
+                    raise OSError(errno.EINVAL,
+                                  f"gateway {format_addr(gateway)} is link-local: give its "
+                                  "interface (fe80::1%IF)")
+                r = self.ip6.routes.lookup(gateway)
+                if r is None or r.gateway is not None:
+                    raise OSError(errno.ENETUNREACH, f"gateway {format_addr(gateway)} "
+                                  "is not on a connected network")
+                ifname = r.ifname
+        elif ifname is not None:
+            self._iface(ifname)
+        return self.ip6.routes.change(dest, gateway=gateway, ifname=ifname, metric=metric,
+                                      mtu=mtu)
+
+    def route_flush(self) -> list[Route]:
+        """``route flush -inet6``: every static IPv6 route (RA-made and connected stay)."""
+        return self.ip6.routes.remove_where(
+            lambda r: r.kind == "static" and r.prefix.family == 24)
+
     def route_get(self, dst: Addr, ifname: str | None = None) -> dict[str, str]:
         ip6 = self.ip6
         _need_v6(dst, format_addr(dst))

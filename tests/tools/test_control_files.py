@@ -47,7 +47,8 @@ async def test_routes_arp_tables() -> None:
         assert (await write(st, "config/routes", "add 10.9.0.0/16 10.1.1.2 metric 5"))[0] == 0
         rows = table(await read(st, "config/routes"))
         assert {"destination": "10.9.0.0/16", "gateway": "10.1.1.2", "flags": "UGS",
-                "metric": "5", "mtu": "", "use": "0", "interface": "lo0"} in rows
+                "metric": "5", "mtu": "", "use": "0", "interface": "lo0",
+                "family": "inet"} in rows
         code, reply = await write(st, "config/routes", "get 10.9.3.3")
         info = keyvalues(reply)
         assert code == 0 and info["route"] == "10.9.0.0/16" and info["gateway"] == "10.1.1.2"
@@ -150,8 +151,10 @@ async def test_address_and_route_text_round_trips() -> None:
             set(lo.all("inet"))  # no length: classful (172.16/16)
         code, reply = await w(st, "config/interfaces", "lo0 addr 10.2.0.7 broadcast nope")
         assert code == errno.EINVAL and "bad broadcast address: nope" in reply
-        code, reply = await w(st, "config/interfaces", "lo0 addr 2001:db8::1/64")
-        assert code == errno.EAFNOSUPPORT
+        # an IPv6 address through the same verb goes to the IPv6 layer
+        assert await w(st, "config/interfaces", "lo0 addr 2001:db8::1/64") == (0, "ok\n")
+        [lo] = stanzas(await read(st, "config/interfaces"))
+        assert any(a.split()[0] == "2001:db8::1/64" for a in lo.all("inet6"))
         code, reply = await w(st, "config/interfaces", "lo0 delete 10.9.9.9")
         assert code == errno.EADDRNOTAVAIL and "10.9.9.9 is not an address of lo0" in reply
         assert await w(st, "config/interfaces", "lo0 -alias 172.16.5.1") == (0, "ok\n")
