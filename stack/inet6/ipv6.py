@@ -325,10 +325,18 @@ class IPv6Layer:
             n += len(b)
         hdr = pack_header(0, 0, n, nh, hlim, src, dst)
         medium = iface.medium
+        out: list[Buffer] = [hdr, *bufs]
+        pf = self.pf
+        if pf is not None and pf.inet6_out:  # filters see ND and MLD too (pf's ND rules)
+            res = pf.run_chain(pf.inet6_out, "out", out, iface)
+            if res is None:
+                self.counters["drop_pfil_out"] += 1
+                return errno.EPERM
+            out = res
         if lladdr is not None and dst >> 120 != 0xFF:
-            ok = medium.send_to(lladdr, ETHERTYPE_IPV6, [hdr, *bufs])
+            ok = medium.send_to(lladdr, ETHERTYPE_IPV6, out)
             return 0 if ok else errno.ENOBUFS
-        return medium.output([hdr, *bufs], Addr(dst), ETHERTYPE_IPV6)
+        return medium.output(out, Addr(dst), ETHERTYPE_IPV6)
 
     def hop_limit(self, iface: Interface | None) -> int:
         st = iface.proto.get("inet6") if iface is not None else None

@@ -1,26 +1,34 @@
-"""The pf engine: pfil hooks on "inet" in/out, the state table, the actions.
+"""The pf engine: pfil hooks on "inet" and "inet6" in/out, the state table, the actions.
 
 Per packet (only while enabled; disabled = the hooks are not registered at all):
 
 1. ``set skip on IF`` interfaces pass.
-2. Read the IPv4 header in place with the IPv4 wire module's view
+2. Read the IP header in place - IPv4 with the IPv4 wire module's view
    (stack/inet/wire/ipv4.py ``classify``: addresses come out as stack.addr ``Addr``
-   values) and the first bytes of TCP/UDP/ICMP (no copy).
+   values); IPv6's fixed header, then its extension headers walked by their lengths
+   (stack/inet6/wire/ipv6.py ``upper_layer``) to the transport header - and the first
+   bytes of TCP/UDP/ICMP/ICMPv6 (no copy).
 3. State lookup (one dict lookup, keys on ``Addr``): a match passes and updates the
    state. An ICMP error passes when the packet it quotes belongs to a state.
 4. Otherwise the rule set compiled for the packet's family (rules.py) picks the last
    matching rule (or the first ``quick`` one); no rule = pass. ``block`` drops
-   (``return``: TCP RST / ICMP port unreachable back to the sender, for packets coming
-   in); ``pass`` with ``keep state`` adds a state. ``log`` keeps a copy of the packet in
+   (``return``: TCP RST / ICMP or ICMPv6 port unreachable back to the sender, for
+   packets coming in); ``pass`` with ``keep state`` adds a state. ``log`` keeps a copy of the packet in
    a bounded ring (``<prefix>/dev/pf/log``, a pcap file of raw IP packets) and counts it.
 
 Packets pf itself sends (RST, ICMP) are not filtered. A rule evaluation that raises
 drops the packet (pfil counts it as a hook error; pf counts ``errors``) and the stack
 goes on.
 
-Only the IPv4 front end (the "inet" pfil head) exists: the rules, tables and states are
-family-neutral, and the inet6 rules are compiled already (``match[AF_INET6]``), so an
-IPv6 layer's head needs a front end like ``_filter`` reading its header, nothing more.
+Two front ends, one per pfil head: ``_filter`` (IPv4, "inet") and ``_filter6`` (IPv6,
+"inet6"); the rules, tables and states behind them are family-neutral (the compiled
+rule set has one set of functions per family, ``match[AF_INET]`` and
+``match[AF_INET6]``). The IPv6 front end sees every IPv6 packet the layer receives
+(before reassembly, as IPv4's) and sends, including Neighbor Discovery: a default-deny
+rule set must pass ND (``pass inet6 proto icmp6 icmp6-type { neighbrsol, neighbradv,
+routersol, routeradv }``). A chain it cannot walk (longer than the layer's bound, or
+running past the packet) is dropped and counted ``short``; unknown options are left to
+the layer (which answers them with a Parameter Problem).
 """
 
 from __future__ import annotations
@@ -33,9 +41,10 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from stack.addr import AF_INET, Addr, pseudo_header_sum, v4_bits
+from stack.addr import AF_INET, AF_INET6, Addr, pseudo_header_sum, v4_bits
 from stack.inet.wire.icmp import ERROR_TYPES as ICMP_ERRORS
 from stack.inet.wire.ipv4 import CLASSIFY_LEN, classify
+from stack.inet6.wire.ipv6 import EXTENSION_HEADERS, HLEN, ChainError, upper_layer
 from stack.pf.counters import (
     BLOCK_BY_DIR,
     COUNTER_NAMES,
@@ -46,7 +55,7 @@ from stack.pf.counters import (
 from stack.pf.parse import ParseError, parse
 from stack.pf.rules import Matchers, MatchFn, Rule, Ruleset, compile_ruleset
 from stack.pf.state import DEFAULT_LIMIT, DEFAULT_TIMEOUTS, StateTable
-from stack.services import IPV4
+from stack.services import IPV4, IPV6
 
 if TYPE_CHECKING:  # cycle: the Stack owns this part and the part holds the Stack; types only
     from stack.core import Stack
@@ -66,6 +75,13 @@ LOG_RING = 1024
 LINKTYPE_RAW = 101
 #: ICMP messages whose id pf uses as both ports (ICMP_ERRORS: those quoting a packet)
 ICMP_QUERIES = frozenset((0, 8, 13, 14, 15, 16, 17, 18))
+#: ICMPv6: echo request/reply carry an id; errors (types 1-4) quote a packet
+ICMP6_QUERIES = frozenset((128, 129))
+ICMP6_ERRORS = frozenset((1, 2, 3, 4))
+#: ICMPv6 destination unreachable, port unreachable (what ``return`` sends for non-TCP)
+ICMP6_UNREACH, ICMP6_UNREACH_PORT = 1, 4
+#: bytes of a transport header the IPv6 front end reads (TCP: ports and flags)
+_L4_NEED = {6: 14, 17: 4, 58: 8}
 
 
 def _joined(bufs: Sequence[Any], n: int) -> bytes:
@@ -82,6 +98,7 @@ class Pf:
         #: the compiled rule set: family → direction → protocol → function
         self.match: Matchers = {}
         self._match4: dict[str, dict[int | None, MatchFn]] = {}
+        self._match6: dict[str, dict[int | None, MatchFn]] = {}
         self._install(compile_ruleset(self.ruleset))
         self.states = StateTable()
         self.skip: set[str] = set()
@@ -103,7 +120,9 @@ class Pf:
             raise OSError(errno.EEXIST, "pf already enabled")
         pfil = self.stack.pfil
         self._hooks = [pfil.add_hook(self.hook_in, "inet", 1, name="pf"),
-                       pfil.add_hook(self.hook_out, "inet", 2, name="pf")]
+                       pfil.add_hook(self.hook_out, "inet", 2, name="pf"),
+                       pfil.add_hook(self.hook_in6, "inet6", 1, name="pf"),
+                       pfil.add_hook(self.hook_out6, "inet6", 2, name="pf")]
         self.enabled = True
         self.since = time.time()
 
@@ -165,11 +184,12 @@ class Pf:
         self._install(compile_ruleset(self.ruleset))
 
     def _install(self, match: Matchers) -> None:
-        """Swap in a compiled rule set. The hot path reads the IPv4 functions through
-        ``_match4``; both are set before the next packet (one trio thread), so a packet
-        sees the old set or the new one."""
+        """Swap in a compiled rule set. The hot paths read each family's functions
+        through ``_match4``/``_match6``; all are set before the next packet (one trio
+        thread), so a packet sees the old set or the new one."""
         self.match = match
         self._match4 = match[AF_INET]
+        self._match6 = match[AF_INET6]
 
     # -- the hooks -------------------------------------------------------------------
     def hook_in(self, pkt: Packet, iface: Interface, direction: str) -> bool | None:
@@ -308,6 +328,205 @@ class Pf:
             return False
         return True
 
+    # -- IPv6 -------------------------------------------------------------------------
+    def hook_in6(self, pkt: Packet, iface: Interface, direction: str) -> bool | None:
+        if iface.name in self.skip:
+            return None
+        return self._filter6("in", iface, pkt.data, pkt.l3, None)
+
+    def hook_out6(self, bufs: Sequence[Any], iface: Interface, direction: str) -> bool | None:
+        if self._generating or iface.name in self.skip:
+            return None
+        return self._filter6("out", iface, bufs[0], 0, bufs)
+
+    def _filter6(self, dirn: str, iface: Interface, data: Any, off: int,
+                 bufs: Sequence[Any] | None) -> bool | None:
+        """An IPv6 packet at ``off`` in ``data``: None (pass) or False (drop). Going
+        out, ``bufs`` is the layer's buffer list (``data`` its first buffer: the fixed
+        header and any extension headers; the transport header is then usually the
+        next buffer, read in place)."""
+        c = self.counters
+        if len(data) - off < HLEN:
+            if bufs is None or len(bufs) == 1:
+                c["short"] += 1
+                return False
+            data = _joined(bufs, 1 << 17)  # the header itself split (rare)
+            bufs = None
+            if len(data) < HLEN:
+                c["short"] += 1
+                return False
+        total = HLEN + ((data[off + 4] << 8) | data[off + 5])
+        nh = data[off + 6]
+        s = Addr(int.from_bytes(data[off + 8:off + 24], "big"))
+        d = Addr(int.from_bytes(data[off + 24:off + 40], "big"))
+        frag = -1
+        if nh in EXTENSION_HEADERS:
+            try:
+                p, l4h, frag = upper_layer(data, off, min(total, len(data) - off), nh)
+            except ChainError as e:
+                if bufs is None or len(bufs) == 1 or e.reason != "drop_truncated_chain":
+                    c["short"] += 1
+                    return False
+                data = _joined(bufs, total)  # the chain runs into the next buffer
+                bufs = None
+                try:
+                    p, l4h, frag = upper_layer(data, 0, min(total, len(data)), nh)
+                except ChainError:
+                    c["short"] += 1
+                    return False
+        else:
+            p, l4h = nh, HLEN
+        # the transport header: in ``data``, else (going out) at the start of the next
+        # buffer, else the first bytes joined
+        l4 = data
+        l4off = off + l4h
+        need = min(_L4_NEED.get(p, 0), total - l4h) if frag <= 0 else 0
+        if bufs is not None and len(data) < l4off + need and len(bufs) > 1:
+            if len(data) == l4off and len(bufs[1]) >= need:
+                l4, l4off = bufs[1], 0
+            else:
+                data = l4 = _joined(bufs, l4h + 64)
+                l4off = l4h
+        avail = min(len(l4) - l4off, total - l4h)
+        sp = dp = fl = it = ic = -1
+        first = frag <= 0
+        if not first:
+            c["fragment"] += 1
+        elif p == 6:
+            if avail >= 14:
+                sp, dp, fl = _tcp_head.unpack_from(l4, l4off)
+            else:
+                c["short"] += 1
+        elif p == 17:
+            if avail >= 4:
+                sp, dp = _ports.unpack_from(l4, l4off)
+            else:
+                c["short"] += 1
+        elif p == 58:
+            if avail >= 8:
+                it = l4[l4off]
+                ic = l4[l4off + 1]
+                if it in ICMP6_QUERIES:
+                    sp = dp = (l4[l4off + 4] << 8) | l4[l4off + 5]
+            else:
+                c["short"] += 1
+        # 1. states
+        st_table = self.states
+        st_table.searches += 1
+        ent = st_table.by_dir[dirn].get((p, s, sp, d, dp))
+        stats = self.stats
+        if ent is not None:
+            st, side = ent
+            now = _monotonic()
+            if st.expire >= now:
+                st_table.update(st, side, fl if fl > 0 else 0, total, now)
+                stats[_PASS[dirn]] += 1
+                stats["state-match"] += 1
+                return None
+            st_table.remove(st)
+        if p == 58 and it in ICMP6_ERRORS:
+            q = l4
+            qoff = l4off + 8
+            end = l4off + avail
+            if bufs is not None and l4 is not data:  # the quote is in later buffers
+                q = _joined(bufs, total)
+                qoff = l4h + 8
+                end = min(len(q), total)
+            if self._icmp6_error_state(dirn, q, qoff, end):
+                stats[_PASS[dirn]] += 1
+                stats["state-match"] += 1
+                return None
+        # 2. rules
+        if self.fault_next:
+            self.fault_next -= 1
+            stats["errors"] += 1
+            raise RuntimeError("pf: injected rule evaluation fault")
+        stats["evaluations"] += 1
+        fns = self._match6[dirn]
+        fn = fns.get(p) or fns[None]
+        try:
+            rule = fn(iface.name, p, s, d, sp, dp, fl, it, ic)
+        except Exception:
+            stats["errors"] += 1
+            raise
+        if rule is None:
+            stats[_PASS[dirn]] += 1
+            return None
+        c["match"] += 1
+        rule.packets += 1
+        rule.bytes += total
+        if rule.log:
+            self.stats["logged"] += 1
+            whole = data[off:off + total] if bufs is None else _joined(bufs, total)
+            self.logring.append((time.time(), bytes(whole)))
+        if rule.action == "block":
+            stats[_BLOCK[dirn]] += 1
+            mode = rule.return_mode or ("return" if self.block_policy == "return" else "")
+            if mode and dirn == "in" and first:
+                self._send_return6(mode, iface, data, off, total, l4h, p, s, d, sp, dp, fl,
+                                   l4, l4off)
+            return False
+        stats[_PASS[dirn]] += 1
+        if rule.keep_state:
+            new = st_table.insert(p, dirn, iface.name, s, sp, d, dp, rule, fl if fl > 0 else 0,
+                                  total)
+            if new is None:
+                c["state-limit"] += 1
+                stats[_BLOCK[dirn]] += 1
+                return False
+        return None
+
+    def _icmp6_error_state(self, dirn: str, buf: Any, q: int, end: int) -> bool:
+        """An ICMPv6 error travelling ``dirn``: does the IPv6 packet it quotes (at ``q``,
+        up to ``end``) belong to a state? The quoted packet went the other way."""
+        if end - q < HLEN or buf[q] >> 4 != 6:
+            return False
+        s = Addr(int.from_bytes(buf[q + 8:q + 24], "big"))
+        d = Addr(int.from_bytes(buf[q + 24:q + 40], "big"))
+        try:
+            p, l4h, frag = upper_layer(buf, q, end - q, buf[q + 6])
+        except ChainError:
+            return False
+        qi = q + l4h
+        if frag > 0 or end < qi + 8:
+            return False
+        sp = dp = -1
+        if p in (6, 17):
+            sp, dp = _ports.unpack_from(buf, qi)
+        elif p == 58 and buf[qi] in ICMP6_QUERIES:
+            sp = dp = (buf[qi + 4] << 8) | buf[qi + 5]
+        other = "out" if dirn == "in" else "in"
+        ent = self.states.by_dir[other].get((p, s, sp, d, dp))
+        return ent is not None and ent[0].expire >= time.monotonic()
+
+    def _send_return6(self, mode: str, iface: Interface, data: Any, off: int, total: int,
+                      l4h: int, p: int, s: Addr, d: Addr, sp: int, dp: int, fl: int, l4: Any,
+                      l4off: int) -> None:
+        """``block return`` for IPv6: a TCP RST, or an ICMPv6 port unreachable (through
+        the layer's error path: its rate limit and RFC 4443 suppression apply)."""
+        ip6 = self.stack.services.get(IPV6)
+        if ip6 is None:
+            return
+        self._generating = True
+        try:
+            if p == 6 and mode in ("return", "return-rst"):
+                if fl >= 0 and not fl & 0x04:
+                    # link-local peers are answered on the link the segment came in by
+                    scoped = s >> 118 == 0xFE80 >> 6
+                    ifname = iface.name if scoped else None
+
+                    def out(src: Addr, dst: Addr, proto: int, payload: list[bytes]) -> int:
+                        return ip6.output(src, dst, proto, payload, ifname=ifname)
+
+                    self._send_rst(out, total, l4h, s, d, sp, dp, fl, l4, l4off)
+            elif mode in ("return", "return-icmp", "return-icmp6") \
+                    and not (p == 6 and mode == "return"):
+                pkt = memoryview(bytes(data[off:off + total]))
+                ok = ip6.icmp.send_error(ICMP6_UNREACH, ICMP6_UNREACH_PORT, pkt)
+                self.stats["return-icmp" if ok else "return-failed"] += 1
+        finally:
+            self._generating = False
+
     # -- actions ---------------------------------------------------------------------
     def _log(self, data: Any, off: int, total: int, l4: Any, l4off: int, ihl: int) -> None:
         self.stats["logged"] += 1
@@ -326,7 +545,7 @@ class Pf:
         try:
             if p == 6 and mode in ("return", "return-rst"):
                 if fl >= 0 and not fl & 0x04:
-                    self._send_rst(inet, data, off, ihl, total, s, d, sp, dp, fl, l4, l4off)
+                    self._send_rst(inet.output, total, ihl, s, d, sp, dp, fl, l4, l4off)
             elif mode in ("return", "return-icmp") and not (p == 6 and mode == "return"):
                 pkt = memoryview(bytes(data[off:off + total]))
                 # ICMP's error path speaks the IPv4 layer's 32-bit values (the quoted
@@ -336,8 +555,11 @@ class Pf:
         finally:
             self._generating = False
 
-    def _send_rst(self, inet: Any, data: Any, off: int, ihl: int, total: int, s: Addr, d: Addr,
-                  sp: int, dp: int, fl: int, l4: Any, l4off: int) -> None:
+    def _send_rst(self, output: Any, total: int, ihl: int, s: Addr, d: Addr, sp: int, dp: int,
+                  fl: int, l4: Any, l4off: int) -> None:
+        """A RST answering the TCP segment at ``l4[l4off:]`` (``ihl``: the bytes of IP
+        headers before it in the ``total``-byte datagram), sent with ``output(src, dst,
+        proto, payload)``: the network layer's, either family."""
         from stack.transport.wire.checksum import checksum
 
         seq, ack = _tcp_seq.unpack_from(l4, l4off + 4)
@@ -352,7 +574,7 @@ class Pf:
         hdr = bytearray(struct.pack("!HHIIBBHHH", dp, sp, rseq, rack, 5 << 4, rfl, 0, 0, 0))
         csum = checksum([hdr], pseudo_header_sum(d, s, 6, len(hdr)))
         hdr[16:18] = csum.to_bytes(2, "big")
-        err = inet.output(d, s, 6, [bytes(hdr)])  # Addr values (stack/network.py contract)
+        err = output(d, s, 6, [bytes(hdr)])  # Addr values (stack/network.py contract)
         self.stats["return-rst" if not err else "return-failed"] += 1
 
     # -- views -----------------------------------------------------------------------

@@ -8,10 +8,10 @@ Grammar (see docs/pf-bpf.md for the whole list)::
     set limit states N
     set timeout NAME SECONDS                        tcp.established, udp.first, ...
     table <name> [persist] [const] [counters] [{ addr, ... }]
-    pass|block [drop|return|return-rst|return-icmp] [in|out] [log] [quick]
+    pass|block [drop|return|return-rst|return-icmp|return-icmp6] [in|out] [log] [quick]
         [on IF | on { IF, ... }] [inet | inet6] [proto P | proto { P, ... }]
         (all | [from SRC [port PORTS]] [to DST [port PORTS]])
-        [flags F/M | flags any] [icmp-type T [code C]]
+        [flags F/M | flags any] [icmp-type T [code C]] [icmp6-type T [code C]]
         [keep state | no state] [label "text"]
 
 SRC/DST: ``any``, ``A.B.C.D``, ``A.B.C.D/N``, ``2001:db8::1``, ``2001:db8::/32``,
@@ -20,7 +20,9 @@ become stack.addr Prefixes; a rule is of the family it says (``inet``/``inet6``)
 it says none, of the family its addresses name (or both, with none named), and never
 matches a packet of the other family. PORTS: ``22``, ``ssh``, ``= 22``, ``!= 22``,
 ``< 1024`` (also ``<= > >=``), ``1000:2000`` (inclusive), ``1000 >< 2000``
-(exclusive), ``1000 <> 2000`` (outside), or a ``{ ... }`` list.
+(exclusive), ``1000 <> 2000`` (outside), or a ``{ ... }`` list. ``icmp-type`` (with
+``proto icmp``) and ``icmp6-type`` (with ``proto icmp6``, which makes the rule inet6)
+take a name, a number or a ``{ ... }`` list, which becomes one rule per type (as pfctl).
 
 As in OpenBSD pf, ``pass`` rules keep state unless they say ``no state``, and a
 stateful TCP rule without ``flags`` matches ``flags S/SA`` (connection starts only).
@@ -29,6 +31,7 @@ Comments start with ``#``; a line ending in ``\\`` continues on the next one.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import socket
 from dataclasses import dataclass
@@ -36,6 +39,7 @@ from dataclasses import dataclass
 from stack.addr import AF_INET, AF_INET6, Prefix, is_v4, parse_addr
 from stack.pf.rules import (
     AF_WORDS,
+    ICMP6_TYPE_NAMES,
     ICMP_TYPE_NAMES,
     PROTO_NUMBERS,
     TCP_FLAG_LETTERS,
@@ -191,11 +195,11 @@ def parse(text: str, filename: str = "pf.conf") -> Ruleset:
             elif head == "table":
                 _parse_table(cur, rs)
             elif head in ("pass", "block"):
-                rule = _parse_rule(cur, lineno)
-                for a in rule.src + rule.dst:
+                rules = _parse_rule(cur, lineno)
+                for a in rules[0].src + rules[0].dst:
                     if a.kind == "table":
                         table_refs.append((lineno, a.table))
-                rs.rules.append(rule)
+                rs.rules += rules
             elif head in ("match", "antispoof", "anchor", "nat", "rdr", "binat", "scrub",
                           "load", "altq", "queue"):
                 raise _LineError(f"'{head}' rules are not supported")
@@ -369,9 +373,14 @@ def _addr_spec(cur: _Cursor) -> list[AddrItem]:
 
 def _rule_family(r: Rule) -> int:
     """The rule's family: ``inet``/``inet6`` as written, else the one its addresses
-    name (as pfctl: ``from 2001:db8::/32`` makes an inet6 rule), else 0 (both).
-    A rule whose addresses cannot meet in one family is refused."""
+    name (as pfctl: ``from 2001:db8::/32`` makes an inet6 rule) or its protocol
+    (``proto icmp6`` is IPv6's), else 0 (both). A rule whose addresses cannot meet in
+    one family is refused."""
     fams = [{a.family for a in items} - {0} for items in (r.src, r.dst)]
+    if r.protos and all(p == 58 for p in r.protos):
+        if r.af == "inet":
+            raise _LineError("proto icmp6 is IPv6's (inet6)")
+        fams.append({AF_INET6})
     if r.af:
         fam = AF_WORDS[r.af]
         for items in (r.src, r.dst):
@@ -444,10 +453,21 @@ def _tcp_flags(text: str) -> int:
     return bits
 
 
-def _parse_rule(cur: _Cursor, lineno: int) -> Rule:
+def _icmp_types(cur: _Cursor, names: dict[str, int], what: str) -> list[int]:
+    out = []
+    for t in _list_or_one(cur, what):
+        out.append(names[t] if t in names else _number(t, 0, 255, what))
+    return out
+
+
+def _parse_rule(cur: _Cursor, lineno: int) -> list[Rule]:
+    """One rule, or one per type of an ``icmp-type``/``icmp6-type`` list (pfctl expands
+    such lists into rules the same way)."""
     r = Rule(cur.next(), lineno=lineno)
+    types: list[int] = []
+    type_word = ""
     if r.action == "block":
-        mode = cur.accept("drop", "return", "return-rst", "return-icmp")
+        mode = cur.accept("drop", "return", "return-rst", "return-icmp", "return-icmp6")
         if mode is not None and mode != "drop":
             r.return_mode = mode
     d = cur.accept("in", "out")
@@ -500,10 +520,14 @@ def _parse_rule(cur: _Cursor, lineno: int) -> Rule:
             if bits & ~mask:
                 raise _LineError(f"flags {v}: set flags must be inside the mask")
             r.flags = (bits, mask)
-        elif w == "icmp-type":
-            t = cur.next("an ICMP type")
-            r.icmp_type = ICMP_TYPE_NAMES[t] if t in ICMP_TYPE_NAMES \
-                else _number(t, 0, 255, "ICMP type")
+        elif w in ("icmp-type", "icmp6-type"):
+            if type_word:
+                raise _LineError(f"{w} given twice")
+            type_word = w
+            v6 = w == "icmp6-type"
+            types = _icmp_types(cur, ICMP6_TYPE_NAMES if v6 else ICMP_TYPE_NAMES,
+                                "an ICMPv6 type" if v6 else "an ICMP type")
+            r.icmp_type = types[0]
             if cur.accept("code"):
                 r.icmp_code = _number(cur.next("an ICMP code"), 0, 255, "ICMP code")
         elif w in ("keep", "no", "modulate", "synproxy"):
@@ -528,13 +552,17 @@ def _parse_rule(cur: _Cursor, lineno: int) -> Rule:
         raise _LineError("port only applies to tcp or udp (add proto tcp or proto udp)")
     if r.flags is not None and r.protos and 6 not in r.protos:
         raise _LineError("flags only apply to tcp")
-    if r.icmp_type is not None and r.protos != [1]:
+    if type_word == "icmp-type" and r.protos != [1]:
         raise _LineError("icmp-type only applies to proto icmp")
+    if type_word == "icmp6-type" and r.protos != [58]:
+        raise _LineError("icmp6-type only applies to proto icmp6")
     r.family = _rule_family(r)
     if r.family == AF_INET6 and 1 in r.protos:
-        raise _LineError("proto icmp is IPv4's; icmp6 rules are not supported")
+        raise _LineError("proto icmp is IPv4's; for IPv6 say proto icmp6")
     if r.flags == (0, 0):
         r.flags = None  # flags any
     elif r.flags is None and r.keep_state and (not r.protos or 6 in r.protos):
         r.flags = (_tcp_flags("S"), _tcp_flags("SA"))
-    return r
+    if len(types) > 1:
+        return [dataclasses.replace(r, icmp_type=t) for t in types]
+    return [r]

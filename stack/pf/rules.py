@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from stack.addr import AF_INET, AF_INET6, Addr, Prefix, family, format_addr, is_v4, mask128
 
-PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp"}
+PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmp6"}
 PROTO_NUMBERS = {v: k for k, v in PROTO_NAMES.items()}
 TCP_FLAG_LETTERS = "FSRPAUEW"  # bit 0 = F ... bit 7 = W (CWR), as pfctl prints them
 
@@ -33,6 +33,20 @@ ICMP_TYPE_NAMES = {
     "timerep": 14, "inforeq": 15, "inforep": 16, "maskreq": 17, "maskrep": 18,
 }
 ICMP_TYPE_BY_NUMBER = {v: k for k, v in ICMP_TYPE_NAMES.items()}
+
+#: ``icmp6-type`` names (OpenBSD pfctl's icmp6_type table); several names share a number
+#: (MLD's old and new names, the node-information aliases): the first one renders
+ICMP6_TYPE_NAMES = {
+    "unreach": 1, "toobig": 2, "timex": 3, "paramprob": 4, "echoreq": 128, "echorep": 129,
+    "groupqry": 130, "listqry": 130, "grouprep": 131, "listenrep": 131, "groupterm": 132,
+    "listendone": 132, "routersol": 133, "routeradv": 134, "neighbrsol": 135,
+    "neighbradv": 136, "redir": 137, "routrrenum": 138, "wrureq": 139, "fqdnreq": 139,
+    "niqry": 139, "wrurep": 140, "fqdnrep": 140, "nirep": 140, "listenrepv2": 143,
+    "mtraceresp": 200, "mtrace": 201,
+}
+ICMP6_TYPE_BY_NUMBER: dict[int, str] = {}
+for _name, _num in ICMP6_TYPE_NAMES.items():
+    ICMP6_TYPE_BY_NUMBER.setdefault(_num, _name)
 
 
 def flags_str(bits: int) -> str:
@@ -278,7 +292,11 @@ class Rule:
             if self.dst_ports:
                 w.append("port " + _ports(self.dst_ports))
         if self.icmp_type is not None:
-            w.append(f"icmp-type {ICMP_TYPE_BY_NUMBER.get(self.icmp_type, self.icmp_type)}")
+            if self.protos == [58]:
+                w.append("icmp6-type "
+                         f"{ICMP6_TYPE_BY_NUMBER.get(self.icmp_type, self.icmp_type)}")
+            else:
+                w.append(f"icmp-type {ICMP_TYPE_BY_NUMBER.get(self.icmp_type, self.icmp_type)}")
             if self.icmp_code is not None:
                 w.append(f"code {self.icmp_code}")
         if self.flags is not None:
@@ -328,8 +346,9 @@ MatchFn = Callable[[str, int, int, int, int, int, int, int, int], "Rule | None"]
 #: family → direction ("in"/"out") → protocol (or None: the others) → its function
 Matchers = dict[int, dict[str, dict["int | None", MatchFn]]]
 
-#: the protocols with a dedicated function; "other" covers the rest
-FAST_PROTOS = (6, 17, 1)
+#: the protocols with a dedicated function, per family (TCP, UDP and the family's ICMP);
+#: "other" covers the rest
+FAST_PROTOS = {AF_INET: (6, 17, 1), AF_INET6: (6, 17, 58)}
 
 
 def _addr_expr(items: list[AddrItem], fam: int, var: str, tables: dict[str, str]) -> str:
@@ -386,7 +405,7 @@ def _rule_expr(r: Rule, fam: int, proto: int | None, tables: dict[str, str]) -> 
                 conds.append(e)
     if proto == 6 and r.flags is not None:
         conds.append(f"fl & {r.flags[1]} == {r.flags[0]}")
-    if proto == 1 and r.icmp_type is not None:
+    if proto in (1, 58) and r.icmp_type is not None:
         conds.append(f"it == {r.icmp_type}")
         if r.icmp_code is not None:
             conds.append(f"ic == {r.icmp_code}")
@@ -399,7 +418,7 @@ def _applies(r: Rule, fam: int, direction: str, proto: int | None) -> bool:
     if not r.applies_to(fam):
         return False
     if proto is None:
-        return not r.protos or any(p not in FAST_PROTOS for p in r.protos)
+        return not r.protos or any(p not in FAST_PROTOS[fam] for p in r.protos)
     return not r.protos or proto in r.protos
 
 
@@ -408,7 +427,7 @@ def _fname(fam: int, direction: str, proto: int | None) -> str:
 
 
 def compile_ruleset(rs: Ruleset) -> Matchers:
-    """{AF_INET/AF_INET6: {"in"/"out": {6: fn, 17: fn, 1: fn, None: fn_other}}}: each
+    """{AF_INET/AF_INET6: {"in"/"out": {6: fn, 17: fn, 1 or 58: fn, None: fn_other}}}: each
     function holds only the rules that can match its family, direction and protocol."""
     ns: dict[str, object] = {}
     tables: dict[str, str] = {}
@@ -421,7 +440,7 @@ def compile_ruleset(rs: Ruleset) -> Matchers:
     src = []
     for fam in FAMILIES:
         for direction in ("in", "out"):
-            for proto in (*FAST_PROTOS, None):
+            for proto in (*FAST_PROTOS[fam], None):
                 body = []
                 for i, r in enumerate(rs.rules):
                     if not _applies(r, fam, direction, proto):
@@ -436,6 +455,6 @@ def compile_ruleset(rs: Ruleset) -> Matchers:
     code = "\n".join(src)
     exec(compile(code, "<pf ruleset>", "exec"), ns)  # noqa: S102 - generated from parsed ints
     return {fam: {direction: {proto: ns[_fname(fam, direction, proto)]  # type: ignore[misc]
-                              for proto in (*FAST_PROTOS, None)}
+                              for proto in (*FAST_PROTOS[fam], None)}
                   for direction in ("in", "out")}
             for fam in FAMILIES}

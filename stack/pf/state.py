@@ -2,13 +2,14 @@
 packets (both ways) pass without evaluating the rules.
 
 A state created by a packet going ``dir`` with key (proto, src, sport, dst, dport) - the
-addresses stack.addr ``Addr`` values of either family - is found by later packets going ``dir`` with that key and by packets going the other way
-with the reversed key (the replies). ICMP queries use the ICMP id as both ports; ICMP
-errors pass when the packet they quote belongs to a state. TCP is tracked as pf does
-without sequence windows (SYN/FIN/ACK/RST move each side through SYN_SENT,
-ESTABLISHED, CLOSING, FIN_WAIT_2, TIME_WAIT), which picks the timeout. States expire
-lazily on lookup and in a purge pass every ``interval`` seconds; they belong to the
-table, not to the rule set, so loading new rules keeps them.
+addresses stack.addr ``Addr`` values of either family - is found by later packets going
+``dir`` with that key and by packets going the other way with the reversed key (the
+replies). ICMP and ICMPv6 queries use the id as both ports; errors pass when the packet
+they quote belongs to a state. TCP is tracked as pf does without sequence windows
+(SYN/FIN/ACK/RST move each side through SYN_SENT, ESTABLISHED, CLOSING, FIN_WAIT_2,
+TIME_WAIT), which picks the timeout. States expire lazily on lookup and in a purge pass
+every ``interval`` seconds; they belong to the table, not to the rule set, so loading
+new rules keeps them.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ NO_TRAFFIC, SINGLE, MULTIPLE = 0, 1, 2
 UDP_STATE_NAMES = ["NO_TRAFFIC", "SINGLE", "MULTIPLE"]
 
 TH_FIN, TH_SYN, TH_RST, TH_ACK = 0x01, 0x02, 0x04, 0x10
+#: ICMP and ICMPv6: states of queries (the id as both ports), the icmp.* timeouts
+_ICMP = (1, 58)
 
 DEFAULT_TIMEOUTS = {
     "tcp.first": 120, "tcp.opening": 30, "tcp.established": 86400, "tcp.closing": 900,
@@ -70,13 +73,13 @@ class State:
     def state_names(self) -> str:
         if self.proto == 6:
             return f"{TCP_STATE_NAMES[self.s_state]}:{TCP_STATE_NAMES[self.d_state]}"
-        if self.proto == 1:
+        if self.proto in _ICMP:
             return f"{self.s_state}:{self.d_state}"
         return f"{UDP_STATE_NAMES[self.s_state]}:{UDP_STATE_NAMES[self.d_state]}"
 
     def render(self, now: float, verbose: bool = False) -> str:
         pname = PROTO_NAMES.get(self.proto, str(self.proto))
-        if self.proto in (6, 17, 1):
+        if self.proto in (6, 17, 1, 58):
             a, b = _endpoint(self.src, self.sport), _endpoint(self.dst, self.dport)
         else:
             a, b = format_addr(self.src), format_addr(self.dst)
@@ -139,7 +142,7 @@ class StateTable:
             st.s_state = SYN_SENT if flags & TH_SYN else ESTABLISHED
             st.d_state = CLOSED if flags & TH_SYN else ESTABLISHED
             st.timeout = to["tcp.first"]
-        elif proto == 1:
+        elif proto in _ICMP:
             st.timeout = to["icmp.first"]
         else:
             st.s_state = SINGLE
@@ -196,7 +199,7 @@ class StateTable:
                 st.s_state, st.d_state = src, dst
             else:
                 st.d_state, st.s_state = src, dst
-        elif p == 1:
+        elif p in _ICMP:
             t = to["icmp.error"] if side else to["icmp.first"]
         else:
             if side == 0:

@@ -184,3 +184,38 @@ def _check_options(data: memoryview | bytes, b: int, hlen: int, pos: int, ch: Ch
                 raise ChainError("drop_unknown_option", PP_OPTION if action == 2 else -2,
                                  pos + i)
         i += 2 + ln
+
+
+def upper_layer(data: memoryview | bytes, off: int, total: int, nh: int) -> tuple[int, int, int]:
+    """A filter's walk (pf): the upper-layer protocol past the extension headers, by their
+    lengths only (options are the IPv6 layer's business). Returns (protocol, its offset
+    from the IPv6 header, fragment: -1 none, 0 the first fragment, 1 a later one, whose
+    offset is the fragment's data). Raises ``ChainError`` for a chain longer than
+    ``MAX_CHAIN`` or running past ``total`` bytes."""
+    pos = HLEN
+    frag = -1
+    seen = 0
+    while nh in EXTENSION_HEADERS:
+        seen += 1
+        if seen > MAX_CHAIN:
+            raise ChainError("drop_chain_too_long")
+        if pos + 8 > total:
+            raise ChainError("drop_truncated_chain")
+        b = off + pos
+        nxt = data[b]
+        if nh == NH_FRAGMENT:
+            if frag >= 0:
+                raise ChainError("drop_two_fragment_headers")
+            if (data[b + 2] << 8 | data[b + 3]) & 0xFFF8:
+                return nxt, pos + 8, 1
+            frag = 0
+            hlen = 8
+        elif nh == NH_AH:
+            hlen = (data[b + 1] + 2) * 4
+        else:
+            hlen = (data[b + 1] + 1) * 8
+        if pos + hlen > total:
+            raise ChainError("drop_truncated_chain")
+        pos += hlen
+        nh = nxt
+    return nh, pos, frag
