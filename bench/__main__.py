@@ -56,10 +56,22 @@ ROWS: list[tuple[str, str, str, str, str]] = [
     ("fuse_read", "rate", "FUSE 64-byte reads", "reads/s", ">= 18000"),
     ("fuse_bulk", "gb_s", "FUSE 128 KiB writes", "GB/s", ">= 1"),
     ("rss", "mb", "RSS holding 1,000 idle TCP connections", "MB", "<= 100"),
+    # IPv6: each within 10 % of its IPv4 row in the same run (the note gives the ratio)
+    ("ping6", "p50", "ping6 RTT kernel→stack p50", "µs", "<= 1.1 × IPv4"),
+    ("tcp6_rx", "mbps", "TCPv6 bulk kernel→stack, in-stack sink", "Mbit/s", ">= 0.9 × IPv4"),
+    ("tcp6_tx", "mbps", "TCPv6 bulk stack→kernel, in-stack source", "Mbit/s", ">= 0.9 × IPv4"),
+    ("files6_rx", "mbps", "TCPv6 bulk kernel→stack, via files (libsocket)", "Mbit/s",
+     ">= 0.9 × IPv4"),
+    ("files6_tx", "mbps", "TCPv6 bulk stack→kernel, via files (libsocket)", "Mbit/s",
+     ">= 0.9 × IPv4"),
 ]
+#: an IPv6 row's IPv4 row (same metric): the note says the ratio
+V4_ROW = {"ping6": "ping", "tcp6_rx": "tcp_rx", "tcp6_tx": "tcp_tx", "files6_rx": "files_rx",
+          "files6_tx": "files_tx"}
 NAMES = list(WORKLOADS)
 #: the kernel ceiling of these workloads is the same measurement: run it once
-SHARED_KERNEL = {"tcp_rx": "tcp", "tcp_tx": "tcp", "files_rx": "tcp", "files_tx": "tcp"}
+SHARED_KERNEL = {"tcp_rx": "tcp", "tcp_tx": "tcp", "files_rx": "tcp", "files_tx": "tcp",
+                 "tcp6_rx": "tcp6", "tcp6_tx": "tcp6", "files6_rx": "tcp6", "files6_tx": "tcp6"}
 
 DOC = os.path.join(REPO, "docs", "performance.md")
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
@@ -126,7 +138,7 @@ def merge_run(merged: dict[str, Any], res: dict[str, Any]) -> None:
 
 def worker_timeout(name: str, p: Params) -> float:
     per_run = p.seconds * 3 + 20
-    if name == "ping":
+    if name in ("ping", "ping6"):
         return 60 + p.runs * p.ping_count * 0.02
     if name == "echo":
         return 60 + p.runs * (p.echo_count * 0.01 * 2 + 10)
@@ -158,13 +170,20 @@ def build_rows(results: dict[str, dict[str, Any]], kernel: dict[str, dict[str, A
                 notes.append(str(res["notes"][metric]))
             if res.get("note"):
                 notes.append(str(res["note"]))
+        v4 = V4_ROW.get(wl)
+        base = None
+        if v4 is not None and stack_v is not None:
+            v4vals = results.get(v4, {}).get("metrics", {}).get(metric, [])
+            if v4vals and median(v4vals):
+                base = median(v4vals)
+                notes.insert(0, f"IPv4 row {base:,.0f}: IPv6/IPv4 = {stack_v / base:.2f}")
         kvals = kres.get("metrics", {}).get(metric, []) if kres else []
         kernel_v = median(kvals) if kvals else None
         if kres and "na" in kres:
             notes.append(f"kernel n/a: {kres['na']}")
         elif kres.get("note"):
             notes.append("kernel: " + str(kres["note"]))
-        rows.append(Row(label, unit, stack_v, kernel_v, target, "; ".join(notes)))
+        rows.append(Row(label, unit, stack_v, kernel_v, target, "; ".join(notes), base))
     return rows
 
 

@@ -5,7 +5,8 @@ kernel network namespace (``ip netns exec NS python -m bench.peer ...``) or, wit
 Each mode prints one JSON object on stdout when done (``{"ready": true}`` first for the
 modes the caller must wait for). Modes::
 
-    sink PORT                     accept one, read to EOF: {"bytes", "seconds"}
+    sink PORT [6]                 accept one, read to EOF: {"bytes", "seconds"} (6: an
+                                  IPv6 listener on ::)
     source HOST PORT SECONDS      connect, send for SECONDS, shut down, wait for the
                                   peer's close: {"bytes", "seconds"}
     echo-server PORT              accept one, echo until EOF
@@ -41,16 +42,16 @@ def out(obj: dict[str, Any]) -> None:
     print(json.dumps(obj), flush=True)
 
 
-def _listener(sk: Any, port: int, backlog: int = 1024) -> Any:
-    s = sk.socket(sk.AF_INET, sk.SOCK_STREAM)
+def _listener(sk: Any, port: int, backlog: int = 1024, family: int = 4) -> Any:
+    s = sk.socket(sk.AF_INET6 if family == 6 else sk.AF_INET, sk.SOCK_STREAM)
     s.setsockopt(sk.SOL_SOCKET, sk.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port))
+    s.bind(("::" if family == 6 else "0.0.0.0", port))
     s.listen(backlog)
     return s
 
 
-def sink(sk: Any, port: int) -> None:
-    ls = _listener(sk, port)
+def sink(sk: Any, port: int, family: int = 4) -> None:
+    ls = _listener(sk, port, family=family)
     out({"ready": True})
     c, _ = ls.accept()
     buf = bytearray(CHUNK)
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     sk: Any = importlib.import_module("rmgr.libsocket" if lib else "socket")
     mode, rest = args[0], args[1:]
     if mode == "sink":
-        sink(sk, int(rest[0]))
+        sink(sk, int(rest[0]), int(rest[1]) if len(rest) > 1 else 4)
     elif mode == "source":
         source(sk, rest[0], int(rest[1]), float(rest[2]))
     elif mode == "echo-server":

@@ -33,7 +33,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import trio
@@ -42,6 +42,15 @@ from bench.common import PY, REPO, kernel_router, median, netns, percentile, sh,
 
 SIP, KIP = "198.18.1.254", "198.18.1.1"  # stack / kernel side of the TAP
 KA, KB = "198.18.0.1", "198.18.0.2"  # kernel ceiling: veth namespace a → b
+#: IPv6 (the *6 rows): RFC 5180's benchmarking range 2001:2::/48; tapI is NET6:I+1::/64
+NET6 = "2001:2:0"
+SIP6, KIP6 = f"{NET6}:1::254", f"{NET6}:1::1"
+KA6, KB6 = f"{NET6}::1", f"{NET6}::2"
+
+
+def _addrs(p: Params) -> tuple[str, str]:
+    """(stack side, kernel side) of tap0 in the workload's family."""
+    return (SIP6, KIP6) if p.family == 6 else (SIP, KIP)
 MBIT = 1e6
 
 
@@ -54,6 +63,7 @@ class Params:
     conns: int = 1000  # idle connections for the RSS workload
     tag: str = "b"  # namespace name tag (lets the runner sweep leftovers)
     profile: str = ""  # cProfile the stack side into this file
+    family: int = 4  # the IP version the family-generic workloads run over (the *6 rows)
 
 
 class NotAvailable(Exception):
@@ -170,6 +180,7 @@ async def _stack(p: Params, ifaces: int, *, files: bool = False, forward: bool =
     """A Stack in this process with tapI (I < ifaces) each in a fresh namespace: the stack
     is 198.18.(I+1).254/24 there, the kernel side 198.18.(I+1).1, routed through the
     stack when ``forward``. Yields (stack, namespaces, prefix)."""
+    from stack.addr import Prefix
     from stack.core import Stack, StackConfig
     from stack.l2.iface import IFF_UP
     from stack.options import Options
@@ -194,7 +205,12 @@ async def _stack(p: Params, ifaces: int, *, files: bool = False, forward: bool =
                             raise NotAvailable("devnp-tap did not load")
                         st.interfaces[dev].set_flags(IFF_UP)
                         st.inet.add_address(dev, f"{net}.254/24")
+                        # IPv6: RFC 5180's benchmarking range, DAD skipped on both sides
+                        net6 = f"{NET6}:{i + 1}:"
+                        st.inet6.manage.add_address(dev, Prefix.parse(f"{net6}:254/64"),
+                                                    dad=False)
                         cmds = [["addr", "add", f"{net}.1/24", "dev", dev],
+                                ["-6", "addr", "add", f"{net6}:1/64", "dev", dev, "nodad"],
                                 ["link", "set", dev, "up"]]
                         if forward:
                             cmds.append(["route", "add", "default", "via", f"{net}.254"])
@@ -239,10 +255,11 @@ async def _instack_sink(ls: Any) -> int:
     return total
 
 
-async def _instack_source(st: Any, addr: tuple[str, int], seconds: float) -> int:
+async def _instack_source(st: Any, addr: tuple[str, int], seconds: float,
+                          family: int = 4) -> int:
     import socket
 
-    s = st.tcp.socket()
+    s = st.tcp.socket(family=24) if family == 6 else st.tcp.socket()
     await s.connect(addr)
     data = b"\xa5" * (256 * 1024)
     total = 0
@@ -260,12 +277,13 @@ async def stack_tcp_rx(p: Params) -> dict[str, Any]:
     """kernel → stack: a kernel sender in the namespace, an in-stack sink."""
     need_tap()
     out = []
+    sip, _ = _addrs(p)
     async with tap_stack(p) as (st, ns, _):
-        ls = st.tcp.socket()
-        ls.bind((SIP, 5001))
+        ls = st.tcp.socket(family=24) if p.family == 6 else st.tcp.socket()
+        ls.bind((sip, 5001))
         ls.listen(8)
         for _ in range(p.runs):
-            async with peer("source", SIP, 5001, p.seconds, ns=ns) as src:
+            async with peer("source", sip, 5001, p.seconds, ns=ns) as src:
                 await _instack_sink(ls)
                 out.append(mbps(await src.line()))
         ls.close()
@@ -276,11 +294,12 @@ async def stack_tcp_tx(p: Params) -> dict[str, Any]:
     """stack → kernel: an in-stack sender, a kernel sink in the namespace."""
     need_tap()
     out = []
+    _, kip = _addrs(p)
     async with tap_stack(p) as (st, ns, _):
         for i in range(p.runs):
-            async with peer("sink", 5002 + i, ns=ns) as snk:
+            async with peer("sink", 5002 + i, p.family, ns=ns) as snk:
                 await snk.ready()
-                await _instack_source(st, (KIP, 5002 + i), p.seconds)
+                await _instack_source(st, (kip, 5002 + i), p.seconds, p.family)
                 out.append(mbps(await snk.line()))
     return {"metrics": {"mbps": out}}
 
@@ -290,11 +309,12 @@ async def stack_files_rx(p: Params) -> dict[str, Any]:
     need_tap()
     need_files()
     out = []
+    sip, _ = _addrs(p)
     async with tap_stack(p, files=True) as (_st, ns, prefix):
         for i in range(p.runs):
-            async with peer("sink", 5101 + i, lib_prefix=prefix) as snk:
+            async with peer("sink", 5101 + i, p.family, lib_prefix=prefix) as snk:
                 await snk.ready()
-                async with peer("source", SIP, 5101 + i, p.seconds, ns=ns) as src:
+                async with peer("source", sip, 5101 + i, p.seconds, ns=ns) as src:
                     await src.line()
                 out.append(mbps(await snk.line()))
     return {"metrics": {"mbps": out}}
@@ -305,11 +325,12 @@ async def stack_files_tx(p: Params) -> dict[str, Any]:
     need_tap()
     need_files()
     out = []
+    _, kip = _addrs(p)
     async with tap_stack(p, files=True) as (_st, ns, prefix):
         for i in range(p.runs):
-            async with peer("sink", 5201 + i, ns=ns) as snk:
+            async with peer("sink", 5201 + i, p.family, ns=ns) as snk:
                 await snk.ready()
-                async with peer("source", KIP, 5201 + i, p.seconds, lib_prefix=prefix) as src:
+                async with peer("source", kip, 5201 + i, p.seconds, lib_prefix=prefix) as src:
                     await src.line()
                 out.append(mbps(await snk.line()))
     return {"metrics": {"mbps": out}}
@@ -320,9 +341,10 @@ async def kernel_tcp(p: Params) -> dict[str, Any]:
     out = []
     with veth_pair(tag=p.tag) as (a, b):
         for i in range(p.runs):
-            async with peer("sink", 5002 + i, ns=b) as snk:
+            async with peer("sink", 5002 + i, p.family, ns=b) as snk:
                 await snk.ready()
-                async with peer("source", KB, 5002 + i, p.seconds, ns=a) as src:
+                async with peer("source", KB6 if p.family == 6 else KB, 5002 + i, p.seconds,
+                                ns=a) as src:
                     await src.line()
                 out.append(mbps(await snk.line()))
     return {"metrics": {"mbps": out}}
@@ -364,12 +386,12 @@ async def stack_ping(p: Params) -> dict[str, Any]:
     """Kernel ``ping`` in the TAP's namespace → the stack's address."""
     need_tap()
     async with tap_stack(p) as (_st, ns, _):
-        return await _ping_runs(p, ns, SIP)
+        return await _ping_runs(p, ns, _addrs(p)[0])
 
 
 async def kernel_ping(p: Params) -> dict[str, Any]:
     with veth_pair(tag=p.tag) as (a, _b):
-        res = await _ping_runs(p, a, KB)
+        res = await _ping_runs(p, a, KB6 if p.family == 6 else KB)
     del res["note"]
     return res
 
@@ -778,6 +800,14 @@ async def stack_rss(p: Params) -> dict[str, Any]:
             "note": f"{n} connections held; {rss - base:.1f} MB over the idle stack"}
 
 
+def _v6(fn: Callable[[Params], Any]) -> Callable[[Params], Any]:
+    """The same workload over IPv6 (the *6 rows: compared with their IPv4 row)."""
+    async def run(p: Params) -> Any:
+        return await fn(replace(p, family=6))
+    run.__doc__ = fn.__doc__
+    return run
+
+
 WORKLOADS: dict[str, dict[str, Callable[[Params], Any]]] = {
     "ping": {"stack": stack_ping, "kernel": kernel_ping},
     "tcp_rx": {"stack": stack_tcp_rx, "kernel": kernel_tcp},
@@ -794,6 +824,11 @@ WORKLOADS: dict[str, dict[str, Callable[[Params], Any]]] = {
     "fuse_read": {"stack": stack_fuse_read, "kernel": kernel_fuse_read},
     "fuse_bulk": {"stack": stack_fuse_bulk, "kernel": kernel_fuse_bulk},
     "rss": {"stack": stack_rss},
+    "ping6": {"stack": _v6(stack_ping), "kernel": _v6(kernel_ping)},
+    "tcp6_rx": {"stack": _v6(stack_tcp_rx), "kernel": _v6(kernel_tcp)},
+    "tcp6_tx": {"stack": _v6(stack_tcp_tx), "kernel": _v6(kernel_tcp)},
+    "files6_rx": {"stack": _v6(stack_files_rx), "kernel": _v6(kernel_tcp)},
+    "files6_tx": {"stack": _v6(stack_files_tx), "kernel": _v6(kernel_tcp)},
 }
 
 #: workloads whose every run needs a fresh process (the RSS of an idle stack): the runner
