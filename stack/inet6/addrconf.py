@@ -424,6 +424,7 @@ class AddrConf:
         self.dns_changed(iface)
 
     def _pfil_event(self, iface: Interface, event: str, ia: IfAddr6) -> None:
+        self.ip6.invalidate_fastpath()  # a cached flow's destination may be ours now
         pf = self.ip6.pf
         if pf is not None:
             pf.run_event("ifaddr", event, iface, to_ip(ia.addr), ia.plen)

@@ -619,6 +619,13 @@ class IPv6Layer:
             c["fwd_send_failed"] += 1
             if err == errno.EHOSTUNREACH:
                 self._fwd_unreach(err, frame)
+            return
+        ff = self.stack.l2.fastfwd
+        if ff is not None and ff.enabled:
+            # the next packets to ``dst`` go by layer 2's flow cache (stack/l2/fastfwd.py)
+            mac = out.medium.link_address(Addr(nexthop))
+            if mac is not None:
+                ff.insert6(dst, out, mac, mtu)
 
     def _fwd_unreach(self, err: int, frame: memoryview) -> None:
         self.icmp.send_error(w6.DEST_UNREACH, w6.UNREACH_ADDR, frame)
@@ -670,3 +677,10 @@ class IPv6Layer:
 
     def iface_event(self, event: str, iface: Interface) -> None:
         self.addrconf.iface_event(event, iface)
+
+    def invalidate_fastpath(self) -> None:
+        """Routes, addresses or neighbours changed: the flow cache forgets (both
+        families: it does not know which entries depend on what)."""
+        ff = self.stack.l2.fastfwd
+        if ff is not None and (ff.flows6 or ff.flows):
+            ff.invalidate_all()

@@ -83,7 +83,7 @@ class NeighborDiscovery:
         self.table = NeighbourTable(
             family=AF_INET6, name="nd6", resolver=self, interfaces=self.stack.interfaces,
             timers=ip6.timers, params=params, counters=self.counters,
-            on_change=lambda: None, log=log)
+            on_change=ip6.invalidate_fastpath, log=log)
         self.registration = Neighbours.of(self.stack.services).register(self.table)
         #: default routers from RAs: (ifname, router) → (route, expiry timer)
         self.routers: dict[tuple[str, int], tuple[Route, Timer]] = {}

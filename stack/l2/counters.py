@@ -37,6 +37,7 @@ ETHER_COUNTERS: frozenset[str] = names("""
 FASTFWD_COUNTERS: frozenset[str] = names("""
     inserted evicted invalidated flushes forwarded offload_sw
     miss_special miss_options miss_noflow miss_slowpath miss_bad_checksum miss_bad_source
+    forwarded6 miss6_special miss6_hbh miss6_noflow miss6_slowpath miss6_bad_source
 """)
 
 #: every interface's (``Interface.counter_names``): BSD's if_data, the taps, software

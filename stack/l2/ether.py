@@ -172,6 +172,11 @@ class Layer2:
             if ff.active and dst == iface.mac and ff.forward(iface, pkt):
                 c["fastforwarded"] += 1
                 return
+        elif etype == ETHERTYPE_IPV6:
+            ff = self.fastfwd
+            if ff.active6 and dst == iface.mac and ff.forward6(iface, pkt):
+                c["fastforwarded"] += 1
+                return
         handler = self.handlers.get(etype)
         if handler is None:
             c["drop_unknown_ethertype"] += 1

@@ -1,6 +1,14 @@
-"""Fast forwarding (NetBSD ip_flow / io-pkt's fast-forward path): a flow cache
-``destination → (out interface, next-hop MAC, MTU)`` consulted in the layer-2 input path,
-before IP input, when ``net.inet.ip.forwarding`` is 1.
+"""Fast forwarding (NetBSD ip_flow / ip6_flow, io-pkt's fast-forward path): a flow cache
+``destination → (out interface, next-hop MAC, MTU)`` per family, consulted in the layer-2
+input path before IP input, when ``net.inet.ip.forwarding`` (IPv4) or
+``net.inet6.ip6.forwarding`` (IPv6) is 1.
+
+IPv6 (``flows6``, ``forward6``, filled by stack/inet6/ipv6.py): the simple case is a
+datagram without a hop-by-hop header (routers must look at that one), hop limit > 1,
+a global source and destination, fitting the flow's MTU (IPv6 never fragments in
+transit: the slow path sends Packet Too Big) or a super-segment: hop limit - 1 (no
+header checksum in IPv6), new Ethernet header, out. Skipped while pfil has "inet6"
+hooks.
 
 Division of work:
 
@@ -57,13 +65,19 @@ class FastForward:
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
         self.flows: dict[int, FlowEntry] = {}
+        #: IPv6 flows, by destination (a 128-bit int)
+        self.flows6: dict[int, FlowEntry] = {}
         self.counters = Counters("fastfwd", FASTFWD_COUNTERS)
         self.max_flows = MAX_FLOWS
         #: the function Layer2 calls: (in iface, pkt with l3 set) → True if forwarded
         self.forward: Callable[[Interface, Packet], bool] = self.default_forward
         #: read by Layer2.input: True iff forwarding on, fast path on and flows exist
         self.active = False
+        #: the same for IPv6 (``forward6``)
+        self.active6 = False
         self.forwarding = 0
+        self.forwarding6 = 0
+        self._watching6 = False
         self.enabled = 1
         self._watching = False
         # net.inet.ip.forwarding belongs to the IPv4 layer (it registers it, with its
@@ -92,12 +106,26 @@ class FastForward:
                 knob.on_change.append(self._set_forwarding)
                 self._watching = True
 
+    def _set_forwarding6(self, value: int | str) -> None:
+        self.forwarding6 = int(value)
+        if not self.forwarding6:
+            self.invalidate_all()
+        self.update_active()
+
     def update_active(self) -> None:
         if not self._watching:
             self._watch_forwarding()
+        if not self._watching6:
+            knob = self.stack.sysctl.knobs.get("net.inet6.ip6.forwarding")
+            if knob is not None:
+                self.forwarding6 = int(knob.value)
+                knob.on_change.append(self._set_forwarding6)
+                self._watching6 = True
         pfil = self.stack.pfil
         filtered = pfil.inet_filtered()
         self.active = bool(self.forwarding and self.enabled and self.flows and not filtered)
+        self.active6 = bool(self.forwarding6 and self.enabled and self.flows6
+                            and not (pfil.inet6_in or pfil.inet6_out))
 
     # -- the cache API (used by the IPv4 layer) ------------------------------------------
     def lookup(self, dst: int) -> FlowEntry | None:
@@ -110,6 +138,18 @@ class FastForward:
             flows.pop(next(iter(flows)))
             self.counters["evicted"] += 1
         e = FlowEntry(dst, out, mac, mtu if mtu is not None else out.mtu)
+        flows[dst] = e
+        self.counters["inserted"] += 1
+        self.update_active()
+        return e
+
+    def insert6(self, dst: int, out: Interface, mac: bytes, mtu: int) -> FlowEntry:
+        """Cache IPv6 ``dst`` → ``out`` via next hop ``mac``; evicts the oldest when full."""
+        flows = self.flows6
+        if dst not in flows and len(flows) >= self.max_flows:
+            flows.pop(next(iter(flows)))
+            self.counters["evicted"] += 1
+        e = FlowEntry(dst, out, mac, mtu)
         flows[dst] = e
         self.counters["inserted"] += 1
         self.update_active()
@@ -132,17 +172,19 @@ class FastForward:
 
     def invalidate_all(self) -> None:
         """Routes, addresses or ARP entries changed: forget every flow."""
-        if self.flows:
-            self.counters["invalidated"] += len(self.flows)
+        if self.flows or self.flows6:
+            self.counters["invalidated"] += len(self.flows) + len(self.flows6)
             self.flows.clear()
+            self.flows6.clear()
         self.counters["flushes"] += 1
         self.update_active()
 
     def invalidate_iface(self, iface: Interface) -> None:
-        dead = [d for d, e in self.flows.items() if e.out is iface]
-        for d in dead:
-            del self.flows[d]
-        self.counters["invalidated"] += len(dead)
+        for flows in (self.flows, self.flows6):
+            dead = [d for d, e in flows.items() if e.out is iface]
+            for d in dead:
+                del flows[d]
+            self.counters["invalidated"] += len(dead)
         self.update_active()
 
     def _iface_event(self, event: str, iface: Interface) -> None:
@@ -153,9 +195,9 @@ class FastForward:
         import ipaddress
 
         return "".join(
-            f"{ipaddress.IPv4Address(e.dst)} {e.out.name} "
-            f"{':'.join(f'{b:02x}' for b in e.mac)} mtu {e.mtu} hits {e.hits}\n"
-            for e in self.flows.values())
+            f"{ipaddress.IPv4Address(e.dst) if e.dst >> 32 == 0 else ipaddress.IPv6Address(e.dst)}"
+            f" {e.out.name} {':'.join(f'{b:02x}' for b in e.mac)} mtu {e.mtu} hits {e.hits}\n"
+            for e in (*self.flows.values(), *self.flows6.values()))
 
     # -- the default forwarder -----------------------------------------------------------
     def default_forward(self, iface: Interface, pkt: Packet) -> bool:
@@ -218,3 +260,47 @@ class FastForward:
         c["forwarded"] += 1
         hdr = e.mac + out.mac + b"\x08\x00"
         return self.stack.l2.output_frame(out, [hdr, payload], meta) or True
+
+    def forward6(self, iface: Interface, pkt: Packet) -> bool:
+        """Forward a simple IPv6 datagram by the cache; False → take the slow path."""
+        c = self.counters
+        data = pkt.data
+        l3 = pkt.l3
+        if data.readonly or len(data) < l3 + 40 or data[l3] >> 4 != 6:
+            c["miss6_special"] += 1
+            return False
+        if data[l3 + 6] == 0:
+            c["miss6_hbh"] += 1  # hop-by-hop options: every router must process them
+            return False
+        e = self.flows6.get(int.from_bytes(data[l3 + 24:l3 + 40], "big"))
+        if e is None:
+            c["miss6_noflow"] += 1
+            return False
+        hlim = data[l3 + 7]
+        total = 40 + ((data[l3 + 4] << 8) | data[l3 + 5])
+        out = e.out
+        gso = pkt.gso_type
+        if hlim <= 1 or (total > e.mtu and not gso) or total > len(data) - l3 \
+                or not out.flags & 0x1:
+            c["miss6_slowpath"] += 1  # Time Exceeded, Packet Too Big, bad lengths: IP's job
+            return False
+        s0 = data[l3 + 8]
+        if s0 == 0xFF or (s0 == 0xFE and data[l3 + 9] & 0xC0 == 0x80) or \
+                not any(data[l3 + 8:l3 + 23]):
+            c["miss6_bad_source"] += 1  # multicast, link-local, ::, ::1: IP drops them
+            return False
+        payload = data[l3:l3 + total]
+        meta = None
+        if gso or pkt.csum_partial:
+            meta = pkt.tx_meta(ETH_HLEN - l3)
+            if meta is not None:
+                if gso and not clamp_gso_size(meta, payload, e.mtu):
+                    c["miss6_slowpath"] += 1
+                    return False
+                if not device_finishes(meta, out.offloads):
+                    c["offload_sw"] += 1
+        data[l3 + 7] = hlim - 1
+        e.hits += 1
+        c["forwarded6"] += 1
+        return self.stack.l2.output_frame(out, [e.mac + out.mac + b"\x86\xdd", payload],
+                                          meta) or True
