@@ -11,7 +11,7 @@ TOOLS = {
     "ifconfig": "ifconfig", "route": "route", "arp": "arp", "netstat": "netstat",
     "sysctl": "sysctl", "ping": "ping", "brconfig": "brconfig", "nicinfo": "nicinfo",
     "mount": "mount", "waitfor": "waitfor", "pfctl": "pfctl", "dhcp": "dhcp",
-    "ss": "ss", "top": "top",
+    "ss": "ss", "top": "top", "ndp": "ndp", "ping6": "ping6", "rtadvd": "rtadvd",
 }
 
 

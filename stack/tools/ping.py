@@ -2,6 +2,7 @@
 
     ping [-c COUNT] [-s SIZE] [-i WAIT] [-T TTL | -t TTL] [-W TIMEOUT] [-w DEADLINE]
          [-f] [-q] [-n] [-D] HOST
+    ping -6 [ping6's options] ADDR     (also an IPv6 ADDR without -6: stack/tools/ping6.py)
 
 As BSD ping does, it opens ``socket(AF_INET, SOCK_RAW, IPPROTO_ICMP)`` (through
 rmgr.libsocket, on the stack chosen by $SOCK / --prefix), builds the echo requests itself
@@ -468,6 +469,12 @@ def main(argv: list[str]) -> int:
     if wants_help(args):
         print(USAGE)
         return 0
+    # ping -6, or an IPv6 address as the host (iputils): ping6's engine and output
+    if "-6" in args or any(":" in a and not a.startswith("-") for a in args):
+        from stack.tools import ping6
+
+        return ping6.main([a for a in argv if a != "-6"])
+    args = [a for a in args if a != "-4"]
     try:
         return run(prefix, parse(args))
     except ToolError as exc:
