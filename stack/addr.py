@@ -228,6 +228,33 @@ class Endpoint(NamedTuple):
         return f"{a}:{self.port}" if is_v4(self.addr) else f"[{a}]:{self.port}"
 
 
+class ScopedEndpoint(Endpoint):
+    """An IPv6 ``Endpoint`` with a scope id (``sin6_scope_id``: the index of the
+    interface a link-local address is on). It equals and hashes as the plain
+    ``Endpoint`` (a connection's four-tuple has no scope); only the sockaddrs in and out
+    of the socket layer and the transports' choice of interface read ``scope_id``."""
+
+    scope_id: int
+
+    def __new__(cls, addr: Addr, port: int, scope_id: int = 0) -> ScopedEndpoint:
+        self = super().__new__(cls, addr, port)
+        self.scope_id = scope_id
+        return self
+
+    def __repr__(self) -> str:
+        return f"ScopedEndpoint({format_addr(self.addr)!r}, {self.port}, {self.scope_id})"
+
+
+def scope_of(ep: object) -> int:
+    """The scope id an endpoint carries (0: none)."""
+    return getattr(ep, "scope_id", 0)
+
+
+def is_link_local6(a: int) -> bool:
+    """fe80::/10 (IPv6 link-local unicast)."""
+    return a >> 118 == 0x3FA
+
+
 # -- the transport checksum's pseudo header ------------------------------------------------
 def pseudo_header_sum(src: int, dst: int, proto: int, length: int) -> int:
     """Unfolded ones'-complement contribution of the pseudo header of either family:

@@ -139,3 +139,106 @@ def control_errno(icmp_type: int, code: int) -> int:
     if icmp_type == ERR_PARAM_PROBLEM:
         return errno.EPROTO
     return 0
+
+
+class DualNetwork:
+    """Both families behind one ``NetworkLayer`` (the transports' view of a dual-stack
+    host): each call goes to the layer of its destination's family (``v4`` for
+    IPv4-mapped addresses, ``v6`` for the rest), so one TCP, one UDP and one raw protocol
+    serve AF_INET and AF_INET6 sockets with one connection table. ``v6`` may be None (a
+    stack without IPv6: IPv6 destinations are unreachable). The dispatch is one shift and
+    compare (``a >> 32 == 0xFFFF`` is ``is_v4`` for a 128-bit ``Addr``); TCP's emitter
+    (tcp/emit.py) does it inline and calls the layers' ``output`` directly.
+
+    ``ifname_for(index)`` names the interface of a scope id (sin6_scope_id), for sockets
+    that talk to link-local addresses; ``index_of(addr)`` is the index of the interface
+    holding our address ``addr`` (the scope id a link-local socket name reports)."""
+
+    def __init__(self, v4: NetworkLayer, v6: NetworkLayer | None,
+                 ifname_for: Callable[[int], str | None] | None = None,
+                 index_of: Callable[[int], int] | None = None) -> None:
+        self.v4 = v4
+        self.v6 = v6
+        self._ifname_for = ifname_for
+        self._index_of = index_of
+        #: not used for delivery (each layer calls its own taps); the transports append
+        #: their raw tap to every layer in ``layers``
+        self.raw_taps: list[RawTap] = []
+        self.layers: tuple[NetworkLayer, ...] = (v4,) if v6 is None else (v4, v6)
+
+    def ifname_for(self, index: int) -> str | None:
+        """The name of the interface with this index (None: none, or 0)."""
+        if not index or self._ifname_for is None:
+            return None
+        return self._ifname_for(index)
+
+    def index_of(self, addr: int) -> int:
+        return self._index_of(addr) if self._index_of is not None else 0
+
+    def output(self, src: Addr | None, dst: Addr, proto: int, payload: Payload, *,
+               ttl: int | None = None, tos: int = 0, df: bool = False,
+               meta: TxMeta | None = None, ifname: str | None = None,
+               on_error: Callable[[int], None] | None = None) -> int:
+        if dst >> 32 == 0xFFFF:
+            return self.v4.output(src, dst, proto, payload, ttl=ttl, tos=tos, df=df, meta=meta,
+                                  ifname=ifname, on_error=on_error)
+        v6 = self.v6
+        if v6 is None:
+            return errno.EAFNOSUPPORT
+        return v6.output(src, dst, proto, payload, ttl=ttl, tos=tos, df=df, meta=meta,
+                         ifname=ifname, on_error=on_error)
+
+    def source_for(self, dst: Addr, ifname: str | None = None) -> Addr | None:
+        if dst >> 32 == 0xFFFF:
+            return self.v4.source_for(dst)
+        v6 = self.v6
+        if v6 is None:
+            return None
+        if ifname is None:
+            return v6.source_for(dst)
+        return v6.source_for(dst, ifname)  # type: ignore[call-arg]
+
+    def is_local(self, addr: Addr) -> bool:
+        if addr >> 32 == 0xFFFF:
+            return self.v4.is_local(addr)
+        return self.v6 is not None and self.v6.is_local(addr)
+
+    def is_broadcast(self, addr: Addr) -> bool:
+        if addr >> 32 == 0xFFFF:
+            return self.v4.is_broadcast(addr)
+        return self.v6 is not None and self.v6.is_broadcast(addr)
+
+    def route_mtu(self, dst: Addr) -> int:
+        if dst >> 32 == 0xFFFF:
+            return self.v4.route_mtu(dst)
+        return self.v6.route_mtu(dst) if self.v6 is not None else 0
+
+    def route_offloads(self, dst: Addr) -> set[str]:
+        if dst >> 32 == 0xFFFF:
+            return self.v4.route_offloads(dst)
+        return self.v6.route_offloads(dst) if self.v6 is not None else set()
+
+    def original_packet(self, info: IPInfo) -> memoryview:
+        if info.dst >> 32 == 0xFFFF or self.v6 is None:
+            return self.v4.original_packet(info)
+        return self.v6.original_packet(info)
+
+    def port_unreachable(self, info: IPInfo) -> bool:
+        if info.dst >> 32 == 0xFFFF or self.v6 is None:
+            return self.v4.port_unreachable(info)
+        return self.v6.port_unreachable(info)
+
+
+def scoped_source(net: NetworkLayer, dst: Addr, ifname: str | None) -> Addr | None:
+    """``net.source_for(dst)``, on interface ``ifname`` when given (a scope id: only a
+    ``DualNetwork`` or an IPv6 layer takes one)."""
+    if ifname is None:
+        return net.source_for(dst)
+    return net.source_for(dst, ifname)  # type: ignore[call-arg]
+
+
+def scope_ifname(net: NetworkLayer, scope_id: int) -> str | None:
+    """The interface a scope id names (None: 0, unknown, or a layer without scopes)."""
+    if not scope_id or not isinstance(net, DualNetwork):
+        return None
+    return net.ifname_for(scope_id)

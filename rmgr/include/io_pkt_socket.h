@@ -9,6 +9,13 @@
  *     write(fd, "hi", 2); read(fd, buf, sizeof buf);     // send() / recv()
  *     close(fd);                                         // last close: FIN
  *
+ * IPv6 (AF_INET6 is 24 in the door's directory, as on QNX; 10 in the structs, Linux's):
+ *
+ *     int fd = open("/dev/socket/24/1/6", O_RDWR);      // or .../inet6/tcp
+ *     struct iop_sockaddr a = IOP_SOCKADDR_IN6(&in6addr_loopback, htons(80), 0, 0);
+ *     ioctl(fd, IOP_CONNECT, &a);   // sin6_scope_id = if_nametoindex() for fe80::/10
+ *
+ * An AF_INET6 socket is dual-stack (IPv4 peers as ::ffff:a.b.c.d) unless IPV6_V6ONLY.
  * read/write are recv/send (one read is one datagram on UDP; a read of 0 is EOF on TCP;
  * an empty datagram is sent with IOP_SEND0, not with a 0-byte write);
  * poll/select/epoll report POLLIN/POLLOUT/POLLHUP/POLLERR. Everything else is an ioctl
@@ -177,6 +184,19 @@ struct iop_sockinfo {
 	char name[32];      /* "tcp/N": the text door's name */
 };
 
+/* IOP_RECVINFO: what IPV6_RECVPKTINFO / IPV6_RECVHOPLIMIT / IPV6_RECVTCLASS kept of
+ * the datagram this fd read last (recvmsg's ancillary data) */
+#define IOP_RI_PKTINFO 1
+#define IOP_RI_HOPLIMIT 2
+#define IOP_RI_TCLASS 4
+struct iop_recvinfo {
+	uint32_t flags;     /* IOP_RI_*: which fields are valid */
+	int32_t ifindex;    /* in6_pktinfo.ipi6_ifindex: where it arrived */
+	int32_t hoplimit;
+	int32_t tclass;
+	unsigned char dst[16]; /* in6_pktinfo.ipi6_addr: the address it was sent to */
+};
+
 #define IOP_ST_CLOSED 0
 #define IOP_ST_BOUND 1
 #define IOP_ST_LISTEN 2
@@ -228,6 +248,8 @@ struct iop_sockinfo {
 #define IOP_SEND0       _IOW(IOP_MAGIC, 15, struct iop_sockaddr)
 /* getsockopt() of a value longer than IOP_OPTVAL_MAX: TCP_INFO (iop_get_tcp_info below) */
 #define IOP_GETSOCKOPT_LARGE _IOWR(IOP_MAGIC, 16, struct iop_sockopt_large)
+/* the ancillary facts of the datagram read last (after IPV6_RECVPKTINFO etc.) */
+#define IOP_RECVINFO    _IOR(IOP_MAGIC, 17, struct iop_recvinfo)
 
 /* helpers */
 static inline struct iop_sockaddr iop_sockaddr_in(in_addr_t addr, in_port_t port,
@@ -243,6 +265,23 @@ static inline struct iop_sockaddr iop_sockaddr_in(in_addr_t addr, in_port_t port
 	return a;
 }
 #define IOP_SOCKADDR_IN(addr, port, flags) iop_sockaddr_in((addr), (port), (flags))
+
+static inline struct iop_sockaddr iop_sockaddr_in6(const struct in6_addr *addr,
+						   in_port_t port, uint32_t scope_id,
+						   uint32_t flags)
+{
+	struct iop_sockaddr a;
+	memset(&a, 0, sizeof a);
+	a.flags = flags;
+	a.len = sizeof(struct sockaddr_in6);
+	a.addr.sin6.sin6_family = AF_INET6;
+	a.addr.sin6.sin6_port = port;        /* network order, as from htons() */
+	a.addr.sin6.sin6_addr = *addr;
+	a.addr.sin6.sin6_scope_id = scope_id; /* an interface index, for fe80::/10 */
+	return a;
+}
+#define IOP_SOCKADDR_IN6(addr, port, scope_id, flags) \
+	iop_sockaddr_in6((addr), (port), (scope_id), (flags))
 
 static inline int iop_setsockopt_int(int fd, int level, int name, int value)
 {

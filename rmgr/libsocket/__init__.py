@@ -59,6 +59,7 @@ from .api import (  # noqa: E402
     create_connection,
     create_server,
     has_dualstack_ipv6,
+    has_ipv6,
     patch,
 )
 from .resolver import (  # noqa: E402
@@ -84,6 +85,9 @@ from .sock import (  # noqa: E402
 from .where import (  # noqa: E402
     clearsockprefix,
     getsockprefix,
+    if_indextoname,
+    if_nameindex,
+    if_nametoindex,
     setsockprefix,
     socket_dir,
 )
@@ -102,7 +106,8 @@ SocketIO = _std.SocketIO
 __all__ = [
     "socket", "SocketType", "error", "herror", "gaierror", "timeout", "create_connection",
     "create_server", "getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr",
-    "getfqdn", "getnameinfo", "fromfd", "socketpair", "has_dualstack_ipv6", "setsockprefix",
+    "getfqdn", "getnameinfo", "fromfd", "socketpair", "has_dualstack_ipv6", "has_ipv6",
+    "if_nametoindex", "if_indextoname", "if_nameindex", "setsockprefix",
     "clearsockprefix", "getsockprefix", "socket_dir", "patch", "getdefaulttimeout",
     "setdefaulttimeout", "gethostname", "inet_aton", "inet_ntoa", "inet_pton", "inet_ntop",
     "htons", "ntohs", "htonl", "ntohl", "SocketIO", "AddressFamily", "SocketKind",

@@ -75,6 +75,11 @@ SOCKOPT = struct.Struct("<iiII32s")
 #:                       nread, reserved; char name[32]; }
 SOCKINFO = struct.Struct("<iiiIIIII32s")
 INT = struct.Struct("<i")
+#: struct iop_recvinfo { uint32_t flags; int32_t ifindex, hoplimit, tclass;
+#:                       unsigned char dst[16]; } - what IPV6_RECVPKTINFO / RECVHOPLIMIT /
+#: RECVTCLASS kept of the datagram this fd read last (``flags``: IOP_RI_* valid)
+RECVINFO = struct.Struct("<Iiii16s")
+IOP_RI_PKTINFO, IOP_RI_HOPLIMIT, IOP_RI_TCLASS = 1, 2, 4
 #: struct iop_sockopt_large: iop_sockopt with val[IOP_OPTVAL_LARGE], for getsockopt
 #: values longer than IOP_OPTVAL_MAX (TCP_INFO: Linux's 232-byte struct tcp_info)
 IOP_OPTVAL_LARGE = 256
@@ -115,12 +120,15 @@ RECV_DONTWAIT = 0x40
 IOP_SEND0 = _IOW(IOP_MAGIC, 15, SOCKADDR.size)
 #: getsockopt with room for IOP_OPTVAL_LARGE bytes (``len``: the caller's buffer)
 IOP_GETSOCKOPT_LARGE = _IOWR(IOP_MAGIC, 16, SOCKOPT_LARGE.size)
+#: the ancillary facts of the datagram this fd read last (IPV6_RECVPKTINFO...): recvmsg
+IOP_RECVINFO = _IOR(IOP_MAGIC, 17, RECVINFO.size)
 
 COMMANDS: dict[str, int] = {k: v for k, v in dict(globals()).items()
                             if k.startswith("IOP_") and isinstance(v, int)
                             and k not in ("IOP_MAGIC", "IOP_ADDR_MAX", "IOP_NAME_MAX",
                                           "IOP_OPTVAL_MAX", "IOP_F_NONBLOCK",
-                                          "IOP_OPTVAL_LARGE")}
+                                          "IOP_OPTVAL_LARGE", "IOP_RI_PKTINFO",
+                                          "IOP_RI_HOPLIMIT", "IOP_RI_TCLASS")}
 
 # -- socket states (iop_sockinfo.state) -------------------------------------------
 ST_CLOSED, ST_BOUND, ST_LISTEN, ST_CONNECTING, ST_CONNECTED, ST_CLOSING = range(6)
@@ -163,7 +171,8 @@ def _eafnosupport(family: int) -> OSError:
 def encode_sockaddr(ep: Endpoint, family: int = _addr.AF_INET) -> tuple[int, bytes]:
     """(len, the 32-byte ``addr`` field) for ``ep`` as a socket of ``family`` (door
     numbering) reports it: a sockaddr_in for AF_INET, a sockaddr_in6 for AF_INET6 (an
-    IPv4 peer of an IPv6 socket as ``::ffff:a.b.c.d``)."""
+    IPv4 peer of an IPv6 socket as ``::ffff:a.b.c.d``; a link-local one with its scope
+    id, ``stack.addr.ScopedEndpoint``)."""
     port = ep.port.to_bytes(2, "big")
     if family == _addr.AF_INET:
         if not _addr.is_v4(ep.addr):
@@ -172,7 +181,8 @@ def encode_sockaddr(ep: Endpoint, family: int = _addr.AF_INET) -> tuple[int, byt
             AF_INET, port, _addr.v4_bits(ep.addr).to_bytes(4, "big")).ljust(IOP_ADDR_MAX, b"\0")
     if family == _addr.AF_INET6:
         return SOCKADDR_IN6.size, SOCKADDR_IN6.pack(
-            AF_INET6, port, bytes(4), ep.addr.to_bytes(16, "big"), 0).ljust(IOP_ADDR_MAX, b"\0")
+            AF_INET6, port, bytes(4), ep.addr.to_bytes(16, "big"),
+            _addr.scope_of(ep)).ljust(IOP_ADDR_MAX, b"\0")
     raise _eafnosupport(linux_family(family))
 
 
@@ -192,25 +202,30 @@ def decode_sockaddr(field: bytes, length: int, family: int = _addr.AF_INET) -> E
     """The endpoint in an ``addr`` field of ``length`` bytes given to a socket of
     ``family`` (door numbering). EINVAL when too short for its family, EAFNOSUPPORT when
     the sockaddr's family is not the socket's (as Linux's inet and inet6 binds and
-    connects)."""
+    connects). A sockaddr_in6 with a scope id gives a ``ScopedEndpoint``."""
     if length < 8:
         raise OSError(errno.EINVAL, "address too short")
-    sa_family, port, raw, _flow, _scope = _fields(field)
+    sa_family, port, raw, _flow, scope = _fields(field)
     if sa_family != linux_family(family):
         raise _eafnosupport(sa_family)
     if sa_family == AF_INET6 and length < 24:  # Linux takes SIN6_LEN_RFC2133 (no scope)
         raise OSError(errno.EINVAL, "address too short")
-    return Endpoint(_addr.addr_from_bytes(raw), port)
+    a = _addr.addr_from_bytes(raw)
+    if scope and length >= SOCKADDR_IN6.size and not _addr.is_v4(a):
+        return _addr.ScopedEndpoint(a, port, scope)
+    return Endpoint(a, port)
 
 
-def pack_sockaddr(family: int, host: str, port: int, flags: int = 0) -> bytes:
+def pack_sockaddr(family: int, host: str, port: int, flags: int = 0,
+                  scope_id: int = 0) -> bytes:
     """A whole iop_sockaddr for a numeric ``host`` (libsocket's side; ``family`` in
-    Linux numbering)."""
+    Linux numbering; ``scope_id``: sin6_scope_id)."""
     fam = door_family(family)
     if fam is None:
         raise _eafnosupport(family)
-    ep = Endpoint(_addr.parse_addr(host) if fam == _addr.AF_INET6 else
-                  _addr.v4(int.from_bytes(_std.inet_aton(host), "big")), port)
+    a = _addr.parse_addr(host) if fam == _addr.AF_INET6 else \
+        _addr.v4(int.from_bytes(_std.inet_aton(host), "big"))
+    ep = _addr.ScopedEndpoint(a, port, scope_id) if scope_id else Endpoint(a, port)
     length, field = encode_sockaddr(ep, fam)
     return SOCKADDR.pack(flags, length, field)
 

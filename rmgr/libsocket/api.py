@@ -8,7 +8,7 @@ import contextlib
 import socket as _std
 import sys
 from collections.abc import Iterator
-from socket import AF_INET, SOCK_STREAM, SOL_SOCKET
+from socket import AF_INET, AF_INET6, IPPROTO_IPV6, IPV6_V6ONLY, SOCK_STREAM, SOL_SOCKET
 from typing import Any
 
 from . import where
@@ -48,15 +48,26 @@ def create_connection(address: Address, timeout: Any = _GLOBAL_DEFAULT_TIMEOUT,
     raise OSError("getaddrinfo returns an empty list")
 
 
+#: the stack speaks IPv6 (as the stdlib's constant: whether a given stack serves it is
+#: ``has_dualstack_ipv6()``)
+has_ipv6 = True
+
+
 def has_dualstack_ipv6() -> bool:
-    return False
+    """Whether the stack serves AF_INET6 sockets (every one of which can be dual-stack:
+    IPV6_V6ONLY off)."""
+    return where.serves(AF_INET6)
 
 
 def create_server(address: Address, *, family: int = AF_INET,
                   backlog: int | None = None, reuse_port: bool = False,
                   dualstack_ipv6: bool = False) -> socket:
-    if dualstack_ipv6 or not where.serves(family):
+    """As the stdlib's: an AF_INET6 server is IPV6_V6ONLY unless ``dualstack_ipv6``,
+    which accepts IPv4 clients too (seen as ``::ffff:a.b.c.d``)."""
+    if not where.serves(family):
         raise ValueError(f"family {family} is not served by the stack")
+    if dualstack_ipv6 and family != AF_INET6:
+        raise ValueError("dualstack_ipv6 requires AF_INET6 family")
     if reuse_port and not hasattr(_std, "SO_REUSEPORT"):
         raise ValueError("SO_REUSEPORT not supported on this platform")
     sock = socket(family, SOCK_STREAM)
@@ -65,6 +76,8 @@ def create_server(address: Address, *, family: int = AF_INET,
             sock.setsockopt(SOL_SOCKET, _std.SO_REUSEADDR, 1)
         if reuse_port:
             sock.setsockopt(SOL_SOCKET, _std.SO_REUSEPORT, 1)
+        if family == AF_INET6:
+            sock.setsockopt(IPPROTO_IPV6, IPV6_V6ONLY, 0 if dualstack_ipv6 else 1)
         try:
             sock.bind(address)
         except OSError as exc:
@@ -82,7 +95,8 @@ def create_server(address: Address, *, family: int = AF_INET,
 
 _PATCHED = ("socket", "SocketType", "create_connection", "create_server", "getaddrinfo",
             "gethostbyname", "gethostbyname_ex", "gethostbyaddr", "getfqdn", "getnameinfo",
-            "fromfd", "has_dualstack_ipv6")
+            "fromfd", "has_dualstack_ipv6", "has_ipv6", "if_nametoindex", "if_indextoname",
+            "if_nameindex")
 
 
 @contextlib.contextmanager

@@ -163,6 +163,16 @@ def _is_ipv6(text: str) -> bool:
     return True
 
 
+def _scope(addr: str) -> int:
+    """The scope id of ``fe80::1%tap0`` (the stack's interface index; 0 without a zone)."""
+    if "%" not in addr:
+        return 0
+    try:
+        return _where.scope_id(addr.partition("%")[2])
+    except OSError:
+        raise gaierror(EAI_NONAME, "Name or service not known") from None
+
+
 def _resolve(host: str, family: int) -> tuple[str, list[tuple[int, str]]]:
     """(canonical name, [(4|6, address)]): /etc/hosts, then DNS through the stack."""
     want = 4 if family == AF_INET else 6 if family == _std.AF_INET6 else None
@@ -238,7 +248,7 @@ def getaddrinfo(host: str | bytes | None, port: str | bytes | int | None, family
     out: list[tuple[Any, ...]] = []
     for v, addr in addrs:
         fam = AddressFamily.AF_INET if v == 4 else AddressFamily.AF_INET6
-        sa: tuple[Any, ...] = (addr, portnum) if v == 4 else (addr, portnum, 0, 0)
+        sa: tuple[Any, ...] = (addr, portnum) if v == 4 else (addr, portnum, 0, _scope(addr))
         for t, p in kinds:
             if not p:
                 p = _DEFAULT_PROTO.get(t, proto)

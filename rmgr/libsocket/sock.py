@@ -69,10 +69,15 @@ def _ioctl(fd: int, cmd: int, arg: bytes = b"") -> bytes:
 
 
 def _sockaddr(family: int, address: Any, flags: int = 0) -> bytes:
-    """An iop_sockaddr for the stdlib-style ``address`` of a ``family`` socket."""
+    """An iop_sockaddr for the stdlib-style ``address`` of a ``family`` socket (AF_INET6:
+    ``(host, port[, flowinfo[, scope_id]])``, a link-local host may name its interface
+    as ``fe80::1%tap0``)."""
+    scope = 0
     if family == AF_INET6:
         if not isinstance(address, tuple) or not 2 <= len(address) <= 4:
             raise TypeError("AF_INET6 address must be a tuple (host, port[, flowinfo[, scopeid]])")
+        if len(address) == 4:
+            scope = int(address[3])
     elif not isinstance(address, tuple) or len(address) != 2:
         raise TypeError("AF_INET address must be a pair (host, port)")
     host, port = address[0], address[1]
@@ -80,19 +85,46 @@ def _sockaddr(family: int, address: Any, flags: int = 0) -> bytes:
         raise TypeError(f"'{type(port).__name__}' object cannot be interpreted as an integer")
     if not 0 <= port <= 65535:
         raise OverflowError("bind(): port must be 0-65535.")
-    return abi.pack_sockaddr(family, _resolve(family, host), port, flags)
+    text = _resolve(family, host)
+    if family == AF_INET6 and "%" in text:
+        text, _, zone = text.partition("%")
+        scope = scope or where.scope_id(zone)
+    return abi.pack_sockaddr(family, text, port, flags, scope)
 
 
 def _resolve(family: int, host: str | bytes) -> str:
     if isinstance(host, bytes):
         host = host.decode("idna")
-    if family == AF_INET6:  # numeric only (the resolver answers AF_INET)
-        return host or "::"
+    if family == AF_INET6:
+        if not host:
+            return "::"
+        if ":" in host:
+            return host
+        # a name: its first IPv6 address (the stack's resolver asks for AAAA)
+        from .resolver import getaddrinfo
+
+        return str(getaddrinfo(host, None, AF_INET6)[0][4][0])
     if host in ("", "0.0.0.0"):
         return "0.0.0.0"
     if host == "<broadcast>":
         return "255.255.255.255"
     return gethostbyname(host)
+
+
+def _named(addr: Address) -> Address:
+    """An AF_INET6 address with a scope id as the stdlib shows it: ``fe80::1%tap0``
+    (the stack's interface name)."""
+    if len(addr) == 4 and addr[3]:
+        host, port, flow, scope = addr  # type: ignore[misc]
+        try:
+            host = f"{host}%{where.if_indextoname(scope)}"
+        except OSError:
+            host = f"{host}%{scope}"
+        return (host, port, flow, scope)
+    return addr
+
+
+_IPV6_PKTINFO, _IPV6_HOPLIMIT, _IPV6_TCLASS = 50, 52, 67
 
 
 class _Meta(type):
@@ -363,16 +395,16 @@ class socket(metaclass=_Meta):  # noqa: N801 - the stdlib's name
         newfd = os.open(f"{where.socket_dir()}/{rel}", os.O_RDWR | os.O_CLOEXEC)
         # like the stdlib: the new socket blocks unless a default timeout is set
         sock = socket(self._family, self._type, self._proto, fileno=newfd)
-        return sock, abi.unpack_sockaddr(addr)
+        return sock, _named(abi.unpack_sockaddr(addr))
 
     def shutdown(self, how: int) -> None:
         _ioctl(self._checked_fd(), abi.IOP_SHUTDOWN, abi.INT.pack(how))
 
     def getsockname(self) -> Address:
-        return abi.unpack_sockaddr(_ioctl(self._checked_fd(), abi.IOP_GETSOCKNAME))
+        return _named(abi.unpack_sockaddr(_ioctl(self._checked_fd(), abi.IOP_GETSOCKNAME)))
 
     def getpeername(self) -> Address:
-        return abi.unpack_sockaddr(_ioctl(self._checked_fd(), abi.IOP_GETPEERNAME))
+        return _named(abi.unpack_sockaddr(_ioctl(self._checked_fd(), abi.IOP_GETPEERNAME)))
 
     def setsockopt(self, level: int, optname: int, value: int | bytes | None,
                    optlen: int | None = None) -> None:
@@ -455,12 +487,31 @@ class socket(metaclass=_Meta):  # noqa: N801 - the stdlib's name
         n = self.recv_into(buffer, nbytes, flags)
         return n, self._last_from()
 
+    def recvmsg(self, bufsize: int, ancbufsize: int = 0,
+                flags: int = 0) -> tuple[bytes, list[tuple[int, int, bytes]], int, Any]:
+        """recv + the sender; for AF_INET6 datagrams the control messages asked for with
+        IPV6_RECVPKTINFO (IPV6_PKTINFO: struct in6_pktinfo), IPV6_RECVHOPLIMIT
+        (IPV6_HOPLIMIT) and IPV6_RECVTCLASS (IPV6_TCLASS), when ``ancbufsize`` allows."""
+        data = self.recv(bufsize, flags)
+        addr = self._last_from()
+        anc: list[tuple[int, int, bytes]] = []
+        if ancbufsize > 0 and self._family == AF_INET6 and self._type != SOCK_STREAM:
+            ri, ifindex, hlim, tclass, dst = abi.RECVINFO.unpack(
+                _ioctl(self._checked_fd(), abi.IOP_RECVINFO))
+            if ri & abi.IOP_RI_PKTINFO:
+                anc.append((_std.IPPROTO_IPV6, _IPV6_PKTINFO, dst + struct.pack("@I", ifindex)))
+            if ri & abi.IOP_RI_HOPLIMIT:
+                anc.append((_std.IPPROTO_IPV6, _IPV6_HOPLIMIT, struct.pack("@i", hlim)))
+            if ri & abi.IOP_RI_TCLASS:
+                anc.append((_std.IPPROTO_IPV6, _IPV6_TCLASS, struct.pack("@i", tclass)))
+        return data, anc, 0, addr
+
     def _last_from(self) -> Address | None:
         if self._type == SOCK_STREAM:
             return None
         out = _ioctl(self._checked_fd(), abi.IOP_RECVADDR)
         _f, length, _a = abi.SOCKADDR.unpack(out)
-        return abi.unpack_sockaddr(out) if length else None
+        return _named(abi.unpack_sockaddr(out)) if length else None
 
     def send(self, data: Any, flags: int = 0) -> int:
         fd = self._checked_fd()

@@ -75,3 +75,45 @@ def open_error(family: int, type_: int) -> OSError:
     if not os.path.isdir(f"{socket_dir()}/{abi.door_family(family)}/{type_}"):
         return OSError(errno.EINVAL, "Invalid argument")
     return OSError(errno.EPROTONOSUPPORT, "Protocol not supported")
+
+
+# -- interfaces of the stack (scope ids of link-local addresses) -------------------------
+def if_nameindex() -> list[tuple[int, str]]:
+    """The stack's interfaces as (index, name), from ``config/interfaces`` (the kernel's
+    are another host's: a scope id given to the stack is the stack's interface index)."""
+    try:
+        with open(f"{socket_dir()}/config/interfaces") as f:
+            text = f.read()
+    except OSError:
+        return []
+    out: list[tuple[int, str]] = []
+    name = None
+    for line in text.splitlines():
+        if line and not line[0].isspace() and line.endswith(":"):
+            name = line[:-1]
+        elif name is not None and line.split()[:1] == ["index"]:
+            out.append((int(line.split()[1]), name))
+            name = None
+    return out
+
+
+def if_nametoindex(name: str) -> int:
+    for index, n in if_nameindex():
+        if n == name:
+            return index
+    raise OSError(errno.ENXIO, "no interface with this name")
+
+
+def if_indextoname(index: int) -> str:
+    for i, n in if_nameindex():
+        if i == index:
+            return n
+    raise OSError(errno.ENXIO, "no interface with this index")
+
+
+def scope_id(zone: str) -> int:
+    """A ``%zone`` of an IPv6 address text as a scope id: an interface name of the
+    stack, or a number."""
+    if zone.isdigit():
+        return int(zone)
+    return if_nametoindex(zone)

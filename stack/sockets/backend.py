@@ -16,11 +16,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rmgr.libsocket import abi
+from stack.addr import AF_INET, AF_INET6
 from stack.registry import SocketType
-from stack.services import TRANSPORTS
+from stack.services import IPV6, TRANSPORTS
+from stack.transport.sockaddr import any_for
 
 from .endpoint import Address, Endpoint
-from .inet import inet_socket_types
+from .inet import inet6_socket_types, inet_socket_types
 
 if TYPE_CHECKING:
     from stack.core import Stack
@@ -73,6 +75,25 @@ class _Wrapped(Endpoint):
 
     def listen(self, backlog: int) -> None:
         raise _err(errno.EOPNOTSUPP)
+
+    def set_family(self, family: int) -> bool:
+        s = self.s
+        if s.family == family:
+            return True
+        if family not in (AF_INET, AF_INET6) or s.type == abi.SOCK_RAW:
+            return False
+        any_ = any_for(family)
+        if s.type == abi.SOCK_STREAM:
+            t = s.tcb
+            if t.bound or t.state.name != "CLOSED":
+                return False
+            t.laddr = t.raddr = any_
+        else:
+            if s.bound or s.connected:
+                return False
+            s.laddr = s.raddr = any_
+        s.family = family
+        return True
 
     def accept_nowait(self) -> tuple[Endpoint, Address]:
         raise _err(errno.EOPNOTSUPP)
@@ -198,7 +219,8 @@ class RawEndpoint(_Wrapped):
 
 
 def socket_types(stack: Stack) -> list[SocketType]:
-    """The built-in AF_INET rows over the stack's transports (none without them)."""
+    """The built-in AF_INET rows over the stack's transports (none without them), and the
+    AF_INET6 rows when the transports serve IPv6 too."""
     t = stack.services.get(TRANSPORTS)
     if t is None:
         return []
@@ -208,6 +230,12 @@ def socket_types(stack: Stack) -> list[SocketType]:
         if stack.nursery is not None:
             stack.nursery.start_soon(fn, *args)
 
-    return inet_socket_types(tcp=lambda _proto: TCPEndpoint(tcp.socket(), spawn),
+    rows = inet_socket_types(tcp=lambda _proto: TCPEndpoint(tcp.socket(), spawn),
                              udp=lambda _proto: UDPEndpoint(udp.socket()),
                              raw=lambda proto: RawEndpoint(raw.socket(proto)))
+    if stack.services.get(IPV6) is not None:
+        rows += inet6_socket_types(
+            tcp=lambda _proto: TCPEndpoint(tcp.socket(AF_INET6), spawn),
+            udp=lambda _proto: UDPEndpoint(udp.socket(AF_INET6)),
+            raw=lambda proto: RawEndpoint(raw.socket(proto, AF_INET6)))
+    return rows

@@ -20,6 +20,9 @@ from stack.transport.mcast import STRUCT_OPTIONS as _MCAST_STRUCTS
 from .conn import Conn, SocketTable
 from .endpoint import Address, Endpoint
 
+#: IPPROTO_IPV6 options whose value is a struct (ipv6_mreq, in6_pktinfo): passed as given
+_IPPROTO_IPV6 = 41
+_IP6_STRUCTS = frozenset({20, 21, 50})  # IPV6_JOIN_GROUP, IPV6_LEAVE_GROUP, IPV6_PKTINFO
 TIMEVAL = struct.Struct("<qq")
 LINGER = struct.Struct("<ii")
 
@@ -289,6 +292,17 @@ class SocketHandle(Handle):
                 return 0, abi.SOCKADDR.pack(0, 0, bytes(32))
         return 0, sockaddr_out(self.last_from, self.conn.family)
 
+    async def _recvinfo(self, arg: bytes, req: IoRequest) -> tuple[int, bytes]:
+        """IOP_RECVINFO: what IPV6_RECVPKTINFO/HOPLIMIT/TCLASS kept of the datagram
+        read last (flags 0: nothing; stack/transport/ip6opt.py ``RecvEndpoint``)."""
+        src = self.last_from
+        flags = getattr(src, "flags", 0)
+        if not flags:
+            return 0, abi.RECVINFO.pack(0, 0, 0, 0, bytes(16))
+        return 0, abi.RECVINFO.pack(flags, getattr(src, "ifindex", 0), getattr(src, "hlim", 0),
+                                    getattr(src, "tclass", 0),
+                                    int(getattr(src, "dst", 0)).to_bytes(16, "big"))
+
     async def _sockinfo(self, arg: bytes, req: IoRequest) -> tuple[int, bytes]:
         c = self.conn
         try:
@@ -317,6 +331,7 @@ _IOCTLS = {
     abi.IOP_SEND0: SocketHandle._send0,
     abi.IOP_SOCKINFO: SocketHandle._sockinfo,
     abi.IOP_GETSOCKOPT_LARGE: SocketHandle._getsockopt_large,
+    abi.IOP_RECVINFO: SocketHandle._recvinfo,
 }
 
 
@@ -428,8 +443,9 @@ def setsockopt(conn: Conn, level: int, name: int, val: bytes) -> None:
             return
         if name in (SO_TYPE, SO_ERROR, SO_ACCEPTCONN, SO_PROTOCOL, SO_DOMAIN):
             raise OSError(errno.ENOPROTOOPT, "read-only socket option")
-    elif level == _std.IPPROTO_IP and name in _MCAST_STRUCTS:
-        conn.ep.setsockopt(level, name, bytes(val))  # ip_mreq, ip_mreqn, in_addr: as given
+    elif (level == _std.IPPROTO_IP and name in _MCAST_STRUCTS) or (
+            level == _IPPROTO_IPV6 and name in _IP6_STRUCTS):
+        conn.ep.setsockopt(level, name, bytes(val))  # ip_mreq, ipv6_mreq, in6_pktinfo...
         conn.on_state()
         return
     if len(val) < 4:

@@ -108,6 +108,12 @@ class Endpoint(abc.ABC):
     def getsockopt(self, level: int, name: int) -> int | tuple[int, int] | bytes:
         """An int, a (onoff, seconds) linger pair, or a C struct's bytes (TCP_INFO)."""
 
+    def set_family(self, family: int) -> bool:
+        """Make a fresh socket (not bound, not connected) one of ``family`` (the door's
+        numbering): the text door's ``tcp/clone`` makes an AF_INET socket that becomes
+        AF_INET6 at its first IPv6 address. False: not possible (the default)."""
+        return False
+
     @abc.abstractmethod
     def pop_error(self) -> int:
         """SO_ERROR: the pending error (0 if none), cleared by reading."""

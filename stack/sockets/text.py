@@ -128,16 +128,17 @@ class CtlHandle(Handle):
         ep = conn.ep
         verb, args = words[0], words[1:]
         if verb == "connect" and args:
+            dest = self._address(args[0])
             if len(args) > 1:
                 self._bind(Address(unspecified(conn.family), _port(args[1])), caller)
-            await door.connect(conn, parse_addr(args[0], conn.family), nonblock=False)
+            await door.connect(conn, dest, nonblock=False)
         elif verb == "announce" and len(args) == 1:
-            self._bind(parse_addr(args[0], conn.family), caller)
+            self._bind(self._address(args[0]), caller)
             if conn.type == abi.SOCK_STREAM:
                 ep.listen(128)
             conn.on_state()
         elif verb == "bind" and len(args) == 1:
-            self._bind(parse_addr(args[0], conn.family), caller)
+            self._bind(self._address(args[0]), caller)
         elif verb == "hangup" and not args:
             try:
                 ep.shutdown(_std.SHUT_RDWR)
@@ -154,11 +155,13 @@ class CtlHandle(Handle):
         elif verb == "nodelay" and not args:
             ep.setsockopt(_std.IPPROTO_TCP, _std.TCP_NODELAY, 1)
         elif verb == "ttl" and len(args) == 1:
+            if conn.family == AF_INET6:
+                ep.setsockopt(_std.IPPROTO_IPV6, _std.IPV6_UNICAST_HOPS, int(args[0]))
             ep.setsockopt(_std.IPPROTO_IP, _std.IP_TTL, int(args[0]))
         elif verb == "send0" and len(args) <= 1:
-            dest = parse_addr(args[0], conn.family) if args else None
+            to = self._address(args[0]) if args else None
             await door.send(conn, memoryview(b""),
-                            None if conn.type == abi.SOCK_STREAM else dest, nonblock=False)
+                            None if conn.type == abi.SOCK_STREAM else to, nonblock=False)
         elif verb in _MCAST_VERBS and conn.family == AF_INET:  # addmulti, block...
             opt, value = _mcast_option(verb, args)
             ep.setsockopt(_std.IPPROTO_IP, opt, value)
@@ -167,6 +170,22 @@ class CtlHandle(Handle):
                             door.LINGER.pack(1, int(args[0])))
         else:
             raise OSError(errno.EINVAL, f"unknown control message {' '.join(words)!r}")
+
+    def _address(self, text: str) -> Address:
+        """``text`` as an address of the connection's family; an IPv6 one makes a fresh
+        AF_INET socket (``tcp/clone``'s) AF_INET6 (dual-stack), as Plan 9's /net/tcp
+        takes either family."""
+        conn = self.conn
+        try:
+            return parse_addr(text, conn.family)
+        except OSError:
+            if conn.family != AF_INET:
+                raise
+            addr = parse_addr(text, AF_INET6)
+            if not conn.ep.set_family(AF_INET6):
+                raise OSError(errno.EAFNOSUPPORT, "the socket is in use with IPv4") from None
+            conn.family = AF_INET6
+            return addr
 
     def _bind(self, addr: Address, caller: Caller) -> None:
         if 0 < addr.port < 1024 and not caller.is_root:

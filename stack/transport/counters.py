@@ -21,9 +21,10 @@ PORTS = names("ephemeral_exhausted")
 
 UDP_COUNTERS: frozenset[str] = SOCKETS | PORTS | names("""
     datagrams_in datagrams_out bytes_out delivered
-    drop_malformed drop_bad_checksum no_checksum drop_shut_rd rcv_queue_full
+    drop_malformed drop_bad_checksum no_checksum drop_zero_checksum6 drop_shut_rd rcv_queue_full
     no_port icmp_port_unreach_sent icmp_port_unreach_suppressed
     bind_addrinuse send_too_big send_broadcast_denied send_noroute send_errors
+    send_family_mismatch
 """) | frozenset(f"icmp_error_{n}" for n in ERRNO_NAMES)
 
 RAW_COUNTERS: frozenset[str] = SOCKETS | names("""

@@ -16,16 +16,33 @@ from typing import Any
 
 import trio
 
-from stack.addr import AF_INET, ANY4, Addr, Endpoint, is_multicast, pseudo_header_sum
+from stack.addr import (
+    AF_INET,
+    AF_INET6,
+    Addr,
+    Endpoint,
+    ScopedEndpoint,
+    is_link_local6,
+    is_multicast,
+    pseudo_header_sum,
+)
 from stack.counters import Counters
 from stack.multicast import MulticastHost, SocketMulticast
-from stack.network import IPInfo, NetworkLayer
+from stack.network import IPInfo, NetworkLayer, scope_ifname, scoped_source
 from stack.sysctl import Sysctl
-from stack.transport import mcast
+from stack.transport import ip6opt, mcast, mcast6
 from stack.transport.counters import UDP_COUNTERS
 from stack.transport.knobs import Knobs, register_sysctls
 from stack.transport.ports import EphemeralPorts
-from stack.transport.sockaddr import UNSPECIFIED, SockAddr, endpoint
+from stack.transport.sockaddr import (
+    UNSPECIFIED,
+    SockAddr,
+    accepts,
+    any_for,
+    endpoint,
+    endpoint_scope,
+    overlaps,
+)
 from stack.transport.sockopt import fire_change, get_ip_option, set_ip_option
 from stack.transport.sockopt import sock_error as _err
 from stack.transport.wire import udp as wire
@@ -57,18 +74,27 @@ SOCK_MIN_SNDBUF = 4608
 
 
 class UDPSocket:
-    family = AF_INET
     type = _s.SOCK_DGRAM
     proto_number = IPPROTO_UDP
 
-    def __init__(self, proto: UDPProto) -> None:
+    def __init__(self, proto: UDPProto, family: int = AF_INET) -> None:
         self.proto = proto
-        self.laddr: Addr = ANY4
+        #: AF_INET, or AF_INET6 (dual-stack: IPv4 peers as IPv4-mapped, unless V6ONLY)
+        self.family = family
+        any_ = any_for(family)
+        self.laddr: Addr = any_
         self.lport = 0
         #: the bound address when it can be a source (not unspecified, not a broadcast)
         self.src: Addr | None = None
-        self.raddr: Addr = ANY4
+        self.raddr: Addr = any_
         self.rport = 0
+        #: the interface a connected link-local peer's scope id names
+        self.ifname: str | None = None
+        self.v6only = False
+        #: IPV6_RECVPKTINFO / RECVHOPLIMIT / RECVTCLASS (ip6opt.RECV_* bits)
+        self.recv6 = 0
+        #: IPV6_PKTINFO: (source, ifindex) for what is sent
+        self.pktinfo: tuple[Addr | None, int] | None = None
         self.bound = False
         self.connected = False
         self.closed = False
@@ -115,7 +141,7 @@ class UDPSocket:
         self._check()
         if self.bound:
             raise _err(errno.EINVAL, "socket is already bound")
-        laddr, port = endpoint(address, self.family)
+        laddr, port = endpoint(address, self.family, self.v6only)
         self.proto.bind(self, laddr, port)
 
     def connect(self, address: SockAddr | None) -> None:
@@ -123,32 +149,42 @@ class UDPSocket:
         self._check()
         if address is None:
             self.connected = False
-            self.raddr, self.rport = ANY4, 0
+            self.raddr, self.rport = any_for(self.family), 0
+            self.ifname = None
             return
-        raddr, rport = endpoint(address, self.family)
+        (raddr, rport), scope = endpoint_scope(address, self.family, self.v6only)
         if rport == 0:
             raise _err(errno.EINVAL)
         if self.proto.inet.is_broadcast(raddr):
             if not self.broadcast:
                 raise _err(errno.EACCES)
         if not self.bound:
-            self.proto.bind(self, ANY4, 0)
+            self.proto.bind(self, any_for(self.family), 0)
         self.raddr, self.rport = raddr, rport
+        self.ifname = scope_ifname(self.proto.inet, scope)
         self.connected = True
         self.error = 0
 
     def getsockname(self) -> Endpoint:
         laddr = self.laddr
         if laddr in UNSPECIFIED and self.connected:
-            src = self.proto.inet.source_for(self.raddr)
+            src = scoped_source(self.proto.inet, self.raddr, self.ifname)
             if src is not None:
                 laddr = src
-        return Endpoint(laddr, self.lport)
+        return self._scoped(laddr, self.lport)
 
     def getpeername(self) -> Endpoint:
         if not self.connected:
             raise _err(errno.ENOTCONN)
-        return Endpoint(self.raddr, self.rport)
+        return self._scoped(self.raddr, self.rport)
+
+    def _scoped(self, addr: Addr, port: int) -> Endpoint:
+        if is_link_local6(addr):
+            idx = ip6opt.scope_index(self.proto.inet, addr if self.proto.inet.is_local(addr)
+                                     else self.getsockname().addr)
+            if idx:
+                return ScopedEndpoint(addr, port, idx)
+        return Endpoint(addr, port)
 
     def _take_error(self) -> None:
         if self.error:
@@ -162,13 +198,15 @@ class UDPSocket:
             if not self.connected:
                 raise _err(errno.EDESTADDRREQ)
             raddr, rport = self.raddr, self.rport
+            ifname = self.ifname
         else:
             if self.connected:
                 raise _err(errno.EISCONN)
-            raddr, rport = endpoint(address, self.family)
+            (raddr, rport), scope = endpoint_scope(address, self.family, self.v6only)
             if rport == 0:
                 raise _err(errno.EINVAL, "destination port 0")
-        return self.proto.send(self, data, raddr, rport)
+            ifname = scope_ifname(self.proto.inet, scope) if scope else None
+        return self.proto.send(self, data, raddr, rport, ifname)
 
     async def sendto(self, data: bytes | bytearray | memoryview, address: SockAddr | None = None) -> int:
         await trio.lowlevel.checkpoint()
@@ -188,7 +226,7 @@ class UDPSocket:
             return data[:n], addr
         self._take_error()
         if self.rd_shut:
-            return b"", Endpoint(ANY4, 0)
+            return b"", Endpoint(any_for(self.family), 0)
         raise BlockingIOError(errno.EAGAIN, "no datagram")
 
     async def recvfrom(self, n: int = 65536) -> tuple[bytes, Endpoint]:
@@ -234,6 +272,12 @@ class UDPSocket:
         if level == _s.IPPROTO_IP and opt in mcast.OPTIONS:
             mcast.set_option(self, self.proto.multicast, opt, value)
             return
+        if level == ip6opt.IPPROTO_IPV6 and self.family == AF_INET6:
+            if opt in ip6opt.MCAST_OPTIONS:
+                mcast6.set_option(self, self.proto.multicast, opt, value)
+            else:
+                ip6opt.set_datagram(self, opt, value, self.bound)
+            return
         if isinstance(value, (bytes, bytearray)) and len(value) == 4:
             value = struct.unpack("i", value)[0]
         if level == _s.SOL_SOCKET:
@@ -274,6 +318,10 @@ class UDPSocket:
             if opt in mcast.OPTIONS:
                 return mcast.get_option(self, opt)
             return get_ip_option(self, opt)
+        if level == ip6opt.IPPROTO_IPV6 and self.family == AF_INET6:
+            if opt in ip6opt.MCAST_OPTIONS:
+                return mcast6.get_option(self, opt)
+            return ip6opt.get_datagram(self, opt)
         raise _err(errno.ENOPROTOOPT)
 
 
@@ -303,8 +351,9 @@ class UDPProto:
             setattr(self.cfg, attr, v)
         return set_attr
 
-    def socket(self) -> UDPSocket:
-        return UDPSocket(self)
+    def socket(self, family: int = AF_INET) -> UDPSocket:
+        """A socket of ``family`` (AF_INET, or AF_INET6: dual-stack unless V6ONLY)."""
+        return UDPSocket(self, family)
 
     # ------------------------------------------------------------- ports
     def bind(self, sock: UDPSocket, laddr: Addr, port: int) -> None:
@@ -317,7 +366,7 @@ class UDPProto:
             port = self._ephemeral()
         else:
             for other in self.ports.get(port, ()):
-                if specific and other.laddr not in UNSPECIFIED and laddr != other.laddr:
+                if not overlaps(laddr, sock.v6only, other.laddr, other.v6only):
                     continue
                 if sock.reuseaddr and other.reuseaddr:
                     continue
@@ -342,7 +391,9 @@ class UDPProto:
 
     # ------------------------------------------------------------- output
     def send(self, sock: UDPSocket, data: bytes | bytearray | memoryview, raddr: Addr,
-             rport: int) -> int:
+             rport: int, ifname: str | None = None) -> int:
+        """One datagram to ``raddr``; ``ifname``: the interface a link-local
+        destination's scope id names."""
         c = self.counters
         n = len(data)
         if n > self.cfg.maxdgram:
@@ -352,13 +403,22 @@ class UDPProto:
             c["send_broadcast_denied"] += 1
             raise _err(errno.EACCES)
         if not sock.bound:
-            self.bind(sock, ANY4, 0)
+            self.bind(sock, any_for(sock.family), 0)
         laddr = sock.src
+        if laddr is not None and laddr >> 32 != raddr >> 32 and (
+                laddr >> 32 == 0xFFFF or raddr >> 32 == 0xFFFF):
+            c["send_family_mismatch"] += 1  # bound to one family, sending to the other
+            raise _err(errno.ENETUNREACH)
+        if sock.pktinfo is not None:  # IPV6_PKTINFO (sticky): source and interface
+            if sock.pktinfo[0] is not None and laddr is None:
+                laddr = sock.pktinfo[0]
+            if sock.pktinfo[1] and ifname is None:
+                ifname = scope_ifname(self.inet, sock.pktinfo[1])
         group = is_multicast(raddr)
         if laddr is None and group:
             laddr = mcast.source(sock, raddr, self.multicast)
         if laddr is None:
-            laddr = self.inet.source_for(raddr)
+            laddr = scoped_source(self.inet, raddr, ifname)
             if laddr is None:
                 c["send_noroute"] += 1
                 raise _err(errno.ENETUNREACH)
@@ -375,7 +435,7 @@ class UDPProto:
                              tos=sock.tos, df=sock.df)
         else:
             err = self.inet.output(laddr, raddr, IPPROTO_UDP, [hdr, payload], ttl=sock.ttl,
-                                   tos=sock.tos, df=sock.df)
+                                   tos=sock.tos, df=sock.df, ifname=ifname)
         if err:
             c["send_errors"] += 1
             raise _err(err)
@@ -393,6 +453,9 @@ class UDPProto:
             c["drop_malformed"] += 1
             return
         if d.csum == 0:
+            if info.src >> 32 != 0xFFFF:
+                c["drop_zero_checksum6"] += 1  # mandatory over IPv6 (RFC 8200 §8.1)
+                return
             c["no_checksum"] += 1  # sender chose none (RFC 768)
         elif not info.csum_valid and not verify(
                 (info.payload[:d.length],),
@@ -409,8 +472,12 @@ class UDPProto:
                 self._port_unreachable(info)
             return
         data = bytes(d.payload)  # the one copy
-        addr = Endpoint(info.src, d.sport)
+        src = info.src
+        addr = Endpoint(src, d.sport)
+        if is_link_local6(src) and info.pkt is not None and info.pkt.iface is not None:
+            addr = ScopedEndpoint(src, d.sport, info.pkt.iface.index)
         for sock in targets:
+            frm = self._recv_endpoint(sock, info, d.sport) if sock.recv6 else addr
             if sock.rd_shut:
                 c["drop_shut_rd"] += 1
                 continue
@@ -418,7 +485,7 @@ class UDPProto:
                 sock.drops += 1
                 c["rcv_queue_full"] += 1
                 continue
-            sock.queue.append((data, addr))
+            sock.queue.append((data, frm))
             sock.queued += len(data)
             c["delivered"] += 1
             sock._notify()
@@ -433,7 +500,7 @@ class UDPProto:
         for s in socks:
             if s.closed:
                 continue
-            if s.laddr != dst and s.laddr not in UNSPECIFIED:
+            if s.laddr != dst and not accepts(s.laddr, s.v6only, dst):
                 continue  # a unicast-bound socket gets no broadcasts (BSD, Linux)
             if s.connected and (s.raddr != src or s.rport != sport):
                 continue
@@ -444,6 +511,15 @@ class UDPProto:
             if score > best_score:
                 best, best_score = [s], score
         return best
+
+    @staticmethod
+    def _recv_endpoint(sock: UDPSocket, info: IPInfo, sport: int) -> Endpoint:
+        """The source with what IPV6_RECVPKTINFO/HOPLIMIT/TCLASS keep (ip6opt.py)."""
+        pkt = info.pkt
+        ifindex = pkt.iface.index if pkt is not None and pkt.iface is not None else 0
+        scope = ifindex if is_link_local6(info.src) else 0
+        return ip6opt.recv_endpoint(info.src, sport, scope, sock.recv6, info.dst, ifindex,
+                                    info.ttl, info.tos)
 
     def _port_unreachable(self, info: IPInfo) -> None:
         """ICMP port unreachable back to the sender (the network layer's, rate-limited)."""

@@ -11,7 +11,8 @@ from rmgr.libsocket import abi
 from tests.conftest import REPO
 
 STRUCTS = {"iop_sockaddr": abi.SOCKADDR.size, "iop_accept": abi.ACCEPT.size,
-           "iop_sockopt": abi.SOCKOPT.size, "iop_sockinfo": abi.SOCKINFO.size}
+           "iop_sockopt": abi.SOCKOPT.size, "iop_sockinfo": abi.SOCKINFO.size,
+           "iop_recvinfo": abi.RECVINFO.size}
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")

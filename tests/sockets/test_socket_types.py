@@ -82,7 +82,9 @@ async def test_module_socket_type_in_the_tree_and_gone_at_unload() -> None:
         for path in ("2/2/253", "24/2/253", "inet/loop", "inet/loopback", "inet6/loop",
                      "inet6/loopback", "loop/clone", "loop/stats"):
             assert path in after, path
-        assert "24/2/0" not in after and "inet6/tcp" not in after  # no default, no TCP
+        # not a default (24/2/0 stays the built-in AF_INET6 UDP's), and no TCP of its own
+        assert after["24/2/0"] is after["24/2/17"] is before["24/2/17"]
+        assert after["inet6/tcp"] is before["inet6/tcp"]
         assert after["inet/loop"] is after["2/2/253"] is after["inet/loopback"]
         # the built-in files are the very same nodes (the kernel knows them by inode)
         assert all(after[p] is node for p, node in before.items()), \
@@ -192,7 +194,9 @@ async def test_module_socket_type_through_the_files(tmp_path: Path) -> None:
         got = await trio.to_thread.run_sync(_through_files, prefix)
         assert {"24", "inet6", "loop", "2", "inet", "tcp", "udp", "raw"} <= set(got["root"])  # type: ignore[call-overload]
         assert got["2/2"] == ["0", "17", "253"]
-        assert got["inet6"] == ["loop", "loopback"]
+        # beside the built-in AF_INET6 rows
+        assert got["inet6"] == ["dgram", "icmp6", "loop", "loopback", "raw", "stream", "tcp",
+                                "udp"]
         assert got["name"] == ("127.0.0.1", 4000)
         assert got["read"] == b"ping" and got["from"] == ("127.0.0.1", 4000)
         assert got["info"] == (socket.AF_INET, socket.SOCK_DGRAM, 253, "loop")
@@ -207,7 +211,8 @@ async def test_module_socket_type_through_the_files(tmp_path: Path) -> None:
 
         await _unload(st, inst)
         gone = await trio.to_thread.run_sync(_after_unload, prefix)
-        assert not {"24", "inet6", "loop"} & set(gone["root"])  # type: ignore[call-overload]
+        assert "loop" not in set(gone["root"])  # type: ignore[call-overload]
+        assert {"24", "inet6"} <= set(gone["root"])  # type: ignore[call-overload]  # built in
         assert gone["2/2"] == ["0", "17"]
         # the kernel may still hold the entry for a second: then the stack says no
         assert gone["open"] in (errno.ENOENT, errno.EPROTONOSUPPORT)

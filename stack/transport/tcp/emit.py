@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from stack.addr import Addr
-from stack.network import NetworkLayer
+from stack.network import DualNetwork, NetworkLayer
 from stack.packet import Buffer, TxMeta
 
 IPPROTO_TCP = 6
@@ -33,9 +33,15 @@ class NetworkEmitter:
     def __init__(self, net: NetworkLayer, proto: int = IPPROTO_TCP) -> None:
         self.net = net
         self.proto = proto
-        self._output = net.output
+        self._output = self._output6 = net.output
+        if isinstance(net, DualNetwork):  # both families: each segment to its own layer
+            self._output = net.v4.output
+            if net.v6 is not None:
+                self._output6 = net.v6.output
 
     def emit(self, src: Addr, dst: Addr, header: bytearray, payload: Sequence[Buffer] | None,
              meta: TxMeta | None, ttl: int | None = None, tos: int = 0) -> int:
-        return self._output(src, dst, self.proto, [header, *payload] if payload else [header],
-                            ttl=ttl, tos=tos, meta=meta)
+        # dst >> 32 == 0xFFFF: IPv4-mapped, the IPv4 layer's (stack/addr.py is_v4)
+        return (self._output if dst >> 32 == 0xFFFF else self._output6)(
+            src, dst, self.proto, [header, *payload] if payload else [header],
+            ttl=ttl, tos=tos, meta=meta)

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from stack.addr import Addr, family, is_multicast, pseudo_header_sum, unspecified
+from stack.addr import AF_INET, ANY6, Addr, family, is_multicast, pseudo_header_sum, unspecified
 from stack.counters import Counters
-from stack.network import IPInfo, NetworkLayer, control_errno
+from stack.network import IPInfo, NetworkLayer, control_errno, scoped_source
 from stack.sysctl import Sysctl
 from stack.transport.knobs import Knobs, register_sysctls
 from stack.transport.ports import EphemeralPorts
-from stack.transport.sockaddr import UNSPECIFIED
+from stack.transport.sockaddr import UNSPECIFIED, overlaps
 from stack.transport.tcp import seq as sq
 from stack.transport.tcp.counters import TCP_COUNTERS
 from stack.transport.tcp.emit import Emitter, NetworkEmitter
@@ -173,10 +173,11 @@ class TCPProto:
     def route_offloads(self, dst: Addr) -> set[str]:
         return self.inet.route_offloads(dst)
 
-    def socket(self) -> TCPSocket:
+    def socket(self, family: int = AF_INET) -> TCPSocket:
+        """A socket of ``family`` (AF_INET, or AF_INET6: dual-stack unless IPV6_V6ONLY)."""
         from stack.transport.tcp.socket import TCPSocket  # the socket module imports this one
 
-        return TCPSocket(self)
+        return TCPSocket(self, family=family)
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -187,7 +188,7 @@ class TCPProto:
         for t in self.ports.get(port, ()):
             if t is tcb:
                 continue
-            if laddr != t.laddr and laddr not in UNSPECIFIED and t.laddr not in UNSPECIFIED:
+            if not overlaps(laddr, tcb.v6only, t.laddr, getattr(t, "v6only", False)):
                 continue
             if t.state == S.LISTEN:
                 return True
@@ -228,7 +229,10 @@ class TCPProto:
             tcb.bound = False
 
     # ------------------------------------------------------------- connect / listen
-    def connect(self, tcb: TCB, raddr: Addr, rport: int) -> None:
+    def connect(self, tcb: TCB, raddr: Addr, rport: int, ifname: str | None = None) -> None:
+        """Start the handshake to ``raddr``; ``ifname``: the interface a link-local
+        ``raddr``'s scope id names (the source is that interface's address, which then
+        keeps the connection on it)."""
         if tcb.state == S.LISTEN:
             raise _err(errno.EINVAL)
         if tcb.state != S.CLOSED:
@@ -238,8 +242,10 @@ class TCPProto:
         if self.inet.is_broadcast(raddr) or is_multicast(raddr):
             raise _err(errno.ENETUNREACH, "TCP to a broadcast/multicast address")
         laddr = tcb.laddr
+        if laddr not in UNSPECIFIED and family(laddr) != family(raddr):
+            raise _err(errno.ENETUNREACH, "bound to an address of the other family")
         if laddr in UNSPECIFIED:
-            src = self.inet.source_for(raddr)
+            src = scoped_source(self.inet, raddr, ifname)
             if src is None:
                 self.counters["connect_noroute"] += 1
                 raise _err(errno.ENETUNREACH)
@@ -274,8 +280,8 @@ class TCPProto:
             self.bind(tcb, tcb.laddr, 0)
         key = (tcb.laddr, tcb.lport)
         for t in self.ports.get(tcb.lport, ()):
-            if t is not tcb and t.state == S.LISTEN and (
-                    t.laddr == tcb.laddr or t.laddr in UNSPECIFIED or tcb.laddr in UNSPECIFIED):
+            if t is not tcb and t.state == S.LISTEN and overlaps(
+                    t.laddr, getattr(t, "v6only", False), tcb.laddr, tcb.v6only):
                 raise _err(errno.EADDRINUSE)
         tcb.backlog = max(backlog, 1)
         self.listeners[key] = tcb
@@ -401,6 +407,11 @@ class TCPProto:
                 return
         lst = self.listeners.get((info.dst, seg.dport)) \
             or self.listeners.get((unspecified(family(info.dst)), seg.dport))
+        if lst is None and info.dst >> 32 == 0xFFFF:
+            # IPv4 to a dual-stack AF_INET6 listener on "::" (not IPV6_V6ONLY)
+            lst = self.listeners.get((ANY6, seg.dport))
+            if lst is not None and lst.v6only:
+                lst = None
         if lst is None:
             if seg.flags & RST:
                 c["drop_rst_closed_port"] += 1
@@ -470,6 +481,7 @@ class TCPProto:
         tcb.ttl = lst.ttl
         tcb.tos = lst.tos
         tcb.reuseaddr = lst.reuseaddr
+        tcb.v6only = lst.v6only
         tcb.rcv_limit = lst.rcv_limit
         tcb.snd_limit = lst.snd_limit
         tcb.rcv_scale = lst.rcv_scale

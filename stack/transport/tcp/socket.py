@@ -18,8 +18,10 @@ from typing import Any
 
 import trio
 
-from stack.addr import AF_INET, Endpoint
-from stack.transport.sockaddr import SockAddr, endpoint
+from stack.addr import AF_INET, AF_INET6, Endpoint, ScopedEndpoint, is_link_local6
+from stack.network import scope_ifname
+from stack.transport import ip6opt
+from stack.transport.sockaddr import SockAddr, any_for, endpoint, endpoint_scope
 from stack.transport.sockopt import fire_change, get_ip_option, set_ip_option
 from stack.transport.sockopt import sock_error as _err
 from stack.transport.tcp import info as tcpinfo
@@ -40,21 +42,28 @@ KEEP_NAMES = {_s.TCP_KEEPIDLE: "idle time", _s.TCP_KEEPINTVL: "interval", _s.TCP
 
 
 class TCPSocket:
-    family = AF_INET
     type = _s.SOCK_STREAM
     proto_number = _s.IPPROTO_TCP
 
-    def __init__(self, proto: TCPProto, tcb: TCB | None = None) -> None:
+    def __init__(self, proto: TCPProto, tcb: TCB | None = None, *,
+                 family: int = AF_INET) -> None:
         self.proto = proto
-        self.tcb = tcb if tcb is not None else TCB(proto, self)
+        #: AF_INET, or AF_INET6 (dual-stack: IPv4 peers as IPv4-mapped, unless V6ONLY)
+        self.family = family
+        accepted = tcb is not None
+        if tcb is None:
+            tcb = TCB(proto, self)
+            if family == AF_INET6:
+                tcb.laddr = tcb.raddr = any_for(family)
+        self.tcb = tcb
         self.tcb.sock = self
         self.on_change: list[Callable[[], None]] = []
         self._event = trio.Event()
         self.linger: tuple[int, int] = (0, 0)
         self.broadcast = False
         self.closed = False
-        self._was_connected = tcb is not None
-        self._connect_reported = tcb is not None
+        self._was_connected = accepted
+        self._connect_reported = accepted
         self.rcvbuf_set = 0
         self.sndbuf_set = 0
 
@@ -107,19 +116,28 @@ class TCPSocket:
 
     def bind(self, address: SockAddr) -> None:
         self._check_open()
-        laddr, port = endpoint(address, self.family)
+        laddr, port = endpoint(address, self.family, self.tcb.v6only)
         if self.tcb.state != S.CLOSED or self.tcb.bound:
             raise _err(errno.EINVAL, "socket is already bound")
         self.proto.bind(self.tcb, laddr, port)
 
     def getsockname(self) -> Endpoint:
-        return Endpoint(self.tcb.laddr, self.tcb.lport)
+        return self._scoped(self.tcb.laddr, self.tcb.lport)
 
     def getpeername(self) -> Endpoint:
         t = self.tcb
         if t.state in (S.CLOSED, S.LISTEN, S.SYN_SENT) or not t.rport:
             raise _err(errno.ENOTCONN)
-        return Endpoint(t.raddr, t.rport)
+        return self._scoped(t.raddr, t.rport)
+
+    def _scoped(self, addr: int, port: int) -> Endpoint:
+        """A link-local endpoint with its scope id: the interface of our link-local
+        address (what Linux reports in sin6_scope_id)."""
+        if is_link_local6(addr):
+            idx = ip6opt.scope_index(self.proto.inet, self.tcb.laddr)
+            if idx:
+                return ScopedEndpoint(addr, port, idx)  # type: ignore[arg-type]
+        return Endpoint(addr, port)  # type: ignore[arg-type]
 
     @property
     def state(self) -> str:
@@ -140,9 +158,9 @@ class TCPSocket:
             child.listener = None
             if child.state == S.CLOSED:
                 continue
-            sock = TCPSocket(self.proto, child)
+            sock = TCPSocket(self.proto, child, family=self.family)
             self.proto.counters["accepted"] += 1
-            return sock, Endpoint(child.raddr, child.rport)
+            return sock, sock._scoped(child.raddr, child.rport)
         raise BlockingIOError(errno.EAGAIN, "no pending connection")
 
     async def accept(self) -> tuple[TCPSocket, Endpoint]:
@@ -162,9 +180,9 @@ class TCPSocket:
         if t.state == S.CLOSED and t.error and self._was_connected is False and self._connect_started:
             err, t.error = t.error, 0
             raise _err(err)
-        raddr, rport = endpoint(address, self.family)
+        (raddr, rport), scope = endpoint_scope(address, self.family, t.v6only)
         if t.state == S.CLOSED:
-            self.proto.connect(t, raddr, rport)
+            self.proto.connect(t, raddr, rport, scope_ifname(self.proto.inet, scope))
             self._connect_started = True
             if t.state == S.ESTABLISHED:
                 self._was_connected = True
@@ -373,6 +391,13 @@ class TCPSocket:
                 raise _err(errno.ENOPROTOOPT)
         elif level == _s.IPPROTO_IP:
             set_ip_option(t, opt, value)
+        elif level == ip6opt.IPPROTO_IPV6 and self.family == AF_INET6:
+            if opt == ip6opt.IPV6_V6ONLY:
+                if t.bound or t.state != S.CLOSED:
+                    raise _err(errno.EINVAL)
+                t.v6only = bool(ip6opt.int_value(value))
+            else:
+                ip6opt.set_common(t, opt, value)
         else:
             raise _err(errno.ENOPROTOOPT)
 
@@ -413,6 +438,10 @@ class TCPSocket:
             raise _err(errno.ENOPROTOOPT)
         if level == _s.IPPROTO_IP:
             return get_ip_option(t, opt)
+        if level == ip6opt.IPPROTO_IPV6 and self.family == AF_INET6:
+            if opt == ip6opt.IPV6_V6ONLY:
+                return int(t.v6only)
+            return ip6opt.get_common(t, opt)
         raise _err(errno.ENOPROTOOPT)
 
     def info(self) -> dict[str, Any]:

@@ -118,6 +118,7 @@ class TCBState:
         self.pseudo = 0
         self.bound = False
         self.reuseaddr = False
+        self.v6only = False  # IPV6_V6ONLY: an AF_INET6 socket's "::" takes no IPv4
         self.in_table = False
         # listener
         self.backlog = 0
