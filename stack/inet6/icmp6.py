@@ -25,7 +25,14 @@ from stack.counters import Counters
 from stack.inet6.counters import ICMP6_COUNTERS
 from stack.inet6.ifaddr import is_multicast6
 from stack.inet6.wire import icmp6 as w6
-from stack.inet6.wire.ipv6 import EXTENSION_HEADERS, HLEN, NH_ICMPV6, ChainError, walk_chain
+from stack.inet6.wire.ipv6 import (
+    EXTENSION_HEADERS,
+    HLEN,
+    NH_ICMPV6,
+    NH_NONE,
+    ChainError,
+    walk_chain,
+)
 from stack.network import IPInfo
 
 if TYPE_CHECKING:  # cycle: the layer owns this part and the part calls back into it
@@ -174,7 +181,9 @@ class Icmp6:
             except ChainError:
                 c["drop_error_bad_quote"] += 1
                 return
-            nh = ch.proto
+            # a later fragment quoted: no transport header to hand anyone (the path MTU
+            # is still learned below)
+            nh = ch.proto if not ch.frag_offset else NH_NONE
             l4off = ch.l4
         l4 = inner[l4off:]
         t, code = buf[0], buf[1]

@@ -492,8 +492,10 @@ class IPv6Layer:
                 if code == -2:
                     code = -1 if multicast else PP_OPTION
                 if code >= 0:
+                    # RFC 8200 §4.2: action 10 reports even to a multicast destination
+                    # (action 11, code -2, only to unicast ones: handled above)
                     self.icmp.send_error(w6.PARAM_PROBLEM, code, data[off:off + total],
-                                         e.pointer, multicast_ok=e.code == -2)
+                                         e.pointer, multicast_ok=e.code == PP_OPTION)
                 return
             if ch.routing_at >= 0 and ch.segments_left:
                 # RFC 5095: type 0 is deprecated; we route no source routes at all

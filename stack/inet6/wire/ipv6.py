@@ -134,8 +134,10 @@ def walk_chain(data: memoryview | bytes, off: int, total: int, nh: int) -> Chain
             nxt = data[b]
             hlen = (data[b + 1] + 1) * 8
         if pos + hlen > total:
-            raise ChainError("drop_truncated_chain",
-                             PP_INCOMPLETE_CHAIN if ch.frag_at >= 0 else PP_HEADER, nh_at)
+            # RFC 7112 §5: an incomplete chain in a first fragment, pointer 0
+            if ch.frag_at >= 0:
+                raise ChainError("drop_truncated_chain", PP_INCOMPLETE_CHAIN, 0)
+            raise ChainError("drop_truncated_chain", PP_HEADER, nh_at)
         if nh in (NH_HOPOPTS, NH_DSTOPTS):
             _check_options(data, b, hlen, pos, ch, nh == NH_HOPOPTS)
         elif nh == NH_ROUTING:
