@@ -113,6 +113,8 @@ class Control:
             snap["if"][name] = self.interfaces.ifinfo(iface)
             for a in backend.addresses(self.stack, iface):
                 snap["addr"][f"{a.prefix} if {name}"] = ""
+            for a6 in backend.addresses6(self.stack, iface):
+                snap["addr"][f"{a6.prefix} if {name}"] = ""
         for r in backend.list_routes(self.stack):
             key = f"{r['destination']} gateway {r['gateway']} if {r['interface']}"
             snap["route"][key] = f"metric {r['metric']} flags {r['flags']}"

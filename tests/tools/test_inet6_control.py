@@ -221,3 +221,22 @@ async def test_rtadvd_file_and_ndp_prefixes_routers_between_two_stacks(tmp_path:
             while table(await read(b, "config/ndp_routers")):
                 await trio.sleep(0.1)
         assert await read(a, "config/rtadvd") == ""
+
+
+async def test_route_monitor_reports_inet6() -> None:
+    async with running_stack(inet6=True) as st:
+        h = await open_node(node_at(st, "config/route_monitor"), OpenRequest(USER, 0))  # type: ignore[arg-type]
+        await write(st, "config/interfaces", "lo0 inet6 2001:db8::1/64")
+        await write(st, "config/routes", "add 2001:db8:9::/48 fe80::1%lo0")
+        await write(st, "config/interfaces", "lo0 delete 2001:db8::1")
+        text = b""
+        with trio.fail_after(2):
+            while text.count(b"\n") < 5:
+                text += bytes(await h.read(4096, IoRequest(USER, False)))
+        lines = text.decode().splitlines()
+        assert lines[:3] == [
+            "RTM_NEWADDR: address 2001:db8::1/64 if lo0",
+            "RTM_ADD: dst 2001:db8::/64 gateway link if lo0 metric 0 flags UC",
+            "RTM_ADD: dst 2001:db8:9::/48 gateway fe80::1%lo0 if lo0 metric 0 flags UGS"]
+        assert "RTM_DELADDR: address 2001:db8::1/64 if lo0" in lines[3:5], lines
+        h.release()
