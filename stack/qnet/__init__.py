@@ -1,0 +1,1 @@
+"""Qnet: transparent distributed processing (issue 17); docs/qnet.md."""
