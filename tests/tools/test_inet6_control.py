@@ -240,3 +240,31 @@ async def test_route_monitor_reports_inet6() -> None:
             "RTM_ADD: dst 2001:db8:9::/48 gateway fe80::1%lo0 if lo0 metric 0 flags UGS"]
         assert "RTM_DELADDR: address 2001:db8::1/64 if lo0" in lines[3:5], lines
         h.release()
+
+
+async def test_sockets_file_names_ipv6_sockets() -> None:
+    """config/sockets calls IPv6 sockets tcp6/udp6 (netstat -f inet6), endpoints in
+    IPv6 text, beside the IPv4 ones."""
+    from stack.addr import AF_INET, AF_INET6
+    from stack.tools.netstat import bsd_endpoint
+
+    async with running_stack(inet6=True) as st:
+        await write(st, "config/interfaces", "lo0 inet6 2001:db8::1/64")
+        t = st.transports
+        u6 = t.udp.socket(AF_INET6)
+        u6.bind(("::", 5353))
+        u6b = t.udp.socket(AF_INET6)
+        u6b.bind(("2001:db8::1", 6000))
+        u4 = t.udp.socket(AF_INET)
+        u4.bind(("0.0.0.0", 5354))
+        l6 = t.tcp.socket(AF_INET6)
+        l6.bind(("::1", 8080))
+        l6.listen()
+        rows = {(r["proto"], r["local"]): r for r in table(await read(st, "config/sockets"))}
+        assert ("udp6", "*:5353") in rows and ("udp6", "2001:db8::1:6000") in rows, rows
+        assert ("udp", "*:5354") in rows
+        assert rows[("tcp6", "::1:8080")]["state"] == "LISTEN", rows
+        assert bsd_endpoint("2001:db8::1:6000") == "2001:db8::1.6000"
+        assert bsd_endpoint("::1:8080") == "::1.8080"
+        for s in (u6, u6b, u4, l6):
+            s.close()
