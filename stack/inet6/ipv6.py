@@ -516,6 +516,17 @@ class IPv6Layer:
                         self.icmp.send_error(w6.PARAM_PROBLEM, PP_INCOMPLETE_CHAIN,
                                              data[off:off + total], 0)
                         return
+                    # RFC 8200 §4.5: a fragment whose length is not a multiple of 8 (M
+                    # set), or that reaches past 65,535 bytes, draws a Parameter Problem
+                    # at the payload length / fragment offset field (reassembly drops
+                    # and counts it)
+                    flen = total - ch.frag_at - 8
+                    if ch.frag_more and flen & 7:
+                        self.icmp.send_error(w6.PARAM_PROBLEM, PP_HEADER,
+                                             data[off:off + total], 4)
+                    elif ch.frag_offset + flen > 65535 - (ch.unfragmentable_end - HLEN):
+                        self.icmp.send_error(w6.PARAM_PROBLEM, PP_HEADER,
+                                             data[off:off + total], ch.frag_at + 2)
                     whole = self.reass.input(data[off:off + ch.unfragmentable_end],
                                              data[off + ch.frag_at + 8:off + total],
                                              data[off + ch.frag_at], src, dst, ch.frag_ident,

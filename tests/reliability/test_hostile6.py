@@ -160,6 +160,14 @@ def corpus(six: Six) -> list[tuple[str, list[Any], tuple[str, ...], Any]]:
          [ip() / IPv6ExtHdrFragment(nh=60, id=0x703, offset=0, m=1)
           / Raw(bytes([6, 1]) + bytes(6))],
          ("ip6.drop_truncated_chain", "icmp6.out_error_4_3"), (4, 3, 0)),
+        # RFC 8200 §4.5: a length not a multiple of 8 with M set, and a fragment past
+        # 65,535 bytes: Parameter Problem at the payload length / fragment offset field
+        ("fragment_length_not_multiple_of_8",
+         [ip() / IPv6ExtHdrFragment(nh=58, id=0x707, offset=1, m=1) / Raw(b"B" * 12)],
+         ("reass6.drop_bad_fragment", "icmp6.out_error_4_0"), (4, 0, 4)),
+        ("fragment_beyond_64k",
+         [ip() / IPv6ExtHdrFragment(nh=58, id=0x708, offset=8190, m=0) / Raw(b"C" * 16)],
+         ("reass6.drop_too_long", "icmp6.out_error_4_0"), (4, 0, 42)),
         ("atomic_fragment_processed",
          [ip() / IPv6ExtHdrFragment(nh=58, id=0x704, offset=0, m=0) / Raw(echo)],
          ("ip6.atomic_fragments",), "echo-reply"),
