@@ -130,7 +130,7 @@ class RawSocket:
             dst = host_addr(_host(address), self.family, True)
             ifname = scope_ifname(self.rawproto.inet, _scope(address))
         inet = self.rawproto.inet
-        if inet.is_broadcast(dst) and not self.broadcast and self.family == AF_INET:
+        if not self.broadcast and inet.is_broadcast(dst) and not is_multicast(dst):
             raise _err(errno.EACCES)
         src = None if self.laddr in UNSPECIFIED else self.laddr
         if self.pktinfo is not None:  # IPV6_PKTINFO (sticky)

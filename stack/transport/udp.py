@@ -155,7 +155,7 @@ class UDPSocket:
         (raddr, rport), scope = endpoint_scope(address, self.family, self.v6only)
         if rport == 0:
             raise _err(errno.EINVAL)
-        if self.proto.inet.is_broadcast(raddr):
+        if self.proto.inet.is_broadcast(raddr) and not is_multicast(raddr):
             if not self.broadcast:
                 raise _err(errno.EACCES)
         if not self.bound:
@@ -399,7 +399,8 @@ class UDPProto:
         if n > self.cfg.maxdgram:
             c["send_too_big"] += 1
             raise _err(errno.EMSGSIZE)
-        if self.inet.is_broadcast(raddr) and not sock.broadcast:
+        # (IPv6's is_broadcast is multicast: SO_BROADCAST is about broadcasts only)
+        if not sock.broadcast and self.inet.is_broadcast(raddr) and not is_multicast(raddr):
             c["send_broadcast_denied"] += 1
             raise _err(errno.EACCES)
         if not sock.bound:

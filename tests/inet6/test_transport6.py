@@ -354,3 +354,50 @@ async def test_udp6_multicast_join(netns6: NetNS) -> None:
         out = await nsout(netns6, "ip", "-6", "maddr", "show", "dev", "tap0")
         assert "ff15::1:2" not in out  # (the kernel's own list: it never joined)
         u.close()
+
+
+async def test_udp6_multicast_loop_and_hops(netns6: NetNS) -> None:
+    """IPV6_MULTICAST_LOOP delivers our own datagram to a member here (and off, not);
+    IPV6_MULTICAST_HOPS is the hop limit the kernel sees; IPV6_MULTICAST_IF picks the
+    interface."""
+    group = "ff15::77"
+    async with stack6(netns6) as st:
+        idx = st.interfaces["tap0"].index
+        member = st.udp.socket(AF_INET6)
+        member.bind(("::", 6020))
+        mreq = socket.inet_pton(socket.AF_INET6, group) + struct.pack("@i", idx)
+        member.setsockopt(IPPROTO_IPV6, 20, mreq)
+        sender = st.udp.socket(AF_INET6)
+        sender.setsockopt(IPPROTO_IPV6, 17, idx)   # IPV6_MULTICAST_IF
+        sender.setsockopt(IPPROTO_IPV6, 18, 7)     # IPV6_MULTICAST_HOPS
+        assert sender.getsockopt(IPPROTO_IPV6, 19) == 1  # loop on by default
+        recv = ("import socket, struct; s=socket.socket(socket.AF_INET6, socket.SOCK_DGRAM);"
+                "s.bind(('::', 6020)); s.settimeout(5);"
+                f"s.setsockopt(41, 20, socket.inet_pton(socket.AF_INET6, '{group}') +"
+                " struct.pack('@i', socket.if_nametoindex('tap0')));"
+                "s.setsockopt(41, 51, 1); print('up', flush=True);"
+                "d, anc, f, a = s.recvmsg(100, 100);"
+                "print(d.decode(), struct.unpack('@i', anc[0][2])[0], flush=True)")
+        p = netns6.popen(PY, "-c", recv, stdout=subprocess.PIPE,  # type: ignore[attr-defined]
+                         stderr=subprocess.PIPE, text=True)
+        try:
+            assert p.stdout.readline().strip() == "up"
+            await trio.sleep(0.2)
+            with trio.fail_after(5):
+                await sender.sendto(b"loop-on", (group, 6020))
+                data, _ = await member.recvfrom(100)
+            assert data == b"loop-on"
+            out = await trio.to_thread.run_sync(p.communicate, None, 10)  # type: ignore[arg-type]
+            assert out[0].split() == ["loop-on", "7"], out  # the kernel got it, hop limit 7
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+        sender.setsockopt(IPPROTO_IPV6, 19, 0)
+        await sender.sendto(b"loop-off", (group, 6020))
+        await trio.sleep(0.3)
+        with pytest.raises(BlockingIOError):
+            member.recvfrom_nowait(100)
+        member.close()
+        assert parse_addr(group) not in st.interfaces["tap0"].proto["inet6"].groups
+        sender.close()

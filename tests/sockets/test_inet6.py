@@ -373,3 +373,31 @@ async def test_libsocket_ipv6(net6: Net6) -> None:
     assert struct.unpack("@i", out["anc"][(socket.IPPROTO_IPV6, socket.IPV6_HOPLIMIT)])[0] == 64
     assert out["v6only"] == 97  # EAFNOSUPPORT
     assert out["srv"] == (0, ("::", 7604, 0, 0))
+
+
+async def test_raw_icmp6_through_the_door(net6: Net6) -> None:
+    """A raw ICMPv6 socket as ping6 makes it (socket(AF_INET6, SOCK_RAW, IPPROTO_ICMPV6),
+    root only): the stack fills in the checksum, the reply comes without the IPv6 header
+    (RFC 3542), the sender as a 4-tuple; ``inet6/icmp6`` opens the same kind of socket."""
+    def body() -> tuple[bytes, Any, tuple[int, int, int]]:
+        s = libsocket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+        try:
+            s.settimeout(5)
+            s.sendto(struct.pack("!BBHHH", 128, 0, 0, 0x77, 1) + b"door6", (KERNEL, 0))
+            while True:
+                data, frm = s.recvfrom(2000)
+                if data[0] == 129:
+                    break
+        finally:
+            s.close()
+        fd = os.open(f"{net6.sockdir}/inet6/icmp6", os.O_RDWR)
+        try:
+            info = libsocket.fromfd(fd, socket.AF_INET6, socket.SOCK_RAW).info()
+        finally:
+            os.close(fd)
+        return data, frm, (info.domain, info.type, info.protocol)
+
+    data, frm, info = await in_stack(net6, body)
+    assert data[:2] == b"\x81\x00" and data[4:] == struct.pack("!HH", 0x77, 1) + b"door6"
+    assert frm[0] == KERNEL and len(frm) == 4
+    assert info == (socket.AF_INET6, socket.SOCK_RAW, 58)
