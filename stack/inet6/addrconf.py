@@ -64,6 +64,8 @@ class AddrConf:
     def __init__(self, ip6: IPv6Layer) -> None:
         self.ip6 = ip6
         self.stack = ip6.stack
+        #: interfaces that joined all-routers for router mode
+        self.routers_joined: set[str] = set()
         reg = self.stack.sysctl.register
         self.k_dad_count = reg("net.inet6.ip6.dad_count", 1,
                                "DAD probes before an address is used (0: no DAD)", lo=0, hi=15)
@@ -82,9 +84,11 @@ class AddrConf:
         if event == "attach":
             st = ip6.iface_state(iface)
             self.join(iface, ALL_NODES)
-            if ip6.k_forwarding.value:
+            if ip6.k_forwarding.value and iface.name not in self.routers_joined:
+                self.routers_joined.add(iface.name)
                 self.join(iface, ALL_ROUTERS)
             del st
+            ip6.mld.link_state(iface)
             if iface.up:
                 self._link_up(iface)
         elif event == "detach":
@@ -92,10 +96,12 @@ class AddrConf:
                 self.remove(ia)
             ip6.nd.flush_interface(iface.name)
             self.dns_forget(iface)
+            self.routers_joined.discard(iface.name)
             ip6.routes.remove_where(lambda r: r.ifname == iface.name and
                                     r.prefix.family == 24)
             iface.proto.pop("inet6", None)
         elif event == "change":
+            ip6.mld.link_state(iface)
             if iface.up:
                 self._link_up(iface)
             else:
@@ -381,10 +387,14 @@ class AddrConf:
         self.ip6.mld.leave(iface, group)
 
     def forwarding_changed(self, on: bool) -> None:
+        """Router mode on: every interface listens to all-routers (once, however often
+        the sysctl is written); off: they leave it."""
         for iface in list(self.stack.interfaces.values()):
-            if on:
+            if on and iface.name not in self.routers_joined:
+                self.routers_joined.add(iface.name)
                 self.join(iface, ALL_ROUTERS)
-            elif ALL_ROUTERS in self.ip6.iface_state(iface).groups:
+            elif not on and iface.name in self.routers_joined:
+                self.routers_joined.discard(iface.name)
                 self.leave(iface, ALL_ROUTERS)
 
     def dns_changed(self, iface: Interface) -> None:

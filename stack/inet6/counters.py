@@ -52,6 +52,7 @@ ND_COUNTERS: frozenset[str] = NEIGHBOUR_COUNTERS | names("""
     dad_ns_out dad_conflict_ns dad_conflict_na dup_address ns_not_for_us
     na_multicast_solicited proxy_na ra_mtu ra_mtu_ignored ra_prefix ra_rdnss ra_router
     ra_router_expired redirect_installed drop_redirect_bad drop_redirect_not_router
+    drop_redirect_forwarding
     drop_own
 """)
 

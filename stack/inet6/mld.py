@@ -1,14 +1,17 @@
 """Multicast Listener Discovery, listener side (RFC 3810 MLDv2; RFC 2710 MLDv1 when a
 v1 querier is heard): the groups an interface listens to, and the reports that tell
 snooping switches and routers so (the solicited-node groups above all: without them a
-snooping bridge would not deliver ND).
+snooping bridge would not deliver ND; tests/inet6/test_mld6_kernel.py shows a Linux
+bridge that floods nothing unregistered to us delivering ND only for reported groups).
 
 ``join``/``leave`` count joins per (interface, group) — the layer's own (all-nodes,
 solicited-node, all-routers) and sockets' (IPV6_JOIN_GROUP) alike — and program the
 link's multicast filter (33:33 + low 32 bits). A first join sends an unsolicited
 report (CHANGE_TO_EXCLUDE {}, twice: the robustness variable), a last leave a
-CHANGE_TO_INCLUDE {} (MLDv1: a Done). Queries are answered after a random delay within
-the maximum response delay. ff02::1 and groups of interface-local scope are never
+CHANGE_TO_INCLUDE {} (MLDv1: a Done). A link coming up reports all its groups at once.
+Queries (general or group-specific, from a link-local source with hop limit 1) are
+answered with current-state records after a random delay within the maximum response
+delay. ff02::1 and groups of interface-local scope are never
 reported (RFC 3810 §6). Reports go from the link-local address (``::`` while it is
 tentative), hop limit 1, with a router alert.
 """
@@ -45,6 +48,21 @@ class Mld:
         self.counters = Counters("mld6", MLD_COUNTERS)
         #: interface → when an MLDv1 querier was last heard (v1 compatibility mode)
         self.v1_until: dict[str, float] = {}
+        #: interfaces seen up (a link coming up reports every group it listens to)
+        self.up: set[str] = set()
+
+    def link_state(self, iface: Interface) -> None:
+        """The interface came up (report every group again: a snooping switch may have
+        forgotten us while it was down) or went down."""
+        if not iface.up:
+            self.up.discard(iface.name)
+            return
+        if iface.name in self.up:
+            return
+        self.up.add(iface.name)
+        groups = [g for g in self.ip6.iface_state(iface).groups if _reported(g)]
+        if groups:
+            self._send(iface, [(w6.CHANGE_TO_EXCLUDE, g) for g in groups])
 
     # -- membership ------------------------------------------------------------------
     def join(self, iface: Interface, group: Addr) -> None:

@@ -10,9 +10,18 @@ source link-layer address is a ``SOLICITATION`` (it may create a stale entry).
 
 Router advertisements (hosts: ``accept_rtadv`` on the interface and
 ``net.inet6.ip6.accept_rtadv``, not in router mode) set the default router (a ``::/0``
-route with the router's lifetime), on-link prefixes (connected routes with their valid
-lifetime), the link MTU, hop limit and RDNSS/DNSSL (RFC 8106, kept per interface for the
-resolver); autonomous prefixes go to stack/inet6/addrconf.py (SLAAC).
+route with the router's lifetime; lifetime 0 — a router's final RA — removes it at
+once), on-link prefixes (routes of kind ``ra`` with their valid lifetime), the link MTU
+(1280..the interface MTU), hop limit and RDNSS/DNSSL (RFC 8106, kept per interface with
+their lifetimes; stack/inet6/addrconf.py ``dns_changed`` hands them to the resolver as
+source ``ra:IFNAME`` and takes them back when they expire); autonomous prefixes go to
+addrconf (SLAAC).
+
+Redirects (hosts only, RFC 4861 §8.1): from a link-local source with hop limit 255, the
+current first-hop router for the destination, not about a multicast destination, with a
+target that is the destination itself (on-link) or link-local (a better router); they
+install a ``/128`` route of kind ``redirect``. The Linux-side tests are
+tests/inet6/test_radvd.py and tests/inet6/test_nd6_kernel.py.
 """
 
 from __future__ import annotations
@@ -362,6 +371,9 @@ class NeighborDiscovery:
         c = self.counters
         target, dst, opts = w6.parse_redirect(msg)
         src = info.src
+        if self.ip6.k_forwarding.value:
+            c["drop_redirect_forwarding"] += 1  # RFC 4861 §8.2: routers take none
+            return
         if not is_link_local(src) or is_multicast6(dst) or \
                 not (target == dst or is_link_local(target)):
             c["drop_redirect_bad"] += 1
