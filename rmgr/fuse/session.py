@@ -58,7 +58,10 @@ class FuseSession(Scheduler):
         self.root = root
         self.max_write = max_write
         self.inodes = InodeTable(root, self.counters)
-        self.operations = Operations(root, self, self.inodes, max_write=max_write)
+        # a root may name the operations class serving it (Qnet's /net answers lookups
+        # remotely: stack/qnet/fs.py)
+        ops_class = getattr(root, "fuse_operations", None) or Operations
+        self.operations = ops_class(root, self, self.inodes, max_write=max_write)
         self.ops.update(self.operations.table())
 
     async def serve(self) -> None:
