@@ -42,6 +42,9 @@ kind                      ARP                                  ND (next)
   answer; a ``failed`` one also that of a ``SOLICITATION``, as a new entry would (then
   ``stale``, checked by a unicast probe at first use); anything else is refused
   (``unsolicited``);
+- a resolved entry is confirmed (reachable) only by a ``SOLICITED`` answer with its
+  link address; the same address in anything else changes nothing (RFC 4861 §7.2.3,
+  §7.2.5);
 - a resolved entry (``reachable``, ``stale``, ``probe``) is never re-pointed by what it
   hears, whatever the kind: a claim of its address for another link address is refused
   and makes the table re-probe the *old* one (``solicit`` unicast, as for a stale
@@ -463,9 +466,13 @@ class NeighbourTable:
                 self._refuse("unsolicited")
             return
         if lladdr == e.lladdr:
-            # the neighbour itself: confirms the entry (and answers a probe of it)
-            c["updated"] += 1
-            self._confirm(e, iface, lladdr)
+            # the neighbour itself. Only an answer to us confirms it (and answers a probe
+            # of it); the same address heard in a solicitation or an unsolicited answer
+            # changes nothing (RFC 4861 §7.2.3, §7.2.5; Linux's neigh_update does the
+            # same for ARP): a stale entry stays stale, to be probed at its next use
+            if kind == SOLICITED:
+                c["updated"] += 1
+                self._confirm(e, iface, lladdr)
             return
         # another link address claims a resolved neighbour's address: a spoof or a real
         # move; never taken as said - the old one is probed and must stay silent first

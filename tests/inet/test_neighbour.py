@@ -21,6 +21,7 @@ from stack.inet.wire.ipv4 import ip_to_int
 from stack.l2.iface import Interface
 from stack.neighbour import (
     NEIGHBOUR_COUNTERS,
+    OVERHEARD,
     SOLICITATION,
     SOLICITED,
     UNSOLICITED,
@@ -144,3 +145,26 @@ async def test_an_ipv6_resolution_failure_is_reported(two_if_stack, autojump_clo
     table.input(f0, ROUTER, R1, SOLICITATION)
     assert table.list()[0]["state"] == "stale"
     assert table.lookup("fake0", ROUTER) == R1
+
+
+async def test_only_an_answer_to_us_confirms_a_neighbour(two_if_stack, autojump_clock) -> None:
+    """RFC 4861 §7.2.3/§7.2.5: the neighbour's own link address in a solicitation or an
+    unsolicited advertisement leaves a stale entry stale (probed at its next use); only
+    a solicited answer makes it reachable."""
+    st, f0, _ = two_if_stack
+    nd = FakeND()
+    table = nd_table(st, nd)
+    st.inet6.nd.registration.remove()
+    Neighbours.of(st.services).register(table)
+    assert f0.medium.output([b"x"], ROUTER, 0x86DD) == 0
+    table.input(f0, ROUTER, R1, SOLICITED)
+    assert table.list()[0]["state"] == "reachable"
+    await trio.sleep(31)
+    assert table.list()[0]["state"] == "stale"
+    updated = table.counters["updated"]
+    for kind in (SOLICITATION, UNSOLICITED, OVERHEARD):
+        table.input(f0, ROUTER, R1, kind)
+        assert table.list()[0]["state"] == "stale", kind
+    assert table.counters["updated"] == updated
+    table.input(f0, ROUTER, R1, SOLICITED)
+    assert table.list()[0]["state"] == "reachable"
