@@ -584,6 +584,11 @@ class Neighbours:
             if self.tables.get(fam) is table:
                 del self.tables[fam]
                 self._sync()
+                # media keep the table's ready maps (the per-packet lookup): emptied in
+                # place, their next packet asks ``Neighbours`` again and finds the new
+                # table, or none
+                for ready in table.ready.values():
+                    ready.clear()
 
         return Registration(f"neighbour table {table.name}", undo)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import random
+import struct
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +61,8 @@ from stack.packet import GSO_NONE, Buffer, Packet, TxMeta
 if TYPE_CHECKING:  # cycle: the Stack owns this part and the part holds the Stack; types only
     from stack.core import Stack
     from stack.network import ErrorHandler, RawTap, TransportHandler
+
+_FIXED = struct.Struct("!IHBB")  # version/class/flow, payload length, next header, hop limit
 
 MIN_MTU = 1280
 PMTU_EXPIRE = 600.0
@@ -414,27 +417,31 @@ class IPv6Layer:
         if n < HLEN:
             c["drop_truncated"] += 1
             return
-        if data[off] >> 4 != 6:
+        vtf, plen, nh, hlim = _FIXED.unpack_from(data, off)
+        if vtf >> 28 != 6:
             c["drop_bad_version"] += 1
             return
-        plen = (data[off + 4] << 8) | data[off + 5]
         if HLEN + plen > n:
             c["drop_truncated" if plen else "drop_bad_length"] += 1
             return
         total = HLEN + plen
-        nh = data[off + 6]
-        hlim = data[off + 7]
         src = int.from_bytes(data[off + 8:off + 24], "big")
         dst = int.from_bytes(data[off + 24:off + 40], "big")
-        if src >> 120 == 0xFF:
-            c["drop_bad_source"] += 1
-            return
-        loopback = iface.flags & IFF_LOOPBACK
-        if (src == LOOPBACK6 or dst == LOOPBACK6) and not loopback:
-            c["drop_loopback_on_wire"] += 1  # RFC 4291 §2.5.3
-            return
-        if dst == 0 or is_v4(src) or is_v4(dst):
-            c["drop_bad_dest" if dst == 0 or is_v4(dst) else "drop_bad_source"] += 1
+        # one test for the common case (a global or link-local unicast source, a
+        # destination that is neither ::, ::1 nor IPv4-mapped), the details only when off
+        if src >> 120 == 0xFF or src >> 32 == 0xFFFF or dst >> 32 <= 0xFFFF:
+            if src >> 120 == 0xFF or src >> 32 == 0xFFFF:
+                c["drop_bad_source"] += 1
+                return
+            if dst == LOOPBACK6:
+                if not iface.flags & IFF_LOOPBACK:
+                    c["drop_loopback_on_wire"] += 1  # RFC 4291 §2.5.3
+                    return
+            elif dst >> 32 == 0xFFFF or dst == 0:
+                c["drop_bad_dest"] += 1
+                return
+        if src == LOOPBACK6 and not iface.flags & IFF_LOOPBACK:
+            c["drop_loopback_on_wire"] += 1
             return
         pf = self.pf
         if pf is not None and pf.inet6_in:
@@ -449,13 +456,11 @@ class IPv6Layer:
                 if len(data) - off < HLEN:
                     c["drop_pfil_bad_replacement"] += 1
                     return
-                plen = (data[off + 4] << 8) | data[off + 5]
+                vtf, plen, nh, hlim = _FIXED.unpack_from(data, off)
                 total = HLEN + plen
                 if total > len(data) - off:
                     c["drop_pfil_bad_replacement"] += 1
                     return
-                nh = data[off + 6]
-                hlim = data[off + 7]
                 src = int.from_bytes(data[off + 8:off + 24], "big")
                 dst = int.from_bytes(data[off + 24:off + 40], "big")
         multicast = dst >> 120 == 0xFF
@@ -554,7 +559,7 @@ class IPv6Layer:
                 c["drop_nd_fragment"] += 1  # RFC 6980
                 return
         c["in_delivered"] += 1
-        info = IPInfo(Addr(src), Addr(dst), proto, hlim, (int.from_bytes(data[off:off + 2], "big") >> 4) & 0xFF,
+        info = IPInfo(src, dst, proto, hlim, (vtf >> 20) & 0xFF,  # type: ignore[arg-type]
                       data[off + l4:off + total], pkt, pkt.csum_valid and not reassembled,
                       multicast)
         consumed = False

@@ -127,6 +127,8 @@ class EthernetMedium(Medium):
         #: the IPv4 table's ready link addresses for this interface (its ``ready_map``):
         #: the per-packet lookup; empty until bound at the first miss
         self._ready4: dict[Addr, bytes] = {}
+        #: the same for IPv6's table (ND)
+        self._ready6: dict[Addr, bytes] = {}
 
     def _table(self, nexthop: Addr) -> NeighbourTable | None:
         n = self._neigh
@@ -146,6 +148,8 @@ class EthernetMedium(Medium):
             return errno.EHOSTUNREACH
         if nexthop >> 32 == 0xFFFF:
             self._ready4 = t.ready_map(self.iface.name)
+        else:
+            self._ready6 = t.ready_map(self.iface.name)
         return t.resolve(self.iface, nexthop, proto, bufs, meta, fail)
 
     def output(self, bufs: Sequence[Buffer], nexthop: Addr, proto: int,
@@ -167,10 +171,14 @@ class EthernetMedium(Medium):
         elif nexthop >> 120 == 0xFF:  # IPv6 multicast
             dst = b"\x33\x33" + (nexthop & 0xFFFFFFFF).to_bytes(4, "big")
         else:
-            r = self._resolve(nexthop, proto, bufs, meta, fail)
-            if isinstance(r, int):
-                return r
-            dst = r
+            mac = self._ready6.get(nexthop)
+            if mac is not None:
+                dst = mac
+            else:
+                r = self._resolve(nexthop, proto, bufs, meta, fail)
+                if isinstance(r, int):
+                    return r
+                dst = r
         # send_to, inlined (the per-packet path)
         iface = self.iface
         hdr = dst + iface.mac + (_ETYPE_BYTES.get(proto) or proto.to_bytes(2, "big"))
