@@ -198,3 +198,23 @@ def test_hostile_answers_refused_and_counted(lan: Callable[..., Lan],
     finally:
         srv.kill()
         srv.wait(5)
+
+
+def test_getaddrinfo_aaaa_through_the_stack(lan: Callable[..., Lan],
+                                            over: Callable[[Lan], None]) -> None:
+    """The stack serves AF_INET6, so getaddrinfo asks AAAA too (over the stack's IPv4
+    path to the server here): an IPv6-only name resolves for AF_INET6 and AF_UNSPEC,
+    and is "no address" for AF_INET, as glibc says."""
+    ln = lan(hosts=HOSTS + "2001:db8:d::7 v6host\n")
+    fast(ln)
+    ln.tool("dhcp", "tap0")
+    me = lease_of(ln)["address"].split("/")[0]
+    over(ln)
+    r = libsocket.getaddrinfo("v6host.lan", 80, socket.AF_INET6, socket.SOCK_STREAM)
+    assert [(x[0], x[4][:2]) for x in r] == [(socket.AF_INET6, ("2001:db8:d::7", 80))]
+    ln.wait_log(f"query[AAAA] v6host.lan from {me}")
+    r = libsocket.getaddrinfo("v6host.lan", 80, type=socket.SOCK_STREAM)
+    assert [x[4][0] for x in r] == ["2001:db8:d::7"]
+    with pytest.raises(socket.gaierror) as ei:
+        libsocket.getaddrinfo("v6host.lan", 80, socket.AF_INET)
+    assert ei.value.errno in (socket.EAI_NODATA, socket.EAI_NONAME, socket.EAI_ADDRFAMILY)
