@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from rmgr.fuse.counters import FUSE_COUNTERS
-from rmgr.nodes import Caller, ControlFile, Directory, TextFile
+from rmgr.nodes import Caller, ControlFile, Directory, Node, TextFile
 from stack.counters import Counters, names
 from stack.l2.ether import Layer2
 from stack.l2.iface import Interface
@@ -29,7 +29,7 @@ from stack.loader import LoadError, ModuleInstance, ModuleManager
 from stack.options import Options
 from stack.pfil import Pfil
 from stack.registry import Registries
-from stack.services import BPF, CONTROL, IPV4, IPV6, PF, SOCKETS, TRANSPORTS
+from stack.services import BPF, CONTROL, CRYPTO, IPV4, IPV6, PF, SOCKETS, TRANSPORTS
 from stack.sysctl import Sysctl
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     # module for its type, so run-time imports here would be cycles
     from stack.bpf.device import BpfDevice
     from stack.control import Control
+    from stack.crypto.framework import Crypto
     from stack.inet.ipv4 import IPv4Layer
     from stack.inet6.ipv6 import IPv6Layer
     from stack.pf.engine import Pf
@@ -53,7 +54,7 @@ BuiltinAttach = Callable[["Stack"], "Awaitable[None] | None"]
 #: registers its protocols, sockets and services in ``stack.registries``. What the
 #: running stack speaks is listed in ``config/protocols``.
 BUILTIN_COMPONENTS = ("stack.inet", "stack.inet6", "stack.transport", "stack.sockets", "stack.control",
-                      "stack.dns", "stack.dhcp")
+                      "stack.dns", "stack.dhcp", "stack.crypto")
 
 
 @dataclass
@@ -150,6 +151,10 @@ class Stack:
     @property
     def bpf(self) -> BpfDevice | None:
         return self.services.get(BPF)
+
+    @property
+    def crypto(self) -> Crypto:
+        return self.services.require(CRYPTO)
 
     # -- interfaces ------------------------------------------------------------------
     def attach_interface(self, iface: Interface, owner: ModuleInstance | None = None) -> Interface:
@@ -301,8 +306,9 @@ class Stack:
             # io-pkt's own wording, with the module's name: the stack goes on without it
             log.error("Unable to load/init %s: %s", exc.module or spec, exc)
 
-    async def attach_mount(self, root: Directory, mountpoint: str, **kw: Any) -> None:
-        """Serve ``root`` at ``mountpoint`` (QNX resmgr_attach); returns once mounted."""
+    async def attach_mount(self, root: Node, mountpoint: str, **kw: Any) -> None:
+        """Serve ``root`` at ``mountpoint`` (QNX resmgr_attach); returns once mounted.
+        A root that is not a Directory is mounted on a file (``<prefix>/dev/crypto``)."""
         from rmgr.fuse.session import serve_mount
 
         scope = trio.CancelScope()

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     # run-time import the other way would be a cycle
     from stack.bpf.device import BpfDevice
     from stack.control import Control
+    from stack.crypto.framework import Crypto
     from stack.dhcp import Dhcp
     from stack.dns import Resolver
     from stack.inet.ipv4 import IPv4Layer
@@ -43,3 +44,5 @@ BPF: ServiceKey[BpfDevice] = ServiceKey("bpf")
 RESOLVER: ServiceKey[Resolver] = ServiceKey("resolver")
 #: the DHCP clients, one per interface (stack/dhcp)
 DHCP: ServiceKey[Dhcp] = ServiceKey("dhcp")
+#: the crypto framework: providers, sessions, requests (stack/crypto)
+CRYPTO: ServiceKey[Crypto] = ServiceKey("crypto")

@@ -188,8 +188,9 @@ class StackProcess:
             self.stderr += self.proc.communicate()[1]
         from stack.preflight import mounted_fuse_at
 
-        if mounted_fuse_at(self.path):
-            sh("fusermount3", "-u", "-z", self.path, check=False)
+        for path in (self.path, f"{self.prefix}/dev/crypto"):  # every stack serves both
+            if mounted_fuse_at(path):
+                sh("fusermount3", "-u", "-z", path, check=False)
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ DYN_SWEEP_INTERVAL = 1.0
 class InodeTable:
     """Node ↔ inode number, with the kernel's lookup count of each (root excluded)."""
 
-    def __init__(self, root: Directory, counters: Counters) -> None:
+    def __init__(self, root: Node, counters: Counters) -> None:
         self.counters = counters
         # never reuse a number while the kernel may know it
         self._nodes: dict[int, Node] = {abi.ROOT_ID: root}

@@ -110,13 +110,19 @@ async def _clean_stale(path: str) -> None:
 
 @asynccontextmanager
 async def mounted(mountpoint: str, *, fsname: str = "io-pkt",
-                  allow_other: bool = False) -> AsyncIterator[int]:
+                  allow_other: bool = False, file: bool = False) -> AsyncIterator[int]:
     """Mount at ``mountpoint`` (made if missing) and yield the /dev/fuse fd. On every exit
     path - the body returning, raising or being cancelled, or the mount failing - the
     mount is lazily unmounted (shielded), the fd closed, and the directories made for it
-    removed again."""
+    removed again. ``file``: the mount's root is a file (fusermount3 takes the root's
+    type from the mountpoint's), so the mountpoint is an empty regular file, made if
+    missing and removed again if made."""
     path = os.path.abspath(mountpoint)
-    made = _make_dirs(path)
+    made = _make_dirs(os.path.dirname(path) if file else path)
+    made_file = False
+    if file and not os.path.lexists(path):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        made_file = True
     fd = -1
     try:
         await _clean_stale(path)
@@ -131,6 +137,11 @@ async def mounted(mountpoint: str, *, fsname: str = "io-pkt",
             with trio.CancelScope(shield=True):
                 await fuse_unmount(path)
             os.close(fd)
+        if made_file:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
         for d in reversed(made):
             try:
                 os.rmdir(d)

@@ -102,7 +102,7 @@ class Operations:
     """The handlers of one session's operations. They answer through ``sched`` and keep
     the open files and directories the kernel knows by file handle."""
 
-    def __init__(self, root: Directory, sched: Scheduler, inodes: InodeTable, *,
+    def __init__(self, root: Node, sched: Scheduler, inodes: InodeTable, *,
                  max_write: int = MAX_WRITE) -> None:
         self.root = root
         self.sched = sched

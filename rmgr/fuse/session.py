@@ -36,7 +36,7 @@ from rmgr.fuse.inodes import InodeTable
 from rmgr.fuse.mount import fuse_unmount, fusermount, mounted
 from rmgr.fuse.ops import MAX_WRITE, Operations
 from rmgr.fuse.scheduler import Scheduler
-from rmgr.nodes import Directory
+from rmgr.nodes import Directory, Node
 from stack.counters import Counters
 
 __all__ = ["FuseSession", "fuse_unmount", "fusermount", "serve_mount"]
@@ -48,7 +48,7 @@ class FuseSession(Scheduler):
     """The protocol engine for one mount. ``fd`` is /dev/fuse (or, in tests, one end of a
     SOCK_SEQPACKET pair standing in for the kernel); replies are written to it."""
 
-    def __init__(self, root: Directory, fd: int, *, counters: Counters | None = None,
+    def __init__(self, root: Node, fd: int, *, counters: Counters | None = None,
                  name: str = "fuse", max_write: int = MAX_WRITE) -> None:
         if counters is None:
             counters = Counters("fuse", FUSE_COUNTERS)
@@ -101,7 +101,7 @@ class FuseSession(Scheduler):
         return self.inodes.known()
 
 
-async def serve_mount(root: Directory, mountpoint: str, *, fsname: str = "io-pkt",
+async def serve_mount(root: Node, mountpoint: str, *, fsname: str = "io-pkt",
                       allow_other: bool = False, counters: Counters | None = None,
                       task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
     """Mount ``root`` at ``mountpoint`` and serve it until cancelled.
@@ -112,7 +112,8 @@ async def serve_mount(root: Directory, mountpoint: str, *, fsname: str = "io-pkt
     removed again."""
     session: FuseSession | None = None
     try:
-        async with mounted(mountpoint, fsname=fsname, allow_other=allow_other) as fd:
+        async with mounted(mountpoint, fsname=fsname, allow_other=allow_other,
+                           file=not isinstance(root, Directory)) as fd:
             path = os.path.abspath(mountpoint)
             session = FuseSession(root, fd, counters=counters, name=path)
             with trio.fail_after(10):

@@ -22,11 +22,6 @@ import pytest
 from rmgr.fuse.counters import FUSE_COUNTERS, REFUSALS
 from stack.bpf.counters import BPF_COUNTERS
 from stack.core import STACK_COUNTERS
-from stack.dhcp import DHCP_COUNTERS
-from stack.dhcp import wire as dhcp_wire
-from stack.dns import wire as dns_wire
-from stack.dns.lookup import DNS_COUNTERS
-from stack.dns.lookup import REFUSALS as DNS_REFUSALS
 from stack.counters import (
     CounterKey,
     Counters,
@@ -35,6 +30,12 @@ from stack.counters import (
     key_matches,
     undeclared_keys,
 )
+from stack.crypto.counters import CRYPTO_COUNTERS
+from stack.dhcp import DHCP_COUNTERS
+from stack.dhcp import wire as dhcp_wire
+from stack.dns import wire as dns_wire
+from stack.dns.lookup import DNS_COUNTERS
+from stack.dns.lookup import REFUSALS as DNS_REFUSALS
 from stack.inet.counters import (
     ARP_COUNTERS,
     ARP_PARSE_REASONS,
@@ -105,6 +106,7 @@ def _where() -> dict[str, dict[str, Declared]]:
     packet = _module_file("modules/devnp-packet.py").PacketInterface.counter_names
     vwire = _module_file("modules/devnp-vwire.py").VwireInterface.counter_names
     echo = _module_file("examples/modules/lsm-echo.py").COUNTERS
+    cryptosim = _module_file("modules/devnp-cryptosim.py").COUNTERS
     return {
         # the transports: every counter of a file is its protocol's
         "stack/transport/tcp/": {"*": TCP_COUNTERS},
@@ -155,6 +157,9 @@ def _where() -> dict[str, dict[str, Declared]]:
         "rmgr/libsocket/dns.py": {"*": DNS_COUNTERS},
         "rmgr/fuse/": {"self.counters": FUSE_COUNTERS, "self.sched.refused": FUSE_COUNTERS},
         "examples/modules/lsm-echo.py": {"self.counters": echo},
+        # the crypto framework and /dev/crypto; the offload simulator
+        "stack/crypto/": {"*": CRYPTO_COUNTERS},
+        "modules/devnp-cryptosim.py": {"self.counters": cryptosim},
         # not counters: the tool's dict of what it parsed from a stack's file
         "stack/tools/nicinfo.py": {"{}": None},
     }
