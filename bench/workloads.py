@@ -831,6 +831,17 @@ WORKLOADS: dict[str, dict[str, Callable[[Params], Any]]] = {
     "files6_tx": {"stack": _v6(stack_files_tx), "kernel": _v6(kernel_tcp)},
 }
 
+
+def _crypto_workloads() -> None:
+    """The crypto rows (bench/crypto_bench.py, which imports this module for Params)."""
+    from bench import crypto_bench as cb
+
+    WORKLOADS["crypto_sw"] = {"stack": cb.stack_crypto_sw, "kernel": cb.library_crypto}
+    WORKLOADS["crypto_sim"] = {"stack": cb.stack_crypto_sim, "kernel": cb.library_crypto}
+
+
+_crypto_workloads()
+
 #: workloads whose every run needs a fresh process (the RSS of an idle stack): the runner
 #: starts the worker ``runs`` times with runs=1 and merges the values
 ONE_PROCESS_PER_RUN = {"rss"}
