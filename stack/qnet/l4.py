@@ -85,7 +85,7 @@ class PeerLink:
 
 class TxFrame:
     __slots__ = ("seq", "flags", "offset", "payload", "tries", "sent_at", "deadline",
-                 "link", "retransmitted")
+                 "link", "retransmitted", "sacked")
 
     def __init__(self, seq: int, flags: int, offset: int, payload: bytes) -> None:
         self.seq = seq
@@ -97,6 +97,7 @@ class TxFrame:
         self.deadline = 0.0
         self.link: PeerLink | None = None
         self.retransmitted = False
+        self.sacked = False
 
 
 class Conn:
@@ -124,6 +125,7 @@ class Conn:
         self.ack_pending = 0
         self.ack_scheduled = False
         self.last_nack_at = 0.0
+        self.last_nack_seq = 0
         self.last_rx_link: PeerLink | None = None
         self.srtt = 0.0
         self.rttvar = 0.0
@@ -194,13 +196,15 @@ class Conn:
     def pump(self) -> None:
         if self.state != ST_UP:
             return
+        was_idle = not self.unacked
         while self.queue and len(self.unacked) < TX_WINDOW:
             f = self.queue.popleft()
             self.unacked[f.seq] = f
             if not self._send_data(f):
                 self.qnet.counters["tx_no_link"] += 1
                 break
-        self.timer_wake.set()
+        if was_idle:
+            self.timer_wake.set()
 
     def _send_data(self, f: TxFrame, link: PeerLink | None = None) -> bool:
         lk = link or self.choose_link()
@@ -294,20 +298,34 @@ class Conn:
         if self.ack_pending and self.state != ST_DOWN:
             self._ack_now(None)
 
+    def _sack(self) -> bytes:
+        """Which frames after the first hole arrived: a bitmap (bit i: rx_next + 1 + i)
+        in the ACK/NACK payload, so the sender resends only what is missing."""
+        if not self.rx_buf:
+            return b""
+        bits = 0
+        base = self.rx_next + 1
+        for s in self.rx_buf:
+            bits |= 1 << (s - base)
+        return bits.to_bytes(RX_WINDOW // 8, "little")
+
     def _ack_now(self, link: PeerLink | None) -> None:
         self.ack_pending = 0
         self.qnet.counters["acks_out"] += 1
-        self.send_control(wire.T_ACK, self.rx_next, link=link or self.last_rx_link)
+        self.send_control(wire.T_ACK, self.rx_next, self._sack(),
+                          link=link or self.last_rx_link)
 
     def _nack(self, link: PeerLink) -> None:
         now = trio.current_time()
-        if now - self.last_nack_at < max(self.srtt / 2, 0.005):
+        if self.rx_next == self.last_nack_seq and \
+                now - self.last_nack_at < max(self.srtt, 0.01):
             return
         self.last_nack_at = now
+        self.last_nack_seq = self.rx_next
         self.qnet.counters["nacks_out"] += 1
-        self.send_control(wire.T_NACK, self.rx_next, link=link)
+        self.send_control(wire.T_NACK, self.rx_next, self._sack(), link=link)
 
-    def ack_in(self, seq: int) -> None:
+    def ack_in(self, seq: int, sack: bytes | memoryview = b"") -> None:
         c = self.qnet.counters
         if seq > self.tx_next or seq < 1:
             c["drop_bad_ack"] += 1
@@ -330,17 +348,37 @@ class Conn:
                 self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - sample)
                 self.srtt = 0.875 * self.srtt + 0.125 * sample
             self.rto = min(max(self.srtt + 4 * self.rttvar, RTO_MIN), RTO_MAX)
+        if sack:
+            self._sack_in(seq, int.from_bytes(sack, "little"), now)
         if acked:
             self.pump()
 
-    def nack_in(self, seq: int, link: PeerLink) -> None:
+    def _sack_in(self, seq: int, bits: int, now: float) -> None:
+        """Mark what the receiver holds; resend, once per RTT, what is missing below the
+        highest frame it holds (those were lost, not late)."""
+        base = seq + 1
+        top = 0
+        for s, f in self.unacked.items():
+            i = s - base
+            if 0 <= i < RX_WINDOW and bits >> i & 1:
+                f.sacked = True
+                top = max(top, s)
+        if not top:
+            return
+        wait = max(self.srtt, 0.005)
+        for s, f in list(self.unacked.items()):
+            if s < top and not f.sacked and (not f.retransmitted or now - f.sent_at > wait):
+                self._send_data(f)
+
+    def nack_in(self, seq: int, link: PeerLink, sack: bytes | memoryview = b"") -> None:
         if seq == 0:  # a maintenance probe: answer on the link it came by
             self.qnet.counters["probes_in"] += 1
             self.send_control(wire.T_ACK, self.rx_next, link=link)
             return
-        self.ack_in(seq)
+        self.ack_in(seq, sack)
         f = self.unacked.get(seq)
-        if f is not None and trio.current_time() - f.sent_at > max(self.srtt / 2, 0.002):
+        if f is not None and not f.sacked and (
+                not f.retransmitted or trio.current_time() - f.sent_at > max(self.srtt, 0.005)):
             self._send_data(f)
 
     # -- timers -----------------------------------------------------------------------------
@@ -354,7 +392,8 @@ class Conn:
                 self._probe_down_links()
                 continue
             now = trio.current_time()
-            due = min((f.deadline for f in self.unacked.values()), default=now + 0.05)
+            due = min((f.deadline for f in self.unacked.values() if not f.sacked),
+                      default=now + 0.05)
             if self.queue and not self.unacked:
                 due = now + 0.05
             if due > now:
@@ -366,28 +405,36 @@ class Conn:
             self._probe_down_links()
 
     def _expire(self, now: float) -> None:
+        """The oldest frame past its deadline is sent again (the holes after it are
+        NACKed by the receiver as they come to its front); the others wait one more RTO,
+        so a slow peer does not get the whole window again."""
         c = self.qnet.counters
-        retries = self.qnet.tx_retries
-        for f in sorted(self.unacked.values(), key=lambda f: f.seq):
-            if f.deadline > now:
-                continue
-            c["timeouts"] += 1
-            if f.tries > retries:
-                lk = f.link
-                if lk is not None and lk.up:
-                    lk.up = False
-                    lk.failures += 1
-                    c["link_down"] += 1
-                    log.info("qnet: link %s to %s down", lk.name, self.peer.name)
-                alt = self.choose_link()
-                if alt is None:
-                    self.go_down(errno.EHOSTDOWN, "no link left")
-                    return
-                f.tries = 0
-                self._send_data(f, alt)
-                continue
-            if not self._send_data(f):
-                f.tries += 1  # no link up: the budget runs on
+        late = [f for f in self.unacked.values() if f.deadline <= now and not f.sacked]
+        if not late:
+            return
+        f = min(late, key=lambda f: f.seq)
+        for other in late:
+            if other is not f:
+                other.deadline = now + self.rto
+        c["timeouts"] += 1
+        if f.tries > self.qnet.tx_retries:
+            lk = f.link
+            if lk is not None and lk.up:
+                lk.up = False
+                lk.failures += 1
+                c["link_down"] += 1
+                log.info("qnet: link %s to %s down", lk.name, self.peer.name)
+            alt = self.choose_link()
+            if alt is None:
+                self.go_down(errno.EHOSTDOWN, "no link left")
+                return
+            for g in self.unacked.values():  # everything in flight on it moves over
+                if g.link is lk and g is not f:
+                    g.deadline = now
+            f.tries = 0
+            self._send_data(f, alt)
+        elif not self._send_data(f):
+            f.tries += 1  # no link up: the budget runs on
         self.pump()
 
     def _probe_down_links(self) -> None:

@@ -347,10 +347,10 @@ class Qnet:
             conn.data_in(hdr, f.payload, link)
         elif t == wire.T_ACK:
             c["acks_in"] += 1
-            conn.ack_in(hdr.seq)
+            conn.ack_in(hdr.seq, f.payload)
         elif t == wire.T_NACK:
             c["nacks_in"] += 1
-            conn.nack_in(hdr.seq, link)
+            conn.nack_in(hdr.seq, link, f.payload)
         elif t == wire.T_TCS_UP:
             c["tcs_up_in"] += 1
             conn.set_up()
