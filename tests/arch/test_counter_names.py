@@ -81,6 +81,8 @@ from stack.pf.counters import (
     PF_FILTER_COUNTERS,
 )
 from stack.pfil import PACKET_HEADS, PFIL_COUNTERS, head_counters
+from stack.qnet.counters import DROP_REASONS as QNET_DROP_REASONS
+from stack.qnet.counters import QNET_COUNTERS
 from stack.transport.counters import PORTS, RAW_COUNTERS, SOCKETS, UDP_COUNTERS
 from stack.transport.tcp.counters import TCP_COUNTERS
 
@@ -160,6 +162,8 @@ def _where() -> dict[str, dict[str, Declared]]:
         # the crypto framework and /dev/crypto; the offload simulator
         "stack/crypto/": {"*": CRYPTO_COUNTERS},
         "modules/devnp-cryptosim.py": {"self.counters": cryptosim},
+        # Qnet (lsm-qnet): one group
+        "stack/qnet/": {"*": QNET_COUNTERS},
         # not counters: the tool's dict of what it parsed from a stack's file
         "stack/tools/nicinfo.py": {"{}": None},
     }
@@ -181,6 +185,8 @@ DYNAMIC: dict[tuple[str, str], frozenset[str]] = {
     ("rmgr/fuse/scheduler.py", "kind"): REFUSALS,
     ("stack/pf/engine.py", "_PASS[dirn]"): frozenset(PASS_BY_DIR.values()),
     ("stack/pf/engine.py", "_BLOCK[dirn]"): frozenset(BLOCK_BY_DIR.values()),
+    # ParseError.reason of stack/qnet/wire.py
+    ("stack/qnet/node.py", "exc.reason"): QNET_DROP_REASONS,
 }
 
 
