@@ -54,7 +54,7 @@ BuiltinAttach = Callable[["Stack"], "Awaitable[None] | None"]
 #: registers its protocols, sockets and services in ``stack.registries``. What the
 #: running stack speaks is listed in ``config/protocols``.
 BUILTIN_COMPONENTS = ("stack.inet", "stack.inet6", "stack.transport", "stack.sockets", "stack.control",
-                      "stack.dns", "stack.dhcp", "stack.crypto")
+                      "stack.dns", "stack.dhcp", "stack.crypto", "stack.ipsec")
 
 
 @dataclass

@@ -211,6 +211,9 @@ class CryptoRequest:
     iv: bytes = b""
     aad: bytes = b""
     tag: bytes = b""
+    #: bytes the MAC covers after the region but which are not in the buffer (ESP's
+    #: high-order ESN bits, RFC 4303 2.2.1)
+    auth_tail: bytes = b""
     #: decryption checks the MAC (False: compute it and return it in ``tag``, as
     #: cryptodev's CIOCCRYPT does; AEADs always verify)
     verify: bool = True

@@ -132,11 +132,11 @@ def _transform(s: SwSession, req: CryptoRequest) -> None:
         if s.cipher is not None:
             if decrypt:
                 if s.hash and verify:
-                    _verify(s, buf, req.auth_skip, end, expect)
+                    _verify(s, bytes(buf[req.auth_skip:end]) + req.auth_tail, expect)
                     req.tag = expect
                 elif s.hash:
-                    req.tag = hmac.digest(s.auth_key, bytes(buf[req.auth_skip:end]),
-                                          s.hash)[:taglen]
+                    req.tag = hmac.digest(s.auth_key, bytes(buf[req.auth_skip:end])
+                                          + req.auth_tail, s.hash)[:taglen]
                 res = _cipher(s, False, req.iv, region)
             else:
                 res = _cipher(s, True, req.iv, region)
@@ -146,8 +146,8 @@ def _transform(s: SwSession, req: CryptoRequest) -> None:
                 out = bytearray(bytes(buf[:skip]) + res + bytes(buf[end:]))
                 end = skip + len(res)
             if not decrypt and s.hash:
-                req.tag = hmac.digest(s.auth_key, bytes(out[req.auth_skip:end]),
-                                      s.hash)[:taglen]
+                req.tag = hmac.digest(s.auth_key, bytes(out[req.auth_skip:end])
+                                      + req.auth_tail, s.hash)[:taglen]
         else:  # HMAC alone
             mac = hmac.digest(s.auth_key, region, s.hash)[:taglen]
             if decrypt and verify:
@@ -159,9 +159,8 @@ def _transform(s: SwSession, req: CryptoRequest) -> None:
     req.out = out
 
 
-def _verify(s: SwSession, buf: bytes | bytearray | memoryview, start: int, end: int,
-            expect: bytes) -> None:
-    mac = hmac.digest(s.auth_key, bytes(buf[start:end]), s.hash)[:s.tag_len]
+def _verify(s: SwSession, data: bytes, expect: bytes) -> None:
+    mac = hmac.digest(s.auth_key, data, s.hash)[:s.tag_len]
     if not hmac.compare_digest(mac, expect):
         raise InvalidTag()
 

@@ -56,6 +56,7 @@ from stack.inet6.counters import (
     ND_COUNTERS,
     ND_PARSE_REASONS,
 )
+from stack.ipsec.counters import IPSEC_COUNTERS
 from stack.l2.bridge import BridgeInterface
 from stack.l2.counters import (
     BRIDGE_COUNTERS,
@@ -162,6 +163,7 @@ def _where() -> dict[str, dict[str, Declared]]:
         # the crypto framework and /dev/crypto; the offload simulator
         "stack/crypto/": {"*": CRYPTO_COUNTERS},
         "modules/devnp-cryptosim.py": {"self.counters": cryptosim},
+        "stack/ipsec/": {"*": IPSEC_COUNTERS},
         # Qnet (lsm-qnet): one group
         "stack/qnet/": {"*": QNET_COUNTERS},
         # not counters: the tool's dict of what it parsed from a stack's file
@@ -184,6 +186,9 @@ DYNAMIC: dict[tuple[str, str], frozenset[str]] = {
     # Scheduler.refused(kind): its calls are scanned (CALLS) for the kinds
     ("rmgr/fuse/scheduler.py", "kind"): REFUSALS,
     ("stack/pf/engine.py", "_PASS[dirn]"): frozenset(PASS_BY_DIR.values()),
+    # Ipsec._count: what setkey counts (stack/ipsec/setkey.py's count(...) calls)
+    ("stack/ipsec/__init__.py", "name"): frozenset({"sa_added", "sa_deleted", "sp_added",
+                                                    "sp_deleted"}),
     ("stack/pf/engine.py", "_BLOCK[dirn]"): frozenset(BLOCK_BY_DIR.values()),
     # ParseError.reason of stack/qnet/wire.py
     ("stack/qnet/node.py", "exc.reason"): QNET_DROP_REASONS,
