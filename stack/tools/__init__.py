@@ -12,7 +12,7 @@ TOOLS = {
     "sysctl": "sysctl", "ping": "ping", "brconfig": "brconfig", "nicinfo": "nicinfo",
     "mount": "mount", "waitfor": "waitfor", "pfctl": "pfctl", "dhcp": "dhcp",
     "ss": "ss", "top": "top", "ndp": "ndp", "ping6": "ping6", "rtadvd": "rtadvd",
-    "qnet": "qnet",
+    "qnet": "qnet", "setkey": "setkey",
 }
 
 

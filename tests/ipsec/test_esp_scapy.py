@@ -193,3 +193,55 @@ async def test_lifetimes_and_sequence_overflow(stack_f0: tuple[Stack, FakeIface]
     assert "state=dead" in peer.setkey("dump;")
     peer.setkey(f"delete {PEER} {ME} esp 0x1001;")
     assert peer.ipsec.sa(0x0A000001, 0x1001) is None
+
+
+async def test_esn_and_nat_traversal(stack_f0: tuple[Stack, FakeIface]) -> None:
+    """ESN (the high half in the AAD / the MAC, never on the wire) across the 2^32
+    boundary, and UDP 4500 encapsulation both ways (RFC 3948), against scapy."""
+    from scapy.layers.inet import UDP
+
+    st, f0 = stack_f0
+    ipsec = st.services.get(IPSEC)
+    assert ipsec is not None
+    for suite, spi in (("gcm", 0x3001), ("cbc", 0x3011)):
+        alg, kw = SUITES[suite]
+        ipsec.command("flush; spdflush;"
+                      f"add {PEER}[4500] {ME}[4500] esp-udp {spi:#x} -m transport -esn {alg};"
+                      f"add {ME}[4500] {PEER}[4500] esp-udp {spi + 1:#x} -m transport -esn {alg};"
+                      f"spdadd {PEER} {ME} icmp -P in ipsec esp/transport//require;"
+                      f"spdadd {ME} {PEER} icmp -P out ipsec esp/transport//require;", Caller())
+        natt = UDP(sport=4500, dport=4500)
+        hi = 1  # the peer's counter already went past 2^32
+        to_stack = SecurityAssociation(ESP, spi=spi, **kw, esn_en=True, esn=hi,
+                                       seq_num=0xFFFFFFF0, nat_t_header=natt)
+        from_stack = SecurityAssociation(ESP, spi=spi + 1, **kw, esn_en=True, esn=0,
+                                         nat_t_header=natt)
+        in_sa = ipsec.sa(0x0A000001, spi)
+        assert in_sa is not None
+        in_sa.top = (hi << 32) | 0xFFFFFFE0  # what the SA has seen so far
+        for i in range(40):  # wraps the low half: the stack infers hi+1
+            pkt = IP(src=PEER, dst=ME) / ICMP(id=9, seq=i) / b"esn"
+            full = (hi << 32) + 0xFFFFFFF0 + i
+            if not full & 0xFFFFFFFF:
+                continue  # scapy takes seq_num=0 for "its own counter"
+            f0.inject(bytes(Ether(dst=MAC0, src=PEER0) /
+                            to_stack.encrypt(pkt, seq_num=full & 0xFFFFFFFF, esn=full >> 32)))
+            with trio.fail_after(5):
+                while not f0.sent:
+                    await trio.sleep(0.002)
+            e = Ether(f0.take()[0])
+            assert e[IP].proto == 17 and e[UDP].dport == 4500
+            rep = from_stack.decrypt(e[IP])
+            assert rep[ICMP].type == 0 and rep[ICMP].seq == i
+        assert in_sa.top >> 32 == hi + 1
+        # a keepalive is dropped and counted; a wrong high half fails the ICV
+        f0.inject(bytes(Ether(dst=MAC0, src=PEER0) / IP(src=PEER, dst=ME) / natt / b"\xff"))
+        stale = SecurityAssociation(ESP, spi=spi, **kw, esn_en=True, esn=hi + 5,
+                                    seq_num=0x100, nat_t_header=natt)
+        f0.inject(bytes(Ether(dst=MAC0, src=PEER0) /
+                        stale.encrypt(IP(src=PEER, dst=ME) / ICMP(id=9))))
+        await trio.sleep(0.05)
+        assert f0.take() == []
+    c = ipsec.counters
+    assert c["in_natt"] >= 78 and c["out_natt"] == 78 and c["in_natt_keepalive"] == 2
+    assert c["in_drop_auth_failed"] == 2
