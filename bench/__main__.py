@@ -178,7 +178,7 @@ def build_rows(results: dict[str, dict[str, Any]], kernel: dict[str, dict[str, A
             v4vals = results.get(v4, {}).get("metrics", {}).get(metric, [])
             if v4vals and median(v4vals):
                 base = median(v4vals)
-                notes.insert(0, f"IPv4 row {base:,.0f}: IPv6/IPv4 = {stack_v / base:.2f}")
+                notes.append(f"IPv4 row {base:,.0f}: IPv6/IPv4 = {stack_v / base:.2f}")
         kvals = kres.get("metrics", {}).get(metric, []) if kres else []
         kernel_v = median(kvals) if kvals else None
         if kres and "na" in kres:
