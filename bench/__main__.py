@@ -300,7 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     if out and not args.no_write:
         write_doc(out, table(rows, markdown=True), header)
         print(f"(markdown written to {os.path.relpath(out)})")
-        from bench.plot import PlotRow, save_run  # the run, for --plot's history chart
+    if out == DOC and not args.no_write:
+        # a full run of the table (not a test's --out file): kept for --plot's history
+        from bench.plot import PlotRow, save_run
 
         save_run([PlotRow(r.workload, r.unit, r.stack, r.kernel, r.target) for r in rows],
                  time.strftime("%Y-%m-%d %H:%M"))
