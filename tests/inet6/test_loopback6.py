@@ -1,6 +1,5 @@
 """::1 on lo0: ping6, TCP (64 KB both ways, a large MTU on lo0 and no fragmentation)
-and UDP (a 30 KB datagram) to ::1 inside one stack, with no interface but lo0; a
-datagram to ::1 from a wire interface is dropped (RFC 4291 §2.5.3)."""
+and UDP (a 30 KB datagram) to ::1 inside one stack, with no interface but lo0."""
 
 from __future__ import annotations
 
