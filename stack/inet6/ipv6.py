@@ -475,10 +475,10 @@ class IPv6Layer:
         elif dst == LOOPBACK6:
             pass
         elif dst in self.tentative:
-            # RFC 4862 §5.4: a tentative address receives only DAD's ND messages
-            if nh != NH_ICMPV6:
-                c["drop_tentative_dest"] += 1
-                return
+            # RFC 4862 §5.4: nothing addressed to a tentative address is taken (DAD's
+            # messages go to the solicited-node group and all-nodes, not to it)
+            c["drop_tentative_dest"] += 1
+            return
         else:
             self._forward(iface, pkt, off, total, hlim, src, dst, nh)
             return
