@@ -13,8 +13,9 @@ Files (served by ``lsm-bpf`` at ``<prefix>/dev/bpf``; see docs/pf-bpf.md):
             the filter new opens of ``IF`` get (``filter IF`` alone clears it);
             reading lists the readers with their counters.
 
-A read returns the pcap global header first (LINKTYPE_ETHERNET, microsecond
-timestamps), then records as frames arrive; it blocks while there is nothing (EAGAIN
+A read returns the pcap global header first (LINKTYPE_ETHERNET, or the link type chosen
+with ``BIOCSDLT`` / ``IF,dlt=127`` where the interface offers another one: a wireless
+interface's DLT_IEEE802_11_RADIO, radiotap + 802.11; microsecond timestamps), then records as frames arrive; it blocks while there is nothing (EAGAIN
 with O_NONBLOCK) and returns end-of-file once the interface is gone. A write is one
 Ethernet frame, sent out of the interface as is. Each reader has a bounded buffer
 (``BIOCSBLEN`` before ``BIOCSETIF``, or ``blen=``; default 2 MiB; a read returns at most
@@ -72,6 +73,10 @@ PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, DEFAULT_SNAPLEN,
                           LINKTYPE_ETHERNET)
 
 
+def pcap_header(dlt: int) -> bytes:
+    return PCAP_HEADER[:-4] + struct.pack("<I", dlt)
+
+
 # -- ioctl encoding (asm-generic/ioctl.h) ------------------------------------------------
 def _ioc(d: int, t: str, nr: int, size: int) -> int:
     return (d << 30) | (size << 16) | (ord(t) << 8) | nr
@@ -100,6 +105,7 @@ BIOCSETF = _IOW("B", 103, 4 + SETF_MAXINSNS * INSN_SIZE)  # u32 count + bpf_insn
 BIOCFLUSH = _IO("B", 104)
 BIOCPROMISC = _IO("B", 105)
 BIOCGDLT = _IOR("B", 106, 4)
+BIOCSDLT = _IOW("B", 118, 4)          # u32 link type (NetBSD)
 BIOCGETIF = _IOR("B", 107, IFNAMSIZ)
 BIOCSETIF = _IOW("B", 108, IFNAMSIZ)   # char name[16]
 BIOCGSTATS = _IOR("B", 111, 8)         # struct bpf_stat {u32 bs_recv; u32 bs_drop;}
@@ -126,6 +132,7 @@ class BpfReader(Handle):
         self.capt = 0  # frames queued
         self.drop_logged = False
         self.promisc = False
+        self.dlt = LINKTYPE_ETHERNET
         self.closed = False  # the interface went away: EOF once drained
         self._hdr_left = 0  # bytes of the pcap header not read yet
         self._wake = trio.Event()
@@ -136,19 +143,23 @@ class BpfReader(Handle):
         if self.iface is iface:
             return
         self.detach()
+        taps = iface.taps if self.dlt == LINKTYPE_ETHERNET else iface.dlt_taps.get(self.dlt)
+        if taps is None:
+            raise OSError(errno.EINVAL, f"{iface.name} has no link type {self.dlt}")
         self.iface = iface
-        self.buf = bytearray(PCAP_HEADER)
-        self._hdr_left = len(PCAP_HEADER)
+        self.buf = bytearray(pcap_header(self.dlt))
+        self._hdr_left = len(self.buf)
         self.closed = False
-        iface.taps.append(self.tap)
+        taps.append(self.tap)
         self._wakeup()
 
     def detach(self) -> None:
         iface = self.iface
         if iface is None:
             return
-        if self.tap in iface.taps:
-            iface.taps.remove(self.tap)
+        for taps in (iface.taps, *iface.dlt_taps.values()):
+            if self.tap in taps:
+                taps.remove(self.tap)
         if self.promisc:
             iface.set_promisc(False)
             self.promisc = False
@@ -223,6 +234,8 @@ class BpfReader(Handle):
                           "not attached to an interface")
         if not self.caller.is_root:
             raise OSError(errno.EPERM, "injecting frames needs root")
+        if self.dlt != LINKTYPE_ETHERNET:
+            raise OSError(errno.EINVAL, "frames are injected as Ethernet frames (DLT_EN10MB)")
         n = len(data)
         if n < 14:
             raise OSError(errno.EINVAL, "a frame has at least an Ethernet header (14 bytes)")
@@ -289,7 +302,17 @@ class BpfReader(Handle):
             self.bufsize = clamp_bufsize(want)
             return 0, struct.pack("=I", self.bufsize)
         if cmd == BIOCGDLT:
-            return 0, struct.pack("=I", LINKTYPE_ETHERNET)
+            return 0, struct.pack("=I", self.dlt)
+        if cmd == BIOCSDLT:
+            (dlt,) = struct.unpack_from("=I", arg)
+            iface = self.iface
+            if iface is None or (dlt != LINKTYPE_ETHERNET and dlt not in iface.dlt_taps):
+                raise OSError(errno.EINVAL, f"link type {dlt} not offered")
+            if dlt != self.dlt:
+                self.detach()
+                self.dlt = dlt
+                self.attach(iface)
+            return 0, b""
         if cmd == BIOCGSNAPLEN:
             return 0, struct.pack("=I", self.snaplen)
         if cmd == BIOCSSNAPLEN:
@@ -303,7 +326,8 @@ class BpfReader(Handle):
     def _flush(self) -> None:
         """Drop queued frames and zero the counters (BSD reset_d: BIOCFLUSH, BIOCSETF),
         keeping what is unread of the pcap header."""
-        self.buf = bytearray(PCAP_HEADER[len(PCAP_HEADER) - self._hdr_left:])
+        hdr = pcap_header(self.dlt)
+        self.buf = bytearray(hdr[len(hdr) - self._hdr_left:])
         self.recv = self.drop = self.capt = 0
 
     def release(self) -> None:
@@ -358,6 +382,8 @@ class BpfDevice:
             r.bufsize = opts.bufsize
         if opts.snaplen is not None:
             r.snaplen = opts.snaplen
+        if opts.dlt is not None:
+            r.dlt = opts.dlt
         r.attach(iface)
         return r
 
@@ -408,6 +434,7 @@ class StreamOptions:
     def __init__(self, bufsize: int | None = None, snaplen: int | None = None) -> None:
         self.bufsize = bufsize
         self.snaplen = snaplen
+        self.dlt: int | None = None
 
     @classmethod
     def parse(cls, text: str) -> StreamOptions:
@@ -420,9 +447,19 @@ class StreamOptions:
                 opts.bufsize = clamp_bufsize(_size(value))
             elif key == "snaplen":
                 opts.snaplen = max(14, min(DEFAULT_SNAPLEN, _size(value)))
+            elif key == "dlt":
+                opts.dlt = DLT_NAMES.get(value.lower(), None) if not value.isdigit() \
+                    else int(value)
+                if opts.dlt is None:
+                    raise ValueError(f"unknown link type {value!r}")
             else:
-                raise ValueError(f"unknown option {key!r} (blen=, snaplen=)")
+                raise ValueError(f"unknown option {key!r} (blen=, snaplen=, dlt=)")
         return opts
+
+
+#: link type names ``dlt=`` takes besides numbers
+DLT_NAMES = {"en10mb": LINKTYPE_ETHERNET, "ether": LINKTYPE_ETHERNET,
+             "ieee802_11_radio": 127, "radio": 127}
 
 
 def _size(text: str) -> int:

@@ -117,6 +117,9 @@ class Interface:
         self.capabilities: set[str] = set()
         self.offloads: set[str] = set()
         self.taps: list[CaptureTap] = []
+        #: taps of other link types a capture may choose (bpf's BIOCSDLT): DLT → taps; a
+        #: wireless interface offers 127 (radiotap + 802.11) beside Ethernet's ``taps``
+        self.dlt_taps: dict[int, list[CaptureTap]] = {}
         #: set by layer 2 when the interface is a bridge member / VLAN parent
         self.l2_hook: Callable[[Interface, Packet], bool] | None = None
         self.multicast: set[bytes] = set()

@@ -8,6 +8,8 @@
     ifconfig IF up | down | mtu N | vlan TAG vlanif PARENT | -vlanif
     ifconfig IF create [vlan TAG vlanif PARENT] [OPTIONS]   (vlanN, bridgeN, DRIVERn)
     ifconfig IF destroy
+    ifconfig IF ssid NAME [chan N] [wpakey PASS | wpakeyfile F] [mediaopt hostap] | scan |
+             list sta     (802.11: stack/tools/ifconfig80211.py)
 
 Without ``alias`` a new IPv4 address replaces the interface's first one (as BSD's
 ifconfig); ``delete``/``-alias`` without an address removes the first. An IPv6 address
@@ -20,6 +22,7 @@ from __future__ import annotations
 import ipaddress
 import sys
 
+from stack.tools import ifconfig80211
 from stack.tools.cfgparse import Stanza, stanzas
 from stack.tools.common import (
     ToolError,
@@ -94,7 +97,8 @@ def nd6_line(value: str) -> str:
     return f"\tnd6 options={bits:x}<{names}>"
 
 
-def format_stanza(s: Stanza, *, lifetimes: bool = False, only6: bool = False) -> str:
+def format_stanza(s: Stanza, *, lifetimes: bool = False, only6: bool = False,
+                  extra: list[str] | None = None) -> str:
     fl = s.get("flags", "0x0 -").split()
     bits = int(fl[0], 16)
     names = fl[1] if len(fl) > 1 and fl[1] != "-" else ""
@@ -103,6 +107,7 @@ def format_stanza(s: Stanza, *, lifetimes: bool = False, only6: bool = False) ->
     if caps:
         out.append(f"\tcapabilities={caps}")
         out.append(f"\tenabled={s.get('offloads', '-')}")
+    out += extra or []
     if s.get("kind") != "loopback":
         out.append(f"\taddress: {s.get('mac')}")
     vlan = s.get("vlan")
@@ -230,6 +235,10 @@ def parse_config(name: str, args: list[str], current: Stanza) -> list[str]:
     return cmds
 
 
+def _wlan_lines(prefix: str, s: Stanza) -> list[str]:
+    return ifconfig80211.lines(prefix, s.name) if s.get("kind") == "wlan" else []
+
+
 def main(argv: list[str]) -> int:
     prefix, args = pop_prefix(argv)
     if wants_help(args):
@@ -240,7 +249,8 @@ def main(argv: list[str]) -> int:
         args = args[1:]
     try:
         if not args or args == ["-a"]:
-            sys.stdout.write("".join(format_stanza(s, lifetimes=lifetimes)
+            sys.stdout.write("".join(format_stanza(s, lifetimes=lifetimes,
+                                                   extra=_wlan_lines(prefix, s))
                                      for s in load(prefix)))
             return 0
         if args == ["-l"]:
@@ -260,9 +270,16 @@ def main(argv: list[str]) -> int:
             return 0
         current = find(prefix, name)
         if not rest or rest == ["inet6"]:
-            sys.stdout.write(format_stanza(current, lifetimes=lifetimes, only6=bool(rest)))
+            sys.stdout.write(format_stanza(current, lifetimes=lifetimes, only6=bool(rest),
+                                           extra=None if rest else _wlan_lines(prefix, current)))
             return 0
-        for cmd in parse_config(name, rest, current):
+        if ifconfig80211.query(rest):
+            sys.stdout.write(ifconfig80211.run_query(prefix, name, rest))
+            return 0
+        wireless, rest = ifconfig80211.split(rest)
+        if wireless:
+            ifconfig80211.configure(prefix, name, wireless)
+        for cmd in parse_config(name, rest, current) if rest else []:
             command(prefix, "config/interfaces", cmd)
         return 0
     except ToolError as exc:

@@ -73,6 +73,7 @@ from stack.l2.loopback import Loopback
 from stack.l2.vlan import VlanInterface
 from stack.loader import _load_file
 from stack.neighbour import NEIGHBOUR_COUNTERS
+from stack.net80211.counters import WLAN_COUNTERS
 from stack.pf.counters import (
     BLOCK_BY_DIR,
     COUNTER_NAMES,
@@ -110,6 +111,7 @@ def _where() -> dict[str, dict[str, Declared]]:
     vwire = _module_file("modules/devnp-vwire.py").VwireInterface.counter_names
     echo = _module_file("examples/modules/lsm-echo.py").COUNTERS
     cryptosim = _module_file("modules/devnp-cryptosim.py").COUNTERS
+    wifisim = _module_file("modules/devnp-wifisim.py").COUNTERS
     return {
         # the transports: every counter of a file is its protocol's
         "stack/transport/tcp/": {"*": TCP_COUNTERS},
@@ -164,6 +166,9 @@ def _where() -> dict[str, dict[str, Declared]]:
         "stack/crypto/": {"*": CRYPTO_COUNTERS},
         "modules/devnp-cryptosim.py": {"self.counters": cryptosim},
         "stack/ipsec/": {"*": IPSEC_COUNTERS},
+        # 802.11: a wireless interface's group; the simulated radio counts into it
+        "stack/net80211/": {"*": WLAN_COUNTERS},
+        "modules/devnp-wifisim.py": {"self.wlan.counters": wifisim},
         # Qnet (lsm-qnet): one group
         "stack/qnet/": {"*": QNET_COUNTERS},
         # not counters: the tool's dict of what it parsed from a stack's file
@@ -192,6 +197,8 @@ DYNAMIC: dict[tuple[str, str], frozenset[str]] = {
     ("stack/pf/engine.py", "_BLOCK[dirn]"): frozenset(BLOCK_BY_DIR.values()),
     # ParseError.reason of stack/qnet/wire.py
     ("stack/qnet/node.py", "exc.reason"): QNET_DROP_REASONS,
+    # WifisimRadio._count(key): the names its calls pass (COUNTERS of the module)
+    ("modules/devnp-wifisim.py", "key"): _module_file("modules/devnp-wifisim.py").COUNTERS,
 }
 
 
