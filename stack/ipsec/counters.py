@@ -7,6 +7,7 @@ from stack.counters import names
 OUT_DROPS = names("""
     out_drop_no_sa out_drop_seq_overflow out_drop_sa_expired out_drop_crypto
     out_drop_send out_drop_policy_discard out_drop_bad_packet out_drop_no_policy
+    out_drop_too_big
 """)
 IN_DROPS = names("""
     in_drop_truncated in_drop_bad_spi in_drop_replay in_drop_out_of_window

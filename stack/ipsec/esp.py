@@ -29,6 +29,7 @@ from stack.counters import Counters
 from stack.crypto.algs import Alg
 from stack.crypto.framework import DECRYPT, ENCRYPT, CryptoError, CryptoRequest, SessionParams
 from stack.inet.wire import checksum1
+from stack.inet.wire.icmp import DEST_UNREACH, UNREACH_NEEDFRAG
 from stack.ipsec.counters import IPSEC_COUNTERS
 from stack.ipsec.sa import SA, Databases, Policy
 from stack.l2.iface import IFF_POINTOPOINT, IFF_RUNNING, IFF_UP, Interface
@@ -169,6 +170,8 @@ class Esp:
             c["sa_hard_expired"] += 1
             c["out_drop_sa_expired"] += 1
             return False
+        if dgram[6] & 0x40 and self._too_big(dgram, sa, pol.mode, ihl, odst):
+            return False
         limit = (1 << 64) - 1 if sa.esn else 0xFFFFFFFF
         if sa.seq >= limit:  # RFC 4303 3.3.3: never cycle; a new SA is needed
             c["out_drop_seq_overflow"] += 1
@@ -199,6 +202,29 @@ class Esp:
         self.stack.crypto.dispatch(req)
         if req.out is None and not req.error:
             c["out_async"] += 1
+        return True
+
+    def _too_big(self, dgram: bytes, sa: SA, mode: str, ihl: int, odst: int) -> bool:
+        """Path MTU through the SA (RFC 4301 8.2, Linux's xfrm_tunnel_check_size): a
+        datagram with DF set whose ESP packet would not fit the path to the SA's
+        destination is dropped and its source told, by an ICMP "fragmentation needed"
+        with the MTU the inner datagram may have (a local TCP lowers its MSS at once,
+        a host behind a gateway learns it as from a router). Without DF the ESP packet is
+        fragmented."""
+        inet = self.stack.inet
+        mtu = inet.route_mtu(odst)
+        if not mtu:
+            return False
+        block = 4 if sa.gcm else 16
+        fixed = 20 + 8 + (GCM_IV if sa.gcm else CBC_IV) + ICV + (8 if sa.natt else 0)
+        payload = len(dgram) if mode == "tunnel" else len(dgram) - ihl
+        padded = -(-(payload + 2) // block) * block
+        if fixed + padded <= mtu:
+            return False
+        inner_mtu = (mtu - fixed) // block * block - 2 + (0 if mode == "tunnel" else ihl)
+        self.counters["out_drop_too_big"] += 1
+        if inner_mtu >= 68:
+            inet.icmp.send_error(DEST_UNREACH, UNREACH_NEEDFRAG, memoryview(dgram), inner_mtu)
         return True
 
     def _output_done(self, req: CryptoRequest) -> None:
