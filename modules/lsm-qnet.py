@@ -27,12 +27,9 @@ from stack.options import OptionError
 from stack.qnet import wire
 from stack.qnet.fs import NetRoot
 from stack.qnet.kif import HostDir, KifServer
-from stack.qnet.node import Qnet
-from stack.registry import AF_INET, ServiceKey
+from stack.qnet.node import QNET, Qnet
+from stack.registry import AF_INET
 from stack.services import BPF, PF
-
-#: ``stack.services.get(QNET)``: the running Qnet instance
-QNET: ServiceKey[Qnet] = ServiceKey("qnet")
 
 
 class _IpTransport:

@@ -31,6 +31,7 @@ from stack.qnet.counters import QNET_COUNTERS
 from stack.qnet.kif import KifClient, KifServer
 from stack.qnet.l4 import ST_DOWN, ST_INIT, Conn, PeerLink, new_incarnation
 from stack.qnet.wire import Header, ParseError
+from stack.registry import ServiceKey
 
 if TYPE_CHECKING:  # cycle: the stack loads this module's users; types only
     from stack.core import Stack
@@ -516,6 +517,10 @@ class Qnet:
 
     def render_stats(self) -> str:
         return "".join(f"{k} {v}\n" for k, v in sorted(self.counters.snapshot().items()))
+
+
+#: ``stack.services.get(QNET)``: the running Qnet instance (lsm-qnet offers it)
+QNET: ServiceKey[Qnet] = ServiceKey("qnet")
 
 
 def load_resolve_file(path: str) -> dict[str, list[tuple[str, str]]]:
