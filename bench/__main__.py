@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import signal
@@ -43,10 +44,16 @@ ROWS: list[tuple[str, str, str, str, str]] = [
     ("files_tx", "mbps", "TCP bulk stack→kernel, via files (libsocket)", "Mbit/s", ">= 800"),
     ("echo", "p50", "1-byte echo RTT via libsocket p50", "µs", "<= 200"),
     ("echo", "p99", "1-byte echo RTT via libsocket p99", "µs", "-"),
+    ("load", "x", "1-byte echo p99 via libsocket under a TCP bulk transfer, × idle p99", "×",
+     "<= 5"),
     ("accept", "rate", "accepted TCP connections", "conn/s", ">= 1000"),
     ("files_accept", "rate", "accepted TCP connections via files (libsocket)", "conn/s",
      ">= 1000"),
     ("udp", "rate", "UDP datagrams into an in-stack sink", "dgram/s", ">= 50000"),
+    ("udp_files", "rate", "UDP datagrams into a sink via files (libsocket)", "dgram/s",
+     ">= 0.5 × in-stack"),
+    ("udp_rr", "rate", "UDP request/response via files (libsocket server)", "req/s",
+     ">= 0.5 × in-stack"),
     ("fwd", "pps", "UDP packets forwarded by the stack, ns a → ns b", "pkt/s", "-"),
     ("pf", "keep_pct", "TCP bulk kernel→stack, pf on (100 rules, keep state) vs off", "%",
      ">= 80"),
@@ -56,6 +63,7 @@ ROWS: list[tuple[str, str, str, str, str]] = [
     ("fuse_read", "rate", "FUSE 64-byte reads", "reads/s", ">= 18000"),
     ("fuse_bulk", "gb_s", "FUSE 128 KiB writes", "GB/s", ">= 1"),
     ("rss", "mb", "RSS holding 1,000 idle TCP connections", "MB", "<= 100"),
+    ("idle", "pct", "CPU holding 1,000 idle TCP connections", "% of a core", "< 1"),
     # IPv6: each within 10 % of its IPv4 row in the same run (the note gives the ratio)
     ("ping6", "p50", "ping6 RTT kernel→stack p50", "µs", "<= 1.1 × IPv4"),
     ("tcp6_rx", "mbps", "TCPv6 bulk kernel→stack, in-stack sink", "Mbit/s", ">= 0.9 × IPv4"),
@@ -70,12 +78,26 @@ ROWS: list[tuple[str, str, str, str, str]] = [
 #: an IPv6 row's IPv4 row (same metric): the note says the ratio
 V4_ROW = {"ping6": "ping", "tcp6_rx": "tcp_rx", "tcp6_tx": "tcp_tx", "files6_rx": "files_rx",
           "files6_tx": "files_tx"}
+#: a row measured against the in-stack row of the same kind (target "× in-stack")
+IN_STACK_ROW = {"udp_files": "udp", "udp_rr": "udp"}
+#: why a row has no floor (default: NO_FLOOR); the floors: bench/floors.py
+NO_FLOOR = "no floor program"
 NAMES = list(WORKLOADS)
 #: the kernel ceiling of these workloads is the same measurement: run it once
 SHARED_KERNEL = {"tcp_rx": "tcp", "tcp_tx": "tcp", "files_rx": "tcp", "files_tx": "tcp",
-                 "tcp6_rx": "tcp6", "tcp6_tx": "tcp6", "files6_rx": "tcp6", "files6_tx": "tcp6"}
+                 "tcp6_rx": "tcp6", "tcp6_tx": "tcp6", "files6_rx": "tcp6", "files6_tx": "tcp6",
+                 "udp_files": "udp"}
 
 DOC = os.path.join(REPO, "docs", "performance.md")
+#: the columns, explained under the table's header
+COLUMNS = ("Columns: *kernel*, the same workload between two kernel namespaces over veth; "
+           "*floor*, the same client against a minimal C program built by the run "
+           "(bench/floor/: tap_floor.c answers ARP and ICMP echo on a TAP with one read and "
+           "one write per frame; fuse_floor.c, a single-threaded libfuse3 low-level server), "
+           "n/a with the reason where a row has none; *ratio*, this stack / kernel; *CPU*, "
+           "user + system CPU seconds of the stack's process over the timed part "
+           "(getrusage), per GB moved or per 1,000 requests, datagrams, packets or "
+           "connections.")
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
@@ -133,7 +155,7 @@ def run_workload_side(name: str, side: str, p: Params, verbose: bool) -> dict[st
 def merge_run(merged: dict[str, Any], res: dict[str, Any]) -> None:
     for metric, vals in res.get("metrics", {}).items():
         merged["metrics"].setdefault(metric, []).extend(vals)
-    for key in ("note", "notes"):
+    for key in ("note", "notes", "cpu_unit"):
         if key in res:
             merged[key] = res[key]
 
@@ -146,13 +168,27 @@ def worker_timeout(name: str, p: Params) -> float:
         return 60 + p.runs * (p.echo_count * 0.01 * 2 + 10)
     if name == "rss":
         return 60 + p.runs * (60 + p.conns * 0.05)
+    if name == "idle":
+        return 90 + p.conns * 0.05 + p.runs * (p.idle_seconds + 5)
+    if name == "load":
+        return 60 + p.runs * (p.echo_count * 0.01 * 4 + 20)
     if name == "pf":  # a pf-off run, then three runs per run
         return 30 + (3 * p.runs + 1) * per_run
     return 30 + p.runs * per_run
 
 
+def _figure(res: dict[str, Any], metric: str) -> float | None:
+    """The median of a side's finite values of METRIC (None when it has none)."""
+    vals = [v for v in res.get("metrics", {}).get(metric, []) if math.isfinite(v)]
+    return median(vals) if vals else None
+
+
 def build_rows(results: dict[str, dict[str, Any]], kernel: dict[str, dict[str, Any]],
-               names: list[str]) -> list[Row]:
+               names: list[str], floor: dict[str, dict[str, Any]] | None = None,
+               no_floor: str = "") -> list[Row]:
+    """The table's rows: each side's figure (median of its runs), the floor's where the
+    workload has one (``floor``; ``no_floor``: why none was measured), and the stack's
+    CPU per unit of work (its metric "cpu_METRIC" or "cpu", unit "cpu_unit")."""
     rows = []
     for wl, metric, label, unit, target in ROWS:
         if wl not in names:
@@ -179,13 +215,41 @@ def build_rows(results: dict[str, dict[str, Any]], kernel: dict[str, dict[str, A
             if v4vals and median(v4vals):
                 base = median(v4vals)
                 notes.append(f"IPv4 row {base:,.0f}: IPv6/IPv4 = {stack_v / base:.2f}")
+        inrow = IN_STACK_ROW.get(wl)
+        if inrow is not None and stack_v is not None:
+            base = _figure(results.get(inrow, {}), metric) or None
+            if base is not None:
+                notes.append(f"in-stack row {base:,.0f}: via files/in-stack = "
+                             f"{stack_v / base:.2f}")
+        floor_v, floor_na = None, NO_FLOOR
+        if "floor" in WORKLOADS.get(wl, {}):
+            fres = (floor or {}).get(wl, {})
+            if "na" in fres:
+                floor_na = str(fres["na"])
+            elif fres:
+                floor_v = _figure(fres, metric)
+                floor_na = "" if floor_v is not None else "no figure"
+                if floor_v is not None and stack_v is not None:
+                    notes.append(f"stack/floor = {stack_v / floor_v:.2f} (floor: "
+                                 f"{fres.get('note', 'bench/floor')})")
+            else:
+                floor_na = no_floor or "not measured"
+        cpu_v, cpu_na = None, ""
+        if "na" in res:
+            cpu_na = "no figure"
+        else:
+            cpu_v = _figure(res, f"cpu_{metric}")
+            if cpu_v is None:
+                cpu_v = _figure(res, "cpu")
+            cpu_na = "" if cpu_v is not None else "not measured"
         kvals = kres.get("metrics", {}).get(metric, []) if kres else []
         kernel_v = median(kvals) if kvals else None
         if kres and "na" in kres:
             notes.append(f"kernel n/a: {kres['na']}")
         elif kres.get("note"):
             notes.append("kernel: " + str(kres["note"]))
-        rows.append(Row(label, unit, stack_v, kernel_v, target, "; ".join(notes), base))
+        rows.append(Row(label, unit, stack_v, kernel_v, target, "; ".join(notes), base,
+                        floor_v, floor_na, cpu_v, str(res.get("cpu_unit", "")), cpu_na))
     return rows
 
 
@@ -217,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pings", type=int, help="pings per run of the ping workload")
     ap.add_argument("--echoes", type=int, help="round trips per run of the echo workload")
     ap.add_argument("--no-kernel", action="store_true", help="skip the kernel column")
+    ap.add_argument("--no-floor", action="store_true",
+                    help="skip the floors (bench/floor/: built and run by default)")
     ap.add_argument("--out", help=f"write the markdown here (default {DOC} on full runs)")
     ap.add_argument("--no-write", action="store_true", help="write no markdown")
     ap.add_argument("--json", metavar="FILE", help="also write the rows as JSON here")
@@ -236,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.smoke:
-        p = Params(seconds=0.3, runs=2, ping_count=50, echo_count=100, conns=100)
+        p = Params(seconds=0.3, runs=2, ping_count=50, echo_count=100, conns=100,
+                   idle_seconds=2.0)
     elif args.long:
         p = Params(seconds=5.0, runs=5, ping_count=5000, echo_count=10000, conns=1000)
     else:
@@ -257,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {}
     kernel: dict[str, dict[str, Any]] = {}
     kernel_cache: dict[str, dict[str, Any]] = {}
+    floor: dict[str, dict[str, Any]] = {}
     t0 = time.monotonic()
     load0 = os.getloadavg()[0]
     try:
@@ -272,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
                 if key not in kernel_cache:
                     kernel_cache[key] = run_workload_side(name, "kernel", p, args.verbose)
                 kernel[name] = kernel_cache[key]
+            if not args.no_floor and "floor" in WORKLOADS[name]:
+                floor[name] = run_workload_side(name, "floor", p, args.verbose)
             print(f"  {name}: {time.monotonic() - t:.1f}s", file=sys.stderr, flush=True)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -279,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         sweep_namespaces(tag)
 
-    rows = build_rows(results, kernel, names)
+    rows = build_rows(results, kernel, names, floor,
+                      "not measured (--no-floor)" if args.no_floor else "")
     elapsed = time.monotonic() - t0
     load1 = os.getloadavg()[0]
     header = (f"Machine: {machine()}  \n"
@@ -287,14 +358,17 @@ def main(argv: list[str] | None = None) -> int:
               f"({mode_name}: medians of {p.runs} run(s) of {p.seconds:g} s, "
               f"{p.ping_count} pings, {p.echo_count} echoes, {p.conns} idle connections), "
               f"{time.strftime('%Y-%m-%d %H:%M')}, {elapsed:.0f} s, "
-              f"load average before/after {load0:.1f}/{load1:.1f}")
+              f"load average before/after {load0:.1f}/{load1:.1f}  \n"
+              f"{COLUMNS}")
     print(header.replace("  \n", "\n"))
     print(table(rows), end="")
     if args.json:
         with open(args.json, "w") as f:
             json.dump([{"workload": r.workload, "unit": r.unit, "stack": r.stack,
-                        "kernel": r.kernel, "target": r.target, "met": r.met,
-                        "note": r.note} for r in rows], f, indent=1)
+                        "kernel": r.kernel, "floor": r.floor, "floor_na": r.floor_na,
+                        "target": r.target, "met": r.met, "cpu": r.cpu,
+                        "cpu_unit": r.cpu_unit, "cpu_na": r.cpu_na, "note": r.note}
+                       for r in rows], f, indent=1)
     out = args.out or (DOC if not (args.only or args.smoke or args.runs or args.seconds
                                    or args.pings or args.echoes) else None)
     if out and not args.no_write:
@@ -304,7 +378,8 @@ def main(argv: list[str] | None = None) -> int:
         # a full run of the table (not a test's --out file): kept for --plot's history
         from bench.plot import PlotRow, save_run
 
-        save_run([PlotRow(r.workload, r.unit, r.stack, r.kernel, r.target) for r in rows],
+        save_run([PlotRow(r.workload, r.unit, r.stack, r.kernel, r.target, r.floor)
+                  for r in rows],
                  time.strftime("%Y-%m-%d %H:%M"))
     return 0
 

@@ -94,6 +94,13 @@ class Row:
     note: str = ""
     #: what a relative target multiplies (an IPv6 row: its IPv4 row's value)
     base: float | None = None
+    #: the floor: the same client against a minimal C program (bench/floor/), this run
+    floor: float | None = None
+    floor_na: str = ""  # why there is no floor figure ("" outside the suite: "-")
+    #: CPU seconds of the stack process per unit of work (``cpu_unit``: "s/GB", ...)
+    cpu: float | None = None
+    cpu_unit: str = ""
+    cpu_na: str = ""  # why there is no CPU figure
 
     @property
     def met(self) -> str:
@@ -108,7 +115,8 @@ class Row:
             goal = float(num)
         except ValueError:
             return "-"
-        ok = self.stack >= goal if op == ">=" else self.stack <= goal
+        ok = {">=": self.stack >= goal, ">": self.stack > goal,
+              "<": self.stack < goal}.get(op, self.stack <= goal)
         return "yes" if ok else "no"
 
     @property
@@ -128,10 +136,27 @@ def fmt(v: float | None) -> str:
     return f"{v:.3g}"
 
 
+def floor_cell(r: Row) -> str:
+    if r.floor is not None:
+        return fmt(r.floor)
+    return f"n/a: {r.floor_na}" if r.floor_na else "-"
+
+
+def cpu_cell(r: Row) -> str:
+    if r.cpu is not None:
+        return f"{r.cpu:.3g} {r.cpu_unit}".rstrip()
+    return f"n/a: {r.cpu_na}" if r.cpu_na else "-"
+
+
+#: the table's columns (docs/performance.md, "How each figure is made")
+HEAD = ["workload", "this stack", "kernel", "floor", "ratio", "target", "met", "CPU",
+        "note"]
+
+
 def table(rows: list[Row], markdown: bool = False) -> str:
-    head = ["workload", "this stack", "kernel", "ratio", "target", "met", "note"]
-    data = [[f"{r.workload} ({r.unit})", fmt(r.stack), fmt(r.kernel), r.ratio, r.target,
-             r.met, r.note] for r in rows]
+    head = HEAD
+    data = [[f"{r.workload} ({r.unit})", fmt(r.stack), fmt(r.kernel), floor_cell(r),
+             r.ratio, r.target, r.met, cpu_cell(r), r.note] for r in rows]
     if markdown:
         out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         out += ["| " + " | ".join(d) + " |" for d in data]

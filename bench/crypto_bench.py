@@ -19,7 +19,9 @@ SIZE = 1400
 WINDOW = 256
 
 
-async def _provider_rate(provider: str, seconds: float) -> float:
+async def _provider_rate(provider: str, seconds: float) -> tuple[float, float]:
+    """(requests/s, CPU seconds of this process per 1,000 requests) over ``seconds``."""
+    from bench.workloads import PER_K, cpu_s, per_unit
     from stack.core import Stack, StackConfig
     from stack.crypto import Alg, CryptoRequest, SessionParams
     from stack.crypto.framework import ENCRYPT
@@ -52,7 +54,7 @@ async def _provider_rate(provider: str, seconds: float) -> float:
 
         if provider == "swcrypto":
             # synchronous completion: a loop of batches, each completed in dispatch
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), cpu_s()
             n = 0
             while time.perf_counter() - t0 < seconds:
                 batch = [CryptoRequest(s, ENCRYPT, payload, iv=bytes(8), aad=b"12345678",
@@ -61,21 +63,23 @@ async def _provider_rate(provider: str, seconds: float) -> float:
                 n += len(batch)
                 await trio.sleep(0)
             rate = n / (time.perf_counter() - t0)
+            cpu = per_unit(cpu_s() - c0, n, PER_K)
         else:
             inflight[0] = WINDOW
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), cpu_s()
             crypto.dispatch_batch([CryptoRequest(s, ENCRYPT, payload, iv=bytes(8),
                                                  aad=b"12345678", inject=SIZE, callback=cb)
                                    for _ in range(WINDOW)])
             await trio.sleep(seconds)
             n = done[0]
             rate = n / (time.perf_counter() - t0)
+            cpu = per_unit(cpu_s() - c0, n, PER_K)
             stop[0] = True
             with trio.move_on_after(5):
                 await idle.wait()
         await st.shutdown()
         nursery.cancel_scope.cancel()
-    return rate
+    return rate, cpu
 
 
 def _library_rate(seconds: float) -> float:
@@ -93,16 +97,22 @@ def _library_rate(seconds: float) -> float:
     return n / (time.perf_counter() - t0)
 
 
+async def _provider_runs(provider: str, p: Params) -> dict[str, Any]:
+    runs = [await _provider_rate(provider, p.seconds) for _ in range(p.runs)]
+    return {"metrics": {"rate": [r for r, _ in runs], "cpu": [c for _, c in runs]},
+            "cpu_unit": "s/1k req"}
+
+
 async def stack_crypto_sw(p: Params) -> dict[str, Any]:
-    return {"metrics": {"rate": [await _provider_rate("swcrypto", p.seconds)
-                                 for _ in range(p.runs)]},
-            "note": "swcrypto, completions in dispatch; kernel column: the library alone"}
+    res = await _provider_runs("swcrypto", p)
+    res["note"] = "swcrypto, completions in dispatch; kernel column: the library alone"
+    return res
 
 
 async def stack_crypto_sim(p: Params) -> dict[str, Any]:
-    return {"metrics": {"rate": [await _provider_rate("cryptosim0", p.seconds)
-                                 for _ in range(p.runs)]},
-            "note": f"-d cryptosim latency=0, {WINDOW} in flight; kernel column: the library"}
+    res = await _provider_runs("cryptosim0", p)
+    res["note"] = f"-d cryptosim latency=0, {WINDOW} in flight; kernel column: the library"
+    return res
 
 
 def library_crypto(p: Params) -> dict[str, Any]:

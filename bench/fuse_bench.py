@@ -57,6 +57,13 @@ def _parse(out: str) -> tuple[int, int, float]:
     return int(ops), int(nbytes), float(elapsed)
 
 
+def client_run(mode: str, path: str, seconds: float) -> tuple[int, int, float]:
+    """The client loop in its own process on PATH (a FUSE file): (ops, bytes, seconds)."""
+    res = subprocess.run(_client_cmd(mode, path, seconds), capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=REPO), cwd=REPO, check=True)
+    return _parse(res.stdout)
+
+
 def pipe_run(mode: str, seconds: float) -> tuple[int, int, float]:
     """The same client against a pipe whose other end is another process."""
     env = dict(os.environ, PYTHONPATH=REPO)
@@ -75,7 +82,13 @@ def pipe_run(mode: str, seconds: float) -> tuple[int, int, float]:
     return _parse(res.stderr)
 
 
-def fuse_runs(modes: list[str], seconds: float, profile: str | None) -> dict[str, tuple[int, int, float]]:
+def fuse_runs(modes: list[str], seconds: float, profile: str | None,
+              cpu: dict[str, float] | None = None) -> dict[str, tuple[int, int, float]]:
+    """One session in this process, the client loop run once per mode against it; with
+    ``cpu``, the CPU seconds (user + sys) this process spent during each mode's client run
+    go there."""
+    import resource
+
     import trio
 
     from rmgr.fuse.session import serve_mount
@@ -99,10 +112,14 @@ def fuse_runs(modes: list[str], seconds: float, profile: str | None) -> dict[str
             await nursery.start(serve_mount, root, os.path.join(mnt, "m"))
             env = dict(os.environ, PYTHONPATH=REPO)
             for mode in modes:
+                ru0 = resource.getrusage(resource.RUSAGE_SELF)
                 proc = await trio.run_process(_client_cmd(mode, os.path.join(mnt, "m", "sink"),
                                                           seconds),
                                               capture_stdout=True, env=env, cwd=REPO)
+                ru1 = resource.getrusage(resource.RUSAGE_SELF)
                 results[mode] = _parse(proc.stdout.decode())
+                if cpu is not None:
+                    cpu[mode] = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
             nursery.cancel_scope.cancel()
 
     try:

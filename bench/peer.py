@@ -9,6 +9,7 @@ modes the caller must wait for). Modes::
                                   IPv6 listener on ::)
     source HOST PORT SECONDS      connect, send for SECONDS, shut down, wait for the
                                   peer's close: {"bytes", "seconds"}
+    source-stdin HOST PORT        as source, sending until stdin reaches EOF
     echo-server PORT              accept one, echo until EOF
     echo-client HOST PORT N       N 1-byte round trips: {"rtt_us": [...]}
     accept-server PORT            accept and close until killed
@@ -20,6 +21,13 @@ modes the caller must wait for). Modes::
                                   "seconds"}
     udp-hole PORT                 bind PORT and never read (datagrams are dropped there
                                   without an ICMP error back); ready, hold until stdin EOF
+    udp-count PORT SECONDS        blocking recv; count datagrams for SECONDS from the
+                                  first (the sender must outlast it): {"count", "seconds"}
+    udp-server PORT               a DNS-like server: answer each datagram with its own
+                                  bytes, until an empty one: {"count"}
+    udp-rr HOST PORT SECONDS SIZE W  requests of SIZE bytes, W in flight, for SECONDS;
+                                  then an empty datagram (the server stops):
+                                  {"count", "seconds", "lost", "rtt_p50", "rtt_p99"}
     hold HOST PORT N              open N connections, print ready, hold until stdin EOF
 """
 
@@ -86,6 +94,31 @@ def source(sk: Any, host: str, port: int, seconds: float) -> None:
         total += CHUNK
     c.shutdown(sk.SHUT_WR)
     while c.recv(4096):  # the receiver closes after reading everything
+        pass
+    dt = time.perf_counter() - t0
+    c.close()
+    out({"bytes": total, "seconds": dt})
+
+
+def source_stdin(sk: Any, host: str, port: int) -> None:
+    import threading
+
+    done = threading.Event()
+
+    def watch() -> None:
+        sys.stdin.read()
+        done.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    c = _connect(sk, host, port)
+    data = b"\xa5" * CHUNK
+    total = 0
+    t0 = time.perf_counter()
+    while not done.is_set():
+        c.sendall(data)
+        total += CHUNK
+    c.shutdown(sk.SHUT_WR)
+    while c.recv(4096):
         pass
     dt = time.perf_counter() - t0
     c.close()
@@ -204,6 +237,83 @@ def udp_blast(sk: Any, host: str, port: int, seconds: float, size: int) -> None:
     out({"count": count, "seconds": time.perf_counter() - t0})
 
 
+def udp_count(sk: Any, port: int, seconds: float) -> None:
+    s = sk.socket(sk.AF_INET, sk.SOCK_DGRAM)
+    try:
+        s.setsockopt(sk.SOL_SOCKET, sk.SO_RCVBUF, 4 << 20)
+    except OSError:
+        pass
+    s.bind(("0.0.0.0", port))
+    out({"ready": True})
+    recv, now = s.recv, time.perf_counter
+    recv(2048)
+    count = 0
+    t0 = now()
+    deadline = t0 + seconds
+    while True:
+        for _ in range(64):
+            recv(2048)
+        count += 64
+        if now() >= deadline:
+            break
+    out({"count": count, "seconds": now() - t0})
+
+
+def udp_server(sk: Any, port: int) -> None:
+    s = sk.socket(sk.AF_INET, sk.SOCK_DGRAM)
+    s.bind(("0.0.0.0", port))
+    out({"ready": True})
+    count = 0
+    recvfrom, sendto = s.recvfrom, s.sendto
+    while True:
+        data, addr = recvfrom(2048)
+        if not data:
+            break
+        sendto(data, addr)
+        count += 1
+    s.close()
+    out({"count": count})
+
+
+def udp_rr(sk: Any, host: str, port: int, seconds: float, size: int, window: int) -> None:
+    """Requests kept ``window`` in flight; a request unanswered for 0.2 s is counted lost
+    and replaced. Each request carries its send time (for the round trip)."""
+    import struct
+
+    s = sk.socket(sk.AF_INET, sk.SOCK_DGRAM)
+    s.connect((host, port))
+    s.settimeout(0.2)
+    pad = b"q" * max(0, size - 8)
+    now, pack, unpack = time.perf_counter, struct.Struct("<d").pack, struct.Struct("<d").unpack
+    count = lost = inflight = 0
+    rtt: list[float] = []
+    t0 = now()
+    deadline = t0 + seconds
+    while True:
+        while inflight < window:
+            s.send(pack(now()) + pad)
+            inflight += 1
+        try:
+            data = s.recv(2048)
+        except TimeoutError:
+            lost += inflight
+            inflight = 0
+            if now() >= deadline:
+                break
+            continue
+        t = now()
+        inflight = max(0, inflight - 1)
+        count += 1
+        rtt.append((t - unpack(data[:8])[0]) * 1e6)
+        if t >= deadline:
+            break
+    dt = now() - t0
+    s.send(b"")  # the server stops
+    rtt.sort()
+    p50, p99 = (rtt[int(len(rtt) * q)] if rtt else 0.0 for q in (0.5, 0.99))
+    out({"count": count, "seconds": dt, "lost": lost, "rtt_p50": p50, "rtt_p99": p99})
+
+
 def udp_hole(sk: Any, port: int) -> None:
     s = sk.socket(sk.AF_INET, sk.SOCK_DGRAM)
     s.bind(("0.0.0.0", port))
@@ -234,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         sink(sk, int(rest[0]), int(rest[1]) if len(rest) > 1 else 4)
     elif mode == "source":
         source(sk, rest[0], int(rest[1]), float(rest[2]))
+    elif mode == "source-stdin":
+        source_stdin(sk, rest[0], int(rest[1]))
     elif mode == "echo-server":
         echo_server(sk, int(rest[0]))
     elif mode == "echo-client":
@@ -248,6 +360,12 @@ def main(argv: list[str] | None = None) -> int:
         udp_sink(sk, int(rest[0]), float(rest[1]))
     elif mode == "udp-blast":
         udp_blast(sk, rest[0], int(rest[1]), float(rest[2]), int(rest[3]))
+    elif mode == "udp-count":
+        udp_count(sk, int(rest[0]), float(rest[1]))
+    elif mode == "udp-server":
+        udp_server(sk, int(rest[0]))
+    elif mode == "udp-rr":
+        udp_rr(sk, rest[0], int(rest[1]), float(rest[2]), int(rest[3]), int(rest[4]))
     elif mode == "udp-hole":
         udp_hole(sk, int(rest[0]))
     elif mode == "hold":

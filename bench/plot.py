@@ -1,8 +1,9 @@
 """``python -m bench --plot DIR``: the benchmark table as pictures (matplotlib PNGs).
 
 * ``DIR/bench-rows.png``: one panel per row of the latest table - this stack, the
-  kernel and the measured floor where one is known (a bar each; a log scale when they
-  span more than 30x) and the target as a dashed line;
+  kernel and the floor (measured in the run: the table's floor column; for older tables
+  without one, the figure DESIGN.md gives) - a bar each, a log scale when they span more
+  than 30x - and the target as a dashed line;
 * ``DIR/bench-history.png``: one panel per row, its figure over every saved run (this
   stack solid, the kernel dashed, the target dotted).
 
@@ -29,7 +30,8 @@ HISTORY = os.path.join(REPO, "bench", "history")
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 #: measured floors (DESIGN.md "Measured floors"): what the best possible program gets on
-#: this kind of machine, by the start of the row's label
+#: this kind of machine, by the start of the row's label; used for tables from before
+#: the run measured its own floors (the "floor" column)
 FLOORS: dict[str, tuple[float, str]] = {
     "ping RTT kernel→stack p50": (50.0, "C responder on a TAP"),
     "FUSE 64-byte writes": (20_000.0, "libfuse3 C server"),
@@ -43,6 +45,7 @@ class PlotRow:
     stack: float | None
     kernel: float | None
     target: str
+    floor: float | None = None  # measured in the run (bench/floors.py)
 
 
 @dataclass
@@ -66,13 +69,20 @@ def parse_block(md: str) -> Run | None:
     block = md.split(BEGIN, 1)[1].split(END, 1)[0]
     m = re.search(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}", block)
     rows = []
+    # the columns by their header (older tables have no floor or CPU column)
+    col = {"this stack": 1, "kernel": 2, "target": 4}
     for line in block.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) < 5 or cells[0] in ("workload", "") or set(cells[0]) <= set("-"):
+        if cells and cells[0] == "workload":
+            col = {name: i for i, name in enumerate(cells)}
+            continue
+        if len(cells) < 5 or cells[0] == "" or set(cells[0]) <= set("-"):
             continue
         lm = re.fullmatch(r"(.*) \(([^()]*)\)", cells[0])
         label, unit = (lm.group(1), lm.group(2)) if lm else (cells[0], "")
-        rows.append(PlotRow(label, unit, _num(cells[1]), _num(cells[2]), cells[4]))
+        fl = _num(cells[col["floor"]]) if "floor" in col else None
+        rows.append(PlotRow(label, unit, _num(cells[col["this stack"]]),
+                            _num(cells[col["kernel"]]), cells[col["target"]], fl))
     return Run(m.group(0) if m else "", rows) if rows else None
 
 
@@ -82,7 +92,7 @@ def parse_json(path: str, when: str = "") -> Run:
     if isinstance(data, dict):
         when, data = data.get("when", when), data.get("rows", [])
     rows = [PlotRow(r.get("label") or r["workload"], r.get("unit", ""), r.get("stack"),
-                    r.get("kernel"), r.get("target", "-")) for r in data]
+                    r.get("kernel"), r.get("target", "-"), r.get("floor")) for r in data]
     return Run(when or os.path.basename(path).split(".")[0], rows)
 
 
@@ -163,7 +173,7 @@ def plot_rows(run: Run, path: str) -> None:
                 names.append(name)
                 vals.append(v)
                 colors.append(color)
-        fl = floor_of(r.label)
+        fl = (r.floor, "measured") if r.floor is not None else floor_of(r.label)
         if fl is not None:
             names.append("floor")
             vals.append(fl[0])

@@ -26,6 +26,7 @@ import importlib
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -64,6 +65,7 @@ class Params:
     tag: str = "b"  # namespace name tag (lets the runner sweep leftovers)
     profile: str = ""  # cProfile the stack side into this file
     family: int = 4  # the IP version the family-generic workloads run over (the *6 rows)
+    idle_seconds: float = 10.0  # the window of the idle-CPU workload
 
 
 class NotAvailable(Exception):
@@ -242,6 +244,26 @@ def mbps(res: dict[str, Any]) -> float:
     return float(res["bytes"]) * 8 / float(res["seconds"]) / MBIT
 
 
+# -- CPU of the stack process (the CPU column) ----------------------------------------
+#: units of work for the CPU column: CPU seconds of this process (the stack's, every
+#: thread) per GB moved (10^9 bytes), or per 1,000 requests / datagrams / connections
+PER_GB, PER_K = 1e9, 1e3
+CPU_GB, CPU_REQ, CPU_DGRAM, CPU_PKT, CPU_CONN = ("s/GB", "s/1k req", "s/1k dgram",
+                                                 "s/1k pkt", "s/1k conn")
+
+
+def cpu_s() -> float:
+    """User + system CPU seconds of this process so far (getrusage; peers are other
+    processes and not counted)."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def per_unit(cpu: float, work: float, per: float) -> float:
+    """CPU seconds per ``per`` units of work (NaN when no work was done: shown n/a)."""
+    return cpu * per / work if work > 0 else float("nan")
+
+
 # -- TCP bulk -------------------------------------------------------------------------
 async def _instack_sink(ls: Any) -> int:
     conn, _ = await ls.accept()
@@ -282,12 +304,16 @@ async def stack_tcp_rx(p: Params) -> dict[str, Any]:
         ls = st.tcp.socket(family=24) if p.family == 6 else st.tcp.socket()
         ls.bind((sip, 5001))
         ls.listen(8)
+        cpu = []
         for _ in range(p.runs):
+            c0 = cpu_s()
             async with peer("source", sip, 5001, p.seconds, ns=ns) as src:
-                await _instack_sink(ls)
+                nbytes = await _instack_sink(ls)
+                c1 = cpu_s()
                 out.append(mbps(await src.line()))
+            cpu.append(per_unit(c1 - c0, nbytes, PER_GB))
         ls.close()
-    return {"metrics": {"mbps": out}}
+    return {"metrics": {"mbps": out, "cpu": cpu}, "cpu_unit": CPU_GB}
 
 
 async def stack_tcp_tx(p: Params) -> dict[str, Any]:
@@ -295,13 +321,16 @@ async def stack_tcp_tx(p: Params) -> dict[str, Any]:
     need_tap()
     out = []
     _, kip = _addrs(p)
+    cpu = []
     async with tap_stack(p) as (st, ns, _):
         for i in range(p.runs):
             async with peer("sink", 5002 + i, p.family, ns=ns) as snk:
                 await snk.ready()
-                await _instack_source(st, (kip, 5002 + i), p.seconds, p.family)
+                c0 = cpu_s()
+                nbytes = await _instack_source(st, (kip, 5002 + i), p.seconds, p.family)
+                cpu.append(per_unit(cpu_s() - c0, nbytes, PER_GB))
                 out.append(mbps(await snk.line()))
-    return {"metrics": {"mbps": out}}
+    return {"metrics": {"mbps": out, "cpu": cpu}, "cpu_unit": CPU_GB}
 
 
 async def stack_files_rx(p: Params) -> dict[str, Any]:
@@ -310,14 +339,18 @@ async def stack_files_rx(p: Params) -> dict[str, Any]:
     need_files()
     out = []
     sip, _ = _addrs(p)
+    cpu = []
     async with tap_stack(p, files=True) as (_st, ns, prefix):
         for i in range(p.runs):
             async with peer("sink", 5101 + i, p.family, lib_prefix=prefix) as snk:
                 await snk.ready()
+                c0 = cpu_s()
                 async with peer("source", sip, 5101 + i, p.seconds, ns=ns) as src:
                     await src.line()
-                out.append(mbps(await snk.line()))
-    return {"metrics": {"mbps": out}}
+                res = await snk.line()
+                cpu.append(per_unit(cpu_s() - c0, res["bytes"], PER_GB))
+                out.append(mbps(res))
+    return {"metrics": {"mbps": out, "cpu": cpu}, "cpu_unit": CPU_GB}
 
 
 async def stack_files_tx(p: Params) -> dict[str, Any]:
@@ -326,14 +359,18 @@ async def stack_files_tx(p: Params) -> dict[str, Any]:
     need_files()
     out = []
     _, kip = _addrs(p)
+    cpu = []
     async with tap_stack(p, files=True) as (_st, ns, prefix):
         for i in range(p.runs):
             async with peer("sink", 5201 + i, p.family, ns=ns) as snk:
                 await snk.ready()
+                c0 = cpu_s()
                 async with peer("source", kip, 5201 + i, p.seconds, lib_prefix=prefix) as src:
                     await src.line()
-                out.append(mbps(await snk.line()))
-    return {"metrics": {"mbps": out}}
+                res = await snk.line()
+                cpu.append(per_unit(cpu_s() - c0, res["bytes"], PER_GB))
+                out.append(mbps(res))
+    return {"metrics": {"mbps": out, "cpu": cpu}, "cpu_unit": CPU_GB}
 
 
 async def kernel_tcp(p: Params) -> dict[str, Any]:
@@ -370,15 +407,17 @@ async def _ping_runs(p: Params, ns: str, dst: str) -> dict[str, Any]:
     """``runs`` sessions of ``ping_count`` pings (2 ms apart) after a warm-up (ARP);
     p50 and p99 of each session."""
     await ping(ns, dst, 5, "-i", "0.01")
-    p50, p99, n = [], [], 0
+    p50, p99, cpu, n = [], [], [], 0
     for _ in range(p.runs):
+        c0 = cpu_s()
         lat = await ping(ns, dst, p.ping_count, "-i", "0.002")
+        cpu.append(per_unit(cpu_s() - c0, len(lat), PER_K))
         if not lat:
             raise RuntimeError(f"no ping replies from {dst}")
         p50.append(percentile(lat, 50))
         p99.append(percentile(lat, 99))
         n += len(lat)
-    return {"metrics": {"p50": p50, "p99": p99},
+    return {"metrics": {"p50": p50, "p99": p99, "cpu": cpu}, "cpu_unit": CPU_REQ,
             "note": f"{p.ping_count} pings per run, {n} replies in all"}
 
 
@@ -393,6 +432,7 @@ async def kernel_ping(p: Params) -> dict[str, Any]:
     with veth_pair(tag=p.tag) as (a, _b):
         res = await _ping_runs(p, a, KB6 if p.family == 6 else KB)
     del res["note"]
+    del res["metrics"]["cpu"]  # the worker's, not the kernel's
     return res
 
 
@@ -407,22 +447,28 @@ async def _echo_run(port: int, client_host: str, n: int, *, server_ns: str,
             return (await cl.line(timeout=120))["rtt_us"]  # type: ignore[no-any-return]
 
 
-def _echo_result(runs: list[list[float]]) -> dict[str, Any]:
-    return {"metrics": {"p50": [percentile(r, 50) for r in runs],
-                        "p99": [percentile(r, 99) for r in runs]},
-            "note": f"{len(runs[0])} round trips per run"}
+def _echo_result(runs: list[list[float]], cpu: list[float] | None = None) -> dict[str, Any]:
+    metrics = {"p50": [percentile(r, 50) for r in runs],
+               "p99": [percentile(r, 99) for r in runs]}
+    res: dict[str, Any] = {"metrics": metrics, "note": f"{len(runs[0])} round trips per run"}
+    if cpu is not None:
+        metrics["cpu"] = cpu
+        res["cpu_unit"] = CPU_REQ
+    return res
 
 
 async def stack_echo(p: Params) -> dict[str, Any]:
     """A client using rmgr.libsocket (the files) ↔ a kernel echo server."""
     need_tap()
     need_files()
-    runs = []
+    runs, cpu = [], []
     async with tap_stack(p, files=True) as (_st, ns, prefix):
         for i in range(p.runs):
+            c0 = cpu_s()
             runs.append(await _echo_run(5301 + i, KIP, p.echo_count, server_ns=ns,
                                         lib_prefix=prefix))
-    return _echo_result(runs)
+            cpu.append(per_unit(cpu_s() - c0, p.echo_count + 20, PER_K))  # + the warm-up
+    return _echo_result(runs, cpu)
 
 
 async def kernel_echo(p: Params) -> dict[str, Any]:
@@ -453,6 +499,7 @@ async def stack_accept(p: Params) -> dict[str, Any]:
         ls.bind((SIP, 5401))
         ls.listen(1024)
         accepted = 0
+        cpu: list[float] = []
 
         async def acceptor() -> None:
             nonlocal accepted
@@ -464,13 +511,15 @@ async def stack_accept(p: Params) -> dict[str, Any]:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(acceptor)
             for _ in range(p.runs):
-                a0 = accepted
+                a0, c0 = accepted, cpu_s()
                 async with peer("connect-loop", SIP, 5401, p.seconds, ns=ns) as cl:
                     res = await cl.line(timeout=p.seconds + 60)
+                cpu.append(per_unit(cpu_s() - c0, accepted - a0, PER_K))
                 out.append((accepted - a0) / float(res["seconds"]))
             nursery.cancel_scope.cancel()
         ls.close()
-    return {"metrics": {"rate": out}, "note": "in-stack listener (stack.tcp)"}
+    return {"metrics": {"rate": out, "cpu": cpu}, "cpu_unit": CPU_CONN,
+            "note": "in-stack listener (stack.tcp)"}
 
 
 async def kernel_accept(p: Params) -> dict[str, Any]:
@@ -492,14 +541,14 @@ ACCEPT_WINDOW = 64  # connections the client holds that the acceptor has not clo
 
 async def _files_accept_run(p: Params, port: int, host: str, client_ns: str, *,
                             acceptor_ns: str | None = None,
-                            lib_prefix: str | None = None) -> float:
+                            lib_prefix: str | None = None) -> tuple[float, int]:
     """One run: bench.sockets_bench's acceptor (rmgr.libsocket with ``lib_prefix``, else
     the stdlib in ``acceptor_ns``) accepts and closes for ``seconds`` from its first
     accept while a kernel ``connect-window`` client in ``client_ns`` connects, holding at
     most ACCEPT_WINDOW connections not yet closed by the acceptor (so the listen queue
     never overflows into dropped SYNs and 1 s retransmits); the rate is the acceptor's
     (accepts / its own clock). The client, given a margin so that it outlasts the
-    acceptor's window, is killed once the acceptor has reported."""
+    acceptor's window, is killed once the acceptor has reported. Returns (rate, accepts)."""
     async with spawn("bench.sockets_bench", "acceptor", "lib" if lib_prefix else "real",
                      host, 1 << 30, p.seconds, port, ns=acceptor_ns,
                      lib_prefix=lib_prefix) as acc:
@@ -512,7 +561,7 @@ async def _files_accept_run(p: Params, port: int, host: str, client_ns: str, *,
             cl.proc.kill()
     if not res["accepts"]:
         raise RuntimeError(f"no connection accepted: {res}")
-    return float(res["accepts_per_s"])
+    return float(res["accepts_per_s"]), int(res["accepts"])
 
 
 async def stack_files_accept(p: Params) -> dict[str, Any]:
@@ -521,12 +570,15 @@ async def stack_files_accept(p: Params) -> dict[str, Any]:
     acceptor process per run."""
     need_tap()
     need_files()
-    out = []
+    out, cpu = [], []
     async with tap_stack(p, files=True) as (_st, ns, prefix):
         _wide_ports(ns)
         for i in range(p.runs):
-            out.append(await _files_accept_run(p, 5451 + i, SIP, ns, lib_prefix=prefix))
-    return {"metrics": {"rate": out},
+            c0 = cpu_s()
+            rate, accepts = await _files_accept_run(p, 5451 + i, SIP, ns, lib_prefix=prefix)
+            cpu.append(per_unit(cpu_s() - c0, accepts, PER_K))
+            out.append(rate)
+    return {"metrics": {"rate": out, "cpu": cpu}, "cpu_unit": CPU_CONN,
             "note": "rmgr.libsocket listener (bench.sockets_bench acceptor)"}
 
 
@@ -536,7 +588,7 @@ async def kernel_files_accept(p: Params) -> dict[str, Any]:
     with veth_pair(tag=p.tag) as (a, b):
         _wide_ports(a)
         for i in range(p.runs):
-            out.append(await _files_accept_run(p, 5451 + i, KB, a, acceptor_ns=b))
+            out.append((await _files_accept_run(p, 5451 + i, KB, a, acceptor_ns=b))[0])
     return {"metrics": {"rate": out}}
 
 
@@ -549,7 +601,7 @@ async def stack_udp(p: Params) -> dict[str, Any]:
     need_tap()
     import socket
 
-    out = []
+    out, cpu = [], []
     async with tap_stack(p) as (st, ns, _):
         for i in range(p.runs):
             u = st.udp.socket()
@@ -558,7 +610,7 @@ async def stack_udp(p: Params) -> dict[str, Any]:
             count = 0
             async with peer("udp-blast", SIP, 5501 + i, p.seconds, UDP_SIZE, ns=ns) as bl:
                 await u.recvfrom(2048)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), cpu_s()
                 with trio.move_on_after(p.seconds):
                     while True:
                         try:
@@ -567,12 +619,13 @@ async def stack_udp(p: Params) -> dict[str, Any]:
                         except BlockingIOError:
                             await u.recvfrom(2048)
                             count += 1
-                dt = time.perf_counter() - t0
+                dt, c1 = time.perf_counter() - t0, cpu_s()
                 sent = (await bl.line(timeout=p.seconds + 30))["count"]
             u.close()
             out.append(count / dt)
+            cpu.append(per_unit(c1 - c0, count, PER_K))
         note = f"{UDP_SIZE}-byte payloads; last run: {sent} sent"
-    return {"metrics": {"rate": out}, "note": note}
+    return {"metrics": {"rate": out, "cpu": cpu}, "cpu_unit": CPU_DGRAM, "note": note}
 
 
 async def kernel_udp(p: Params) -> dict[str, Any]:
@@ -603,14 +656,17 @@ async def rx_packets(ns: str, dev: str) -> tuple[float, int]:
     return t, int(json.loads(r.stdout)[0]["stats64"]["rx"]["packets"])
 
 
-async def _fwd_runs(p: Params, src: str, dst: str, dst_dev: str) -> tuple[list[float], str]:
+async def _fwd_runs(p: Params, src: str, dst: str,
+                    dst_dev: str) -> tuple[list[float], str, list[float]]:
     """A kernel sender in ``src`` floods 64-byte UDP datagrams at 198.18.2.1 in ``dst``
     through the router; the rate is what reaches ``dst_dev`` in ``dst`` (its rx packet
     counter) over ``seconds``, after FWD_WARMUP s of flood. A socket bound in ``dst``
-    and never read takes the datagrams (dropped there, no ICMP back through the router)."""
+    and never read takes the datagrams (dropped there, no ICMP back through the router).
+    Also returns this process's CPU seconds per 1,000 packets counted (the stack's, when
+    it is the router)."""
     if not await ping(src, FWD_DST, 3, "-i", "0.05"):
         raise RuntimeError(f"{FWD_SRC} cannot reach {FWD_DST} through the router")
-    out, offered = [], []
+    out, offered, cpu = [], [], []
     for i in range(p.runs):
         async with peer("udp-hole", FWD_PORT + i, ns=dst) as hole:
             await hole.ready()
@@ -618,15 +674,18 @@ async def _fwd_runs(p: Params, src: str, dst: str, dst_dev: str) -> tuple[list[f
                             FWD_WARMUP + p.seconds + 0.5, UDP_SIZE, ns=src) as bl:
                 await trio.sleep(FWD_WARMUP)
                 t0, c0 = await rx_packets(dst, dst_dev)
+                u0 = cpu_s()
                 await trio.sleep(p.seconds)
+                u1 = cpu_s()
                 t1, c1 = await rx_packets(dst, dst_dev)
                 res = await bl.line(timeout=p.seconds + 30)
             await hole.close_stdin()
         out.append((c1 - c0) / (t1 - t0))
+        cpu.append(per_unit(u1 - u0, c1 - c0, PER_K))
         offered.append(res["count"] / float(res["seconds"]))
     note = (f"{UDP_SIZE}-byte UDP payloads, ns a → router → ns b, counted on arrival in "
             f"ns b; offered by the sender {median(offered):,.0f}/s")
-    return out, note
+    return out, note, cpu
 
 
 async def stack_fwd(p: Params) -> dict[str, Any]:
@@ -635,18 +694,18 @@ async def stack_fwd(p: Params) -> dict[str, Any]:
     async with _stack(p, 2, forward=True) as (st, (a, b), _):
         f0 = st.inet.counters["forwarded"]
         ff0 = st.l2.fastfwd.counters["forwarded"]
-        rates, note = await _fwd_runs(p, a, b, "tap1")
+        rates, note, cpu = await _fwd_runs(p, a, b, "tap1")
         slow = st.inet.counters["forwarded"] - f0
         fast = st.l2.fastfwd.counters["forwarded"] - ff0
     if fast + slow:
         note += f"; {100 * fast / (fast + slow):.0f}% by the fast-forward cache"
-    return {"metrics": {"pps": rates}, "note": note}
+    return {"metrics": {"pps": rates, "cpu": cpu}, "cpu_unit": CPU_PKT, "note": note}
 
 
 async def kernel_fwd(p: Params) -> dict[str, Any]:
     """The same sender and topology, a kernel namespace (ip_forward=1) as the router."""
     with kernel_router(tag=p.tag) as (a, b):
-        rates, note = await _fwd_runs(p, a, b, "fwd0")
+        rates, note, _cpu = await _fwd_runs(p, a, b, "fwd0")
     return {"metrics": {"pps": rates}, "note": note.split("; ")[-1]}
 
 
@@ -667,18 +726,23 @@ async def stack_pf(p: Params) -> dict[str, Any]:
         ls.bind((SIP, 5801))
         ls.listen(8)
 
-        async def bulk() -> float:
+        cpu: dict[str, list[float]] = {"keep": [], "nostate": []}
+
+        async def bulk(cpu_of: str = "") -> float:
+            c0 = cpu_s()
             async with peer("source", SIP, 5801, p.seconds, ns=ns) as src:
-                await _instack_sink(ls)
+                nbytes = await _instack_sink(ls)
+                if cpu_of:
+                    cpu[cpu_of].append(per_unit(cpu_s() - c0, nbytes, PER_GB))
                 return mbps(await src.line())
 
         off, keep, nostate = [await bulk()], [], []
         for _ in range(p.runs):
             pf.load(ruleset(stateful=True))
             pf.enable()
-            keep.append(await bulk())
+            keep.append(await bulk("keep"))
             pf.load(ruleset(stateful=False))
-            nostate.append(await bulk())
+            nostate.append(await bulk("nostate"))
             pf.disable()
             off.append(await bulk())
         ls.close()
@@ -689,7 +753,9 @@ async def stack_pf(p: Params) -> dict[str, Any]:
         raise RuntimeError(f"pf saw no traffic: {stats}")
     return {"metrics": {"keep_pct": [k / b * 100 for k, b in zip(keep, base, strict=True)],
                         "nostate_pct": [n / b * 100 for n, b in zip(nostate, base, strict=True)],
-                        "off": off, "keep": keep, "nostate": nostate},
+                        "off": off, "keep": keep, "nostate": nostate,
+                        "cpu_keep_pct": cpu["keep"], "cpu_nostate_pct": cpu["nostate"]},
+            "cpu_unit": CPU_GB,
             "notes": {"keep_pct": f"pf off {median(off):,.0f} → on {median(keep):,.0f} "
                                   f"Mbit/s (medians); {stats['state-match']} state matches",
                       "nostate_pct": f"pf off {median(off):,.0f} → on {median(nostate):,.0f}"
@@ -715,9 +781,15 @@ def _fuse_stack(name: str, p: Params, note: str) -> dict[str, Any]:
     from bench.fuse_bench import fuse_runs
 
     mode, metric = FUSE_MODES[name]
-    out = [_fuse_figure(metric, fuse_runs([mode], p.seconds, None)[mode])
-           for _ in range(p.runs)]
-    return {"metrics": {metric: out}, "note": note}
+    out, cpu = [], []
+    for _ in range(p.runs):
+        used: dict[str, float] = {}
+        run = fuse_runs([mode], p.seconds, None, used)[mode]
+        out.append(_fuse_figure(metric, run))
+        cpu.append(per_unit(used[mode], run[1], PER_GB) if metric == "gb_s"
+                   else per_unit(used[mode], run[0], PER_K))
+    return {"metrics": {metric: out, "cpu": cpu},
+            "cpu_unit": CPU_GB if metric == "gb_s" else CPU_REQ, "note": note}
 
 
 def _fuse_pipe(name: str, p: Params) -> dict[str, Any]:
@@ -782,11 +854,13 @@ async def stack_rss(p: Params) -> dict[str, Any]:
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(acceptor)
+            c0 = cpu_s()
             async with peer("hold", SIP, 5601, p.conns, ns=ns) as h:
                 await h.ready(timeout=120)
                 with trio.move_on_after(30):
                     while len(conns) < p.conns:
                         await trio.sleep(0.05)
+                cpu = per_unit(cpu_s() - c0, len(conns), PER_K)
                 await trio.sleep(0.5)
                 gc.collect()
                 rss = rss_mb()
@@ -796,8 +870,9 @@ async def stack_rss(p: Params) -> dict[str, Any]:
         for c in conns:
             c.abort()
         ls.close()
-    return {"metrics": {"mb": [rss]},
-            "note": f"{n} connections held; {rss - base:.1f} MB over the idle stack"}
+    return {"metrics": {"mb": [rss], "cpu": [cpu]}, "cpu_unit": CPU_CONN,
+            "note": f"{n} connections held; {rss - base:.1f} MB over the idle stack; "
+                    "CPU: setting them up"}
 
 
 def _v6(fn: Callable[[Params], Any]) -> Callable[[Params], Any]:
@@ -841,6 +916,27 @@ def _crypto_workloads() -> None:
 
 
 _crypto_workloads()
+
+
+def _floor_and_server_workloads() -> None:
+    """The floors (bench/floors.py: the "floor" side of the ping and FUSE rows) and the
+    server rows (bench/server_bench.py: UDP through the files, idle CPU, latency under
+    load); both modules import this one."""
+    from bench import floors
+    from bench import server_bench as sb
+
+    WORKLOADS["ping"]["floor"] = floors.floor_ping
+    WORKLOADS["ping6"]["floor"] = _v6(floors.floor_ping)  # n/a: the floor is IPv4 only
+    WORKLOADS["fuse"]["floor"] = floors.floor_fuse
+    WORKLOADS["fuse_read"]["floor"] = floors.floor_fuse_read
+    WORKLOADS["fuse_bulk"]["floor"] = floors.floor_fuse_bulk
+    WORKLOADS["udp_files"] = {"stack": sb.stack_udp_files, "kernel": kernel_udp}
+    WORKLOADS["udp_rr"] = {"stack": sb.stack_udp_rr, "kernel": sb.kernel_udp_rr}
+    WORKLOADS["idle"] = {"stack": sb.stack_idle}
+    WORKLOADS["load"] = {"stack": sb.stack_load, "kernel": sb.kernel_load}
+
+
+_floor_and_server_workloads()
 
 #: workloads whose every run needs a fresh process (the RSS of an idle stack): the runner
 #: starts the worker ``runs`` times with runs=1 and merges the values
@@ -898,4 +994,8 @@ def params_json(p: Params) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run as the one bench.workloads module (not this __main__ copy), which the modules
+    # imported above (floors, server_bench) use: one NotAvailable, one WORKLOADS
+    from bench.workloads import main as _main
+
+    sys.exit(_main())

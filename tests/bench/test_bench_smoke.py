@@ -1,13 +1,17 @@
 """The benchmark suite must not rot: ``python -m bench --smoke`` (tiny sizes, two runs
-each) produces the table with a real number for every row — the stack's figure, and the
-kernel's where the workload has a kernel side — each the median of its runs. Only the
-rows that need FUSE may be "n/a" (with the reason), and only on a machine without FUSE.
-Figures are not checked against their targets (benchmarks are not tests)."""
+each) produces the table with a real number for every row — the stack's figure, the
+kernel's where the workload has a kernel side, the floor's where it has a floor (the C
+programs of bench/floor/, built by the run), and the stack's CPU per unit of work — each
+the median of its runs. Only the rows that need FUSE may be "n/a" (with the reason), and
+only on a machine without FUSE; the FUSE floor only where libfuse3-dev is missing; a row
+without a floor says why. Figures are not checked against their targets (benchmarks are
+not tests)."""
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,13 +21,20 @@ import pytest
 import trio
 
 from bench.__main__ import ROWS, build_rows, merge_run
+from bench.common import table
 from bench.workloads import WORKLOADS, NotAvailable, Params, run_side
 from tests.conftest import HAVE_FUSE, HAVE_ROOT, HAVE_TUN, REPO, io_pkt_env
 
 #: workloads that go through FUSE (the socket files, or the FUSE session itself)
 FUSE_WORKLOADS = {"files_rx", "files_tx", "echo", "files_accept", "fuse", "fuse_read",
-                  "fuse_bulk"}
+                  "fuse_bulk", "udp_files", "udp_rr", "idle", "load"}
 SMOKE_RUNS = 2
+#: the floors (bench/floors.py) and what building them needs
+FLOOR_WORKLOADS = {"ping", "fuse", "fuse_read", "fuse_bulk"}
+HAVE_GCC = shutil.which("gcc") is not None
+HAVE_LIBFUSE3 = HAVE_GCC and subprocess.run(
+    ["pkg-config", "--exists", "fuse3"], check=False).returncode == 0 \
+    if shutil.which("pkg-config") else False
 
 
 def test_every_workload_has_a_row_and_every_row_a_workload() -> None:
@@ -50,6 +61,53 @@ def test_the_issues_benchmark_targets_have_rows() -> None:
     for label, spec in want.items():
         assert rows.get(label) == spec, label
         assert "kernel" in WORKLOADS[spec[0]], label
+
+
+def test_issue_21_has_its_rows_floors_and_cpu() -> None:
+    """Issue 21: UDP through the files beside the in-stack UDP row, idle CPU, latency
+    under load; a floor for the ping and FUSE rows."""
+    rows = {label: (wl, unit, target) for wl, _m, label, unit, target in ROWS}
+    want = {
+        "UDP datagrams into a sink via files (libsocket)": ("udp_files", "dgram/s",
+                                                            ">= 0.5 × in-stack"),
+        "UDP request/response via files (libsocket server)": ("udp_rr", "req/s",
+                                                              ">= 0.5 × in-stack"),
+        "CPU holding 1,000 idle TCP connections": ("idle", "% of a core", "< 1"),
+        "1-byte echo p99 via libsocket under a TCP bulk transfer, × idle p99": (
+            "load", "×", "<= 5"),
+    }
+    for label, spec in want.items():
+        assert rows.get(label) == spec, label
+    for wl in FLOOR_WORKLOADS:
+        assert "floor" in WORKLOADS[wl], wl
+
+
+def test_floor_and_cpu_columns() -> None:
+    """The floor and CPU columns: a figure, or n/a with the reason (never a blank or 0)."""
+    results: dict[str, dict[str, Any]] = {
+        "ping": {"metrics": {"p50": [40.0, 50.0], "p99": [90.0, 80.0], "cpu": [0.2, 0.4]},
+                 "cpu_unit": "s/1k req"},
+        "fuse": {"metrics": {"rate": [40e3, 44e3], "cpu": [float("nan"), float("nan")]}},
+        "udp": {"metrics": {"rate": [100.0]}},
+        "udp_rr": {"metrics": {"rate": [20.0]}},
+    }
+    floor = {"ping": {"metrics": {"p50": [20.0, 30.0], "p99": [40.0, 40.0]}, "note": "F"},
+             "fuse": {"na": "gcc not found"}}
+    rows = {r.workload: r for r in build_rows(results, {}, ["ping", "fuse", "udp", "udp_rr"],
+                                              floor)}
+    p50 = rows["ping RTT kernel→stack p50"]
+    assert p50.floor == 25.0 and "stack/floor = 1.80" in p50.note
+    assert p50.cpu == pytest.approx(0.3) and p50.cpu_unit == "s/1k req"
+    fuse = rows["FUSE 64-byte writes"]
+    assert fuse.floor is None and fuse.floor_na == "gcc not found"
+    assert fuse.cpu is None and fuse.cpu_na == "not measured"
+    udp_rr = rows["UDP request/response via files (libsocket server)"]
+    assert udp_rr.floor is None and udp_rr.floor_na == "no floor program"
+    assert udp_rr.base == 100.0 and udp_rr.met == "no"  # >= 0.5 × the in-stack row
+    text = table(list(rows.values()), markdown=True)
+    assert "| floor |" in text and "| CPU |" in text
+    assert "| 25.0 |" in text and "n/a: gcc not found" in text and "0.3 s/1k req" in text
+    assert "n/a: no floor program" in text and "n/a: not measured" in text
 
 
 def test_rows_report_na_instead_of_crashing() -> None:
@@ -117,5 +175,18 @@ def test_smoke_run_gives_a_number_for_every_row(tmp_path: Path) -> None:
             assert row["kernel"] > 0, row
         else:
             assert row["kernel"] is None, row
+        # the floor, measured in the same run where the row has one; else why not
+        if wl in FLOOR_WORKLOADS and (HAVE_LIBFUSE3 if wl.startswith("fuse") else HAVE_GCC):
+            assert row["floor"] is not None and math.isfinite(row["floor"]), row
+            assert row["floor"] > 0, row
+            assert "stack/floor = " in row["note"], row
+        else:
+            assert row["floor"] is None and row["floor_na"], row
+            if wl == "ping6":
+                assert "IPv4 only" in row["floor_na"], row
+        # the stack process's CPU per unit of work
+        assert row["cpu"] is not None and math.isfinite(row["cpu"]), row
+        assert row["cpu"] > 0 and row["cpu_unit"].startswith("s/"), row
     text = md.read_text()
     assert "| workload |" in text and "Machine:" in text
+    assert "| floor |" in text and "| CPU |" in text and "Columns:" in text

@@ -1,0 +1,162 @@
+"""The floors of ``python -m bench``: the same client against the least program that can
+answer it, compiled by the benchmark (gcc) from bench/floor/ and measured in the same run.
+
+* TAP floor (the ping rows): ``bench/floor/tap_floor.c`` answers ARP and ICMP echo
+  (IPv4) on a TAP with one blocking read() and one write() per frame. Kernel ``ping`` in
+  the TAP's namespace, exactly as the stack's ping row.
+* FUSE floor (the FUSE rows): ``bench/floor/fuse_floor.c``, a single-threaded libfuse3
+  low-level server with one file whose reads return 64 bytes and whose writes are
+  dropped; the same ``bench.fuse_bench`` client loop as against the stack's session.
+
+A floor that cannot be built (no gcc, no libfuse3-dev) is ``n/a`` with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from bench.common import REPO, netns, sh
+
+if TYPE_CHECKING:  # bench.workloads imports this module to list its floors
+    from bench.workloads import Params
+
+SRC = os.path.join(REPO, "bench", "floor")
+TAP_DEV = "tapf0"
+
+
+def _not_available(reason: str) -> Exception:
+    from bench.workloads import NotAvailable
+
+    return NotAvailable(reason)
+
+
+@contextlib.contextmanager
+def built(name: str, *pkgs: str) -> Iterator[str]:
+    """bench/floor/NAME.c compiled (gcc -O2, with the flags of pkg-config PKGS) into a
+    temporary directory, removed on exit; NotAvailable with the reason if it cannot be."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        raise _not_available("gcc not found (scripts/setup installs it)")
+    flags: list[str] = []
+    if pkgs:
+        if shutil.which("pkg-config") is None:
+            raise _not_available("pkg-config not found (scripts/setup installs it)")
+        r = subprocess.run(["pkg-config", "--cflags", "--libs", *pkgs], capture_output=True,
+                           text=True, check=False)
+        if r.returncode != 0:
+            raise _not_available(f"no {' '.join(pkgs)} development files (pkg-config: "
+                                 f"{r.stderr.strip()[:80]}; scripts/setup installs "
+                                 "libfuse3-dev)")
+        flags = r.stdout.split()
+    tmp = tempfile.mkdtemp(prefix="iopkt-floor-")
+    try:
+        exe = os.path.join(tmp, name)
+        r = subprocess.run([gcc, "-O2", "-Wall", "-o", exe, os.path.join(SRC, f"{name}.c"),
+                            *flags], capture_output=True, text=True, check=False)
+        if r.returncode != 0:
+            last = [ln for ln in r.stderr.splitlines() if ln.strip()]
+            raise _not_available(f"gcc failed on {name}.c: {(last or ['?'])[-1][:100]}")
+        yield exe
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def _running(cmd: list[str], name: str) -> AsyncIterator[trio.Process]:
+    """CMD started, its first stdout line "ready" awaited; SIGTERM, then SIGKILL, on exit."""
+    with tempfile.TemporaryFile() as err:
+        proc = await trio.lowlevel.open_process(cmd, stdout=subprocess.PIPE, stderr=err)
+        try:
+            assert proc.stdout is not None
+            buf = b""
+            with trio.fail_after(10):
+                while b"\n" not in buf:
+                    chunk = await proc.stdout.receive_some(256)
+                    if not chunk:
+                        break
+                    buf += chunk
+            if buf.strip() != b"ready":
+                await proc.wait()
+                err.seek(0)
+                text = err.read().decode(errors="replace").strip().splitlines()
+                raise RuntimeError(f"{name} did not start: {(text or ['?'])[-1][:100]}")
+            yield proc
+        finally:
+            with trio.CancelScope(shield=True):
+                if proc.returncode is None:
+                    proc.terminate()
+                    with trio.move_on_after(3):
+                        await proc.wait()
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+                if proc.stdout is not None:
+                    await proc.stdout.aclose()
+
+
+async def floor_ping(p: Params) -> dict[str, Any]:
+    """Kernel ``ping`` in a fresh namespace → tap_floor on a TAP there (198.18.1.254, the
+    stack's address in the ping row; the kernel side 198.18.1.1)."""
+    from bench.workloads import KIP, SIP, _ping_runs, need_root_tun
+
+    need_root_tun()
+    if p.family != 4:
+        raise _not_available("the TAP floor answers IPv4 only")
+    with built("tap_floor") as exe, netns(p.tag) as ns:
+        async with _running(["ip", "netns", "exec", ns, exe, TAP_DEV, SIP], "tap_floor"):
+            for cmd in (["addr", "add", f"{KIP}/24", "dev", TAP_DEV],
+                        ["link", "set", TAP_DEV, "up"]):
+                await trio.run_process(["ip", "-n", ns, *cmd], capture_stderr=True)
+            res = await _ping_runs(p, ns, SIP)
+    res["metrics"].pop("cpu", None)
+    return {"metrics": res["metrics"], "note": "bench/floor/tap_floor.c"}
+
+
+def fuse_floor_runs(mode: str, p: Params) -> list[tuple[int, int, float]]:
+    """``p.runs`` runs of bench.fuse_bench's client in MODE against fuse_floor."""
+    from bench.fuse_bench import client_run
+    from bench.workloads import need_fuse
+
+    need_fuse()
+    out = []
+    with built("fuse_floor", "fuse3") as exe:
+        mnt = tempfile.mkdtemp(prefix="iopkt-ffloor-")
+        try:
+            async def serve() -> None:
+                async with _running([exe, mnt], "fuse_floor"):
+                    for _ in range(p.runs):
+                        out.append(await trio.to_thread.run_sync(
+                            client_run, mode, os.path.join(mnt, "sink"), p.seconds))
+
+            trio.run(serve)
+        finally:
+            if os.path.ismount(mnt):
+                sh("fusermount3", "-u", "-z", mnt, check=False)
+            with contextlib.suppress(OSError):
+                os.rmdir(mnt)
+    return out
+
+
+def _fuse_floor(name: str) -> Any:
+    def run(p: Params) -> dict[str, Any]:
+        from bench.workloads import FUSE_MODES, _fuse_figure
+
+        mode, metric = FUSE_MODES[name]
+        return {"metrics": {metric: [_fuse_figure(metric, r)
+                                     for r in fuse_floor_runs(mode, p)]},
+                "note": "bench/floor/fuse_floor.c (libfuse3, one thread)"}
+    run.__doc__ = f"The {name} row's client loop against fuse_floor."
+    return run
+
+
+floor_fuse = _fuse_floor("fuse")
+floor_fuse_read = _fuse_floor("fuse_read")
+floor_fuse_bulk = _fuse_floor("fuse_bulk")
