@@ -18,5 +18,5 @@ IN_DROPS = names("""
 IPSEC_COUNTERS: frozenset[str] = OUT_DROPS | IN_DROPS | names("""
     out_packets out_bytes out_natt out_async in_packets in_bytes in_natt in_natt_keepalive
     in_async sa_soft_expired sa_hard_expired sa_added sa_deleted sp_added sp_deleted
-    out_bypass in_bypass
+    out_bypass in_bypass out_pmtu_local
 """)

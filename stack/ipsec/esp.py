@@ -24,6 +24,8 @@ import struct
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import trio
+
 from stack.addr import Addr
 from stack.counters import Counters
 from stack.crypto.algs import Alg
@@ -90,6 +92,8 @@ class Esp:
         self.enc0 = Enc0(self)
         #: set while this engine sends an ESP packet (the output hook lets it pass)
         self._emitting = False
+        #: outer destination -> (its path MTU, when to look again)
+        self._path_mtu: dict[int, tuple[int, float]] = {}
 
     # -- sessions --------------------------------------------------------------------
     def make_session(self, sa: SA) -> None:
@@ -170,7 +174,7 @@ class Esp:
             c["sa_hard_expired"] += 1
             c["out_drop_sa_expired"] += 1
             return False
-        if dgram[6] & 0x40 and self._too_big(dgram, sa, pol.mode, ihl, odst):
+        if len(dgram) > 512 and self._too_big(dgram, sa, pol.mode, ihl, odst):
             return False
         limit = (1 << 64) - 1 if sa.esn else 0xFFFFFFFF
         if sa.seq >= limit:  # RFC 4303 3.3.3: never cycle; a new SA is needed
@@ -205,27 +209,47 @@ class Esp:
         return True
 
     def _too_big(self, dgram: bytes, sa: SA, mode: str, ihl: int, odst: int) -> bool:
-        """Path MTU through the SA (RFC 4301 8.2, Linux's xfrm_tunnel_check_size): a
-        datagram with DF set whose ESP packet would not fit the path to the SA's
-        destination is dropped and its source told, by an ICMP "fragmentation needed"
-        with the MTU the inner datagram may have (a local TCP lowers its MSS at once,
-        a host behind a gateway learns it as from a router). Without DF the ESP packet is
-        fragmented."""
-        inet = self.stack.inet
-        mtu = inet.route_mtu(odst)
-        if not mtu:
+        """Path MTU through the SA (RFC 4301 8.2; Linux's xfrm_tunnel_check_size). The
+        inner datagram may be as big as what, encrypted, fits the path to the SA's
+        destination. A bigger one with DF set is dropped (True) and its source told, by an
+        ICMP "fragmentation needed" with that MTU (a host behind a gateway learns it as
+        from a router). Without DF the ESP packet goes, fragmented — except the first
+        such segment of a local TCP (this stack's TCP does not set DF but takes
+        frag-needed as Linux's does with DF): it is dropped and TCP told, once per inner
+        destination (the path MTU is learned at once), so it resends in segments that
+        fit and the ESP packets are not fragments."""
+        mtu = self._inner_mtu(sa, mode, ihl, odst)
+        if not mtu or len(dgram) <= mtu:
             return False
+        inet = self.stack.inet
+        if dgram[6] & 0x40:
+            self.counters["out_drop_too_big"] += 1
+            if mtu >= 68:
+                inet.icmp.send_error(DEST_UNREACH, UNREACH_NEEDFRAG, memoryview(dgram), mtu)
+            return True
+        if dgram[9] == 6 and mtu >= 68 and inet.is_local(int.from_bytes(dgram[12:16], "big")) \
+                and inet.route_mtu(int.from_bytes(dgram[16:20], "big")) > mtu:
+            self.counters["out_pmtu_local"] += 1
+            inet.learn_pmtu(int.from_bytes(dgram[16:20], "big"), mtu)  # at once: told once
+            inet.icmp.send_error(DEST_UNREACH, UNREACH_NEEDFRAG, memoryview(dgram), mtu)
+            return True  # TCP takes the error only for a segment still unacknowledged
+        return False
+
+    def _inner_mtu(self, sa: SA, mode: str, ihl: int, odst: int) -> int:
+        """The biggest inner datagram whose ESP packet fits the path to ``odst`` (0: no
+        route); the outer path MTU is looked up at most once a second per destination."""
+        now = trio.current_time()
+        hit = self._path_mtu.get(odst)
+        if hit is None or hit[1] < now:
+            if len(self._path_mtu) > 1024:
+                self._path_mtu.clear()
+            hit = (self.stack.inet.route_mtu(odst), now + 1.0)
+            self._path_mtu[odst] = hit
+        if not hit[0]:
+            return 0
         block = 4 if sa.gcm else 16
         fixed = 20 + 8 + (GCM_IV if sa.gcm else CBC_IV) + ICV + (8 if sa.natt else 0)
-        payload = len(dgram) if mode == "tunnel" else len(dgram) - ihl
-        padded = -(-(payload + 2) // block) * block
-        if fixed + padded <= mtu:
-            return False
-        inner_mtu = (mtu - fixed) // block * block - 2 + (0 if mode == "tunnel" else ihl)
-        self.counters["out_drop_too_big"] += 1
-        if inner_mtu >= 68:
-            inet.icmp.send_error(DEST_UNREACH, UNREACH_NEEDFRAG, memoryview(dgram), inner_mtu)
-        return True
+        return (hit[0] - fixed) // block * block - 2 + (0 if mode == "tunnel" else ihl)
 
     def _output_done(self, req: CryptoRequest) -> None:
         c = self.counters

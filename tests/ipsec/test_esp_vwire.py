@@ -122,6 +122,14 @@ async def test_20mb_through_esp_tunnel(tmp_path: Any) -> None:
             for st in (a, b):
                 assert st.crypto.provider("swcrypto").stats.ops > 10_000
                 assert ipsec_of(st).counters["in_async"] == 0
+            # path MTU through the SA: the first full segment's ESP packet (1448 bytes of
+            # data + 52 of headers + 56 of ESP and outer header) did not fit vw0's 1500,
+            # a's TCP was told once (the inner MTU, 1446) and its later segments fit: the
+            # ESP packets are not fragmented
+            assert ipsec_of(a).counters["out_pmtu_local"] == 1
+            assert a.tcp.counters["pmtu_reduced"] == 1
+            assert a.inet.counters["out_fragmented"] <= 64  # those already sent (the window)
+            assert a.inet.route_mtu(f"{NET_B}.1") == 1446
 
 
 async def test_20mb_on_the_engine_out_of_order(tmp_path: Any) -> None:
