@@ -74,6 +74,7 @@ ROWS: list[tuple[str, str, str, str, str]] = [
      ">= 0.9 × IPv4"),
     ("crypto_sw", "rate", "AES-GCM-128 1400-byte requests, swcrypto", "ops/s", "-"),
     ("crypto_sim", "rate", "AES-GCM-128 1400-byte requests, -d cryptosim", "ops/s", "-"),
+    ("esp", "pct", "TCP bulk through ESP tunnel (AES-GCM-128) vs plain, in-stack", "%", "-"),
 ]
 #: an IPv6 row's IPv4 row (same metric): the note says the ratio
 V4_ROW = {"ping6": "ping", "tcp6_rx": "tcp_rx", "tcp6_tx": "tcp_tx", "files6_rx": "files_rx",

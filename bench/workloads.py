@@ -913,6 +913,9 @@ def _crypto_workloads() -> None:
 
     WORKLOADS["crypto_sw"] = {"stack": cb.stack_crypto_sw, "kernel": cb.library_crypto}
     WORKLOADS["crypto_sim"] = {"stack": cb.stack_crypto_sim, "kernel": cb.library_crypto}
+    from bench import esp_bench  # TCP bulk through ESP vs plain (two stacks, devnp-vwire)
+
+    WORKLOADS["esp"] = {"stack": esp_bench.stack_esp}
 
 
 _crypto_workloads()

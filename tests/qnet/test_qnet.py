@@ -257,7 +257,7 @@ def test_two_links_loadbalance_preferred_exclusive(stack_process, tmp_path) -> N
         b.tool("ifconfig", "vw1", "down")
 
     mid = link_frames(a.prefix, "b")
-    transfer("b~preferred:vw1", 8_000_000, cut)
+    transfer("b~preferred:vw1", 30_000_000, cut)
     end = link_frames(a.prefix, "b")
     assert end["vw0"][1] - mid["vw0"][1] > 100  # fell over
     assert not end["vw1"][0]
