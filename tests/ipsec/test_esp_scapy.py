@@ -245,3 +245,54 @@ async def test_esn_and_nat_traversal(stack_f0: tuple[Stack, FakeIface]) -> None:
     c = ipsec.counters
     assert c["in_natt"] >= 78 and c["out_natt"] == 78 and c["in_natt_keepalive"] == 2
     assert c["in_drop_auth_failed"] == 2
+
+
+async def test_path_mtu_through_the_tunnel() -> None:
+    """A gateway: a DF datagram from a LAN host that, encrypted, would not fit the path
+    to the tunnel's far end is dropped and the host told the MTU it may use (1446 in a
+    GCM tunnel over 1500); one of that size goes, as an ESP packet of exactly 1500."""
+    from scapy.layers.inet import UDP
+
+    from tests.inet.conftest import MAC1, PEER1
+
+    lan = "10.1.0.5"
+    async with running_stack(tcpip="forward") as st:
+        f0, f1 = FakeIface("fake0", MAC0), FakeIface("fake1", MAC1)
+        for f in (f0, f1):
+            st.attach_interface(f)
+            f.set_flags(IFF_UP)
+        st.inet.add_address("fake0", f"{ME}/24")
+        st.inet.add_address("fake1", "10.1.0.1/24")
+        st.inet.arp_set(PEER, PEER0.hex(":"))
+        st.inet.arp_set(lan, PEER1.hex(":"))
+        st.inet.route_add("10.9.9.0/24", PEER)
+        ipsec = st.services.get(IPSEC)
+        assert ipsec is not None
+        ipsec.command(f"add {ME} {PEER} esp 0x1002 -m tunnel {SUITES['gcm'][0]};"
+                      f"spdadd 10.1.0.0/24 10.9.9.0/24 any -P out ipsec "
+                      f"esp/tunnel/{ME}-{PEER}/require;", Caller())
+        f0.take(), f1.take()
+
+        def send(size: int) -> None:
+            pkt = IP(src=lan, dst=BEHIND, flags="DF", ttl=9) / UDP(sport=5, dport=9)
+            f1.inject(bytes(Ether(dst=MAC1, src=PEER1) / pkt / bytes(size - 28)))
+
+        send(1447)
+        with trio.fail_after(5):
+            while not f1.sent:
+                await trio.sleep(0.002)
+        err = Ether(f1.take()[0])
+        assert err[IP].dst == lan and err[ICMP].type == 3 and err[ICMP].code == 4
+        assert err[ICMP].nexthopmtu == 1446
+        assert ipsec.counters["out_drop_too_big"] == 1 and f0.take() == []
+        send(1446)
+        with trio.fail_after(5):
+            while not f0.sent:
+                await trio.sleep(0.002)
+        (frame,) = f0.take()
+        outer = Ether(frame)[IP]
+        assert outer.proto == 50 and len(outer) == 1500 and outer.flags == 0
+        back = SecurityAssociation(ESP, spi=0x1002, **SUITES["gcm"][1],
+                                   tunnel_header=IP(src=ME, dst=PEER))
+        inner = back.decrypt(outer)
+        assert inner[IP].src == lan and inner[IP].dst == BEHIND and len(inner) == 1446
