@@ -75,8 +75,9 @@ async def _two_stacks() -> AsyncIterator[tuple[Any, Any]]:
                 nursery.cancel_scope.cancel()
 
 
-async def _bulk(a: Any, b: Any, src: str, dst: str, port: int, seconds: float) -> float:
-    """Mbit/s from ``src`` (on a) to a sink at ``dst`` (on b) for ``seconds``."""
+async def _bulk(a: Any, b: Any, src: str, dst: str, port: int,
+                seconds: float) -> tuple[float, int]:
+    """(Mbit/s, bytes) from ``src`` (on a) to a sink at ``dst`` (on b) for ``seconds``."""
     lst = b.tcp.socket()
     lst.bind((dst, port))
     lst.listen(2)
@@ -102,22 +103,27 @@ async def _bulk(a: Any, b: Any, src: str, dst: str, port: int, seconds: float) -
     elapsed = time.perf_counter() - t0
     c.close()
     lst.close()
-    return got[0] * 8 / elapsed / 1e6
+    return got[0] * 8 / elapsed / 1e6, got[0]
 
 
 async def stack_esp(p: Params) -> dict[str, Any]:
+    from bench.workloads import CPU_GB, PER_GB, cpu_s, per_unit
     from stack.ipsec import IPSEC
 
     async with _two_stacks() as (a, b):
         port = 7300
         off: list[float] = []
         esp: list[float] = []
+        cpu: list[float] = []
         for i in range(p.runs + 1):
-            off.append(await _bulk(a, b, A, B, port, p.seconds))
+            off.append((await _bulk(a, b, A, B, port, p.seconds))[0])
             port += 1
             if i == p.runs:
                 break
-            esp.append(await _bulk(a, b, NET_A, NET_B, port, p.seconds))
+            c0 = cpu_s()
+            mbit, nbytes = await _bulk(a, b, NET_A, NET_B, port, p.seconds)
+            cpu.append(per_unit(cpu_s() - c0, nbytes, PER_GB))  # both stacks: one process
+            esp.append(mbit)
             port += 1
         ca = a.services.get(IPSEC).counters
         packets, fallbacks = ca["out_packets"], a.crypto.counters["fallback_sw"]
@@ -127,7 +133,9 @@ async def stack_esp(p: Params) -> dict[str, Any]:
     from bench.common import median
 
     return {"metrics": {"pct": [e / b_ * 100 for e, b_ in zip(esp, base, strict=True)],
-                        "plain": off, "esp": esp},
+                        "plain": off, "esp": esp, "cpu": cpu},
+            "cpu_unit": CPU_GB,
             "note": f"plain {median(off):,.0f} → ESP {median(esp):,.0f} Mbit/s (medians); "
-                    f"two stacks over devnp-vwire, {packets} ESP packets out"
+                    f"two stacks over devnp-vwire, {packets} ESP packets out; CPU: both stacks "
+                    "(one process), ESP runs"
                     + (f", {fallbacks} software fallbacks" if fallbacks else "")}
