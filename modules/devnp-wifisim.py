@@ -27,6 +27,7 @@ frames are sent once. ``delay`` holds frames (one deadline-driven task, as devnp
 
 from __future__ import annotations
 
+import collections
 import errno
 import heapq
 import os
@@ -48,9 +49,12 @@ MAGIC = b"WSIM"
 VERSION = 1
 HDR = struct.Struct("!4sBBBbHQ")  # magic, version, channel, rate, signal, flags, tsft
 FLAG_RETRY_COPY = 1
+#: frames queued per receiver whose socket queue is full, before they are dropped
+BACKLOG_MAX = 1024
 
 COUNTERS: frozenset[str] = names("""
-    air_tx air_tx_datagrams air_lost air_retries air_no_ack air_full air_stale air_errors
+    air_tx air_tx_datagrams air_lost air_retries air_no_ack air_full air_backlogged
+    air_stale air_errors
     air_rx air_rx_other_channel air_rx_bad air_delayed air_matrix_errors
 """)
 
@@ -106,6 +110,8 @@ class WifisimRadio(Radio):
         self._heap: list[tuple[float, int, str, bytes]] = []
         self._hseq = 0
         self._heap_wakeup = trio.Event()
+        self._backlog: dict[str, collections.deque[bytes]] = {}
+        self._backlog_wakeup = trio.Event()
         self.closed = False
 
     @staticmethod
@@ -249,10 +255,21 @@ class WifisimRadio(Radio):
             self._heap_wakeup.set()
             self._count("air_delayed")
             return True
+        q = self._backlog.get(path)
+        if q is not None:  # keep the order behind what waits already
+            if len(q) >= BACKLOG_MAX:
+                self._count("air_full")
+            else:
+                q.append(data)
+            return True
         try:
             self.sock.sendto(data, path)
         except (BlockingIOError, InterruptedError):
-            self._count("air_full")
+            # the receiver's queue is full (net.unix.max_dgram_qlen datagrams): wait in
+            # our transmit queue, as a radio's frames wait for the medium
+            self._backlog[path] = collections.deque((data,))
+            self._backlog_wakeup.set()
+            self._count("air_backlogged")
             return True
         except (ConnectionRefusedError, FileNotFoundError):
             self._count("air_stale")
@@ -268,6 +285,30 @@ class WifisimRadio(Radio):
             return False
         self._count("air_tx_datagrams")
         return True
+
+    async def backlog_task(self) -> None:
+        """Retry the queued frames every millisecond until the receivers take them (an
+        unconnected datagram socket cannot wait for one peer's queue to drain)."""
+        while True:
+            if not self._backlog:
+                await self._backlog_wakeup.wait()
+                self._backlog_wakeup = trio.Event()
+                continue
+            await trio.sleep(0.001)
+            for path, q in list(self._backlog.items()):
+                while q:
+                    try:
+                        self.sock.sendto(q[0], path)
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except OSError:
+                        self._count("air_stale", len(q))
+                        q.clear()
+                        break
+                    q.popleft()
+                    self._count("air_tx_datagrams")
+                if not q:
+                    del self._backlog[path]
 
     async def delay_task(self) -> None:
         heap = self._heap
@@ -373,6 +414,7 @@ async def main(ctx: ModuleContext) -> None:
     attach(ctx, radio, name)
     ctx.nursery.start_soon(radio.rx_task, name=f"{name}-air-rx")
     ctx.nursery.start_soon(radio.delay_task, name=f"{name}-air-delay")
+    ctx.nursery.start_soon(radio.backlog_task, name=f"{name}-air-backlog")
     ctx.started()
 
 

@@ -7,7 +7,7 @@ from stack.counters import names
 from stack.l2.counters import IFACE_COUNTERS
 
 #: why a received 802.11 frame was refused by the parser (``rx_bad_<reason>``)
-PARSE_REASONS = names("short version type control bad_ie bad_rsn short_body")
+PARSE_REASONS = names("short version type control ie rsn body")
 
 WLAN_COUNTERS: frozenset[str] = IFACE_COUNTERS | names("""
     rx_frames rx_bytes rx_mgmt rx_data rx_dup rx_not_for_us rx_down rx_frag_unsupported

@@ -730,7 +730,7 @@ class WlanInterface(Interface):
             return
         ssid = b.ies.get(W.E_SSID)
         if ssid is None:
-            raise W.WireError("bad_ie")
+            raise W.WireError("ie")
         rsn_body = b.ies.get(W.E_RSN)
         rsn = W.parse_rsn(rsn_body) if rsn_body is not None else None
         ds = b.ies.get(W.E_DS)
@@ -812,7 +812,7 @@ class WlanInterface(Interface):
             ies = W.parse_ies(body)
             ssid = ies.get(W.E_SSID)
             if ssid is None:
-                raise W.WireError("bad_ie")
+                raise W.WireError("ie")
             if ssid and ssid != self.ssid:
                 return
             resp = W.beacon_body(self._tsf(), BEACON_INTERVAL, self._ap_cap(), self._ap_ies())
@@ -861,7 +861,7 @@ class WlanInterface(Interface):
             fixed = 4 if st == W.ST_ASSOC_REQ else 10
             W.parse_fixed(body, "<HH")
             if len(body) < fixed:
-                raise W.WireError("short_body")
+                raise W.WireError("body")
             ies = W.parse_ies(body[fixed:])
             status = W.S_SUCCESS
             rsn_body = ies.get(W.E_RSN)

@@ -143,25 +143,25 @@ def build_header(ftype: int, subtype: int, fc1: int, a1: bytes, a2: bytes, a3: b
 
 def parse_ies(body: bytes | memoryview) -> dict[int, bytes]:
     """The elements of a management frame body: id → the first one's contents. A
-    truncated element is an error (``bad_ie``); an SSID over 32 bytes too."""
+    truncated element is an error (``ie``); an SSID over 32 bytes too."""
     out: dict[int, bytes] = {}
     i = 0
     n = len(body)
     while i < n:
         if i + 2 > n:
-            raise WireError("bad_ie")
+            raise WireError("ie")
         eid, ln = body[i], body[i + 1]
         if i + 2 + ln > n:
-            raise WireError("bad_ie")
+            raise WireError("ie")
         if eid not in out:
             out[eid] = bytes(body[i + 2:i + 2 + ln])
         i += 2 + ln
     ssid = out.get(E_SSID)
     if ssid is not None and len(ssid) > 32:
-        raise WireError("bad_ie")
+        raise WireError("ie")
     ds = out.get(E_DS)
     if ds is not None and len(ds) != 1:
-        raise WireError("bad_ie")
+        raise WireError("ie")
     return out
 
 
@@ -187,14 +187,14 @@ class Rsn:
 
 
 def parse_rsn(body: bytes) -> Rsn:
-    """An RSN element's contents (§9.4.2.25); ``bad_rsn`` if malformed."""
+    """An RSN element's contents (§9.4.2.25); ``rsn`` if malformed."""
     try:
         (ver,) = struct.unpack_from("<H", body, 0)
         if ver != 1:
-            raise WireError("bad_rsn")
+            raise WireError("rsn")
         group = body[2:6]
         if len(group) != 4:
-            raise WireError("bad_rsn")
+            raise WireError("rsn")
         i = 6
         (np,) = struct.unpack_from("<H", body, i)
         pw = tuple(body[i + 2 + 4 * k:i + 6 + 4 * k] for k in range(np))
@@ -203,10 +203,10 @@ def parse_rsn(body: bytes) -> Rsn:
         akms = tuple(body[i + 2 + 4 * k:i + 6 + 4 * k] for k in range(na))
         i += 2 + 4 * na
         if any(len(x) != 4 for x in pw + akms) or i > len(body):
-            raise WireError("bad_rsn")
+            raise WireError("rsn")
         caps = struct.unpack_from("<H", body, i)[0] if i + 2 <= len(body) else 0
     except struct.error:
-        raise WireError("bad_rsn") from None
+        raise WireError("rsn") from None
     return Rsn(group, pw, akms, caps)
 
 
@@ -224,7 +224,7 @@ class Beacon:
 
 def parse_beacon(body: bytes | memoryview) -> Beacon:
     if len(body) < 12:
-        raise WireError("short_body")
+        raise WireError("body")
     tsf, interval, cap = _BEACON.unpack_from(body)
     return Beacon(tsf, interval, cap, parse_ies(body[12:]))
 
@@ -236,7 +236,7 @@ def beacon_body(tsf: int, interval: int, cap: int, ies: bytes) -> bytes:
 def parse_fixed(body: bytes | memoryview, fmt: str) -> tuple[int, ...]:
     s = struct.calcsize(fmt)
     if len(body) < s:
-        raise WireError("short_body")
+        raise WireError("body")
     return struct.unpack_from(fmt, body)
 
 

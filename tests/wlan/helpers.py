@@ -140,10 +140,19 @@ class Injector:
     def __init__(self, air: str) -> None:
         self.air = air
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setblocking(False)
 
-    def send(self, to_mac: str, frame: bytes, chan: int = 6, signal: int = -30) -> None:
+    async def send(self, to_mac: str, frame: bytes, chan: int = 6, signal: int = -30) -> None:
+        """One frame; waits (yielding to the stacks, which run in the same trio run)
+        while the receiver's queue is full (net.unix.max_dgram_qlen is small)."""
         hdr = Monitor.HDR.pack(b"WSIM", 1, chan, 108, signal, 0, 0)
-        self.sock.sendto(hdr + frame, os.path.join(self.air, to_mac.replace(":", "")))
+        path = os.path.join(self.air, to_mac.replace(":", ""))
+        while True:
+            try:
+                self.sock.sendto(hdr + frame, path)
+                return
+            except BlockingIOError:
+                await trio.sleep(0.002)
 
     def close(self) -> None:
         self.sock.close()
