@@ -104,7 +104,8 @@ async def test_vlan_interface_speaks_ipv6_tagged(netns_factory) -> None:
         st.inet6.manage.add_address("vlan0", Prefix.parse("2001:db8:6::2/64"))
         await st.inet6.manage.wait_usable("vlan0", parse_addr("2001:db8:6::2"))
         lls = [x for x in st.inet6.manage.addresses("vlan0") if x.addr >> 118 == 0x3FA]
-        assert lls and lls[0].usable  # auto_linklocal on the VLAN interface too
+        assert lls  # auto_linklocal on the VLAN interface too, usable once DAD passed
+        await st.inet6.manage.wait_usable("vlan0", lls[0].addr)
         kmac = mac_of(ns.name, "tap0")
         st.inet6.manage.ndp_set(parse_addr("2001:db8:6::1"), kmac, ifname="vlan0")
         req = (Ether(src=kmac.hex(":"), dst=vif.mac.hex(":")) / Dot1Q(vlan=6)
