@@ -75,6 +75,10 @@ ROWS: list[tuple[str, str, str, str, str]] = [
     ("crypto_sw", "rate", "AES-GCM-128 1400-byte requests, swcrypto", "ops/s", "-"),
     ("crypto_sim", "rate", "AES-GCM-128 1400-byte requests, -d cryptosim", "ops/s", "-"),
     ("esp", "pct", "TCP bulk through ESP tunnel (AES-GCM-128) vs plain, in-stack", "%", "-"),
+    # Qnet (docs/qnet.md): B's stack through <A>/net/b over vwire; the note: A's own mount
+    ("qnet_rt", "rate", "Qnet remote 64-byte write+read round trips (<A>/net/b)", "rounds/s",
+     ">= 500"),
+    ("qnet_bulk", "mbs", "Qnet remote 128 KiB writes (<A>/net/b)", "MB/s", ">= 10"),
 ]
 #: an IPv6 row's IPv4 row (same metric): the note says the ratio
 V4_ROW = {"ping6": "ping", "tcp6_rx": "tcp_rx", "tcp6_tx": "tcp_tx", "files6_rx": "files_rx",
@@ -173,6 +177,8 @@ def worker_timeout(name: str, p: Params) -> float:
         return 90 + p.conns * 0.05 + p.runs * (p.idle_seconds + 5)
     if name == "load":
         return 60 + p.runs * (p.echo_count * 0.01 * 4 + 20)
+    if name in ("qnet_rt", "qnet_bulk"):  # two io-pkt processes, remote + local per run
+        return 60 + p.runs * (2 * p.seconds + 40)
     if name == "pf":  # a pf-off run, then three runs per run
         return 30 + (3 * p.runs + 1) * per_run
     return 30 + p.runs * per_run

@@ -1,7 +1,12 @@
 """Qnet rows: the same socket operations through ``<A>/net/b`` (B's stack over Qnet over
 devnp-vwire) and through A's local mount, in one run.
 
-    sudo .venv/bin/python -m bench.qnet_bench [--seconds S] [--markdown]
+    sudo .venv/bin/python -m bench --only qnet_rt --only qnet_bulk --no-write
+    sudo .venv/bin/python -m bench.qnet_bench [--seconds S] [--markdown]   # alone
+
+In ``python -m bench`` these are the workloads ``qnet_rt`` and ``qnet_bulk`` (stack side
+only: the comparison, A's local mount, is measured in the same worker and given in the
+note); the CPU column is both io-pkt processes' user + system CPU over the remote runs.
 
 * remote 64-byte round trip: a UDP socket connected to itself on 127.0.0.1, one 64-byte
   write and one read per round (calls/s);
@@ -12,13 +17,19 @@ The second column is the same operation on the local mount (not the kernel)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
-from bench.common import Row, machine, table
+from bench.common import Row, machine, median, table
+
+if TYPE_CHECKING:  # bench.workloads imports this module to list its workloads
+    from bench.workloads import Params
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -88,10 +99,25 @@ def _start(args: list[str], prefix: str) -> subprocess.Popen[str]:
     return p
 
 
-def qnet_rows(seconds: float) -> list[Row]:
+def proc_cpu(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes so far (/proc/PID/stat)."""
+    tck = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tck
+    return total
+
+
+@contextlib.contextmanager
+def qnet_pair() -> Iterator[tuple[str, str, list[int]]]:
+    """io-pkt A and B joined by devnp-vwire, each with lsm-qnet; yields (A's prefix,
+    <A>/net/b, the two processes' pids). Both are stopped (SIGTERM: they unmount their
+    own mounts) and the directory removed on every path."""
     with tempfile.TemporaryDirectory(prefix="qnet-bench-") as tmp:
         w = f"{tmp}/w.sock"
-        procs = []
+        procs: list[subprocess.Popen[str]] = []
         try:
             procs.append(_start(["-d", "vwire", f"path={w},name=vw0", "-p", "qnet",
                                  "host=a,auto_add=2"], f"{tmp}/a"))
@@ -102,10 +128,7 @@ def qnet_rows(seconds: float) -> list[Row]:
                 if time.monotonic() > deadline:
                     raise RuntimeError("a never learned b")
                 time.sleep(0.05)
-            local, remote = f"{tmp}/a", f"{tmp}/a/net/b"
-            res = {(where, mode): run_client(sock, mode, seconds)
-                   for where, sock in (("remote", remote), ("local", local))
-                   for mode in ("rt64", "w128k")}
+            yield f"{tmp}/a", f"{tmp}/a/net/b", [p.pid for p in procs]
         finally:
             for p in procs:
                 p.terminate()
@@ -114,19 +137,80 @@ def qnet_rows(seconds: float) -> list[Row]:
                     p.wait(20)
                 except subprocess.TimeoutExpired:
                     p.kill()
+                    p.wait()
+            with open("/proc/mounts") as fh:
+                left = [ln.split()[1] for ln in fh if ln.split()[1].startswith(tmp + "/")]
+            for m in sorted(left, key=len, reverse=True):
+                subprocess.run(["fusermount3", "-u", "-z", m], capture_output=True)
 
-    def rate(r: tuple[int, int, float]) -> float:
-        return r[0] / r[2]
 
-    def mbps(r: tuple[int, int, float]) -> float:
-        return r[1] / r[2] / 1e6
+def _rate(r: tuple[int, int, float]) -> float:
+    return r[0] / r[2]
 
+
+def _mbps(r: tuple[int, int, float]) -> float:
+    return r[1] / r[2] / 1e6
+
+
+#: workload → (client mode, metric)
+MODES = {"qnet_rt": ("rt64", "rate"), "qnet_bulk": ("w128k", "mbs")}
+
+
+def _qnet_workload(name: str, p: Params) -> dict[str, Any]:
+    from bench.workloads import (
+        CPU_GB,
+        CPU_REQ,
+        PER_GB,
+        PER_K,
+        need_files,
+        need_module,
+        per_unit,
+    )
+
+    need_files()
+    need_module("stack.qnet", "lsm-qnet")
+    mode, metric = MODES[name]
+    fig = _rate if mode == "rt64" else _mbps
+    remote: list[float] = []
+    local: list[float] = []
+    cpu: list[float] = []
+    with qnet_pair() as (a, b, pids):
+        for _ in range(p.runs):
+            c0 = proc_cpu(pids)
+            r = run_client(b, mode, p.seconds)
+            used = proc_cpu(pids) - c0
+            remote.append(fig(r))
+            cpu.append(per_unit(used, r[0], PER_K) if mode == "rt64"
+                       else per_unit(used, r[1], PER_GB))
+            local.append(fig(run_client(a, mode, p.seconds)))
+    lm = median(local)
+    return {"metrics": {metric: remote, "cpu": cpu},
+            "cpu_unit": CPU_REQ if mode == "rt64" else CPU_GB,
+            "note": f"A's local mount: {lm:,.0f} (remote/local = {median(remote) / lm:.2f}); "
+                    "SOCK=<A>/net/b over devnp-vwire; CPU: io-pkt A + B"}
+
+
+def stack_qnet_rt(p: Params) -> dict[str, Any]:
+    """64-byte write + read round trips on a UDP socket of B's stack through <A>/net/b."""
+    return _qnet_workload("qnet_rt", p)
+
+
+def stack_qnet_bulk(p: Params) -> dict[str, Any]:
+    """128 KiB writes on a TCP connection of B's stack through <A>/net/b; MB = 10^6."""
+    return _qnet_workload("qnet_bulk", p)
+
+
+def qnet_rows(seconds: float) -> list[Row]:
+    with qnet_pair() as (local, remote, _pids):
+        res = {(where, mode): run_client(sock, mode, seconds)
+               for where, sock in (("remote", remote), ("local", local))
+               for mode in ("rt64", "w128k")}
     return [
-        Row("Qnet remote 64-byte write+read", "rounds/s", rate(res["remote", "rt64"]),
-            rate(res["local", "rt64"]), ">= 500",
+        Row("Qnet remote 64-byte write+read", "rounds/s", _rate(res["remote", "rt64"]),
+            _rate(res["local", "rt64"]), ">= 500",
             "SOCK=<A>/net/b over vwire; second column: A's local mount"),
-        Row("Qnet remote 128 KiB writes", "MB/s", mbps(res["remote", "w128k"]),
-            mbps(res["local", "w128k"]), ">= 10",
+        Row("Qnet remote 128 KiB writes", "MB/s", _mbps(res["remote", "w128k"]),
+            _mbps(res["local", "w128k"]), ">= 10",
             "TCP to 127.0.0.1 on B through Qnet; second column: A's local mount"),
     ]
 

@@ -916,6 +916,10 @@ def _crypto_workloads() -> None:
     from bench import esp_bench  # TCP bulk through ESP vs plain (two stacks, devnp-vwire)
 
     WORKLOADS["esp"] = {"stack": esp_bench.stack_esp}
+    from bench import qnet_bench  # Qnet: B's stack through <A>/net/b, beside A's own mount
+
+    WORKLOADS["qnet_rt"] = {"stack": qnet_bench.stack_qnet_rt}
+    WORKLOADS["qnet_bulk"] = {"stack": qnet_bench.stack_qnet_bulk}
 
 
 _crypto_workloads()

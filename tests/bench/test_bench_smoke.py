@@ -27,7 +27,7 @@ from tests.conftest import HAVE_FUSE, HAVE_ROOT, HAVE_TUN, REPO, io_pkt_env
 
 #: workloads that go through FUSE (the socket files, or the FUSE session itself)
 FUSE_WORKLOADS = {"files_rx", "files_tx", "echo", "files_accept", "fuse", "fuse_read",
-                  "fuse_bulk", "udp_files", "udp_rr", "idle", "load"}
+                  "fuse_bulk", "udp_files", "udp_rr", "idle", "load", "qnet_rt", "qnet_bulk"}
 SMOKE_RUNS = 2
 #: the floors (bench/floors.py) and what building them needs
 FLOOR_WORKLOADS = {"ping", "fuse", "fuse_read", "fuse_bulk"}
@@ -80,6 +80,15 @@ def test_issue_21_has_its_rows_floors_and_cpu() -> None:
         assert rows.get(label) == spec, label
     for wl in FLOOR_WORKLOADS:
         assert "floor" in WORKLOADS[wl], wl
+
+
+def test_issue_17_qnet_rows() -> None:
+    """Issue 17: remote 64-byte round trips and 128 KiB writes through <A>/net/b, in the
+    one table; the local mount, their comparison, is measured by the same workload."""
+    rows = {wl: (label, unit) for wl, _m, label, unit, _t in ROWS}
+    assert rows["qnet_rt"][1] == "rounds/s" and rows["qnet_bulk"][1] == "MB/s"
+    assert "Qnet" in rows["qnet_rt"][0] and "128 KiB" in rows["qnet_bulk"][0]
+    assert set(WORKLOADS["qnet_rt"]) == set(WORKLOADS["qnet_bulk"]) == {"stack"}
 
 
 def test_floor_and_cpu_columns() -> None:
