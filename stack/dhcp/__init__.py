@@ -33,6 +33,7 @@ from stack.addr import ANY4, Prefix, v4
 from stack.counters import Counters, names
 from stack.dhcp import wire
 from stack.dhcp.client import BOUND, Client, Lease, lease_prefix
+from stack.dhcp.client6 import DHCP6_COUNTERS, Client6, Dhcp6
 from stack.inet.wire.ipv4 import int_to_ip
 from stack.l2.iface import Interface
 from stack.services import CONTROL, DHCP, RESOLVER
@@ -43,7 +44,7 @@ if TYPE_CHECKING:  # cycle: the Stack owns this part and the part holds the Stac
 
 log = logging.getLogger("io-pkt.dhcp")
 
-__all__ = ["Dhcp", "Client", "Lease", "attach", "DHCP_COUNTERS"]
+__all__ = ["Dhcp", "Dhcp6", "Client", "Client6", "Lease", "attach", "DHCP_COUNTERS"]
 
 DHCP_COUNTERS: frozenset[str] = names("""
     in_packets in_offer in_ack in_nak drop_bad_xid drop_bad_chaddr drop_unexpected
@@ -51,7 +52,7 @@ DHCP_COUNTERS: frozenset[str] = names("""
     out_discover out_request out_decline out_release send_errors
     arp_probes arp_conflicts renewed rebound renew_nak lease_expired reboot_ack reboot_nak
     install_errors clients_started clients_stopped
-""") | {f"drop_{r}" for r in wire.PARSE_REASONS}
+""") | {f"drop_{r}" for r in wire.PARSE_REASONS} | DHCP6_COUNTERS
 
 
 class Dhcp:
@@ -81,6 +82,9 @@ class Dhcp:
         self._reader_scope: trio.CancelScope | None = None
         self.dir = Directory(dynamic=self._entries)
         self.dir.add("ctl", ControlFile(self._command, self._render_all, mode=0o644))
+        #: the DHCPv6 clients (stack/dhcp/client6.py): config/dhcp/v6/{ctl,IF}
+        self.v6 = Dhcp6(stack, self.counters)
+        self.dir.add("v6", self.v6.dir)
 
     # -- transaction ids ------------------------------------------------------------------
     def register_xid(self, xid: int, client: Client) -> None:
@@ -289,4 +293,6 @@ def attach(stack: Stack) -> None:
     # first: at a detach, the release must leave before the IP layer removes the
     # interface's addresses and routes (its own listener)
     stack.iface_listeners.insert(0, dhcp._on_iface)
+    stack.iface_listeners.insert(0, dhcp.v6.on_iface)
     stack.shutdown_hooks.append(dhcp.shutdown)
+    stack.shutdown_hooks.append(dhcp.v6.shutdown)

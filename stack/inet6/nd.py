@@ -55,6 +55,7 @@ from stack.neighbour import (
     NeighbourTable,
 )
 from stack.network import IPInfo
+from stack.services import DHCP
 
 if TYPE_CHECKING:  # cycle: the layer owns this part and the part calls back into it
     from stack.inet6.ipv6 import IPv6Layer
@@ -278,6 +279,11 @@ class NeighborDiscovery:
             else:
                 c["ra_mtu_ignored"] += 1
         self._router(iface, src, ra.lifetime)
+        if ra.flags & (w6.RA_MANAGED | w6.RA_OTHER):  # DHCPv6 (stack/dhcp/client6.py)
+            dhcp = self.stack.services.get(DHCP)
+            if dhcp is not None:
+                dhcp.v6.ra_flags(iface, bool(ra.flags & w6.RA_MANAGED),
+                                 bool(ra.flags & w6.RA_OTHER))
         for pi in o.prefixes:
             c["ra_prefix"] += 1
             if is_link_local(pi.prefix) or pi.plen > 128:

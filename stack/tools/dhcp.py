@@ -9,6 +9,9 @@
     io-pkt dhcp -k IF             stop without releasing (remembered: INIT-REBOOT next)
     io-pkt dhcp -n IF             renew now
     io-pkt dhcp [-U IF]           show every client, or one
+    io-pkt dhcp -6 [-S] IF        DHCPv6 (RFC 8415) on IF: stateful (an address, IA_NA),
+                                  or with -S stateless (DNS by Information-Request);
+                                  -6 with -x, -k, -n, -U as above (config/dhcp/v6)
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from stack.tools.common import (
 )
 
 TOOL = "dhcp"
-USAGE = "usage: dhcp [-w SECONDS] IF | dhcp -x IF | dhcp -k IF | dhcp -n IF | dhcp [-U IF]"
+USAGE = ("usage: dhcp [-6 [-S]] [-w SECONDS] IF | dhcp [-6] -x IF | dhcp [-6] -k IF | "
+         "dhcp [-6] -n IF | dhcp [-6] [-U IF]")
 VERBS = {"-x": "release", "-k": "keep", "-n": "renew"}
 
 
@@ -44,6 +48,13 @@ def main(argv: list[str]) -> int:
         print(USAGE)
         return 0
     try:
+        base, start = "config/dhcp", "start"
+        if "-6" in args:
+            args = [a for a in args if a != "-6"]
+            base = "config/dhcp/v6"
+            if "-S" in args:
+                args = [a for a in args if a != "-S"]
+                start = "info"
         wait = 30.0
         if args[:1] == ["-w"]:
             if len(args) < 2:
@@ -51,32 +62,32 @@ def main(argv: list[str]) -> int:
             wait = float(args[1])
             args = args[2:]
         if not args:
-            print(read_file(prefix, "config/dhcp/ctl"), end="")
+            print(read_file(prefix, f"{base}/ctl"), end="")
             return 0
         if args[0] in VERBS:
             if len(args) != 2:
                 raise bad_usage("expected one interface", USAGE)
-            print(command(prefix, "config/dhcp/ctl", f"{VERBS[args[0]]} {args[1]}"), end="")
+            print(command(prefix, f"{base}/ctl", f"{VERBS[args[0]]} {args[1]}"), end="")
             return 0
         if args[0] == "-U":
             if len(args) != 2:
                 raise bad_usage("expected one interface", USAGE)
-            print(read_file(prefix, f"config/dhcp/{args[1]}"), end="")
+            print(read_file(prefix, f"{base}/{args[1]}"), end="")
             return 0
         if args[0].startswith("-"):
             raise unknown_option(args[0], USAGE)
         if len(args) != 1:
             raise bad_usage(f"unexpected argument: {args[1]}", USAGE)
         ifname = args[0]
-        command(prefix, "config/dhcp/ctl", f"start {ifname}")
+        command(prefix, f"{base}/ctl", f"{start} {ifname}")
         deadline = time.monotonic() + wait
         text = ""
         while time.monotonic() < deadline:
             try:
-                text = read_file(prefix, f"config/dhcp/{ifname}")
+                text = read_file(prefix, f"{base}/{ifname}")
             except ToolError:
                 text = ""
-            if _state(text) == "bound":
+            if _state(text) in ("bound", "configured"):
                 print(text, end="")
                 return 0
             time.sleep(0.1)

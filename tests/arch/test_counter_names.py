@@ -33,6 +33,7 @@ from stack.counters import (
 from stack.crypto.counters import CRYPTO_COUNTERS
 from stack.dhcp import DHCP_COUNTERS
 from stack.dhcp import wire as dhcp_wire
+from stack.dhcp import wire6 as dhcp_wire6
 from stack.dns import wire as dns_wire
 from stack.dns.lookup import DNS_COUNTERS
 from stack.dns.lookup import REFUSALS as DNS_REFUSALS
@@ -275,6 +276,7 @@ def test_reason_families() -> None:
     assert set(ICMP_ERROR_CODES) == wicmp.ERROR_TYPES
     assert set(dns_wire.PARSE_REASONS) == _raised_reasons("stack/dns/wire.py", "DnsError")
     assert set(dhcp_wire.PARSE_REASONS) == _raised_reasons("stack/dhcp/wire.py", "DhcpError")
+    assert set(dhcp_wire6.PARSE_REASONS) == _raised_reasons("stack/dhcp/wire6.py", "Dhcp6Error")
     for r in GSO_REASONS:  # the three places software segmentation may refuse a frame
         assert f"gso_error_{r}" in IFACE_COUNTERS and f"drop_gso_{r}" in ETHER_COUNTERS \
             and f"drop_prefrag_{r}" in IP_COUNTERS
