@@ -28,7 +28,17 @@ Heads and who runs them::
                       too big: EMSGSIZE for our own, ICMP "fragmentation needed" for a
                       forwarded one); then "inet" out runs on each datagram or fragment.
                       The "in" direction of this head is never run.
-    "inet6"  in/out   reserved for IPv6
+    "inet6"  in/out   the IPv6 layer (stack/inet6/ipv6.py), as "inet" for IPv4
+    "inet6_out_prefrag"
+             out      the IPv6 layer, after the route and the source address are chosen
+                      and before source fragmentation (IPsec's IPv6 output point, as
+                      NetBSD's ipsec6_output in ip6_output): the whole datagram (fixed
+                      header first, payload length that of the whole datagram), our own
+                      datagrams only (forwarded IPv6 datagrams do not pass it). Checksums
+                      completed and super-segments cut first, as on "inet_out_prefrag",
+                      and the same results (a ``Reroute``'s ``nexthop`` is a 128-bit
+                      address); a datagram bigger than the MTU of the interface it leaves
+                      by is fragmented at the source unless IPV6_DONTFRAG (EMSGSIZE).
     "ifnet"  events   interface attach / detach (called by the stack for every interface)
     "ifaddr" events   address added / deleted (the IPv4 layer calls ``run_event``)
 
@@ -38,7 +48,7 @@ A packet hook is ``fn(obj, iface, direction) -> result`` where result is
 * ``PFIL_DROP`` (``False``): drop the packet (the caller counts it),
 * any other object: a replacement (a ``Packet`` in, a buffer list out — the same kind
   as ``obj``); the next hook and the stack see the replacement;
-* on "inet_out_prefrag" only, a ``Reroute`` (see above); the hooks after it see its
+* on "inet_out_prefrag" and "inet6_out_prefrag" only, a ``Reroute`` (see above); the hooks after it see its
   datagram (``bufs``, or the one they would have seen) and the new interface is used.
 
 Hooks of one head/direction run in order of ``priority`` (lower first), then of
@@ -80,13 +90,15 @@ EventHook = Callable[..., None]
 
 #: the IPv4 output hook before fragmentation (see the module docstring)
 INET_OUT_PREFRAG = "inet_out_prefrag"
+#: the IPv6 output hook before source fragmentation (see the module docstring)
+INET6_OUT_PREFRAG = "inet6_out_prefrag"
 
-PACKET_HEADS = ("ether", "inet", "inet6", INET_OUT_PREFRAG)
+PACKET_HEADS = ("ether", "inet", "inet6", INET_OUT_PREFRAG, INET6_OUT_PREFRAG)
 
 
 @dataclass(slots=True)
 class Reroute:
-    """What an "inet_out_prefrag" hook returns to send the datagram another way: by
+    """What an "inet_out_prefrag" / "inet6_out_prefrag" hook returns to send the datagram another way: by
     ``iface`` (None: the one routing chose) to ``nexthop`` (None: the datagram's own
     destination when the interface changed, else the routed next hop), as ``bufs``
     (None: the datagram the hook was given)."""
@@ -144,6 +156,7 @@ class Pfil:
         self.inet6_in = self.chains[("inet6", "in")]
         self.inet6_out = self.chains[("inet6", "out")]
         self.inet_out_prefrag = self.chains[(INET_OUT_PREFRAG, "out")]
+        self.inet6_out_prefrag = self.chains[(INET6_OUT_PREFRAG, "out")]
         if stack is not None:
             stack.iface_listeners.append(self._iface_event)
 

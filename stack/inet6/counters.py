@@ -29,6 +29,8 @@ IP6_COUNTERS: frozenset[str] = names("""
     drop_not_for_us drop_fwd_scope drop_hlim_exceeded drop_no_route drop_fwd_reject
     drop_fwd_too_big drop_fwd_loopback forwarded fwd_same_interface fwd_send_failed
     fwd_offload_sw drop_fwd_gso_mtu pmtu_learned pmtu_ignored
+    drop_pfil_prefrag prefrag_rerouted prefrag_replaced prefrag_offload_sw
+    drop_prefrag_reroute_down drop_prefrag_bad_replacement
     addr_added addr_removed addr_dad_ok addr_duplicated addr_expired addr_deprecated
     slaac_added slaac_updated slaac_ignored tempaddr_added
 """) | frozenset(CHAIN_REASONS) | frozenset(f"drop_prefrag_{r}" for r in GSO_REASONS)

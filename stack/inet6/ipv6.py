@@ -53,10 +53,11 @@ from stack.inet6.wire.ipv6 import (
     walk_chain,
 )
 from stack.l2.ether import ETHERTYPE_IPV6
-from stack.l2.gso import clamp_gso_size, complete_csum, device_finishes
+from stack.l2.gso import GsoError, clamp_gso_size, complete_csum, device_finishes, segment_ip
 from stack.l2.iface import IFF_LOOPBACK, Interface
 from stack.network import IPInfo
 from stack.packet import GSO_NONE, Buffer, Packet, TxMeta
+from stack.pfil import Reroute
 
 if TYPE_CHECKING:  # cycle: the Stack owns this part and the part holds the Stack; types only
     from stack.core import Stack
@@ -113,6 +114,9 @@ class IPv6Layer:
         # no DAD, MLD or router solicitations on links where nobody asked for IPv6)
         self.k_auto_linklocal.value = tcpip.get_int("auto_linklocal", 1, lo=0, hi=1) or 0
         self.pf = stack.pfil
+        #: the "inet6_out_prefrag" hooks (stack/pfil.py; IPsec's IPv6 output point):
+        #: tested per datagram after source selection, run by _prefrag_output when any
+        self.prefrag = stack.pfil.inet6_out_prefrag
         self.icmp = Icmp6(self)
         self.reass = Reassembler6(self)
         self.nd = NeighborDiscovery(self)
@@ -293,6 +297,9 @@ class IPv6Layer:
             c["out_drop_too_long"] += 1
             return errno.EMSGSIZE
         fail = (self._local_unreach, (proto, s, d, payload, on_error))
+        if self.prefrag:  # output hooks before fragmentation (IPsec; may re-route): see there
+            return self._prefrag_output(iface, nexthop, s, d, first_nh, ext, payload, plen,
+                                        mtu, ttl, tos, df, meta, ident, fail)
         if HLEN + plen > mtu and not (gso and "tso6" in iface.offloads):
             if df or gso:
                 c["out_drop_too_big"] += 1
@@ -357,6 +364,82 @@ class IPv6Layer:
                 return errno.EPERM
             bufs = res
         return iface.medium.output(bufs, Addr(nexthop), ETHERTYPE_IPV6, meta, fail)
+
+    def _prefrag_output(self, iface: Interface, nexthop: int, s: int, d: int, nh: int,
+                        ext: bytes, payload: Sequence[Buffer], plen: int, mtu: int, ttl: int,
+                        tos: int, df: bool, meta: TxMeta | None, ident: int | None,
+                        fail: Any) -> int:
+        """The "inet6_out_prefrag" hooks (stack/pfil.py) on our own routed datagram, then
+        source fragmentation and the send. As IPv4's: a partial checksum is completed
+        and a super-segment cut into its segments first, each hooked on its own."""
+        c = self.counters
+        hdr = pack_header(tos, 0, plen, nh, ttl, s, d) + ext
+        if meta is not None and meta.gso_type != GSO_NONE:
+            shift = len(hdr)
+            meta = TxMeta(meta.csum_start + shift, meta.csum_offset, meta.needs_csum,
+                          meta.gso_type, meta.gso_size, meta.hdr_len + shift if meta.hdr_len else 0)
+            try:
+                datagrams = segment_ip(b"", memoryview(b"".join([hdr, *payload])), meta, mtu)
+            except GsoError as exc:
+                c["drop_prefrag_" + exc.reason] += 1
+                return errno.EINVAL
+            c["prefrag_offload_sw"] += 1
+            err = 0
+            for i, dgram in enumerate(datagrams):
+                e = self._prefrag_one(iface, nexthop, [b for b in dgram if len(b)], mtu, df,
+                                      ident, fail if i == 0 else None)
+                err = err or e
+            return err
+        if meta is not None and meta.needs_csum:
+            payload = complete_csum(payload, meta)
+        return self._prefrag_one(iface, nexthop, [hdr, *payload], mtu, df, ident, fail)
+
+    def _prefrag_one(self, iface: Interface, nexthop: int, bufs: list[Buffer], mtu: int,
+                     df: bool, ident: int | None, fail: Any) -> int:
+        c = self.counters
+        res = self.stack.pfil.run_chain(self.prefrag, "out", bufs, iface)
+        if res is None:
+            c["drop_pfil_prefrag"] += 1  # dropped, or a hook raised (pfil counted it)
+            return errno.EPERM
+        if isinstance(res, Reroute):
+            c["prefrag_rerouted"] += 1
+            if res.bufs is not None:
+                bufs = list(res.bufs)
+            if res.iface is not None and res.iface is not iface:
+                iface = res.iface
+                st = iface.proto.get("inet6")
+                mtu = st.mtu if st is not None and st.mtu else iface.mtu
+                # on-link: the (new) datagram's destination
+                nexthop = int.from_bytes(b"".join(bytes(b) for b in bufs)[24:40], "big")
+            if res.nexthop is not None:
+                nexthop = int(res.nexthop)
+            if not iface.up or iface.stack is not self.stack:
+                c["drop_prefrag_reroute_down"] += 1
+                return errno.ENETUNREACH
+        elif res is not bufs:
+            c["prefrag_replaced"] += 1
+            bufs = list(res)
+        total = 0
+        for b in bufs:
+            total += len(b)
+        if total <= mtu:
+            c["out_packets"] += 1
+            return self._send(iface, nexthop, bufs, None, fail)
+        if df:
+            c["out_drop_too_big"] += 1
+            return errno.EMSGSIZE
+        dgram = b"".join(bytes(b) for b in bufs)
+        if len(dgram) < HLEN or dgram[0] >> 4 != 6 \
+                or HLEN + int.from_bytes(dgram[4:6], "big") != total:
+            c["drop_prefrag_bad_replacement"] += 1
+            return errno.EINVAL
+        nh, ttl = dgram[6], dgram[7]
+        tclass = (dgram[0] & 15) << 4 | dgram[1] >> 4
+        ext = dgram[HLEN:HLEN + (dgram[HLEN + 1] + 1) * 8] if nh == 0 else b""  # hop-by-hop
+        rest = memoryview(dgram)[HLEN + len(ext):]
+        return self._fragment(iface, nexthop, int.from_bytes(dgram[8:24], "big"),
+                              int.from_bytes(dgram[24:40], "big"), nh, ext, [rest], len(rest),
+                              mtu, ttl, tclass, ident, fail)
 
     def _fragment(self, iface: Interface, nexthop: int, s: int, d: int, nh: int, ext: bytes,
                   payload: Sequence[Buffer], plen: int, mtu: int, ttl: int, tclass: int,

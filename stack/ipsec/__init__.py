@@ -1,10 +1,11 @@
-"""IPsec ESP (RFC 4303) for IPv4, built in (issue 18): SAD, SPD, ESP in both modes
+"""IPsec ESP (RFC 4303) for IPv4 and IPv6, built in (issue 18): SAD, SPD, ESP in both modes
 (AES-GCM-16 per RFC 4106, AES-CBC + HMAC-SHA-256-128 per RFC 4868), anti-replay, ESN,
 lifetimes, NAT-T (RFC 3948), enc0, and setkey(8) through ``config/setkey``.
 
 Nothing is hooked into the data path until the first setkey command: then ESP is
-registered as the transport (AF_INET, 50), the "inet_out_prefrag" and "inet" in hooks
-are added and ``enc0`` is attached. docs/ipsec.md."""
+registered as the transport (AF_INET, 50) and (AF_INET6, 50), the "inet_out_prefrag",
+"inet" in, "inet6_out_prefrag" and "inet6" in hooks are added and ``enc0`` is attached.
+docs/ipsec.md."""
 
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ import logging
 from typing import TYPE_CHECKING
 
 from rmgr.nodes import Caller, ControlFile, TextFile
-from stack.ipsec.esp import PROTO_ESP, Esp
+from stack.ipsec.esp import PROTO_ESP, Esp, Esp6
 from stack.ipsec.sa import SA
 from stack.ipsec.setkey import Setkey
-from stack.pfil import INET_OUT_PREFRAG, PFIL_IN, PFIL_OUT
-from stack.registry import AF_INET, ServiceKey
+from stack.pfil import INET6_OUT_PREFRAG, INET_OUT_PREFRAG, PFIL_IN, PFIL_OUT
+from stack.registry import AF_INET, AF_INET6, ServiceKey
+from stack.services import IPV6
 
 if TYPE_CHECKING:  # cycle: the Stack imports its built-in parts; types only
     from stack.core import Stack
@@ -49,6 +51,12 @@ class Ipsec:
                          name="ipsec_out")
         st.pfil.add_hook(self.esp.inet_in_hook, "inet", PFIL_IN, priority=-100,
                          name="ipsec_in")
+        if st.services.get(IPV6) is not None:
+            st.registries.transports.register((AF_INET6, PROTO_ESP), Esp6(self.esp))
+            st.pfil.add_hook(self.esp.prefrag6_hook, INET6_OUT_PREFRAG, PFIL_OUT,
+                             priority=100, name="ipsec6_out")
+            st.pfil.add_hook(self.esp.inet6_in_hook, "inet6", PFIL_IN, priority=-100,
+                             name="ipsec6_in")
         log.info("IPsec active: ESP, enc0")
 
     def _changed(self) -> None:

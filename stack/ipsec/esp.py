@@ -8,6 +8,13 @@ swcrypto, later and in any order on an offload engine) the ESP packet is sent by
 layer to the SA's destination (UDP 4500 around it for a NAT-T SA), fragmented there if
 it is too big.
 
+IPv6 (docs/ipsec.md): the "inet6_out_prefrag" hook does for IPv6 datagrams what the
+IPv4 one does; ESP is also the (AF_INET6, 50) transport; an "inet6" in hook refuses clear
+datagrams an inbound ``require`` policy covers. Tunnel mode carries either family inside
+either (next header 4 or 41). Neighbor Discovery and MLD never pass the SPD (they
+would deadlock the link: RFC 4301 leaves ND to local policy; Linux and NetBSD users
+add bypass policies for them).
+
 Input: ESP is the transport (AF_INET, 50); a NAT-T SA's UDP 4500 packets are turned into
 ESP by the "inet" in hook. The SA is found by (dst, SPI), the replay window checked,
 the packet decrypted and verified; the window is updated only then. The inner datagram
@@ -32,12 +39,14 @@ from stack.crypto.algs import Alg
 from stack.crypto.framework import DECRYPT, ENCRYPT, CryptoError, CryptoRequest, SessionParams
 from stack.inet.wire import checksum1
 from stack.inet.wire.icmp import DEST_UNREACH, UNREACH_NEEDFRAG
+from stack.inet6.wire.ipv6 import EXTENSION_HEADERS, HLEN, ChainError, pack_header, walk_chain
 from stack.ipsec.counters import IPSEC_COUNTERS
 from stack.ipsec.sa import SA, Databases, Policy
 from stack.l2.iface import IFF_POINTOPOINT, IFF_RUNNING, IFF_UP, Interface
 from stack.l2.medium import PointToPointMedium
 from stack.packet import Buffer, Packet, TxMeta
 from stack.pfil import Reroute
+from stack.services import IPV6
 
 if TYPE_CHECKING:  # cycle: the Stack holds this part; types only
     from stack.core import Stack
@@ -48,6 +57,10 @@ log = logging.getLogger("io-pkt.ipsec")
 PROTO_ESP = 50
 PROTO_UDP = 17
 PROTO_IPIP = 4
+PROTO_IPV6 = 41
+PROTO_ICMPV6 = 58
+#: ICMPv6 types that never pass the SPD: MLD and Neighbor Discovery
+ND_MLD_TYPES = frozenset((130, 131, 132, 133, 134, 135, 136, 137, 143))
 NATT_PORT = 4500
 GCM_IV = 8
 CBC_IV = 16
@@ -74,6 +87,55 @@ def _ports(d: bytes | memoryview, ihl: int, proto: int, frag: bool) -> tuple[int
     if frag or proto not in (6, 17, 132) or len(d) < ihl + 4:
         return 0, 0
     return (d[ihl] << 8) | d[ihl + 1], (d[ihl + 2] << 8) | d[ihl + 3]
+
+
+def _sel6(d: bytes | memoryview) -> tuple[int, int, int, int, int, bool]:
+    """An IPv6 datagram's selector: (src, dst, upper protocol, sport, dport, exempt),
+    ``exempt`` for Neighbor Discovery and MLD. The extension headers are walked."""
+    s = int.from_bytes(d[8:24], "big")
+    dst = int.from_bytes(d[24:40], "big")
+    nh = d[6]
+    l4 = HLEN
+    frag = False
+    if nh in EXTENSION_HEADERS:
+        try:
+            ch = walk_chain(d, 0, len(d), nh)
+        except ChainError:
+            return s, dst, nh, 0, 0, False
+        nh, l4 = ch.proto, ch.l4
+        frag = ch.frag_at >= 0 and bool(ch.frag_offset or ch.frag_more)
+    if nh == PROTO_ICMPV6:
+        return s, dst, nh, 0, 0, not frag and len(d) > l4 and d[l4] in ND_MLD_TYPES
+    sp, dp = _ports(d, l4, nh, frag)
+    return s, dst, nh, sp, dp, False
+
+
+def _selector(d: bytes | memoryview) -> tuple[int, int, int, int, int, int]:
+    """Any datagram's selector: (family, src, dst, upper protocol, sport, dport)."""
+    if d[0] >> 4 == 6:
+        s, dst, proto, sp, dp, _ = _sel6(d)
+        return 6, s, dst, proto, sp, dp
+    ihl = (d[0] & 15) << 2
+    proto = d[9]
+    frag = bool(int.from_bytes(d[6:8], "big") & 0x3FFF)
+    sp, dp = _ports(d, ihl, proto, frag)
+    return 4, int.from_bytes(d[12:16], "big"), int.from_bytes(d[16:20], "big"), proto, sp, dp
+
+
+class Esp6:
+    """ESP as the (AF_INET6, 50) transport: the engine's input for IPv6."""
+
+    name = "esp6"
+
+    def __init__(self, engine: Esp) -> None:
+        self.engine = engine
+
+    def input(self, info: IPInfo) -> None:
+        self.engine.input(info, 6)
+
+    def icmp_error(self, icmp_type: int, code: int, src: Addr, dst: Addr, hdr: memoryview,
+                   extra: int = 0) -> None:
+        return None
 
 
 def _ip_header(src: int, dst: int, proto: int, total: int, ttl: int, tos: int) -> bytes:
@@ -140,30 +202,47 @@ class Esp:
             return False
         return Reroute(self.enc0)
 
+    # -- the IPv6 output hook ("inet6_out_prefrag") ---------------------------------------
+    def prefrag6_hook(self, bufs: list[Buffer], iface: Interface, direction: str) -> Any:
+        if self._emitting or not self.db.spd["out"]:
+            return None
+        dgram = b"".join(bytes(b) for b in bufs)
+        if len(dgram) < HLEN:
+            return None
+        s, d, proto, sp, dp, exempt = _sel6(dgram)
+        if exempt:
+            return None
+        pol = self.db.lookup("out", s, d, proto, sp, dp, 6)
+        if pol is None or pol.action == "none":
+            if pol is not None:
+                self.counters["out_bypass"] += 1
+            return None
+        if pol.action == "discard":
+            self.counters["out_drop_policy_discard"] += 1
+            return False
+        return Reroute(self.enc0)
+
     # -- output: enc0's transmit ---------------------------------------------------------------
     def output(self, bufs: Sequence[Buffer]) -> bool:
         c = self.counters
         dgram = b"".join(bytes(b) for b in bufs)
-        if len(dgram) < 20 or dgram[0] >> 4 != 4:
-            c["out_drop_bad_packet"] += 1
+        v = dgram[0] >> 4 if dgram else 0
+        if len(dgram) < (20 if v == 4 else HLEN) or v not in (4, 6) or (v == 6 and dgram[6] == 0):
+            c["out_drop_bad_packet"] += 1  # (a hop-by-hop header cannot go inside ESP)
             return False
-        ihl = (dgram[0] & 15) << 2
-        proto = dgram[9]
-        frag = bool(int.from_bytes(dgram[6:8], "big") & 0x3FFF)
-        s = int.from_bytes(dgram[12:16], "big")
-        d = int.from_bytes(dgram[16:20], "big")
-        sp, dp = _ports(dgram, ihl, proto, frag)
-        pol = self.db.lookup("out", s, d, proto, sp, dp)
+        fam, s, d, proto, sp, dp = _selector(dgram)
+        ihl = (dgram[0] & 15) << 2 if v == 4 else HLEN
+        pol = self.db.lookup("out", s, d, proto, sp, dp, fam)
         if pol is None or pol.action != "ipsec":
             c["out_drop_no_policy"] += 1
             return False
         if pol.mode == "tunnel":
-            osrc, odst = pol.tsrc, pol.tdst
-            inner, nh = dgram, PROTO_IPIP
+            osrc, odst, ofam = pol.tsrc, pol.tdst, pol.tfamily
+            inner, nh = dgram, PROTO_IPIP if v == 4 else PROTO_IPV6
         else:
-            osrc, odst = s, d
-            inner, nh = dgram[ihl:], proto
-        sa = self.db.out_sa(osrc, odst)
+            osrc, odst, ofam = s, d, fam
+            inner, nh = dgram[ihl:], dgram[9] if v == 4 else dgram[6]
+        sa = self.db.out_sa(osrc, odst, ofam)
         if sa is None or sa.session is None:
             c["out_drop_no_sa"] += 1
             return False
@@ -174,7 +253,8 @@ class Esp:
             c["sa_hard_expired"] += 1
             c["out_drop_sa_expired"] += 1
             return False
-        if len(dgram) > 512 and self._too_big(dgram, sa, pol.mode, ihl, odst):
+        if v == 4 and ofam == 4 and len(dgram) > 512 and \
+                self._too_big(dgram, sa, pol.mode, ihl, odst):
             return False
         limit = (1 << 64) - 1 if sa.esn else 0xFFFFFFFF
         if sa.seq >= limit:  # RFC 4303 3.3.3: never cycle; a new SA is needed
@@ -199,9 +279,9 @@ class Esp:
             req = CryptoRequest(sa.session, ENCRYPT, buf, skip=24, auth_skip=0,
                                 inject=len(buf), iv=iv,
                                 auth_tail=struct.pack("!I", seq >> 32) if sa.esn else b"")
-        tos = dgram[1]
-        ttl = 64 if pol.mode == "tunnel" else dgram[8]
-        req.opaque = (sa, osrc, odst, tos, ttl, len(dgram))
+        tos = dgram[1] if v == 4 else (dgram[0] & 15) << 4 | dgram[1] >> 4
+        ttl = 64 if pol.mode == "tunnel" else dgram[8] if v == 4 else dgram[7]
+        req.opaque = (sa, osrc, odst, tos, ttl, len(dgram), ofam)
         req.callback = self._output_done
         self.stack.crypto.dispatch(req)
         if req.out is None and not req.error:
@@ -253,7 +333,7 @@ class Esp:
 
     def _output_done(self, req: CryptoRequest) -> None:
         c = self.counters
-        sa, osrc, odst, tos, ttl, inner_len = req.opaque
+        sa, osrc, odst, tos, ttl, inner_len, ofam = req.opaque
         if req.error or req.out is None:
             c["out_drop_crypto"] += 1
             return
@@ -267,7 +347,12 @@ class Esp:
             c["out_natt"] += 1
         self._emitting = True
         try:
-            err = self.stack.inet.output(osrc, odst, proto, [esp], ttl=ttl, tos=tos)
+            if ofam == 4:
+                err = self.stack.inet.output(osrc, odst, proto, [esp], ttl=ttl, tos=tos)
+            else:
+                ip6 = self.stack.services.get(IPV6)
+                err = errno.EAFNOSUPPORT if ip6 is None else \
+                    ip6.output(osrc, odst, proto, [esp], ttl=ttl, tos=tos)
         finally:
             self._emitting = False
         if err:
@@ -308,6 +393,31 @@ class Esp:
         self.counters["in_drop_policy_mismatch"] += 1  # should have come in ESP
         return False
 
+    def inet6_in_hook(self, pkt: Packet, iface: Interface, direction: str) -> Any:
+        """A clear IPv6 datagram an inbound ``require`` policy covers is dropped."""
+        if iface is self.enc0 or not self.db.spd["in"]:
+            return None
+        data = pkt.data
+        off = pkt.l3
+        if data[off + 6] == PROTO_ESP:
+            return None
+        total = HLEN + int.from_bytes(data[off + 4:off + 6], "big")
+        s, d, proto, sp, dp, exempt = _sel6(data[off:off + total])
+        if exempt or proto == PROTO_ESP:
+            return None
+        pol = self.db.lookup("in", s, d, proto, sp, dp, 6)
+        if pol is None or pol.action == "none":
+            if pol is not None:
+                self.counters["in_bypass"] += 1
+            return None
+        if pol.action == "discard":
+            self.counters["in_drop_policy_discard"] += 1
+            return False
+        if pol.level == "use":
+            return None
+        self.counters["in_drop_policy_mismatch"] += 1  # should have come in ESP
+        return False
+
     def _natt_in(self, pkt: Packet, off: int, ihl: int, s: int, d: int) -> Any:
         """RFC 3948: UDP 4500 carrying ESP (a non-zero SPI) becomes an ESP datagram; a
         keepalive (one 0xFF byte) is dropped; IKE (a zero marker) goes on to UDP."""
@@ -333,17 +443,18 @@ class Esp:
         new.ethertype = pkt.ethertype
         return new
 
-    # -- input: the (AF_INET, 50) transport ---------------------------------------------------
-    def input(self, info: IPInfo) -> None:
+    # -- input: the (AF_INET, 50) and (AF_INET6, 50) transports ---------------------------
+    def input(self, info: IPInfo, family: int = 4) -> None:
         c = self.counters
         data = info.payload
         if len(data) < 8:
             c["in_drop_truncated"] += 1
             return
         spi, lo = struct.unpack_from("!II", data, 0)
-        d = int(info.dst) & 0xFFFFFFFF
+        mask = 0xFFFFFFFF if family == 4 else (1 << 128) - 1
+        d = int(info.dst) & mask
         sa = self.db.sad.get((d, spi))
-        if sa is None or sa.session is None:
+        if sa is None or sa.session is None or sa.family != family:
             c["in_drop_bad_spi"] += 1
             return
         life = sa.check_lifetime()
@@ -374,7 +485,7 @@ class Esp:
             req = CryptoRequest(sa.session, DECRYPT, buf, skip=24, length=n - 24 - ICV,
                                 auth_skip=0, inject=n - ICV, iv=buf[8:24],
                                 auth_tail=struct.pack("!I", seq >> 32) if sa.esn else b"")
-        req.opaque = (sa, seq, int(info.src) & 0xFFFFFFFF, d, info.ttl, info.tos)
+        req.opaque = (sa, seq, int(info.src) & mask, d, info.ttl, info.tos)
         req.callback = self._input_done
         self.stack.crypto.dispatch(req)
         if req.out is None and not req.error:
@@ -412,11 +523,20 @@ class Esp:
             if sa.mode == "transport":
                 c["in_drop_policy_mismatch"] += 1
                 return
+        elif nh == PROTO_IPV6 and sa.mode != "transport":
+            if len(body) < HLEN or body[0] >> 4 != 6 or \
+                    HLEN + int.from_bytes(body[4:6], "big") > len(body):
+                c["in_drop_bad_inner"] += 1
+                return
+            inner = body[:HLEN + int.from_bytes(body[4:6], "big")]
         else:
             if sa.mode == "tunnel":
                 c["in_drop_policy_mismatch"] += 1
                 return
-            inner = _ip_header(src, dst, nh, 20 + len(body), ttl, tos) + body
+            if sa.family == 4:
+                inner = _ip_header(src, dst, nh, 20 + len(body), ttl, tos) + body
+            else:
+                inner = pack_header(tos, 0, len(body), nh, ttl, src, dst) + body
         if not self._in_policy_ok(inner, sa):
             return
         sa.bytes += len(inner)
@@ -428,13 +548,8 @@ class Esp:
     def _in_policy_ok(self, inner: bytes, sa: SA) -> bool:
         """The decrypted datagram must match an inbound ipsec policy of this mode
         (RFC 4301 5.2: the selectors are checked after decryption)."""
-        ihl = (inner[0] & 15) << 2
-        proto = inner[9]
-        frag = bool(int.from_bytes(inner[6:8], "big") & 0x3FFF)
-        s = int.from_bytes(inner[12:16], "big")
-        d = int.from_bytes(inner[16:20], "big")
-        sp, dp = _ports(inner, ihl, proto, frag)
-        pol: Policy | None = self.db.lookup("in", s, d, proto, sp, dp)
+        fam, s, d, proto, sp, dp = _selector(inner)
+        pol: Policy | None = self.db.lookup("in", s, d, proto, sp, dp, fam)
         if pol is None or pol.action == "none":
             return True
         if pol.action == "discard":

@@ -1,12 +1,16 @@
-"""The Security Association Database and the Security Policy Database (RFC 4301), IPv4.
+"""The Security Association Database and the Security Policy Database (RFC 4301), IPv4
+and IPv6.
 
-Addresses are 32-bit ints here (the IPv4 layer's), as in stack/inet's wire modules."""
+Addresses are ints here: 32-bit for IPv4 (the IPv4 layer's, as in stack/inet's wire
+modules), 128-bit for IPv6 (the IPv6 layer's); an SA or a policy says its ``family`` (4
+or 6). IPv6 addresses below 2^32 (IPv4-compatible, deprecated) are refused by setkey,
+so the SAD's (dst, SPI) keys of the two families never meet."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from stack.crypto.framework import Session
 
@@ -18,8 +22,8 @@ REPLAY_DEFAULT = 64
 ANY = 255  # upper-layer protocol "any"
 
 
-def ntoa(a: int) -> str:
-    return str(IPv4Address(a))
+def ntoa(a: int, family: int = 4) -> str:
+    return str(IPv4Address(a) if family == 4 else IPv6Address(a))
 
 
 @dataclass(eq=False)
@@ -52,6 +56,7 @@ class SA:
     bytes: int = 0
     packets: int = 0
     state: str = "mature"  # mature | dying | dead
+    family: int = 4  # of src and dst: 4 or 6
 
     @property
     def gcm(self) -> bool:
@@ -135,11 +140,17 @@ class Policy:
     level: str = "require"
     created: float = field(default_factory=time.time)
     hits: int = 0
+    family: int = 4  # of the selector's addresses
+    tfamily: int = 4  # of the tunnel endpoints
 
-    def matches(self, s: int, d: int, proto: int, sport: int, dport: int) -> bool:
-        if self.src_len and (s ^ self.src) >> (32 - self.src_len):
+    def matches(self, family: int, s: int, d: int, proto: int, sport: int,
+                dport: int) -> bool:
+        if family != self.family:
             return False
-        if self.dst_len and (d ^ self.dst) >> (32 - self.dst_len):
+        bits = 32 if family == 4 else 128
+        if self.src_len and (s ^ self.src) >> (bits - self.src_len):
+            return False
+        if self.dst_len and (d ^ self.dst) >> (bits - self.dst_len):
             return False
         if self.proto != ANY and proto != self.proto:
             return False
@@ -148,9 +159,10 @@ class Policy:
         return not (self.dport and dport != self.dport)
 
     def same_selector(self, o: Policy) -> bool:
-        return (self.src, self.src_len, self.dst, self.dst_len, self.sport, self.dport,
-                self.proto, self.direction) == (o.src, o.src_len, o.dst, o.dst_len, o.sport,
-                                                o.dport, o.proto, o.direction)
+        return (self.family, self.src, self.src_len, self.dst, self.dst_len, self.sport,
+                self.dport, self.proto, self.direction) == (
+                    o.family, o.src, o.src_len, o.dst, o.dst_len, o.sport, o.dport, o.proto,
+                    o.direction)
 
 
 class Databases:
@@ -161,18 +173,19 @@ class Databases:
         self.spd: dict[str, list[Policy]] = {"in": [], "out": []}
 
     def lookup(self, direction: str, s: int, d: int, proto: int, sport: int,
-               dport: int) -> Policy | None:
+               dport: int, family: int = 4) -> Policy | None:
         for p in self.spd[direction]:
-            if p.matches(s, d, proto, sport, dport):
+            if p.matches(family, s, d, proto, sport, dport):
                 p.hits += 1
                 return p
         return None
 
-    def out_sa(self, src: int, dst: int) -> SA | None:
+    def out_sa(self, src: int, dst: int, family: int = 4) -> SA | None:
         """The newest usable SA from ``src`` to ``dst`` (NetBSD prefers the newest)."""
         best: SA | None = None
         for sa in self.sad.values():
-            if sa.src == src and sa.dst == dst and sa.state != "dead":
+            if sa.src == src and sa.dst == dst and sa.family == family \
+                    and sa.state != "dead":
                 if best is None or sa.created >= best.created:
                     best = sa
         return best

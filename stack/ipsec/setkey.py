@@ -1,6 +1,6 @@
 """setkey(8) commands (NetBSD's syntax) over the SAD and SPD, and their dumps.
 
-    add [-4] SRC DST esp SPI [-m transport|tunnel|any] [-r WINDOW] [-E ALGO KEY]
+    add [-4|-6] SRC DST esp SPI [-m transport|tunnel|any] [-r WINDOW] [-E ALGO KEY]
         [-A ALGO KEY] [-lh SEC] [-ls SEC] [-bh BYTES] [-bs BYTES] [-esn] ;
     add SRC[PORT] DST[PORT] esp-udp SPI ... ;        (NAT-T, RFC 3948)
     get SRC DST esp SPI ;   delete SRC DST esp SPI ;   deleteall SRC DST esp ;
@@ -20,11 +20,12 @@ import re
 import shlex
 import time
 from collections.abc import Callable
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv6Address, ip_address, ip_network
 
 from stack.ipsec.sa import ANY, AUTH_ALGS, ENC_ALGS, REPLAY_DEFAULT, SA, Databases, Policy, ntoa
 
-UPPER = {"any": ANY, "tcp": 6, "udp": 17, "icmp": 1, "esp": 50, "gre": 47, "ipv4": 4}
+UPPER = {"any": ANY, "tcp": 6, "udp": 17, "icmp": 1, "esp": 50, "gre": 47, "ipv4": 4,
+         "ipv6-icmp": 58, "icmp6": 58, "ipv6": 41}
 UPPER_NAME = {v: k for k, v in UPPER.items()}
 
 
@@ -47,35 +48,45 @@ def statements(text: str) -> list[list[str]]:
     return out
 
 
-def _addr(text: str) -> int:
+def _family(a: IPv6Address | object, text: str) -> int:
+    if isinstance(a, IPv6Address):
+        if int(a) > 1 and not int(a) >> 32:  # ::a.b.c.d would share the SAD's keys with IPv4
+            raise SetkeyError(f"{text!r}: IPv4-compatible IPv6 addresses are not supported")
+        return 6
+    return 4
+
+
+def _addr(text: str) -> tuple[int, int]:
+    """An IPv4 or IPv6 address → (the int, its family: 4 or 6)."""
     try:
-        return int(IPv4Address(text))
+        a = ip_address(text)
     except ValueError:
-        raise SetkeyError(f"{text!r} is not an IPv4 address") from None
+        raise SetkeyError(f"{text!r} is not an IPv4 or IPv6 address") from None
+    return int(a), _family(a, text)
 
 
 _ADDR_PORT = re.compile(r"^([^\[/]+)(?:/(\d+))?(?:\[(\w+)\])?$")
 
 
-def _range(text: str) -> tuple[int, int, int]:
-    """``10.0.0.0/24[80]`` → (address, prefix length, port; 0 = any)."""
+def _range(text: str) -> tuple[int, int, int, int]:
+    """``10.0.0.0/24[80]``, ``2001:db8::/32[any]`` → (address, prefix length, port; 0 =
+    any, family: 4 or 6)."""
     m = _ADDR_PORT.match(text)
     if m is None:
         raise SetkeyError(f"bad address range {text!r}")
     addr, plen, port = m.groups()
-    if addr == "0.0.0.0" and plen is None:
+    _, family = _addr(addr) if addr not in ("0.0.0.0", "::") else (0, 4 if "." in addr else 6)
+    bits = 32 if family == 4 else 128
+    if addr in ("0.0.0.0", "::") and plen is None:
         plen = "0"
-    n = int(plen) if plen is not None else 32
-    if not 0 <= n <= 32:
+    n = int(plen) if plen is not None else bits
+    if not 0 <= n <= bits:
         raise SetkeyError(f"bad prefix length in {text!r}")
-    try:
-        net = IPv4Network(f"{addr}/{n}", strict=False)
-    except ValueError:
-        raise SetkeyError(f"{addr!r} is not an IPv4 address") from None
+    net = ip_network(f"{addr}/{n}", strict=False)
     p = 0 if port in (None, "any") else int(port) if port.isdigit() else -1
     if not 0 <= p <= 65535:
         raise SetkeyError(f"bad port in {text!r}")
-    return int(net.network_address), n, p
+    return int(net.network_address), n, p, family
 
 
 def _key(text: str) -> bytes:
@@ -129,9 +140,9 @@ class Setkey:
         if verb == "deleteall":
             if len(args) != 3 or args[2] != "esp":
                 raise SetkeyError("usage: deleteall SRC DST esp")
-            s, d = _addr(args[0]), _addr(args[1])
+            (s, fs), (d, fd) = _addr(args[0]), _addr(args[1])
             for key, sa in list(self.db.sad.items()):
-                if sa.src == s and sa.dst == d:
+                if sa.src == s and sa.dst == d and sa.family == fs == fd:
                     self._delete(key)
             return ""
         if verb == "flush":
@@ -158,20 +169,24 @@ class Setkey:
 
     # -- SAs ------------------------------------------------------------------------------
     def _add(self, a: list[str]) -> str:
-        while a and a[0] in ("-4", "-n"):
+        while a and a[0] in ("-4", "-6", "-n"):
             a = a[1:]
         if len(a) < 4:
             raise SetkeyError("usage: add SRC DST esp SPI [options] ALGORITHMS")
         proto = a[2]
         if proto not in ("esp", "esp-udp"):
             raise SetkeyError(f"protocol {proto!r}: only esp and esp-udp are supported")
-        s, _, sport = _range(a[0])
-        d, _, dport = _range(a[1])
+        s, _, sport, fs = _range(a[0])
+        d, _, dport, fd = _range(a[1])
+        if fs != fd:
+            raise SetkeyError("source and destination of different address families")
         spi = _int(a[3])
         if not 256 <= spi <= 0xFFFFFFFF:
             raise SetkeyError(f"SPI {spi} out of range (256..4294967295)")
-        sa = SA(s, d, spi, "any", "", b"")
+        sa = SA(s, d, spi, "any", "", b"", family=fs)
         if proto == "esp-udp":
+            if fs != 4:
+                raise SetkeyError("esp-udp (NAT traversal) is IPv4 only")
             sa.natt_sport = sport or 4500
             sa.natt_dport = dport or 4500
         i = 4
@@ -223,7 +238,7 @@ class Setkey:
         if sa.gcm and sa.auth:
             raise SetkeyError("aes-gcm-16 takes no -A")
         if (d, spi) in self.db.sad:
-            raise OSError(errno.EEXIST, f"SA {ntoa(d)} spi {spi:#x} exists")
+            raise OSError(errno.EEXIST, f"SA {ntoa(d, fd)} spi {spi:#x} exists")
         self.on_add(sa)  # makes the crypto session (raises on a bad key)
         self.db.sad[(d, spi)] = sa
         self.count("sa_added")
@@ -232,9 +247,10 @@ class Setkey:
     def _get_delete(self, verb: str, a: list[str]) -> str:
         if len(a) != 4 or a[2] not in ("esp", "esp-udp"):
             raise SetkeyError(f"usage: {verb} SRC DST esp SPI")
-        key = (_range(a[1])[0], _int(a[3]))
+        dr, sr = _range(a[1]), _range(a[0])
+        key = (dr[0], _int(a[3]))
         sa = self.db.sad.get(key)
-        if sa is None or sa.src != _range(a[0])[0]:
+        if sa is None or sa.src != sr[0] or sa.family != dr[3] or sa.family != sr[3]:
             raise OSError(errno.ESRCH, "No such process: no such SA")
         if verb == "get":
             return self._dump_sa(sa)
@@ -255,7 +271,7 @@ class Setkey:
     def _dump_sa(sa: SA) -> str:
         proto = "esp-udp" if sa.natt else "esp"
         ports = (f"[{sa.natt_sport}]", f"[{sa.natt_dport}]") if sa.natt else ("", "")
-        lines = [f"{ntoa(sa.src)}{ports[0]} {ntoa(sa.dst)}{ports[1]} ",
+        lines = [f"{ntoa(sa.src, sa.family)}{ports[0]} {ntoa(sa.dst, sa.family)}{ports[1]} ",
                  f"\t{proto} mode={sa.mode} spi={sa.spi}(0x{sa.spi:08x}) reqid=0(0x00000000)",
                  f"\tE: {sa.enc}  {mask_key(sa.enc_key)}"]
         if sa.auth:
@@ -273,29 +289,31 @@ class Setkey:
         return "\n".join(lines) + "\n"
 
     # -- policies -------------------------------------------------------------------------
-    def _selector(self, a: list[str]) -> tuple[int, int, int, int, int, int, int]:
-        s, sl, sp = _range(a[0])
-        d, dl, dp = _range(a[1])
+    def _selector(self, a: list[str]) -> tuple[int, int, int, int, int, int, int, int]:
+        s, sl, sp, fs = _range(a[0])
+        d, dl, dp, fd = _range(a[1])
+        if fs != fd:
+            raise SetkeyError("source and destination of different address families")
         up = a[2]
         proto = UPPER.get(up, None)
         if proto is None:
             proto = _int(up)
             if not 0 <= proto <= 255:
                 raise SetkeyError(f"upper-layer protocol {up!r}")
-        return s, sl, d, dl, sp, dp, proto
+        return s, sl, d, dl, sp, dp, proto, fs
 
     def _spdadd(self, a: list[str]) -> str:
-        while a and a[0] in ("-4", "-n"):
+        while a and a[0] in ("-4", "-6", "-n"):
             a = a[1:]
         if len(a) < 6 or a[3] != "-P":
             raise SetkeyError("usage: spdadd SRC DST UPPER -P DIR ACTION [RULE]")
-        s, sl, d, dl, sp, dp, proto = self._selector(a)
+        s, sl, d, dl, sp, dp, proto, fam = self._selector(a)
         direction, action = a[4], a[5]
         if direction not in ("in", "out"):
             raise SetkeyError(f"direction {direction!r}: in or out")
         if action not in ("discard", "none", "ipsec"):
             raise SetkeyError(f"policy {action!r}: discard, none or ipsec")
-        pol = Policy(s, sl, d, dl, sp, dp, proto, direction, action)
+        pol = Policy(s, sl, d, dl, sp, dp, proto, direction, action, family=fam)
         if action == "ipsec":
             if len(a) != 7:
                 raise SetkeyError("ipsec needs one rule: esp/MODE/[TSRC-TDST]/LEVEL")
@@ -310,7 +328,10 @@ class Setkey:
                 ends = parts[2].split("-")
                 if len(ends) != 2:
                     raise SetkeyError("tunnel mode needs TSRC-TDST")
-                pol.tsrc, pol.tdst = _addr(ends[0]), _addr(ends[1])
+                (pol.tsrc, ft), (pol.tdst, fd) = _addr(ends[0]), _addr(ends[1])
+                if ft != fd:
+                    raise SetkeyError("tunnel endpoints of different address families")
+                pol.tfamily = ft
             elif parts[2]:
                 raise SetkeyError("transport mode takes no endpoints")
         elif len(a) != 6:
@@ -325,8 +346,8 @@ class Setkey:
     def _spddelete(self, a: list[str]) -> str:
         if len(a) < 5 or a[3] != "-P" or a[4] not in ("in", "out"):
             raise SetkeyError("usage: spddelete SRC DST UPPER -P in|out")
-        s, sl, d, dl, sp, dp, proto = self._selector(a)
-        probe = Policy(s, sl, d, dl, sp, dp, proto, a[4], "none")
+        s, sl, d, dl, sp, dp, proto, fam = self._selector(a)
+        probe = Policy(s, sl, d, dl, sp, dp, proto, a[4], "none", family=fam)
         lst = self.db.spd[a[4]]
         for p in lst:
             if p.same_selector(probe):
@@ -344,10 +365,12 @@ class Setkey:
             sp = f"[{p.sport}]" if p.sport else "[any]"
             dp = f"[{p.dport}]" if p.dport else "[any]"
             up = UPPER_NAME.get(p.proto, str(p.proto))
-            lines = [f"{ntoa(p.src)}/{p.src_len}{sp} {ntoa(p.dst)}/{p.dst_len}{dp} {up}",
+            lines = [f"{ntoa(p.src, p.family)}/{p.src_len}{sp} "
+                     f"{ntoa(p.dst, p.family)}/{p.dst_len}{dp} {up}",
                      f"\t{p.direction} {p.action}"]
             if p.action == "ipsec":
-                ends = f"{ntoa(p.tsrc)}-{ntoa(p.tdst)}" if p.mode == "tunnel" else ""
+                ends = f"{ntoa(p.tsrc, p.tfamily)}-{ntoa(p.tdst, p.tfamily)}" \
+                    if p.mode == "tunnel" else ""
                 lines.append(f"\tesp/{p.mode}/{ends}/{p.level}")
             lines.append(f"\tcreated: {time.ctime(p.created)}  hits: {p.hits}")
             out.append("\n".join(lines) + "\n")
