@@ -1,6 +1,6 @@
 """lsm-qnet: Qnet, transparent distributed processing (issue 17; docs/qnet.md).
 
-    io-pkt -d vwire path=/tmp/w,name=vw0 -p qnet host=a[,bind=IF[:IF...]][,bind=ip]
+    io-pkt -d vwire path=/tmp/w,name=vw0 -p qnet host=a[,bind=IF]...[,bind=ip]
            [,auto_add=TICKS][,resolve=file,resolve_file=F][,export=DIR[:ro][+DIR...]]
            [,maproot=UID][,mapany=UID][,key=F][,tx_retries=N][,allow=NODE[:NODE...]]
 
@@ -10,8 +10,9 @@ qnet6 dissector decodes; its own mount ``<prefix>/net`` lists the known nodes, a
 (``dev/socket``, ``dev/bpf`` and ``dev/pf`` where loaded) and the host directories named
 by ``export=``. The code is in ``stack/qnet/``.
 
-Several values of one option are joined with ``:`` (``bind=vw0:vw1``, ``allow=b:c``) or,
-for ``export=`` (whose ``:ro`` is a suffix), with ``+``.
+``bind=`` and ``export=`` may be repeated (``bind=vw0,bind=vw1,bind=ip``); several values
+may also be joined in one, with ``:`` (``bind=vw0:vw1``, ``allow=b:c``) or, for
+``export=`` (whose ``:ro`` is a suffix), with ``+``.
 """
 
 from __future__ import annotations
@@ -86,8 +87,8 @@ async def main(ctx: ModuleContext) -> None:
     stack = ctx.stack
     o = ctx.opts
     host = o.get_str("host") or socket.gethostname().split(".")[0]
-    binds_opt = o.get_str("bind")
-    parts = [b for b in (binds_opt or "").split(":") if b]
+    # bind=tap0,bind=tap1 (the contract's form) or bind=tap0:tap1
+    parts = [b for opt in o.get_all("bind") for b in opt.split(":") if b]
     bind_ip = "ip" in parts
     ifaces = [b for b in parts if b != "ip"]
     binds = ifaces if ifaces or bind_ip else None
@@ -98,7 +99,7 @@ async def main(ctx: ModuleContext) -> None:
     if resolve == "file" and not resolve_file:
         raise OptionError("resolve=file needs resolve_file=FILE")
     exports: list[tuple[str, bool]] = []
-    for item in filter(None, (o.get_str("export") or "").split("+")):
+    for item in filter(None, (x for opt in o.get_all("export") for x in opt.split("+"))):
         path, _, mode = item.partition(":")
         if not os.path.isabs(path) or not os.path.isdir(path):
             raise OptionError(f"export={item}: not an absolute directory")

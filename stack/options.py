@@ -1,7 +1,9 @@
 """The io-pkt option grammar: one comma-separated word per module.
 
 ``name=tap0,netns=demo,promisc`` gives ``{"name": "tap0", "netns": "demo", "promisc": ""}``.
-A value may not contain a comma (as in QNX); a key without ``=`` is a flag.
+A value may not contain a comma (as in QNX); a key without ``=`` is a flag. A key given
+more than once (``bind=tap0,bind=tap1``, as lsm-qnet takes it) keeps its last value as
+the dict's, and every value in order for ``get_all``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ class Options(dict[str, str]):
     def __init__(self, *args: object, **kw: str) -> None:
         super().__init__(*args, **kw)  # type: ignore[arg-type]
         self.used: set[str] = set()
+        #: every value of each key, in order (a repeated key has several)
+        self.values_of: dict[str, list[str]] = {}
 
     @classmethod
     def parse(cls, word: str | None) -> Options:
@@ -39,7 +43,15 @@ class Options(dict[str, str]):
             if not _KEY.match(key):
                 raise OptionError(f"bad option {item!r}: a key is letters, digits, '_', '.', '-'")
             opts[key] = value if sep else ""
+            opts.values_of.setdefault(key, []).append(opts[key])
         return opts
+
+    def get_all(self, key: str) -> list[str]:
+        """Every value given for ``key``, in order (``[]`` when absent)."""
+        self.used.add(key)
+        if key in self.values_of:
+            return list(self.values_of[key])
+        return [self[key]] if key in self else []
 
     def get_str(self, key: str, default: str | None = None) -> str | None:
         self.used.add(key)

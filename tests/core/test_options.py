@@ -99,3 +99,11 @@ def test_module_names() -> None:
     for bad in ("devnp-../../etc", "devnp-A", "lsm-", "evil", "devnp-x/y", "devnp-.hidden"):
         with pytest.raises(LoadError, match="bad module name"):
             validate_name(bad)
+
+
+def test_a_repeated_key_keeps_every_value() -> None:
+    o = Options.parse("host=a,bind=tap0,bind=tap1,bind=ip,export=/srv/x")
+    assert o["bind"] == "ip"  # the dict keeps the last, as before
+    assert o.get_all("bind") == ["tap0", "tap1", "ip"]
+    assert o.get_all("export") == ["/srv/x"] and o.get_all("nothing") == []
+    assert "bind" in o.used

@@ -217,8 +217,9 @@ def test_20mb_under_loss_reorder_dup_and_tshark(stack_process, tmp_path) -> None
 
 def test_two_links_loadbalance_preferred_exclusive(stack_process, tmp_path) -> None:  # type: ignore[no-untyped-def]
     w0, w1 = str(tmp_path / "w0.sock"), str(tmp_path / "w1.sock")
+    # a names its links as QNX does (bind= repeated), b takes every interface
     a = start(stack_process, tmp_path, "a", [f"path={w0},name=vw0", f"path={w1},name=vw1"],
-              "auto_add=2,tx_retries=3")
+              "bind=vw0,bind=vw1,auto_add=2,tx_retries=3")
     b = start(stack_process, tmp_path, "b", [f"peer={w0},name=vw0", f"peer={w1},name=vw1"],
               "auto_add=2,tx_retries=3")
     wait_for(lambda: set(link_frames(a.prefix, "b")) == {"vw0", "vw1"}, 10, "both links")
