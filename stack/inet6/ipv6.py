@@ -395,7 +395,7 @@ class IPv6Layer:
         return self._prefrag_one(iface, nexthop, [hdr, *payload], mtu, df, ident, fail)
 
     def _prefrag_one(self, iface: Interface, nexthop: int, bufs: list[Buffer], mtu: int,
-                     df: bool, ident: int | None, fail: Any) -> int:
+                     df: bool, ident: int | None, fail: Any, forwarded: bool = False) -> int:
         c = self.counters
         res = self.stack.pfil.run_chain(self.prefrag, "out", bufs, iface)
         if res is None:
@@ -423,7 +423,8 @@ class IPv6Layer:
         for b in bufs:
             total += len(b)
         if total <= mtu:
-            c["out_packets"] += 1
+            if not forwarded:
+                c["out_packets"] += 1
             return self._send(iface, nexthop, bufs, None, fail)
         if df:
             c["out_drop_too_big"] += 1
@@ -707,6 +708,12 @@ class IPv6Layer:
         route.use += 1
         if out is iface:
             c["fwd_same_interface"] += 1
+        if self.prefrag:
+            # the output hooks before fragmentation see forwarded datagrams too (an IPsec
+            # gateway's tunnel): finished datagrams, one by one, as for our own; what they
+            # make (an ESP packet) is ours and may be fragmented, the datagram itself fit
+            self._forward_hooked(out, nexthop, frame, pkt.tx_meta(-off), mtu)
+            return
         meta = pkt.tx_meta(out.medium.hdr_len - off)
         if meta is not None:
             if meta.gso_type and not clamp_gso_size(meta, frame, mtu):
@@ -727,6 +734,31 @@ class IPv6Layer:
             mac = out.medium.link_address(Addr(nexthop))
             if mac is not None:
                 ff.insert6(dst, out, mac, mtu)
+
+    def _forward_hooked(self, out: Interface, nexthop: int, frame: memoryview,
+                        meta: TxMeta | None, mtu: int) -> None:
+        c = self.counters
+        datagrams: list[list[Buffer]]
+        if meta is None:
+            datagrams = [[frame]]
+        else:  # a super-segment or a partial checksum: finished first (the hooks read it)
+            try:
+                datagrams = [[b for b in d if len(b)]
+                             for d in segment_ip(b"", frame, meta, mtu)]
+            except GsoError as exc:
+                c["drop_prefrag_" + exc.reason] += 1
+                return
+            c["prefrag_offload_sw"] += 1
+        c["forwarded"] += 1
+        fail = (self._fwd_unreach, (frame,))
+        for i, bufs in enumerate(datagrams):
+            err = self._prefrag_one(out, nexthop, bufs, mtu, False, None,
+                                    fail if i == 0 else None, forwarded=True)
+            if err:
+                c["fwd_send_failed"] += 1
+                if err == errno.EHOSTUNREACH:
+                    self._fwd_unreach(err, frame)
+                return
 
     def _fwd_unreach(self, err: int, frame: memoryview) -> None:
         self.icmp.send_error(w6.DEST_UNREACH, w6.UNREACH_ADDR, frame)

@@ -7,8 +7,8 @@ IPv6 (``flows6``, ``forward6``, filled by stack/inet6/ipv6.py): the simple case 
 datagram without a hop-by-hop header (routers must look at that one), hop limit > 1,
 a global source and destination, fitting the flow's MTU (IPv6 never fragments in
 transit: the slow path sends Packet Too Big) or a super-segment: hop limit - 1 (no
-header checksum in IPv6), new Ethernet header, out. Skipped while pfil has "inet6"
-hooks.
+header checksum in IPv6), new Ethernet header, out. Skipped while pfil has "inet6" or
+"inet6_out_prefrag" hooks.
 
 Division of work:
 
@@ -125,7 +125,8 @@ class FastForward:
         filtered = pfil.inet_filtered()
         self.active = bool(self.forwarding and self.enabled and self.flows and not filtered)
         self.active6 = bool(self.forwarding6 and self.enabled and self.flows6
-                            and not (pfil.inet6_in or pfil.inet6_out))
+                            and not (pfil.inet6_in or pfil.inet6_out
+                                     or pfil.inet6_out_prefrag))
 
     # -- the cache API (used by the IPv4 layer) ------------------------------------------
     def lookup(self, dst: int) -> FlowEntry | None:
