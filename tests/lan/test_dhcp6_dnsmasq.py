@@ -108,6 +108,8 @@ def test_stateful_from_ra_lease_installed_released(lan6: Callable[..., Lan]) -> 
     assert ln.stat("dhcp")["v6_out_release"] == 1
 
 
+@pytest.mark.slow  # dnsmasq's shortest lease makes T1 60 s; the renewal itself is also
+# tested in-process (test_dhcp6_client.py) with a short T1
 def test_tool_start_renews_at_t1_releases_at_shutdown(lan6: Callable[..., Lan]) -> None:
     """``io-pkt dhcp -6 tap0`` (the RA trigger off); a 2-minute lease renews at T1
     (60 s: dnsmasq's minimum lease) keeping its address; the stack stopping releases."""
