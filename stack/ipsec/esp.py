@@ -380,18 +380,7 @@ class Esp:
             return self._natt_in(pkt, off, ihl, s, d)
         if not self.db.spd["in"]:
             return None
-        pol = self.db.lookup("in", s, d, proto, sp, dp)
-        if pol is None or pol.action == "none":
-            if pol is not None:
-                self.counters["in_bypass"] += 1
-            return None
-        if pol.action == "discard":
-            self.counters["in_drop_policy_discard"] += 1
-            return False
-        if pol.level == "use":
-            return None
-        self.counters["in_drop_policy_mismatch"] += 1  # should have come in ESP
-        return False
+        return self._clear_verdict(self.db.lookup("in", s, d, proto, sp, dp))
 
     def inet6_in_hook(self, pkt: Packet, iface: Interface, direction: str) -> Any:
         """A clear IPv6 datagram an inbound ``require`` policy covers is dropped."""
@@ -405,7 +394,11 @@ class Esp:
         s, d, proto, sp, dp, exempt = _sel6(data[off:off + total])
         if exempt or proto == PROTO_ESP:
             return None
-        pol = self.db.lookup("in", s, d, proto, sp, dp, 6)
+        return self._clear_verdict(self.db.lookup("in", s, d, proto, sp, dp, 6))
+
+    def _clear_verdict(self, pol: Policy | None) -> bool | None:
+        """Either family's inbound policy for a datagram that arrived in the clear: None
+        (pass: no policy, bypass, or ``use``), False (drop: discard, or ``require``)."""
         if pol is None or pol.action == "none":
             if pol is not None:
                 self.counters["in_bypass"] += 1
