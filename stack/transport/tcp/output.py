@@ -18,6 +18,8 @@ from stack.transport.wire.tcp import ACK, FIN, PSH, RST, SYN, TCPOptions
 class TCBOutput(TCBState):
     """The output role of the TCB (see state.py)."""
 
+    __slots__ = ()  # the attributes are TCBState's slots
+
     def _advertise(self) -> int:
         """The window field for an outgoing non-SYN segment; the right edge offered never
         moves left (RFC 7323 2.4, RFC 9293 3.8.6) unless that would overcommit the buffer.
@@ -63,12 +65,19 @@ class TCBOutput(TCBState):
         return max(1 << self.rcv_scale, self.rcv_limit >> 4)
 
     def window_update_needed(self) -> bool:
-        """After the reader drained: would a new advertisement open the window enough?"""
+        """After the reader drained: would a new advertisement open the window enough?
+
+        Linux's rule (tcp_cleanup_rbuf): only when the window still offered is at most
+        half the buffer and the new one is at least twice it (and a segment more, so no
+        silly window). A reader that drains often (every few segments of a bulk flow)
+        then costs no extra segments: the ACKs the data triggers carry the window."""
         if self.state not in RECV_STATES:
             return False
         adv = sq.sub(self.rcv_adv, self.rcv_nxt)
+        if 2 * adv > self.rcv_limit:
+            return False
         space = self.rcv_space()
-        return space - adv >= min(2 * self.rcv_mss, self.rcv_limit // 2) or (adv == 0 and space >= self.rcv_mss)
+        return space >= 2 * adv and space - adv >= self.rcv_mss
 
     def _options(self, sack: bool = True) -> bytes:
         ts = (self.ts_now(), self.ts_recent) if self.ts_ok else None
