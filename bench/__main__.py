@@ -64,6 +64,10 @@ ROWS: list[tuple[str, str, str, str, str]] = [
     ("fuse_bulk", "gb_s", "FUSE 128 KiB writes", "GB/s", ">= 1"),
     ("rss", "mb", "RSS holding 1,000 idle TCP connections", "MB", "<= 100"),
     ("idle", "pct", "CPU holding 1,000 idle TCP connections", "% of a core", "< 1"),
+    # scale (issue 21): 10,000 held connections; churn is a soak (--long / --only churn)
+    ("conns10k", "mb", "RSS holding 10,000 TCP connections, files mounted", "MB", "<= 120"),
+    ("churn", "rate", "TCP connection churn (connect, 1 KB each way, close), soak", "conn/s",
+     "RSS ≤ +5 %, fds flat after 10 s"),
     # IPv6: each within 10 % of its IPv4 row in the same run (the note gives the ratio)
     ("ping6", "p50", "ping6 RTT kernel→stack p50", "µs", "<= 1.1 × IPv4"),
     ("tcp6_rx", "mbps", "TCPv6 bulk kernel→stack, in-stack sink", "Mbit/s", ">= 0.9 × IPv4"),
@@ -88,6 +92,8 @@ IN_STACK_ROW = {"udp_files": "udp", "udp_rr": "udp"}
 #: why a row has no floor (default: NO_FLOOR); the floors: bench/floors.py
 NO_FLOOR = "no floor program"
 NAMES = list(WORKLOADS)
+#: soak workloads: run with --long or --only NAME, never in the short or smoke run
+SOAK = {"churn"}
 #: the kernel ceiling of these workloads is the same measurement: run it once
 SHARED_KERNEL = {"tcp_rx": "tcp", "tcp_tx": "tcp", "files_rx": "tcp", "files_tx": "tcp",
                  "tcp6_rx": "tcp6", "tcp6_tx": "tcp6", "files6_rx": "tcp6", "files6_tx": "tcp6",
@@ -160,7 +166,7 @@ def run_workload_side(name: str, side: str, p: Params, verbose: bool) -> dict[st
 def merge_run(merged: dict[str, Any], res: dict[str, Any]) -> None:
     for metric, vals in res.get("metrics", {}).items():
         merged["metrics"].setdefault(metric, []).extend(vals)
-    for key in ("note", "notes", "cpu_unit"):
+    for key in ("note", "notes", "cpu_unit", "met"):
         if key in res:
             merged[key] = res[key]
 
@@ -173,6 +179,10 @@ def worker_timeout(name: str, p: Params) -> float:
         return 60 + p.runs * (p.echo_count * 0.01 * 2 + 10)
     if name == "rss":
         return 60 + p.runs * (60 + p.conns * 0.05)
+    if name == "conns10k":
+        return 90 + p.scale_conns * 0.02
+    if name == "churn":  # one soak run, whatever ``runs`` says
+        return 90 + p.churn_seconds * 1.5
     if name == "idle":
         return 90 + p.conns * 0.05 + p.runs * (p.idle_seconds + 5)
     if name == "load":
@@ -256,7 +266,8 @@ def build_rows(results: dict[str, dict[str, Any]], kernel: dict[str, dict[str, A
         elif kres.get("note"):
             notes.append("kernel: " + str(kres["note"]))
         rows.append(Row(label, unit, stack_v, kernel_v, target, "; ".join(notes), base,
-                        floor_v, floor_na, cpu_v, str(res.get("cpu_unit", "")), cpu_na))
+                        floor_v, floor_na, cpu_v, str(res.get("cpu_unit", "")), cpu_na,
+                        str(res.get("met", {}).get(metric, ""))))
     return rows
 
 
@@ -310,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.smoke:
         p = Params(seconds=0.3, runs=2, ping_count=50, echo_count=100, conns=100,
-                   idle_seconds=2.0)
+                   idle_seconds=2.0, scale_conns=200, churn_seconds=3.0)
     elif args.long:
         p = Params(seconds=5.0, runs=5, ping_count=5000, echo_count=10000, conns=1000)
     else:
@@ -318,14 +329,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs:
         p.runs = args.runs
     if args.seconds:
-        p.seconds = args.seconds
+        p.seconds = p.churn_seconds = args.seconds
     if args.pings:
         p.ping_count = args.pings
     if args.echoes:
         p.echo_count = args.echoes
     tag = "r" + uuid.uuid4().hex[:5]
     p.tag = tag
-    names = args.only or NAMES
+    names = args.only or [n for n in NAMES if args.long or n not in SOAK]
     mode_name = "smoke" if args.smoke else "long" if args.long else "short"
 
     results: dict[str, dict[str, Any]] = {}

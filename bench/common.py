@@ -101,11 +101,16 @@ class Row:
     cpu: float | None = None
     cpu_unit: str = ""
     cpu_na: str = ""  # why there is no CPU figure
+    #: "yes"/"no" decided by the workload, for a target that is not a bound on the
+    #: figure (the churn soak: RSS and fds flat while the figure is its rate)
+    verdict: str = ""
 
     @property
     def met(self) -> str:
         if self.stack is None:
             return "n/a"
+        if self.verdict:
+            return self.verdict
         op, _, num = self.target.partition(" ")
         if " × " in num:
             if self.base is None:

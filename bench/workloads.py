@@ -66,6 +66,8 @@ class Params:
     profile: str = ""  # cProfile the stack side into this file
     family: int = 4  # the IP version the family-generic workloads run over (the *6 rows)
     idle_seconds: float = 10.0  # the window of the idle-CPU workload
+    scale_conns: int = 10000  # connections the conns10k workload holds
+    churn_seconds: float = 60.0  # the churn soak's length
 
 
 class NotAvailable(Exception):
@@ -941,13 +943,17 @@ def _floor_and_server_workloads() -> None:
     WORKLOADS["udp_rr"] = {"stack": sb.stack_udp_rr, "kernel": sb.kernel_udp_rr}
     WORKLOADS["idle"] = {"stack": sb.stack_idle}
     WORKLOADS["load"] = {"stack": sb.stack_load, "kernel": sb.kernel_load}
+    from bench import scale_bench  # 10,000 held connections; connection churn (soak)
+
+    WORKLOADS["conns10k"] = {"stack": scale_bench.stack_conns10k}
+    WORKLOADS["churn"] = {"stack": scale_bench.stack_churn}
 
 
 _floor_and_server_workloads()
 
 #: workloads whose every run needs a fresh process (the RSS of an idle stack): the runner
 #: starts the worker ``runs`` times with runs=1 and merges the values
-ONE_PROCESS_PER_RUN = {"rss"}
+ONE_PROCESS_PER_RUN = {"rss", "conns10k"}
 
 
 def run_side(name: str, side: str, p: Params) -> dict[str, Any]:

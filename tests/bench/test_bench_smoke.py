@@ -20,14 +20,15 @@ from typing import Any
 import pytest
 import trio
 
-from bench.__main__ import ROWS, build_rows, merge_run
+from bench.__main__ import ROWS, SOAK, build_rows, main, merge_run
 from bench.common import table
 from bench.workloads import WORKLOADS, NotAvailable, Params, run_side
 from tests.conftest import HAVE_FUSE, HAVE_ROOT, HAVE_TUN, REPO, io_pkt_env
 
 #: workloads that go through FUSE (the socket files, or the FUSE session itself)
 FUSE_WORKLOADS = {"files_rx", "files_tx", "echo", "files_accept", "fuse", "fuse_read",
-                  "fuse_bulk", "udp_files", "udp_rr", "idle", "load", "qnet_rt", "qnet_bulk"}
+                  "fuse_bulk", "udp_files", "udp_rr", "idle", "load", "qnet_rt", "qnet_bulk",
+                  "conns10k", "churn"}
 SMOKE_RUNS = 2
 #: the floors (bench/floors.py) and what building them needs
 FLOOR_WORKLOADS = {"ping", "fuse", "fuse_read", "fuse_bulk"}
@@ -80,6 +81,37 @@ def test_issue_21_has_its_rows_floors_and_cpu() -> None:
         assert rows.get(label) == spec, label
     for wl in FLOOR_WORKLOADS:
         assert "floor" in WORKLOADS[wl], wl
+
+
+def test_issue_21_scale_rows() -> None:
+    """Issue 21's scale rows: 10,000 held connections within 120 MB (a fresh worker per
+    run, 200 connections in the smoke run), and the churn soak, whose "met" is the
+    workload's verdict (RSS and fds flat), run only with --long or --only churn."""
+    from bench.workloads import ONE_PROCESS_PER_RUN
+
+    rows = {wl: (label, unit, target) for wl, _m, label, unit, target in ROWS}
+    assert rows["conns10k"][1:] == ("MB", "<= 120") and "10,000" in rows["conns10k"][0]
+    assert rows["churn"][1] == "conn/s" and "flat" in rows["churn"][2]
+    assert "conns10k" in ONE_PROCESS_PER_RUN and SOAK == {"churn"}
+    merged: dict[str, Any] = {"metrics": {}}
+    merge_run(merged, {"metrics": {"rate": [900.0]}, "met": {"rate": "no"}})
+    (row,) = build_rows({"churn": merged}, {}, ["churn"])
+    assert row.stack == 900.0 and row.met == "no"
+
+
+def test_soak_rows_run_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    ran: list[str] = []
+    monkeypatch.setattr("bench.__main__.run_workload_side",
+                        lambda name, side, p, verbose: ran.append(name) or {"na": "x"})
+    monkeypatch.setattr("bench.__main__.sweep_namespaces", lambda tag: None)
+    main(["--no-write", "--no-kernel", "--no-floor"])
+    assert "churn" not in ran and "conns10k" in ran
+    ran.clear()
+    main(["--long", "--no-write", "--no-kernel", "--no-floor"])
+    assert "churn" in ran
+    ran.clear()
+    main(["--only", "churn", "--no-write"])
+    assert ran == ["churn"]
 
 
 def test_issue_17_qnet_rows() -> None:
@@ -165,8 +197,9 @@ def test_smoke_run_gives_a_number_for_every_row(tmp_path: Path) -> None:
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     rows = json.loads(js.read_text())
-    assert [row["workload"] for row in rows] == [label for _w, _m, label, _u, _t in ROWS]
-    for (wl, _m, _label, _u, target), row in zip(ROWS, rows, strict=True):
+    smoke_rows = [spec for spec in ROWS if spec[0] not in SOAK]  # soaks: --long only
+    assert [row["workload"] for row in rows] == [label for _w, _m, label, _u, _t in smoke_rows]
+    for (wl, _m, _label, _u, target), row in zip(smoke_rows, rows, strict=True):
         assert row["workload"] in r.stdout
         if wl in FUSE_WORKLOADS and not HAVE_FUSE:
             assert row["stack"] is None and row["note"].startswith("n/a:"), row

@@ -23,6 +23,8 @@ if TYPE_CHECKING:  # cycle: TCB is assembled from this role (tcb.py imports it);
 class TCBInput(TCBState):
     """The input role of the TCB (see state.py)."""
 
+    __slots__ = ()  # the attributes are TCBState's slots
+
     def segment_arrives(self, seg: TCPSegment) -> None:
         """RFC 9293 3.10.7.3/4 for SYN_SENT and later states (LISTEN is the proto's)."""
         self.segs_in += 1  # the protocol's segs_in counted it (proto.input)

@@ -27,3 +27,5 @@ __all__ = ["TCB", "State", "ConnKey", "INF", "IPPROTO_TCP", "RECV_STATES", "SEND
 class TCB(TCBInput, TCBOutput, TCBTimers, TCBUser):
     """One connection (also the control block of a bound or listening socket)."""
 
+    __slots__ = ()  # the attributes are TCBState's slots
+

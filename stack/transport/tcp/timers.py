@@ -138,6 +138,8 @@ class TimerService:
 class TCBTimers(TCBState):
     """The timer role of the TCB (see state.py)."""
 
+    __slots__ = ()  # the attributes are TCBState's slots
+
     def rearm(self) -> None:
         t = min(self.t_rexmt, self.t_persist, self.t_delack, self.t_keep, self.t_conn)
         if t != self.timer_at:

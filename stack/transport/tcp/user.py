@@ -15,6 +15,8 @@ if TYPE_CHECKING:  # cycle: TCB is assembled from this role (tcb.py imports it);
 class TCBUser(TCBState):
     """The user-call role of the TCB (see state.py)."""
 
+    __slots__ = ()  # the attributes are TCBState's slots
+
     def user_send(self, data: bytes | bytearray | memoryview) -> int:
         """Queue as much of ``data`` as the send buffer takes; returns the count."""
         room = self.snd_limit - len(self.sndbuf)
