@@ -21,10 +21,17 @@ modes the caller must wait for). Modes::
                                   "seconds"}
     udp-hole PORT                 bind PORT and never read (datagrams are dropped there
                                   without an ICMP error back); ready, hold until stdin EOF
-    udp-count PORT SECONDS        blocking recv; count datagrams for SECONDS from the
-                                  first (the sender must outlast it): {"count", "seconds"}
+    udp-count PORT SECONDS        blocking receive; count datagrams for SECONDS from the
+                                  first (the sender must outlast it): {"count", "seconds"}.
+                                  A socket with recvmmsg (rmgr.libsocket) takes up to
+                                  BATCH queued datagrams per call; the stdlib's, recv
+    udp-count-plain PORT SECONDS  the same with recv only (one datagram per call)
     udp-server PORT               a DNS-like server: answer each datagram with its own
-                                  bytes, until an empty one: {"count"}
+                                  bytes, until an empty one: {"count"}. With recvmmsg and
+                                  sendmmsg (rmgr.libsocket): the requests queued (up to
+                                  BATCH) per call, their answers in one call; else
+                                  recvfrom/sendto
+    udp-server-plain PORT         the same with recvfrom/sendto only
     udp-rr HOST PORT SECONDS SIZE W  requests of SIZE bytes, W in flight, for SECONDS;
                                   then an empty datagram (the server stops):
                                   {"count", "seconds", "lost", "rtt_p50", "rtt_p99"}
@@ -237,7 +244,11 @@ def udp_blast(sk: Any, host: str, port: int, seconds: float, size: int) -> None:
     out({"count": count, "seconds": time.perf_counter() - t0})
 
 
-def udp_count(sk: Any, port: int, seconds: float) -> None:
+#: datagrams a udp-count / udp-server with recvmmsg takes per call at most
+BATCH = 64
+
+
+def udp_count(sk: Any, port: int, seconds: float, plain: bool = False) -> None:
     s = sk.socket(sk.AF_INET, sk.SOCK_DGRAM)
     try:
         s.setsockopt(sk.SOL_SOCKET, sk.SO_RCVBUF, 4 << 20)
@@ -245,9 +256,22 @@ def udp_count(sk: Any, port: int, seconds: float) -> None:
         pass
     s.bind(("0.0.0.0", port))
     out({"ready": True})
-    recv, now = s.recv, time.perf_counter
-    recv(2048)
+    now = time.perf_counter
     count = 0
+    mm = None if plain else getattr(s, "recvmmsg", None)
+    if mm is not None:
+        mm(BATCH, 2048)
+        t0 = now()
+        deadline = t0 + seconds
+        while True:
+            for _ in range(8):
+                count += len(mm(BATCH, 2048))
+            if now() >= deadline:
+                break
+        out({"count": count, "seconds": now() - t0})
+        return
+    recv = s.recv
+    recv(2048)
     t0 = now()
     deadline = t0 + seconds
     while True:
@@ -259,11 +283,25 @@ def udp_count(sk: Any, port: int, seconds: float) -> None:
     out({"count": count, "seconds": now() - t0})
 
 
-def udp_server(sk: Any, port: int) -> None:
+def udp_server(sk: Any, port: int, plain: bool = False) -> None:
     s = sk.socket(sk.AF_INET, sk.SOCK_DGRAM)
     s.bind(("0.0.0.0", port))
     out({"ready": True})
     count = 0
+    mm = None if plain else getattr(s, "recvmmsg", None)
+    if mm is not None:
+        sendmmsg = s.sendmmsg
+        while True:
+            got = mm(BATCH, 2048)
+            answers = [m for m in got if m[0]]
+            while answers:  # a short batch: the rest again
+                answers = answers[sendmmsg(answers):]
+            count += sum(1 for m in got if m[0])
+            if not got or any(not m[0] for m in got):
+                break
+        s.close()
+        out({"count": count})
+        return
     recvfrom, sendto = s.recvfrom, s.sendto
     while True:
         data, addr = recvfrom(2048)
@@ -360,10 +398,10 @@ def main(argv: list[str] | None = None) -> int:
         udp_sink(sk, int(rest[0]), float(rest[1]))
     elif mode == "udp-blast":
         udp_blast(sk, rest[0], int(rest[1]), float(rest[2]), int(rest[3]))
-    elif mode == "udp-count":
-        udp_count(sk, int(rest[0]), float(rest[1]))
-    elif mode == "udp-server":
-        udp_server(sk, int(rest[0]))
+    elif mode in ("udp-count", "udp-count-plain"):
+        udp_count(sk, int(rest[0]), float(rest[1]), plain=mode.endswith("-plain"))
+    elif mode in ("udp-server", "udp-server-plain"):
+        udp_server(sk, int(rest[0]), plain=mode.endswith("-plain"))
     elif mode == "udp-rr":
         udp_rr(sk, rest[0], int(rest[1]), float(rest[2]), int(rest[3]), int(rest[4]))
     elif mode == "udp-hole":

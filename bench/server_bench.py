@@ -1,12 +1,18 @@
 """The rows a server on this stack feels (issue 21), each a workload of ``python -m bench``:
 
-* ``udp_files``: UDP datagrams/s into a sink through the files (``peer --lib udp-count``,
-  blocking ``recv``) from the kernel's ``udp-blast`` (64-byte payloads), beside the
-  in-stack UDP row; kernel column: the ``udp`` row's (Python sink in ns b over veth).
+* ``udp_files``: UDP datagrams/s into a sink through the files (``peer --lib udp-count``:
+  rmgr.libsocket's message mode, blocking ``recvmmsg(64, 2048)``: one FUSE read returns
+  the first datagram and those already queued) from the kernel's ``udp-blast`` (64-byte
+  payloads), beside the in-stack UDP row; kernel column: the ``udp`` row's (Python sink
+  in ns b over veth). ``udp-count-plain`` (one ``recv`` per datagram) is the plain-API
+  variant of the peer, not a row.
 * ``udp_rr``: UDP request/response through the files: a DNS-like server on
-  rmgr.libsocket (``peer --lib udp-server``: recvfrom, sendto the same bytes) answering
-  64-byte requests from a kernel client (``peer udp-rr``, RR_WINDOW requests in flight);
-  answers/s. Kernel column: the same server (stdlib) in ns b, the client in ns a.
+  rmgr.libsocket (``peer --lib udp-server``: ``recvmmsg`` the queued requests in one
+  read, ``sendmmsg`` their answers, the same bytes, in one write) answering 64-byte
+  requests from a kernel client (``peer udp-rr``, RR_WINDOW requests in flight);
+  answers/s. Kernel column: the same server (stdlib: recvfrom/sendto) in ns b, the
+  client in ns a. ``udp-server-plain`` (recvfrom/sendto: one read and one write per
+  request in message mode) is the plain-API variant, not a row.
 * ``idle``: CPU of a stack (with its files mounted) holding ``conns`` idle TCP
   connections from the kernel, as % of one core over ``idle_seconds`` (10 s).
 * ``load``: 1-byte echo p99 through rmgr.libsocket (the echo row) while a TCP bulk
@@ -56,7 +62,7 @@ async def stack_udp_files(p: Params) -> dict[str, Any]:
             out.append(res["count"] / float(res["seconds"]))
             cpu.append(wl.per_unit(c1 - c0, res["count"], wl.PER_K))
     return {"metrics": {"rate": out, "cpu": cpu}, "cpu_unit": wl.CPU_DGRAM,
-            "note": f"{wl.UDP_SIZE}-byte payloads; rmgr.libsocket sink (blocking recv); "
+            "note": f"{wl.UDP_SIZE}-byte payloads; rmgr.libsocket sink (blocking recvmmsg, message mode); "
                     "kernel column: the UDP row's (a Python sink over veth)"}
 
 
@@ -102,7 +108,7 @@ async def stack_udp_rr(p: Params) -> dict[str, Any]:
     out = _rr_result(runs)
     out["metrics"]["cpu"] = cpu
     out["cpu_unit"] = wl.CPU_REQ
-    out["note"] += "; server: rmgr.libsocket"
+    out["note"] += "; server: rmgr.libsocket (recvmmsg/sendmmsg, message mode)"
     return out
 
 

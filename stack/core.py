@@ -21,6 +21,7 @@ import trio
 
 from rmgr.fuse.counters import FUSE_COUNTERS
 from rmgr.nodes import Caller, ControlFile, Directory, Node, TextFile
+from stack.batch import RxBatch
 from stack.counters import Counters, names
 from stack.l2.ether import Layer2
 from stack.l2.iface import Interface
@@ -98,6 +99,8 @@ class Stack:
         #: called first at shutdown (synchronous; what they send goes out before the
         #: drivers unload)
         self.shutdown_hooks: list[Callable[[], None]] = []
+        #: drivers bracket each receive batch; protocols defer work to its end (batch.py)
+        self.rx_batch = RxBatch()
         self.pfil = Pfil(self)
         self.l2 = Layer2(self)
         self.modules = ModuleManager(self)

@@ -22,6 +22,10 @@
  * below; errors are BSD socket errnos. Every command is _IOR/_IOW/_IOWR with a fixed-size
  * struct, because FUSE only passes such "restricted" ioctls.
  *
+ * UDP and raw sockets have a message mode (IOP_MSGMODE below): records carrying the
+ * address with the data, so recvfrom/sendto are one read/write and many datagrams can
+ * share one (as recvmmsg/sendmmsg).
+ *
  * The Python twin is rmgr/libsocket/abi.py; the tests check the two agree.
  */
 #ifndef IO_PKT_SOCKET_H
@@ -197,6 +201,28 @@ struct iop_recvinfo {
 	unsigned char dst[16]; /* in6_pktinfo.ipi6_addr: the address it was sent to */
 };
 
+/* Message mode (IOP_MSGMODE, datagram sockets): a read returns, and a write takes,
+ * records - a struct iop_msg, then len bytes of data, then zero padding to
+ * IOP_MSG_ALIGN before the next record (IOP_MSG_PAD). One datagram per record, its
+ * address in the header: recvfrom/sendto in one read/write each, recvmmsg/sendmmsg-like
+ * batches in one. */
+#define IOP_MSG_ALIGN 8
+#define IOP_MSG_PAD(off) (((off) + IOP_MSG_ALIGN - 1) & ~(size_t)(IOP_MSG_ALIGN - 1))
+#define IOP_MSG_TRUNC 0x20       /* iop_msg.flags out: cut to fit (Linux's MSG_TRUNC) */
+#define IOP_MSG_MAXCOUNT 1024    /* records per read (a larger count is cut) and write */
+struct iop_msg {
+	uint32_t len;       /* data bytes after this header */
+	uint32_t flags;     /* read: IOP_MSG_TRUNC; write: 0 (else EINVAL) */
+	uint32_t addrlen;   /* size of addr; 0: none (write: to the connected peer) */
+	int32_t ifindex;    /* read: arrival interface with IPV6_RECVPKTINFO, else 0; write: 0 */
+	union {
+		struct sockaddr sa;
+		struct sockaddr_in sin;
+		struct sockaddr_in6 sin6;
+		unsigned char raw[IOP_ADDR_MAX];
+	} addr;             /* read: the source; write: the destination (as sendto) */
+};
+
 #define IOP_ST_CLOSED 0
 #define IOP_ST_BOUND 1
 #define IOP_ST_LISTEN 2
@@ -250,6 +276,36 @@ struct iop_recvinfo {
 #define IOP_GETSOCKOPT_LARGE _IOWR(IOP_MAGIC, 16, struct iop_sockopt_large)
 /* the ancillary facts of the datagram read last (after IPV6_RECVPKTINFO etc.) */
 #define IOP_RECVINFO    _IOR(IOP_MAGIC, 17, struct iop_recvinfo)
+/* message mode: in, the most records a read returns (0: off, plain read/write; above
+ * IOP_MSG_MAXCOUNT: IOP_MSG_MAXCOUNT); out, the count before. Per open file (an fd
+ * and its dup()s share it). EOPNOTSUPP on a stream, EINVAL for a negative count.
+ *
+ *     int32_t n = 16;
+ *     ioctl(fd, IOP_MSGMODE, &n);                 // n is now the old count (0)
+ *     ssize_t got = read(fd, buf, sizeof buf);    // waits for one datagram as read()
+ *     for (size_t off = 0; off + sizeof(struct iop_msg) <= (size_t)got;) {
+ *         struct iop_msg m;
+ *         memcpy(&m, buf + off, sizeof m);        // m.addr.sin: the source
+ *         use(buf + off + sizeof m, m.len);       // m.flags & IOP_MSG_TRUNC: cut
+ *         off = IOP_MSG_PAD(off + sizeof m + m.len);
+ *     }
+ *
+ * A read returns the first datagram as a plain read does (blocking, O_NONBLOCK,
+ * SO_RCVTIMEO, EINTR; cut to fit and flagged IOP_MSG_TRUNC, its rest dropped), then
+ * as many more as are already queued and fit whole, up to the count; never waits for
+ * them. A read too small for a header is EINVAL; 0 is end of file (read side shut).
+ * MSG_PEEK (IOP_RECVFLAGS) returns one record and keeps it. IOP_RECVADDR/IOP_RECVINFO
+ * tell of the last datagram returned.
+ *
+ * A write sends each record as one datagram (addrlen 0: to the connected peer; len 0:
+ * an empty datagram, no IOP_SEND0 needed) and returns the bytes of the records it sent
+ * (with their padding): the first waits for room as a write does and fails with its
+ * error; a later one that would block, fails or is malformed ends the write short
+ * there (write the rest again to send it or see its error), as sendmmsg(2) does. A
+ * malformed first record (header or data past the end, flags/ifindex not 0, addrlen
+ * above IOP_ADDR_MAX or too short) is EINVAL; a wrong family EAFNOSUPPORT. One write
+ * carries at most IOP_MSG_MAXCOUNT records and IOP_IO_MAX bytes. */
+#define IOP_MSGMODE     _IOWR(IOP_MAGIC, 18, int32_t)
 
 /* helpers */
 static inline struct iop_sockaddr iop_sockaddr_in(in_addr_t addr, in_port_t port,

@@ -80,6 +80,28 @@ INT = struct.Struct("<i")
 #: RECVTCLASS kept of the datagram this fd read last (``flags``: IOP_RI_* valid)
 RECVINFO = struct.Struct("<Iiii16s")
 IOP_RI_PKTINFO, IOP_RI_HOPLIMIT, IOP_RI_TCLASS = 1, 2, 4
+#: struct iop_msg { uint32_t len; uint32_t flags; uint32_t addrlen; int32_t ifindex;
+#:                  unsigned char addr[32]; } - the header of one datagram in message mode
+#: (IOP_MSGMODE): ``len`` data bytes follow it, then padding to IOP_MSG_ALIGN before the
+#: next record. Read: ``flags`` IOP_MSG_TRUNC when the datagram was cut to fit, ``addr``
+#: the source (``addrlen`` 0: none), ``ifindex`` the arrival interface when
+#: IPV6_RECVPKTINFO is on, else 0. Write: ``flags`` and ``ifindex`` 0, ``addr`` the
+#: destination (``addrlen`` 0: the connected peer).
+MSG = struct.Struct("<IIIi32s")
+IOP_MSG_ALIGN = 8
+#: iop_msg.flags: the datagram was longer than the room the read had; the rest is dropped
+#: (Linux's MSG_TRUNC value)
+IOP_MSG_TRUNC = 0x20
+#: the most records one read returns (a larger IOP_MSGMODE count is cut to it, as Linux
+#: cuts recvmmsg's vlen to UIO_MAXIOV) and one write takes (the rest: a short write)
+IOP_MSG_MAXCOUNT = 1024
+
+
+def msg_pad(n: int) -> int:
+    """``n`` rounded up to IOP_MSG_ALIGN: where the record after ``n`` bytes starts."""
+    return (n + IOP_MSG_ALIGN - 1) & ~(IOP_MSG_ALIGN - 1)
+
+
 #: struct iop_sockopt_large: iop_sockopt with val[IOP_OPTVAL_LARGE], for getsockopt
 #: values longer than IOP_OPTVAL_MAX (TCP_INFO: Linux's 232-byte struct tcp_info)
 IOP_OPTVAL_LARGE = 256
@@ -122,13 +144,19 @@ IOP_SEND0 = _IOW(IOP_MAGIC, 15, SOCKADDR.size)
 IOP_GETSOCKOPT_LARGE = _IOWR(IOP_MAGIC, 16, SOCKOPT_LARGE.size)
 #: the ancillary facts of the datagram this fd read last (IPV6_RECVPKTINFO...): recvmsg
 IOP_RECVINFO = _IOR(IOP_MAGIC, 17, RECVINFO.size)
+#: message mode (datagram sockets; EOPNOTSUPP on a stream): int in, the most records a
+#: read returns (0: off, plain read/write); int out, the value before. Per open file
+#: description. In the mode a read returns iop_msg records (the first waits as a read
+#: does, more only when already queued) and a write takes them (one datagram each)
+IOP_MSGMODE = _IOWR(IOP_MAGIC, 18, INT.size)
 
 COMMANDS: dict[str, int] = {k: v for k, v in dict(globals()).items()
                             if k.startswith("IOP_") and isinstance(v, int)
                             and k not in ("IOP_MAGIC", "IOP_ADDR_MAX", "IOP_NAME_MAX",
                                           "IOP_OPTVAL_MAX", "IOP_F_NONBLOCK",
                                           "IOP_OPTVAL_LARGE", "IOP_RI_PKTINFO",
-                                          "IOP_RI_HOPLIMIT", "IOP_RI_TCLASS")}
+                                          "IOP_RI_HOPLIMIT", "IOP_RI_TCLASS", "IOP_MSG_ALIGN",
+                                          "IOP_MSG_TRUNC", "IOP_MSG_MAXCOUNT")}
 
 # -- socket states (iop_sockinfo.state) -------------------------------------------
 ST_CLOSED, ST_BOUND, ST_LISTEN, ST_CONNECTING, ST_CONNECTED, ST_CLOSING = range(6)

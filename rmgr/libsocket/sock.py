@@ -8,6 +8,7 @@ and decoded by abi (sockaddr_in, sockaddr_in6) and resolved by .resolver.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno as _errno
 import fcntl
@@ -125,6 +126,8 @@ def _named(addr: Address) -> Address:
 
 
 _IPV6_PKTINFO, _IPV6_HOPLIMIT, _IPV6_TCLASS = 50, 52, 67
+_MSG = abi.MSG
+_MSG_TRUNC: int = getattr(_std, "MSG_TRUNC", abi.IOP_MSG_TRUNC)
 
 
 class _Meta(type):
@@ -137,6 +140,18 @@ class _Meta(type):
 
 class socket(metaclass=_Meta):  # noqa: N801 - the stdlib's name
     """A socket of the stack: an open file under ``$SOCK/dev/socket``."""
+
+    # message mode's state, as class defaults (so a socket object made without
+    # __init__ has them too)
+    #: the mode (IOP_MSGMODE) of the open file as this object knows it: 0 for a socket
+    #: it opened, None (ask the stack first) for one given by ``fileno``
+    _mm: int | None = 0
+    #: the last sendto address and its iop_msg header fields (addrlen, addr)
+    _to: tuple[Any, int, bytes] | None = None
+    #: recvmmsg's buffer, kept between calls
+    _mbuf: bytearray | None = None
+    #: the last source decoded from an iop_msg: (addr field, address)
+    _from: tuple[bytes, Any] = (b"", None)
 
     def __new__(cls, family: int = -1, type: int = -1, proto: int = -1,
                 fileno: int | None = None) -> Any:
@@ -171,6 +186,7 @@ class socket(metaclass=_Meta):  # noqa: N801 - the stdlib's name
             timeout = 0.0 if nonblock else getdefaulttimeout()
         else:
             self._fd = fileno
+            self._mm = None  # another open of the file may have set it: ask when needed
             info = abi.SockInfo.unpack(_ioctl(fileno, abi.IOP_SOCKINFO))
             self._family = info.domain if family == -1 else family
             self._type = info.type if type == -1 else type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)
@@ -443,9 +459,88 @@ class socket(metaclass=_Meta):  # noqa: N801 - the stdlib's name
         return bytes(val[:min(buflen, length)])
 
     # -- data --------------------------------------------------------------------------
+    # message mode (IOP_MSGMODE): a datagram socket switches it on at its first
+    # recvfrom/sendto (max 1 record per read), so each of those is one read or write
+    # carrying an iop_msg header (the address with the data), not an ioctl and a read;
+    # recvmmsg/sendmmsg move many datagrams per request. recv/send on a socket in the
+    # mode add and strip the header. Dup'ed sockets share one open file and its mode:
+    # each asks the stack the first time (a mode changed later by another of them is
+    # not seen here).
+    def _msgmode(self) -> int:
+        """The mode's record count (0: off) on a datagram socket; a socket made from a
+        file descriptor asks (setting 0, then back to what it was)."""
+        if self._mm is None:
+            fd = self._checked_fd()
+            old = abi.INT.unpack(_ioctl(fd, abi.IOP_MSGMODE, abi.INT.pack(0)))[0]
+            if old:
+                _ioctl(fd, abi.IOP_MSGMODE, abi.INT.pack(old))
+            self._mm = old
+        return self._mm
+
+    def _set_msgmode(self, count: int) -> None:
+        if self._mm != count:
+            _ioctl(self._checked_fd(), abi.IOP_MSGMODE, abi.INT.pack(count))
+            self._mm = count
+
+    def _one_msg_mode(self) -> bool:
+        """Message mode with one record per read, on a datagram socket (False: a stream)."""
+        if self._type == SOCK_STREAM:
+            return False
+        self._set_msgmode(1)
+        return True
+
+    def _source(self, alen: int, field: bytes) -> Any:
+        """The address in an iop_msg's field (None without one); the last one is kept,
+        a server hears the same few peers again and again."""
+        if not alen:
+            return None
+        last = self._from
+        if last[0] == field:
+            return last[1]
+        addr = _named(abi.unpack_sockaddr(field))
+        self._from = (field, addr)
+        return addr
+
+    def _recv_record(self, bufsize: int, flags: int) -> tuple[bytes, Address | None, int]:
+        """One datagram through message mode: (data, source, iop_msg flags)."""
+        fd = self._checked_fd()
+        rflags = self._recv_flags(flags)
+        n = _MSG.size + min(bufsize, IO_MAX - _MSG.size)
+
+        def once() -> bytes:
+            if rflags:
+                _ioctl(fd, abi.IOP_RECVFLAGS, abi.INT.pack(rflags))
+            return os.read(fd, n)
+
+        raw: bytes = self._io(once, select.POLLIN, flags)
+        if not raw:  # read side shut
+            return b"", None, 0
+        length, mflags, alen, _ifindex, field = _MSG.unpack_from(raw)
+        return raw[_MSG.size:_MSG.size + length], self._source(alen, field), mflags
+
+    def _recv_record_into(self, view: memoryview, flags: int) -> tuple[int, Address | None]:
+        """One datagram through message mode into ``view``: (bytes, source)."""
+        fd = self._checked_fd()
+        rflags = self._recv_flags(flags)
+        head = bytearray(_MSG.size)
+
+        def once() -> int:
+            if rflags:
+                _ioctl(fd, abi.IOP_RECVFLAGS, abi.INT.pack(rflags))
+            return os.readv(fd, [head, view])
+
+        got: int = self._io(once, select.POLLIN, flags)
+        if not got:
+            return 0, None
+        length, _mflags, alen, _ifindex, field = _MSG.unpack_from(head)
+        return min(length, len(view)), self._source(alen, field)
+
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         if bufsize < 0:
             raise ValueError("negative buffersize in recv")
+        if self._type != SOCK_STREAM and self._msgmode():
+            self._set_msgmode(1)  # one datagram per recv
+            return self._recv_record(bufsize, flags)[0]
         fd = self._checked_fd()
         rflags = self._recv_flags(flags)
         n = min(bufsize, IO_MAX)
@@ -471,6 +566,9 @@ class socket(metaclass=_Meta):  # noqa: N801 - the stdlib's name
         view = view[:IO_MAX]
         if not len(view):
             return 0
+        if self._type != SOCK_STREAM and self._msgmode():
+            self._set_msgmode(1)
+            return self._recv_record_into(view[:IO_MAX - _MSG.size], flags)[0]
 
         def once() -> int:
             if rflags:
@@ -480,20 +578,78 @@ class socket(metaclass=_Meta):  # noqa: N801 - the stdlib's name
         return self._io(once, select.POLLIN, flags)  # type: ignore[no-any-return]
 
     def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Any]:
+        if bufsize < 0:
+            raise ValueError("negative buffersize in recvfrom")
+        if self._one_msg_mode():
+            data, addr, _mf = self._recv_record(bufsize, flags)
+            return data, addr
         data = self.recv(bufsize, flags)
         return data, self._last_from()
 
     def recvfrom_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> tuple[int, Any]:
+        if nbytes < 0:
+            raise ValueError("negative buffersize in recvfrom_into")
+        if self._type != SOCK_STREAM:
+            view = memoryview(buffer).cast("B")
+            if nbytes:
+                if nbytes > len(view):
+                    raise ValueError("nbytes is greater than the length of the buffer")
+                view = view[:nbytes]
+            self._checked_fd()
+            self._one_msg_mode()
+            return self._recv_record_into(view[:IO_MAX - _MSG.size], flags)
         n = self.recv_into(buffer, nbytes, flags)
         return n, self._last_from()
+
+    def recvmmsg(self, vlen: int, bufsize: int = 65535,
+                 flags: int = 0) -> list[tuple[bytes, Any]]:
+        """Up to ``vlen`` datagrams of up to ``bufsize`` bytes each (a longer one is cut)
+        with their sources, in one request: waits for the first as recvfrom does (timeout,
+        non-blocking, MSG_DONTWAIT), then takes those already queued (an extension, like
+        Linux's recvmmsg(2); ``[]`` when the read side is shut)."""
+        if vlen < 0 or bufsize < 0:
+            raise ValueError("negative vlen or buffersize in recvmmsg")
+        if self._type == SOCK_STREAM:
+            raise OSError(_errno.EOPNOTSUPP, "recvmmsg is for datagram sockets")
+        if vlen == 0:
+            return []
+        vlen = min(vlen, abi.IOP_MSG_MAXCOUNT)
+        self._set_msgmode(vlen)
+        fd = self._checked_fd()
+        rflags = self._recv_flags(flags)
+        size = min(vlen * abi.msg_pad(_MSG.size + bufsize), IO_MAX)
+        buf = self._mbuf
+        if buf is None or len(buf) != size:
+            buf = self._mbuf = bytearray(size)
+
+        def once() -> int:
+            if rflags:
+                _ioctl(fd, abi.IOP_RECVFLAGS, abi.INT.pack(rflags))
+            return os.readv(fd, [buf])
+
+        got: int = self._io(once, select.POLLIN, flags)
+        view = memoryview(buf)
+        out: list[tuple[bytes, Any]] = []
+        append, unpack, source, hdr = out.append, _MSG.unpack_from, self._source, _MSG.size
+        off = 0
+        while off + hdr <= got:
+            length, _mflags, alen, _ifindex, field = unpack(view, off)
+            start = off + hdr
+            append((bytes(view[start:start + min(length, bufsize)]), source(alen, field)))
+            off = (start + length + 7) & ~7  # abi.msg_pad
+        return out
 
     def recvmsg(self, bufsize: int, ancbufsize: int = 0,
                 flags: int = 0) -> tuple[bytes, list[tuple[int, int, bytes]], int, Any]:
         """recv + the sender; for AF_INET6 datagrams the control messages asked for with
         IPV6_RECVPKTINFO (IPV6_PKTINFO: struct in6_pktinfo), IPV6_RECVHOPLIMIT
         (IPV6_HOPLIMIT) and IPV6_RECVTCLASS (IPV6_TCLASS), when ``ancbufsize`` allows."""
-        data = self.recv(bufsize, flags)
-        addr = self._last_from()
+        mflags = 0
+        if self._one_msg_mode():
+            data, addr, mflags = self._recv_record(bufsize, flags)
+        else:
+            data = self.recv(bufsize, flags)
+            addr = self._last_from()
         anc: list[tuple[int, int, bytes]] = []
         if ancbufsize > 0 and self._family == AF_INET6 and self._type != SOCK_STREAM:
             ri, ifindex, hlim, tclass, dst = abi.RECVINFO.unpack(
@@ -504,7 +660,7 @@ class socket(metaclass=_Meta):  # noqa: N801 - the stdlib's name
                 anc.append((_std.IPPROTO_IPV6, _IPV6_HOPLIMIT, struct.pack("@i", hlim)))
             if ri & abi.IOP_RI_TCLASS:
                 anc.append((_std.IPPROTO_IPV6, _IPV6_TCLASS, struct.pack("@i", tclass)))
-        return data, anc, 0, addr
+        return data, anc, _MSG_TRUNC if mflags & abi.IOP_MSG_TRUNC else 0, addr
 
     def _last_from(self) -> Address | None:
         if self._type == SOCK_STREAM:
@@ -516,6 +672,8 @@ class socket(metaclass=_Meta):  # noqa: N801 - the stdlib's name
     def send(self, data: Any, flags: int = 0) -> int:
         fd = self._checked_fd()
         self._check_flags(flags)
+        if self._type != SOCK_STREAM and self._msgmode():
+            return self._send_record(data, None, flags)
         view = memoryview(data).cast("B")[:IO_MAX]
         if not len(view):
             return self._send0(None, flags)
@@ -568,6 +726,10 @@ class socket(metaclass=_Meta):  # noqa: N801 - the stdlib's name
             flags, address = flags_or_addr, addr
         fd = self._checked_fd()
         self._check_flags(flags)
+        if self._type != SOCK_STREAM:
+            if not self._msgmode():
+                self._set_msgmode(1)
+            return self._send_record(data, address, flags)
         arg = _sockaddr(self._family, address)
         view = memoryview(data).cast("B")
         if not len(view):
@@ -578,6 +740,64 @@ class socket(metaclass=_Meta):  # noqa: N801 - the stdlib's name
             return os.write(fd, view)
 
         return self._io(once, select.POLLOUT, flags)  # type: ignore[no-any-return]
+
+    def _msg_header(self, length: int, address: Any) -> bytes:
+        """An iop_msg header for ``length`` bytes to ``address`` (None: the peer)."""
+        if address is None:
+            return _MSG.pack(length, 0, 0, 0, b"")
+        to = self._to
+        if to is None or to[0] != address:
+            _f, alen, field = abi.SOCKADDR.unpack(_sockaddr(self._family, address))
+            to = self._to = (address, alen, field)
+        return _MSG.pack(length, 0, to[1], 0, to[2])
+
+    def _send_record(self, data: Any, address: Any, flags: int) -> int:
+        """One datagram through message mode: one write of header and data (an empty
+        datagram too: the header makes the write non-empty)."""
+        fd = self._checked_fd()
+        self._check_flags(flags)
+        view = memoryview(data).cast("B")[:IO_MAX - _MSG.size]
+        parts: list[Any] = [self._msg_header(len(view), address), view]
+        n: int = self._io(lambda: os.writev(fd, parts), select.POLLOUT, flags)
+        return max(0, n - _MSG.size)
+
+    def sendmmsg(self, msgs: Iterable[tuple[Any, Any]], flags: int = 0) -> int:
+        """Send each ``(data, address)`` (address None: the connected peer) as one
+        datagram, as many as fit one request (IO_MAX bytes, IOP_MSG_MAXCOUNT records):
+        the number sent (an extension, like Linux's sendmmsg(2)). The first waits for
+        room as sendto does and raises its error; one after it that would block or fails
+        ends the batch there (call again for the rest)."""
+        fd = self._checked_fd()
+        self._check_flags(flags)
+        if self._type == SOCK_STREAM:
+            raise OSError(_errno.EOPNOTSUPP, "sendmmsg is for datagram sockets")
+        if not self._msgmode():
+            self._set_msgmode(1)
+        parts: list[Any] = []
+        ends: list[int] = []
+        size = 0
+        for data, address in msgs:
+            view = memoryview(data).cast("B")
+            start = abi.msg_pad(size)
+            end = start + _MSG.size + len(view)
+            if end > IO_MAX:
+                if ends:
+                    break  # for the next call
+                view = view[:IO_MAX - _MSG.size]
+                end = IO_MAX
+            if start > size:
+                parts.append(bytes(start - size))
+            parts.append(self._msg_header(len(view), address))
+            parts.append(view)
+            ends.append(end)
+            size = end
+            if len(ends) >= abi.IOP_MSG_MAXCOUNT:
+                break
+        if not ends:
+            return 0
+        batch = b"".join(parts)
+        n: int = self._io(lambda: os.write(fd, batch), select.POLLOUT, flags)
+        return bisect.bisect_right(ends, n)
 
     def sendmsg(self, buffers: Iterable[Any], ancdata: Iterable[Any] = (), flags: int = 0,
                 address: Any = None) -> int:

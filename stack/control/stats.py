@@ -93,6 +93,7 @@ class StatsFiles:
         stack = self.stack
         add(stack.counters)
         add(stack.fuse_counters)
+        add(stack.rx_batch.counters)
         # the stack's own parts, then every registered service (built-in layers and
         # what modules provide), each with the components it holds
         for part in (stack.l2, stack.pfil, *(v for _, v in stack.services.items())):

@@ -114,9 +114,13 @@ class FdInterface(Interface):
             except (trio.ClosedResourceError, OSError):
                 return  # destroyed under us
             c["rx_wakeups"] += 1
+            stack = self.stack
+            batch = stack.rx_batch if stack is not None else None
             while True:  # drain until EAGAIN, yielding every RX_BUDGET frames or bytes
                 n = 0
                 until = c["ibytes"] + RX_BUDGET_BYTES
+                if batch is not None:
+                    batch.begin()
                 try:
                     while n < RX_BUDGET and self._read_one():
                         n += 1
@@ -138,6 +142,9 @@ class FdInterface(Interface):
                                 self.stack.interface_changed(self)
                         return
                     break
+                finally:
+                    if batch is not None:
+                        batch.end()  # what the batch's segments deferred runs now
                 if n < RX_BUDGET:
                     break
                 c["rx_budget_yields"] += 1

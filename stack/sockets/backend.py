@@ -180,6 +180,10 @@ class UDPEndpoint(_Wrapped):
     def nread(self) -> int:
         return int(self.s.bytes_readable())
 
+    def next_datagram(self) -> int | None:
+        q = self.s.queue
+        return len(q[0][0]) if q else None
+
     def shutdown(self, how: int) -> None:
         self.s.shutdown(how)
 
@@ -210,6 +214,10 @@ class RawEndpoint(_Wrapped):
     def nread(self) -> int:
         q = self.s.queue
         return len(q[0][0]) if q else 0
+
+    def next_datagram(self) -> int | None:
+        q = self.s.queue
+        return len(q[0][0]) if q else None
 
     def shutdown(self, how: int) -> None:
         raise _err(errno.ENOTCONN)

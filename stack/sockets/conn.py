@@ -14,8 +14,10 @@ import trio
 from rmgr.libsocket import abi
 from rmgr.nodes import Caller, Handle
 from stack.addr import format_addr, unspecified
+from stack.counters import Counters
 from stack.registry import SocketTypes
 
+from .counters import SOCKDOOR_COUNTERS
 from .endpoint import Address, Endpoint
 
 if TYPE_CHECKING:
@@ -51,7 +53,9 @@ class Conn:
         self.listener: Conn | None = None  # for unclaimed accepted connections
         self.children: set[Conn] = set()  # unclaimed connections accepted from us
         self.handles: set[Handle] = set()
-        self._event = trio.Event()
+        #: set at the next change; made only when someone waits (a datagram that
+        #: arrives while nobody waits costs no Event)
+        self._event: trio.Event | None = None
         self.dir: Directory | None = None  # text-door directory, made on demand
         self.rcvtimeo: float | None = None  # SO_RCVTIMEO (seconds, None = forever)
         self.sndtimeo: float | None = None  # SO_SNDTIMEO
@@ -63,8 +67,10 @@ class Conn:
 
     # -- readiness -------------------------------------------------------------------
     def _on_change(self) -> None:
-        self._event.set()
-        self._event = trio.Event()
+        ev = self._event
+        if ev is not None:
+            self._event = None
+            ev.set()
         for h in list(self.handles):
             h.notify()
 
@@ -74,7 +80,13 @@ class Conn:
 
     async def wait_change(self) -> None:
         """Wait for the next readiness change (callers re-check their condition)."""
-        await self._event.wait()
+        if self.closed:  # as a set Event: a checkpoint, no wait
+            await trio.lowlevel.checkpoint()
+            return
+        ev = self._event
+        if ev is None:
+            ev = self._event = trio.Event()
+        await ev.wait()
 
     # -- lifetime --------------------------------------------------------------------
     def hold(self, handle: Handle | None = None) -> None:
@@ -116,7 +128,8 @@ class Conn:
             log.exception("closing %s/%d", self.kind, self.id)
         self.ep.set_listener(None)
         self.table.forget(self)
-        self._event.set()
+        if self._event is not None:
+            self._event.set()
 
     @property
     def name(self) -> str:
@@ -165,6 +178,8 @@ class SocketTable:
         self.conns: dict[str, dict[int, Conn]] = {}
         self._next: dict[str, int] = {}
         self.on_forget: list[Callable[[Conn], None]] = []
+        #: the socket door's decision points (message mode: stack/sockets/door.py)
+        self.counters = Counters("sockdoor", SOCKDOOR_COUNTERS)
 
     def next_id(self, kind: str) -> int:
         n = self._next.get(kind, 0)

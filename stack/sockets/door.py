@@ -36,6 +36,15 @@ SO_PROTOCOL = getattr(_std, "SO_PROTOCOL", 38)
 SO_DOMAIN = getattr(_std, "SO_DOMAIN", 39)
 
 
+#: iop_msg's address field when there is no address
+_NO_ADDR = bytes(abi.IOP_ADDR_MAX)
+
+
+def _knows_queue(ep: Endpoint) -> bool:
+    """``ep`` tells its queue (``next_datagram``), so None from it means none queued."""
+    return type(ep).next_datagram is not Endpoint.next_datagram
+
+
 def _eagain(what: str = "operation would block") -> OSError:
     return OSError(errno.EAGAIN, what)
 
@@ -81,6 +90,12 @@ class SocketHandle(Handle):
         self.last_from: Address | None = None  # IOP_RECVADDR: source of last datagram
         self.recv_flags = 0  # IOP_RECVFLAGS: MSG_* for the next read
         self.deferred_error: OSError | None = None  # met after a MSG_WAITALL read's data
+        #: IOP_MSGMODE: the most iop_msg records a read returns (0: off, plain read/write)
+        self.msg_max = 0
+        #: message mode's last destination decoded: (addrlen, addr field) → Address
+        self._dest_cache: tuple[bytes, Address] | None = None
+        #: and last source encoded (plain Endpoints only): Address → (addrlen, field)
+        self._src_cache: tuple[Address, int, bytes] | None = None
         self.released = False
         conn.hold(self)
 
@@ -104,7 +119,10 @@ class SocketHandle(Handle):
         timeout = conn_timeout(self.conn, "rcv")
         deadline = trio.current_time() + timeout if timeout else math.inf
         try:
-            if flags & abi.RECV_WAITALL and not flags & abi.RECV_PEEK \
+            if self.msg_max:
+                data = await self._read_msgs(size, nonblock, bool(flags & abi.RECV_PEEK),
+                                             deadline)
+            elif flags & abi.RECV_WAITALL and not flags & abi.RECV_PEEK \
                     and self.conn.type == abi.SOCK_STREAM:
                 data = await self._read_all(size, nonblock, deadline)
             else:
@@ -119,6 +137,15 @@ class SocketHandle(Handle):
 
     async def _read(self, size: int, nonblock: bool, peek: bool, deadline: float) -> bytes:
         conn = self.conn
+        try:  # what is queued is taken without a cancel scope (the common case)
+            data, addr = self.ep.recv_nowait(size, peek)
+        except BlockingIOError:
+            if nonblock:
+                raise _eagain("no data") from None
+        else:
+            if addr is not None:
+                self.last_from = addr
+            return data
         with trio.move_on_at(deadline) as scope:
             while True:
                 try:
@@ -166,7 +193,163 @@ class SocketHandle(Handle):
     async def write(self, data: memoryview, req: IoRequest) -> int:
         self._check_open()
         dest, self.next_dest = self.next_dest, None
+        if self.msg_max:
+            return await self._write_msgs(data, req.nonblock)
         return await send(self.conn, data, dest, req.nonblock)
+
+    # -- message mode (IOP_MSGMODE) ------------------------------------------------------
+    async def _first_datagram(self, room: int, nonblock: bool, peek: bool,
+                              deadline: float) -> tuple[bytes, Address | None, int | None]:
+        """The first datagram of a message-mode read, waited for as a plain read waits:
+        (data cut to ``room``, source, its full size or None when none was queued)."""
+        ep, conn = self.ep, self.conn
+        full = ep.next_datagram()
+        try:
+            data, addr = ep.recv_nowait(room, peek)
+            return data, addr, full
+        except BlockingIOError:
+            if nonblock:
+                raise _eagain("no data") from None
+        with trio.move_on_at(deadline):
+            while True:
+                if conn.closed:
+                    return b"", None, None
+                await conn.wait_change()
+                full = ep.next_datagram()
+                try:
+                    data, addr = ep.recv_nowait(room, peek)
+                    return data, addr, full
+                except BlockingIOError:
+                    pass
+        raise _eagain("receive timed out (SO_RCVTIMEO)")
+
+    def _record(self, out: bytearray, data: bytes, addr: Address | None, flags: int) -> None:
+        """Append one iop_msg record (header, data; padding before it when needed)."""
+        if len(out) & (abi.IOP_MSG_ALIGN - 1):
+            out += bytes(abi.IOP_MSG_ALIGN - (len(out) & (abi.IOP_MSG_ALIGN - 1)))
+        ifindex = 0
+        if addr is None:
+            alen, field = 0, _NO_ADDR
+        elif type(addr) is Address:  # plain source: the last one's encoding is kept
+            cached = self._src_cache
+            if cached is not None and cached[0] == addr:
+                alen, field = cached[1], cached[2]
+            else:
+                alen, field = abi.encode_sockaddr(addr, self.conn.family)
+                self._src_cache = (addr, alen, field)
+        else:  # scoped / with IPV6_RECVPKTINFO facts
+            alen, field = abi.encode_sockaddr(addr, self.conn.family)
+            if getattr(addr, "flags", 0) & abi.IOP_RI_PKTINFO:
+                ifindex = getattr(addr, "ifindex", 0)
+        out += abi.MSG.pack(len(data), flags, alen, ifindex, field)
+        out += data
+
+    async def _read_msgs(self, size: int, nonblock: bool, peek: bool, deadline: float) -> bytes:
+        """A message-mode read: iop_msg records, the first waited for (cut to fit,
+        flagged IOP_MSG_TRUNC), then as many already queued as fit whole in ``size``, up
+        to ``msg_max`` (one with MSG_PEEK, which takes none). b"" at end of file (read
+        side shut, socket closed)."""
+        hdr = abi.MSG.size
+        if size < hdr:
+            raise OSError(errno.EINVAL, f"a message-mode read needs {hdr} bytes at least")
+        c = self.table.counters
+        c["msg_reads"] += 1
+        data, addr, full = await self._first_datagram(size - hdr, nonblock, peek, deadline)
+        if full is None and not data and (addr is None or _knows_queue(self.ep)):
+            # nothing was queued yet recv gave b"": EOF (read side shut, socket closed),
+            # not an empty datagram; a plain read returns b"" there too
+            c["msg_read_eof"] += 1
+            return b""
+        flags = 0
+        if full is not None and full > len(data):
+            flags = abi.IOP_MSG_TRUNC  # the rest is dropped, as UDP's recv does
+            c["msg_truncated"] += 1
+        out = bytearray()
+        self._record(out, data, addr, flags)
+        last = addr
+        count = 1
+        if not peek:
+            ep, limit = self.ep, self.msg_max
+            while count < limit:
+                nxt = ep.next_datagram()
+                if nxt is None or abi.msg_pad(len(out)) + hdr + nxt > size:
+                    break  # none queued, or it would not fit whole: for the next read
+                try:
+                    data, addr = ep.recv_nowait(nxt)
+                except BlockingIOError:
+                    break
+                self._record(out, data, addr, 0)
+                last = addr
+                count += 1
+        if last is not None:
+            self.last_from = last
+        c["msg_read_records"] += count
+        if count > 1:
+            c["msg_read_batches"] += 1
+        return bytes(out)
+
+    def _parse_record(self, data: memoryview, off: int) -> tuple[Address | None, memoryview, int]:
+        """(destination, payload, end) of the iop_msg record at ``off``; EINVAL when it is
+        malformed (header or data past the end, flags or ifindex set, address length
+        out of range), the address's errors (EINVAL, EAFNOSUPPORT) when it is bad."""
+        hdr = abi.MSG.size
+        total = len(data)
+        if total - off < hdr:
+            raise OSError(errno.EINVAL, "iop_msg header cut")
+        length, flags, alen, ifindex, field = abi.MSG.unpack_from(data, off)
+        end = off + hdr + length
+        if flags or ifindex or end > total or alen > abi.IOP_ADDR_MAX:
+            raise OSError(errno.EINVAL, "malformed iop_msg record")
+        dest: Address | None = None
+        if alen:
+            key = field[:alen]
+            cached = self._dest_cache
+            if cached is not None and cached[0] == key:
+                dest = cached[1]
+            else:
+                try:
+                    dest = abi.decode_sockaddr(field, alen, self.conn.family)
+                except OSError:
+                    self.table.counters["msg_bad_address"] += 1
+                    raise
+                self._dest_cache = (key, dest)
+        return dest, data[off + hdr:end], end
+
+    async def _write_msgs(self, data: memoryview, nonblock: bool) -> int:
+        """A message-mode write: each iop_msg record is one datagram to its address (or
+        the connected peer). The first waits for room as a write does and raises its
+        error; a later one that would block, fails or is malformed ends the batch
+        there: the bytes of the records sent are returned (as sendmmsg's count)."""
+        c = self.table.counters
+        c["msg_writes"] += 1
+        total = len(data)
+        off = count = 0
+        conn = self.conn
+        while off < total:
+            if count >= abi.IOP_MSG_MAXCOUNT:
+                c["msg_write_capped"] += 1
+                break
+            try:
+                dest, payload, end = self._parse_record(data, off)
+            except OSError:
+                c["msg_malformed"] += 1
+                if not count:
+                    raise
+                break
+            if count:
+                try:
+                    conn.ep.send_nowait(payload, dest)
+                except OSError:  # would block, or failed: the next write says which
+                    c["msg_write_short"] += 1
+                    break
+            else:
+                await send(conn, payload, dest, nonblock)
+            count += 1
+            off = min(abi.msg_pad(end), total)
+        c["msg_write_records"] += count
+        if count > 1:
+            c["msg_write_batches"] += 1
+        return off
 
     def poll(self) -> int:
         if self.conn.closed:
@@ -303,6 +486,21 @@ class SocketHandle(Handle):
                                     getattr(src, "tclass", 0),
                                     int(getattr(src, "dst", 0)).to_bytes(16, "big"))
 
+    async def _msgmode(self, arg: bytes, req: IoRequest) -> tuple[int, bytes]:
+        """IOP_MSGMODE: records per read (0: off; above IOP_MSG_MAXCOUNT: that many, as
+        Linux cuts recvmmsg's vlen); returns the value before. Datagram sockets only."""
+        (count,) = abi.INT.unpack(arg)
+        c = self.table.counters
+        if self.conn.type == abi.SOCK_STREAM:
+            c["msg_mode_refused"] += 1
+            raise OSError(errno.EOPNOTSUPP, "message mode is for datagram sockets")
+        if count < 0:
+            c["msg_mode_refused"] += 1
+            raise OSError(errno.EINVAL, "IOP_MSGMODE count is negative")
+        old, self.msg_max = self.msg_max, min(count, abi.IOP_MSG_MAXCOUNT)
+        c["msg_mode_set"] += 1
+        return 0, abi.INT.pack(old)
+
     async def _sockinfo(self, arg: bytes, req: IoRequest) -> tuple[int, bytes]:
         c = self.conn
         try:
@@ -332,6 +530,7 @@ _IOCTLS = {
     abi.IOP_SOCKINFO: SocketHandle._sockinfo,
     abi.IOP_GETSOCKOPT_LARGE: SocketHandle._getsockopt_large,
     abi.IOP_RECVINFO: SocketHandle._recvinfo,
+    abi.IOP_MSGMODE: SocketHandle._msgmode,
 }
 
 

@@ -81,6 +81,13 @@ class Endpoint(abc.ABC):
     def nread(self) -> int:
         """Bytes readable now (stream) or the size of the next datagram."""
 
+    def next_datagram(self) -> int | None:
+        """Datagram sockets: the size of the datagram queued first, None when none is
+        (an empty datagram is 0). Message mode reads it to flag a cut datagram and to
+        take more datagrams into one read only when they are there and fit; None (the
+        default) makes every such read one datagram, never flagged."""
+        return None
+
     # -- teardown --------------------------------------------------------------------
     @abc.abstractmethod
     def shutdown(self, how: int) -> None: ...

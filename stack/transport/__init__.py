@@ -80,6 +80,7 @@ def attach(stack: Stack) -> None:
 
     t = Transports(DualNetwork(stack.inet, ip6, ifname_for, index_of), stack.sysctl)
     t.register(stack.registries)
+    t.tcp.batch = stack.rx_batch
     # each family's group memberships (IGMP, MLD) for the sockets' multicast options
     t.udp.multicast[AF_INET] = t.raw.multicast[AF_INET] = stack.inet.igmp
     if ip6 is not None:

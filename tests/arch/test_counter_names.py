@@ -20,6 +20,7 @@ from types import ModuleType
 import pytest
 
 from rmgr.fuse.counters import FUSE_COUNTERS, REFUSALS
+from stack.batch import BATCH_COUNTERS
 from stack.bpf.counters import BPF_COUNTERS
 from stack.core import STACK_COUNTERS
 from stack.counters import (
@@ -86,6 +87,7 @@ from stack.pf.counters import (
 from stack.pfil import PACKET_HEADS, PFIL_COUNTERS, head_counters
 from stack.qnet.counters import DROP_REASONS as QNET_DROP_REASONS
 from stack.qnet.counters import QNET_COUNTERS
+from stack.sockets.counters import SOCKDOOR_COUNTERS
 from stack.transport.counters import PORTS, RAW_COUNTERS, SOCKETS, UDP_COUNTERS
 from stack.transport.tcp.counters import TCP_COUNTERS
 
@@ -120,6 +122,8 @@ def _where() -> dict[str, dict[str, Declared]]:
         "stack/transport/raw.py": {"*": RAW_COUNTERS},
         "stack/transport/ports.py": {"*": PORTS},      # TCP's and UDP's (both declare these)
         "stack/transport/sockopt.py": {"*": SOCKETS},  # every transport's
+        # the socket door (message mode)
+        "stack/sockets/": {"*": SOCKDOOR_COUNTERS},
         # the IPv4 layer
         "stack/inet/ipv4.py": {"self.counters": IP_COUNTERS},
         "stack/inet/manage.py": {"inet.counters": IP_COUNTERS},
@@ -153,6 +157,7 @@ def _where() -> dict[str, dict[str, Declared]]:
         "modules/devnp-vwire.py": {"self.counters": vwire},
         # the core, pfil, pf, bpf, FUSE
         "stack/core.py": {"self.counters": STACK_COUNTERS},
+        "stack/batch.py": {"self.counters": BATCH_COUNTERS, "c": BATCH_COUNTERS},
         "stack/loader.py": {"self.stack.counters": STACK_COUNTERS},
         "stack/pfil.py": {"self.counters": PFIL_COUNTERS},
         "stack/pf/engine.py": {"self.counters": PF_COUNTERS, "self.stats": PF_FILTER_COUNTERS},

@@ -12,7 +12,7 @@ from tests.conftest import REPO
 
 STRUCTS = {"iop_sockaddr": abi.SOCKADDR.size, "iop_accept": abi.ACCEPT.size,
            "iop_sockopt": abi.SOCKOPT.size, "iop_sockinfo": abi.SOCKINFO.size,
-           "iop_recvinfo": abi.RECVINFO.size}
+           "iop_recvinfo": abi.RECVINFO.size, "iop_msg": abi.MSG.size}
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
@@ -24,6 +24,9 @@ def test_header_matches_python(tmp_path) -> None:  # type: ignore[no-untyped-def
     for name in STRUCTS:
         lines.append(f'printf("{name} %zu\\n", sizeof(struct {name}));')
     lines.append('printf("IOP_F_NONBLOCK %d\\n", IOP_F_NONBLOCK);')
+    for name in ("IOP_MSG_ALIGN", "IOP_MSG_TRUNC", "IOP_MSG_MAXCOUNT"):
+        lines.append(f'printf("{name} %d\\n", {name});')
+    lines.append('printf("msg_addr_off %zu\\n", offsetof(struct iop_msg, addr));')
     lines.append('printf("name_off %zu\\n", offsetof(struct iop_accept, name));')
     lines.append("return 0; }")
     src = tmp_path / "abi.c"
@@ -41,6 +44,9 @@ def test_header_matches_python(tmp_path) -> None:  # type: ignore[no-untyped-def
         assert int(out[name]) == size, name
     assert int(out["IOP_F_NONBLOCK"]) == abi.IOP_F_NONBLOCK
     assert int(out["name_off"]) == 40
+    for name in ("IOP_MSG_ALIGN", "IOP_MSG_TRUNC", "IOP_MSG_MAXCOUNT"):
+        assert int(out[name]) == getattr(abi, name), name
+    assert int(out["msg_addr_off"]) == 16 and abi.MSG.size % abi.IOP_MSG_ALIGN == 0
 
 
 def test_sockaddr_round_trip() -> None:

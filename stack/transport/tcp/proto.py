@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from stack.addr import AF_INET, ANY6, Addr, family, is_multicast, pseudo_header_sum, unspecified
+from stack.batch import RxBatch
 from stack.counters import Counters
 from stack.network import IPInfo, NetworkLayer, control_errno, scoped_source
 from stack.sysctl import Sysctl
@@ -141,6 +142,9 @@ class TCPProto:
         self.emitter: Emitter = emitter if emitter is not None else NetworkEmitter(inet)
         self.emit = self.emitter.emit
         self.timers = TimerService()
+        #: the stack's receive batch (stack/batch.py), when a stack wires one: a
+        #: connection's output after its segments runs once at the batch's end
+        self.batch: RxBatch | None = None
         self.isn = ISNGenerator()
         self.cookies = SynCookies()
         #: connections by four-tuple; one in TIME_WAIT is a compact record (timewait.py)

@@ -1,0 +1,104 @@
+"""One TCP output per receive batch (stack/batch.py): the segments a driver reads in one
+batch are answered by one ACK at the batch's end, out-of-order ones at once."""
+
+from __future__ import annotations
+
+import struct
+
+from stack.addr import Endpoint
+from stack.batch import RxBatch
+from stack.transport.tcp import TCPProto
+from stack.transport.tcp.tcb import TCB
+
+from .test_tcp_emitter import ACK, ME, PSH, SYN, NoNetwork, Recorder, segment
+
+MSS = 1460
+
+
+def _connected(batch: RxBatch | None) -> tuple[TCPProto, Recorder, TCB, int]:
+    """A passive connection from PEER:4000 to ME:80, handshake done, nothing pending."""
+    rec = Recorder()
+    proto = TCPProto(NoNetwork(), emitter=rec)
+    proto.batch = batch
+    lst = proto.socket()
+    lst.bind(Endpoint(ME, 80))
+    lst.listen(4)
+    proto.input(segment(4000, 80, 1000, 0, SYN, opts=struct.pack("!BBH", 2, 4, MSS) + b"\x04\x02\x01\x01"))
+    (synack,) = rec.take()
+    iss = synack.seg.seq
+    proto.input(segment(4000, 80, 1001, iss + 1, ACK))
+    conn, _peer = lst.accept_nowait()
+    assert rec.take() == []
+    return proto, rec, conn.tcb, iss
+
+
+def _data(iss: int, i: int) -> object:
+    return segment(4000, 80, 1001 + i * MSS, iss + 1, ACK | PSH, bytes(MSS))
+
+
+async def test_a_batch_of_segments_gets_one_ack_at_its_end(autojump_clock: object) -> None:
+    batch = RxBatch()
+    proto, rec, _tcb, iss = _connected(batch)
+    batch.begin()
+    for i in range(6):
+        proto.input(_data(iss, i))  # type: ignore[arg-type]
+    assert rec.take() == []  # every ACK waits for the batch's end
+    batch.end()
+    (ack,) = rec.take()
+    assert ack.seg.flags & ACK and ack.seg.ack == 1001 + 6 * MSS
+    assert batch.counters["deferred"] == 1 and batch.counters["coalesced"] == 5
+    assert batch.counters["flushed"] == 1 and not batch.pending
+
+
+async def test_without_a_batch_every_second_segment_is_acked(autojump_clock: object) -> None:
+    proto, rec, _tcb, iss = _connected(None)
+    for i in range(6):
+        proto.input(_data(iss, i))  # type: ignore[arg-type]
+    acks = rec.take()
+    assert [a.seg.ack for a in acks] == [1001 + 2 * MSS, 1001 + 4 * MSS, 1001 + 6 * MSS]
+
+
+async def test_out_of_order_segments_are_acked_at_once(autojump_clock: object) -> None:
+    batch = RxBatch()
+    proto, rec, _tcb, iss = _connected(batch)
+    batch.begin()
+    proto.input(_data(iss, 0))  # type: ignore[arg-type]
+    assert rec.take() == []
+    for i in (2, 3, 4):  # segment 1 lost: three duplicate ACKs, each with SACK, now
+        proto.input(_data(iss, i))  # type: ignore[arg-type]
+    dups = rec.take()
+    assert [d.seg.ack for d in dups] == [1001 + MSS] * 3
+    assert all(d.seg.opts is not None and d.seg.opts.sack for d in dups)
+    batch.end()
+
+
+async def test_a_connection_closed_in_the_batch_sends_nothing_more(
+        autojump_clock: object) -> None:
+    batch = RxBatch()
+    proto, rec, tcb, iss = _connected(batch)
+    batch.begin()
+    proto.input(_data(iss, 0))  # type: ignore[arg-type]
+    tcb.destroy()  # e.g. a RST later in the same batch
+    batch.end()
+    assert rec.take() == []
+
+
+def test_batch_runs_each_key_once_at_the_outermost_end() -> None:
+    batch = RxBatch()
+    ran: list[str] = []
+    batch.begin()
+    batch.begin()  # a bridge delivering to another interface inside a batch
+    batch.defer(1, lambda: ran.append("a"))
+    batch.defer(1, lambda: ran.append("again"))
+    batch.end()
+    assert ran == []  # the inner end runs nothing
+
+    def chained() -> None:
+        ran.append("b")
+        batch.defer(3, lambda: ran.append("c"))  # deferred by the flush: same flush
+
+    batch.defer(2, chained)
+    batch.end()
+    assert ran == ["a", "b", "c"] and not batch.active and not batch.pending
+    assert batch.counters["batches"] == 1 and batch.counters["flushed"] == 3
+
