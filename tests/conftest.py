@@ -36,6 +36,17 @@ os.environ["IOPKT_STRICT_COUNTERS"] = "1"
 Counters.strict = True
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` run only when asked for (``pytest -m slow``): each is a
+    longer variant of something the suite also tests quickly (README: Tests)."""
+    if "slow" in (config.option.markexpr or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: run with -m slow")
+    for item in items:
+        if item.get_closest_marker("slow") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def strict_counters() -> Iterator[None]:
     """Strict counters for every test (a test may turn it off; it is restored)."""

@@ -27,6 +27,12 @@ def echo(src: int, dst: int, dst_mac: bytes = MAC) -> bytes:
     return dst_mac + PEER + b"\x86\xdd" + ip + hdr + body
 
 
+def _is_mld_report(frame: bytes) -> bool:
+    """An MLDv2 report: IPv6, a hop-by-hop header (router alert), ICMPv6 type 143."""
+    return frame[12:14] == b"\x86\xdd" and frame[20] == 0 and len(frame) > 62 \
+        and frame[54] == 58 and frame[62] == 143
+
+
 async def test_bad_addresses_dropped_and_counted() -> None:
     async with running_stack(inet6=True) as st:
         st.sysctl.set("net.inet6.ip6.dad_count", 0)
@@ -54,7 +60,9 @@ async def test_bad_addresses_dropped_and_counted() -> None:
             f.inject(frame)
             await trio.sleep(0.01)
             assert c[counter] == before + 1, counter
-        assert f.take() == []  # nothing answered any of them
+        # nothing answered any of them (the MLD report repeating our solicited-node
+        # join, up to 1 s after it, may go out meanwhile: RFC 3810 §6.1)
+        assert [x for x in f.take() if not _is_mld_report(x)] == []
         # a tentative address takes nothing (RFC 4862 §5.4)
         st.sysctl.set("net.inet6.ip6.dad_count", 5)
         st.inet6.manage.add_address("fake0", Prefix.parse("2001:db8:1::9/64"))
