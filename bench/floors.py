@@ -3,7 +3,9 @@ answer it, compiled by the benchmark (gcc) from bench/floor/ and measured in the
 
 * TAP floor (the ping rows): ``bench/floor/tap_floor.c`` answers ARP and ICMP echo
   (IPv4) on a TAP with one blocking read() and one write() per frame. Kernel ``ping`` in
-  the TAP's namespace, exactly as the stack's ping row.
+  the TAP's namespace, exactly as the stack's ping row. Then the same work in Python on
+  trio's loop (``bench/floor/tap_floor_trio.py``, no compiling), given in the note: what
+  the event loop costs before any of the stack's layers.
 * FUSE floor (the FUSE rows): ``bench/floor/fuse_floor.c``, a single-threaded libfuse3
   low-level server with one file whose reads return 64 bytes and whose writes are
   dropped; the same ``bench.fuse_bench`` client loop as against the stack's session.
@@ -16,7 +18,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import statistics
 import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
@@ -105,19 +109,35 @@ async def _running(cmd: list[str], name: str) -> AsyncIterator[trio.Process]:
 async def floor_ping(p: Params) -> dict[str, Any]:
     """Kernel ``ping`` in a fresh namespace → tap_floor on a TAP there (198.18.1.254, the
     stack's address in the ping row; the kernel side 198.18.1.1)."""
-    from bench.workloads import KIP, SIP, _ping_runs, need_root_tun
+    from bench.workloads import SIP, _ping_runs, need_root_tun
 
     need_root_tun()
     if p.family != 4:
         raise _not_available("the TAP floor answers IPv4 only")
+    trio_floor = [sys.executable, os.path.join(SRC, "tap_floor_trio.py"), TAP_DEV, SIP]
     with built("tap_floor") as exe, netns(p.tag) as ns:
         async with _running(["ip", "netns", "exec", ns, exe, TAP_DEV, SIP], "tap_floor"):
-            for cmd in (["addr", "add", f"{KIP}/24", "dev", TAP_DEV],
-                        ["link", "set", TAP_DEV, "up"]):
-                await trio.run_process(["ip", "-n", ns, *cmd], capture_stderr=True)
+            await _tap_up(ns)
             res = await _ping_runs(p, ns, SIP)
+        # the same work on trio's loop in Python: what the loop costs before any layer
+        async with _running(["ip", "netns", "exec", ns, *trio_floor], "tap_floor_trio"):
+            await _tap_up(ns)
+            on_trio = await _ping_runs(p, ns, SIP)
     res["metrics"].pop("cpu", None)
-    return {"metrics": res["metrics"], "note": "bench/floor/tap_floor.c"}
+    m = on_trio["metrics"]
+    return {"metrics": res["metrics"],
+            "note": f"bench/floor/tap_floor.c; the same on trio in Python "
+                    f"(tap_floor_trio.py): p50 {statistics.median(m['p50']):.0f} µs, "
+                    f"p99 {statistics.median(m['p99']):.0f} µs"}
+
+
+async def _tap_up(ns: str) -> None:
+    """The kernel side of the floor's TAP: its address, link up."""
+    from bench.workloads import KIP
+
+    for cmd in (["addr", "add", f"{KIP}/24", "dev", TAP_DEV],
+                ["link", "set", TAP_DEV, "up"]):
+        await trio.run_process(["ip", "-n", ns, *cmd], capture_stderr=True)
 
 
 def fuse_floor_runs(mode: str, p: Params) -> list[tuple[int, int, float]]:
