@@ -369,6 +369,35 @@ async def test_mode_ioctl_hostile_values_and_plain_users(net) -> None:  # type: 
         await stop(peer)
 
 
+async def test_raw_fd_waits_as_a_plain_read(net) -> None:  # type: ignore[no-untyped-def]
+    """SO_RCVTIMEO and O_NONBLOCK apply to a message-mode read's first datagram."""
+    import socket as std
+    import struct
+
+    def client() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        fd = os.open(f"{net.sockdir}/2/2/17", os.O_RDWR)
+        try:
+            _msgmode(fd, 8)
+            tv = struct.pack("<qq", 0, 200_000)
+            fcntl.ioctl(fd, abi.IOP_SETSOCKOPT, abi.SOCKOPT.pack(
+                std.SOL_SOCKET, std.SO_RCVTIMEO, len(tv), 0, tv))
+            t0 = time.monotonic()
+            out["timeout"] = _errname(lambda: os.read(fd, 4096))
+            out["waited"] = time.monotonic() - t0
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+            t0 = time.monotonic()
+            out["nonblock"] = _errname(lambda: os.read(fd, 4096))
+            out["nonblock_waited"] = time.monotonic() - t0
+        finally:
+            os.close(fd)
+        return out
+
+    out = await in_stack(net, client)
+    assert out["timeout"] == "EAGAIN" and 0.15 <= out["waited"] < 3, out
+    assert out["nonblock"] == "EAGAIN" and out["nonblock_waited"] < 0.15, out
+
+
 async def test_fileno_socket_asks_the_mode(net) -> None:  # type: ignore[no-untyped-def]
     peer = await kpeer(net, 7979)
     dest = (net.KERNEL_IP, 7979)
