@@ -38,6 +38,10 @@ SO_DOMAIN = getattr(_std, "SO_DOMAIN", 39)
 
 #: iop_msg's address field when there is no address
 _NO_ADDR = bytes(abi.IOP_ADDR_MAX)
+_MSG_PACK = abi.MSG.pack
+_ALIGN_MASK = abi.IOP_MSG_ALIGN - 1
+#: the padding before a record, by length
+_PADS = [bytes(n) for n in range(abi.IOP_MSG_ALIGN)]
 
 
 def _knows_queue(ep: Endpoint) -> bool:
@@ -223,26 +227,21 @@ class SocketHandle(Handle):
                     pass
         raise _eagain("receive timed out (SO_RCVTIMEO)")
 
-    def _record(self, out: bytearray, data: bytes, addr: Address | None, flags: int) -> None:
-        """Append one iop_msg record (header, data; padding before it when needed)."""
-        if len(out) & (abi.IOP_MSG_ALIGN - 1):
-            out += bytes(abi.IOP_MSG_ALIGN - (len(out) & (abi.IOP_MSG_ALIGN - 1)))
-        ifindex = 0
-        if addr is None:
-            alen, field = 0, _NO_ADDR
-        elif type(addr) is Address:  # plain source: the last one's encoding is kept
+    def _header(self, length: int, addr: Address | None, flags: int) -> bytes:
+        """The iop_msg header of a datagram of ``length`` bytes from ``addr``."""
+        if type(addr) is Address:  # a plain source: the last one's encoding is kept
             cached = self._src_cache
-            if cached is not None and cached[0] == addr:
-                alen, field = cached[1], cached[2]
-            else:
+            if cached is None or cached[0] != addr:
                 alen, field = abi.encode_sockaddr(addr, self.conn.family)
-                self._src_cache = (addr, alen, field)
-        else:  # scoped / with IPV6_RECVPKTINFO facts
-            alen, field = abi.encode_sockaddr(addr, self.conn.family)
-            if getattr(addr, "flags", 0) & abi.IOP_RI_PKTINFO:
-                ifindex = getattr(addr, "ifindex", 0)
-        out += abi.MSG.pack(len(data), flags, alen, ifindex, field)
-        out += data
+                cached = self._src_cache = (addr, alen, field)
+            return _MSG_PACK(length, flags, cached[1], 0, cached[2])
+        if addr is None:
+            return _MSG_PACK(length, flags, 0, 0, _NO_ADDR)
+        # scoped, or with what IPV6_RECVPKTINFO kept
+        alen, field = abi.encode_sockaddr(addr, self.conn.family)
+        ifindex = getattr(addr, "ifindex", 0) \
+            if getattr(addr, "flags", 0) & abi.IOP_RI_PKTINFO else 0
+        return _MSG_PACK(length, flags, alen, ifindex, field)
 
     async def _read_msgs(self, size: int, nonblock: bool, peek: bool, deadline: float) -> bytes:
         """A message-mode read: iop_msg records, the first waited for (cut to fit,
@@ -264,21 +263,31 @@ class SocketHandle(Handle):
         if full is not None and full > len(data):
             flags = abi.IOP_MSG_TRUNC  # the rest is dropped, as UDP's recv does
             c["msg_truncated"] += 1
-        out = bytearray()
-        self._record(out, data, addr, flags)
+        header = self._header
+        parts = [header(len(data), addr, flags), data]
+        used = hdr + len(data)
         last = addr
         count = 1
         if not peek:
-            ep, limit = self.ep, self.msg_max
+            # the hot loop of a batch: bound methods, no per-record helper calls
+            ep = self.ep
+            next_size, recv, limit = ep.next_datagram, ep.recv_nowait, self.msg_max
             while count < limit:
-                nxt = ep.next_datagram()
-                if nxt is None or abi.msg_pad(len(out)) + hdr + nxt > size:
-                    break  # none queued, or it would not fit whole: for the next read
+                nxt = next_size()
+                if nxt is None:
+                    break  # none queued: never wait for more
+                start = (used + _ALIGN_MASK) & ~_ALIGN_MASK
+                if start + hdr + nxt > size:
+                    break  # it would not fit whole: for the next read
                 try:
-                    data, addr = ep.recv_nowait(nxt)
+                    data, addr = recv(nxt)
                 except BlockingIOError:
                     break
-                self._record(out, data, addr, 0)
+                if start > used:
+                    parts.append(_PADS[start - used])
+                parts.append(header(len(data), addr, 0))
+                parts.append(data)
+                used = start + hdr + len(data)
                 last = addr
                 count += 1
         if last is not None:
@@ -286,7 +295,7 @@ class SocketHandle(Handle):
         c["msg_read_records"] += count
         if count > 1:
             c["msg_read_batches"] += 1
-        return bytes(out)
+        return b"".join(parts)
 
     def _parse_record(self, data: memoryview, off: int) -> tuple[Address | None, memoryview, int]:
         """(destination, payload, end) of the iop_msg record at ``off``; EINVAL when it is
@@ -397,7 +406,10 @@ class SocketHandle(Handle):
         flags, _l, _a, _n = abi.ACCEPT.unpack(arg)
         nonblock = bool(flags & abi.IOP_F_NONBLOCK) or self.open_nonblock
         child, peer = await accept(self.table, self.conn, nonblock)
-        name = f"{child.kind}/{child.id}/data".encode()
+        if flags & abi.IOP_F_HANDOVER:  # a reused name the kernel has cached (tree.py)
+            name = f"accepted/{self.table.hand_over(child, req.caller.pid)}".encode()
+        else:
+            name = f"{child.kind}/{child.id}/data".encode()
         length, field = abi.encode_sockaddr(peer, child.family)
         return 0, abi.ACCEPT.pack(0, length, field, name)
 
