@@ -48,6 +48,12 @@
  * O_NONBLOCK flag, so a non-blocking connect or accept says so here (opening the socket
  * file with O_NONBLOCK makes every connect/accept on that open non-blocking too). */
 #define IOP_F_NONBLOCK 0x1
+/* iop_accept.flags: name the accepted connection by a handover slot, "accepted/K" (the
+ * smallest free K; free again once opened), instead of "tcp/N/data": the same few names
+ * serve accept after accept, so the kernel has them cached and the open costs no lookup.
+ * Open the name from the thread that called IOP_ACCEPT (another thread gets ENOENT).
+ * Without it the name is "tcp/N/data", as before. */
+#define IOP_F_HANDOVER 0x2
 
 /* An address in and out: addr holds a Linux struct sockaddr_in (an AF_INET socket) or
  * struct sockaddr_in6 (an AF_INET6 one), len is its size. A socket takes only its own

@@ -114,6 +114,11 @@ IOP_OPTVAL_MAX = 32
 # flags in iop_sockaddr.flags / iop_accept.flags: the ioctl request carries no file
 # flags, so a caller that wants a non-blocking connect or accept says so here
 IOP_F_NONBLOCK = 0x1
+#: iop_accept.flags: name the accepted connection ``accepted/K`` (a handover slot, K the
+#: smallest free one: the same few names serve one accept after another, so the kernel's
+#: cached entries spare a LOOKUP per connection) instead of ``tcp/N/data``. Open it from
+#: the thread that called IOP_ACCEPT; the slot is free again once it is opened.
+IOP_F_HANDOVER = 0x2
 
 # -- commands ----------------------------------------------------------------------
 IOP_BIND = _IOW(IOP_MAGIC, 1, SOCKADDR.size)
@@ -153,7 +158,7 @@ IOP_MSGMODE = _IOWR(IOP_MAGIC, 18, INT.size)
 COMMANDS: dict[str, int] = {k: v for k, v in dict(globals()).items()
                             if k.startswith("IOP_") and isinstance(v, int)
                             and k not in ("IOP_MAGIC", "IOP_ADDR_MAX", "IOP_NAME_MAX",
-                                          "IOP_OPTVAL_MAX", "IOP_F_NONBLOCK",
+                                          "IOP_OPTVAL_MAX", "IOP_F_NONBLOCK", "IOP_F_HANDOVER",
                                           "IOP_OPTVAL_LARGE", "IOP_RI_PKTINFO",
                                           "IOP_RI_HOPLIMIT", "IOP_RI_TCLASS", "IOP_MSG_ALIGN",
                                           "IOP_MSG_TRUNC", "IOP_MSG_MAXCOUNT")}

@@ -395,8 +395,11 @@ class socket(metaclass=_Meta):  # noqa: N801 - the stdlib's name
         return 0
 
     def accept(self) -> tuple[socket, Address]:
+        """accept(2): the IOP_ACCEPT ioctl (the peer, and a handover slot's name), then
+        an open of that name - two requests to the stack; the new socket's family, type
+        and protocol are the listener's, so nothing more is asked."""
         fd = self._checked_fd()
-        arg = abi.ACCEPT.pack(self._nbflag(), 0, b"", b"")
+        arg = abi.ACCEPT.pack(self._nbflag() | abi.IOP_F_HANDOVER, 0, b"", b"")
 
         def once() -> bytes:
             while True:
@@ -408,10 +411,28 @@ class socket(metaclass=_Meta):  # noqa: N801 - the stdlib's name
         out = self._io(once, select.POLLIN)
         _flags, _alen, addr, name = abi.ACCEPT.unpack(out)
         rel = name.split(b"\0", 1)[0].decode()
+        # the same thread opens it (a handover slot is the accepting thread's)
         newfd = os.open(f"{where.socket_dir()}/{rel}", os.O_RDWR | os.O_CLOEXEC)
         # like the stdlib: the new socket blocks unless a default timeout is set
-        sock = socket(self._family, self._type, self._proto, fileno=newfd)
+        sock = socket._accepted(newfd, self._family, self._type, self._proto)
         return sock, _named(abi.unpack_sockaddr(addr))
+
+    @classmethod
+    def _accepted(cls, fd: int, family: int, type_: int, proto: int) -> socket:
+        """The socket object for ``fd``, just opened (blocking) from an accept's name:
+        what socket(fileno=fd) would ask the stack (IOP_SOCKINFO, twice) is known."""
+        sock: socket = object.__new__(cls)
+        sock._fd = fd
+        sock._io_refs = 0
+        sock._closed = False
+        sock._family = family
+        sock._type = type_
+        sock._proto = proto
+        sock._timeout = None
+        timeout = getdefaulttimeout()
+        if timeout is not None:
+            sock.settimeout(timeout)
+        return sock
 
     def shutdown(self, how: int) -> None:
         _ioctl(self._checked_fd(), abi.IOP_SHUTDOWN, abi.INT.pack(how))

@@ -5,7 +5,9 @@ and numbers them per kind, the row's name (``tcp/N``, ``udp/N``, ``raw/N``)."""
 from __future__ import annotations
 
 import errno
+import heapq
 import logging
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -27,7 +29,6 @@ log = logging.getLogger("io-pkt.sockets")
 
 #: an accepted connection nobody opens within this many seconds is reset and dropped
 ACCEPT_CLAIM_TIMEOUT = 30.0
-
 
 
 class Conn:
@@ -60,9 +61,8 @@ class Conn:
         self.rcvtimeo: float | None = None  # SO_RCVTIMEO (seconds, None = forever)
         self.sndtimeo: float | None = None  # SO_SNDTIMEO
         self.linger: tuple[int, int] = (0, 0)  # SO_LINGER (onoff, seconds)
-        #: the unclaimed-reap timer; cancelled once claimed or closed, so that task does
-        #: not keep the connection alive for ACCEPT_CLAIM_TIMEOUT after it is gone
-        self.reap_scope: trio.CancelScope | None = None
+        #: the handover slot (``accepted/K``) naming this unclaimed connection, if any
+        self.slot: int | None = None
         ep.set_listener(self._on_change)
 
     # -- readiness -------------------------------------------------------------------
@@ -97,8 +97,7 @@ class Conn:
             self.handles.add(handle)
         if not self.claimed:
             self.claimed = True
-            if self.reap_scope is not None:
-                self.reap_scope.cancel()
+            self.table.claimed(self)
             if self.listener is not None:
                 self.listener.children.discard(self)
                 self.listener = None
@@ -114,8 +113,6 @@ class Conn:
         if self.closed:
             return
         self.closed = True
-        if self.reap_scope is not None:
-            self.reap_scope.cancel()
         for child in list(self.children):
             child.close(abort=True)
         self.children.clear()
@@ -170,16 +167,32 @@ class Conn:
 
 
 class SocketTable:
-    """All sockets of one stack, numbered per kind."""
+    """All sockets of one stack, numbered per kind.
+
+    Accepted connections not yet opened (*unclaimed*) wait in ``_unclaimed`` (in order
+    of their reap deadline, the timeout being the same for all) for one reaper task, and
+    may be named by a *handover slot*: ``accepted/K`` (stack/sockets/tree.py), K the
+    smallest free number, so one acceptor after another reuses the same few names and
+    the kernel's cached entries for them (no LOOKUP per connection; docs/sockets.md)."""
 
     def __init__(self, types: SocketTypes, spawn: Callable[..., object] | None = None) -> None:
         self.types = types
-        self.spawn = spawn  # nursery.start_soon, for reap timers
+        self.spawn = spawn  # nursery.start_soon, for the reaper
         self.conns: dict[str, dict[int, Conn]] = {}
         self._next: dict[str, int] = {}
         self.on_forget: list[Callable[[Conn], None]] = []
-        #: the socket door's decision points (message mode: stack/sockets/door.py)
         self.counters = Counters("sockdoor", SOCKDOOR_COUNTERS)
+        #: unclaimed connection -> its reap deadline (insertion order = deadline order)
+        self._unclaimed: dict[Conn, float] = {}
+        self._reaping = False  # the reaper task runs
+        self._reap_at = math.inf  # the deadline the reaper sleeps until
+        self._reap_wake = trio.Event()
+        #: handover slot -> (unclaimed connection, pid of the thread it was handed to)
+        self.handover: dict[int, tuple[Conn, int]] = {}
+        self._free_slots: list[int] = []  # a heap: the smallest free slot is reused
+        self.slot_count = 0  # slots made so far (0..slot_count-1)
+        #: called with K when slot K is made (the socket door adds ``accepted/K``)
+        self.on_new_slot: list[Callable[[int], None]] = []
 
     def next_id(self, kind: str) -> int:
         n = self._next.get(kind, 0)
@@ -214,21 +227,66 @@ class SocketTable:
         parent.children.add(conn)
         self.conns.setdefault(conn.kind, {})[conn.id] = conn
         if self.spawn is not None:
-            self.spawn(self._reap_later, conn)
+            deadline = trio.current_time() + ACCEPT_CLAIM_TIMEOUT
+            self._unclaimed[conn] = deadline
+            if not self._reaping:
+                self._reaping = True
+                self.spawn(self._reaper)
+            elif deadline < self._reap_at:  # a shorter timeout than the one slept on
+                self._reap_wake.set()
         return conn
 
-    async def _reap_later(self, conn: Conn) -> None:
-        if conn.claimed or conn.closed:  # claimed before this task started
-            return
-        with trio.CancelScope() as conn.reap_scope:
-            await trio.sleep(ACCEPT_CLAIM_TIMEOUT)
-        conn.reap_scope = None
-        if not conn.claimed and not conn.closed:
-            log.info("%s: accepted connection never opened; reset", conn.name)
-            conn.close(abort=True)
+    async def _reaper(self) -> None:
+        """Reset accepted connections nobody opened within ACCEPT_CLAIM_TIMEOUT (one task
+        for all of them; it ends when none is left)."""
+        try:
+            while self._unclaimed:
+                conn, deadline = next(iter(self._unclaimed.items()))
+                if trio.current_time() < deadline:
+                    self._reap_at = deadline
+                    self._reap_wake = trio.Event()
+                    with trio.move_on_at(deadline):
+                        await self._reap_wake.wait()
+                    self._reap_at = math.inf
+                    continue
+                del self._unclaimed[conn]
+                if not conn.claimed and not conn.closed:
+                    log.info("%s: accepted connection never opened; reset", conn.name)
+                    conn.close(abort=True)
+        finally:
+            self._reaping = False
+
+    def hand_over(self, conn: Conn, pid: int) -> int:
+        """Name the unclaimed ``conn`` by a handover slot for the thread ``pid``: its
+        number K (opened as ``accepted/K``; the slot is freed when ``conn`` is claimed
+        or closed)."""
+        if self._free_slots:
+            k = heapq.heappop(self._free_slots)
+        else:
+            k = self.slot_count
+            self.slot_count += 1
+            for fn in list(self.on_new_slot):
+                fn(k)
+        self.handover[k] = (conn, pid)
+        conn.slot = k
+        return k
+
+    def _release_slot(self, conn: Conn) -> None:
+        k = conn.slot
+        if k is not None:
+            conn.slot = None
+            del self.handover[k]
+            heapq.heappush(self._free_slots, k)
+
+    def claimed(self, conn: Conn) -> None:
+        """``conn`` (accepted) has been opened: no longer reaped, its slot is free."""
+        self._unclaimed.pop(conn, None)
+        self._release_slot(conn)
 
     def forget(self, conn: Conn) -> None:
         self.conns.get(conn.kind, {}).pop(conn.id, None)
+        self._unclaimed.pop(conn, None)
+        self._release_slot(conn)
         for fn in list(self.on_forget):
             fn(conn)
 

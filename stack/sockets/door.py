@@ -406,7 +406,10 @@ class SocketHandle(Handle):
         flags, _l, _a, _n = abi.ACCEPT.unpack(arg)
         nonblock = bool(flags & abi.IOP_F_NONBLOCK) or self.open_nonblock
         child, peer = await accept(self.table, self.conn, nonblock)
-        name = f"{child.kind}/{child.id}/data".encode()
+        if flags & abi.IOP_F_HANDOVER:  # a reused name the kernel has cached (tree.py)
+            name = f"accepted/{self.table.hand_over(child, req.caller.pid)}".encode()
+        else:
+            name = f"{child.kind}/{child.id}/data".encode()
         length, field = abi.encode_sockaddr(peer, child.family)
         return 0, abi.ACCEPT.pack(0, length, field, name)
 

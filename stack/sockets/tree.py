@@ -11,10 +11,17 @@ and disappears with its registration, with no change here.
 Nodes and directories keep their identity across rebuilds (the FUSE session knows them
 by identity); a node opens whatever row the table holds for its key *at open time*, so a
 path the kernel still caches after its row went away fails with EPROTONOSUPPORT.
+
+``accepted/K`` are the handover slots of accepted connections (``IOP_ACCEPT`` with
+``IOP_F_HANDOVER``; ``SocketTable.hand_over``): file K opens whatever connection slot K
+holds at open time. The files stay (they are few: as many as connections were ever
+waiting to be opened at once), so the kernel keeps its entries and an accept costs no
+LOOKUP.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 from collections.abc import Iterator, Mapping
@@ -112,10 +119,14 @@ class SocketDoor:
         self.nodes: dict[Key, HandleFile] = {}
         self._dirs: dict[tuple[str, ...], Directory] = {}
         self._top = SharedDir(root, "socket door")
+        self.accepted = Directory(mode=0o555)  # accepted/K, the handover slots
 
     def publish(self) -> None:
         """Serve the table now and follow its changes."""
         self.types.watchers.append(self._changed)
+        self.sockets.on_new_slot.append(self._new_slot)
+        for k in range(self.sockets.slot_count):
+            self._new_slot(k)
         self.sync()
 
     def _changed(self, _key: object, _row: SocketType | None) -> None:
@@ -140,6 +151,25 @@ class SocketDoor:
         except BaseException:
             conn.close(abort=True)
             raise
+
+    # -- handover slots --------------------------------------------------------------------
+    def _new_slot(self, k: int) -> None:
+        self.accepted.add(str(k), HandleFile(functools.partial(self.open_accepted, k),
+                                             mode=0o666))
+
+    def open_accepted(self, k: int, req: OpenRequest) -> Handle:
+        """``accepted/K``: the connection slot K holds, for the thread it was handed to
+        (a slot freed and handed to another thread meanwhile is not the caller's: ENOENT,
+        as for a connection that is gone) and its owner (or root)."""
+        got = self.sockets.handover.get(k)
+        if got is None:
+            raise OSError(errno.ENOENT, f"no accepted connection in slot {k}")
+        conn, pid = got
+        if pid and req.caller.pid and pid != req.caller.pid:
+            raise OSError(errno.ENOENT, f"slot {k} was handed to another thread")
+        if not req.caller.is_root and req.caller.uid != conn.uid:
+            raise OSError(errno.EACCES, f"{conn.name} belongs to uid {conn.uid}")
+        return SocketHandle(self.sockets, conn, req.caller, req.nonblock)
 
     # -- the tree --------------------------------------------------------------------------
     def sync(self) -> None:
@@ -169,7 +199,10 @@ class SocketDoor:
                 for alias, proto in row.aliases:
                     by_name.leaf(alias, self.node(row.family, row.type, proto))
         built: dict[tuple[str, ...], Directory] = {}
-        self._top.set({name: self._build((name,), spec, built) for name, spec in top.items()})
+        entries: dict[str, Node] = {name: self._build((name,), spec, built)
+                                    for name, spec in top.items()}
+        entries["accepted"] = self.accepted
+        self._top.set(entries)
         self._dirs = built
 
     def _build(self, path: tuple[str, ...], spec: _Spec,

@@ -23,7 +23,8 @@ def test_header_matches_python(tmp_path) -> None:  # type: ignore[no-untyped-def
         lines.append(f'printf("{name} %lu\\n", (unsigned long){name});')
     for name in STRUCTS:
         lines.append(f'printf("{name} %zu\\n", sizeof(struct {name}));')
-    lines.append('printf("IOP_F_NONBLOCK %d\\n", IOP_F_NONBLOCK);')
+    for name in ("IOP_F_NONBLOCK", "IOP_F_HANDOVER"):
+        lines.append(f'printf("{name} %d\\n", {name});')
     for name in ("IOP_MSG_ALIGN", "IOP_MSG_TRUNC", "IOP_MSG_MAXCOUNT"):
         lines.append(f'printf("{name} %d\\n", {name});')
     lines.append('printf("msg_addr_off %zu\\n", offsetof(struct iop_msg, addr));')
@@ -43,6 +44,7 @@ def test_header_matches_python(tmp_path) -> None:  # type: ignore[no-untyped-def
     for name, size in STRUCTS.items():
         assert int(out[name]) == size, name
     assert int(out["IOP_F_NONBLOCK"]) == abi.IOP_F_NONBLOCK
+    assert int(out["IOP_F_HANDOVER"]) == abi.IOP_F_HANDOVER
     assert int(out["name_off"]) == 40
     for name in ("IOP_MSG_ALIGN", "IOP_MSG_TRUNC", "IOP_MSG_MAXCOUNT"):
         assert int(out[name]) == getattr(abi, name), name
