@@ -241,7 +241,9 @@ class SocketTable:
         for all of them; it ends when none is left)."""
         try:
             while self._unclaimed:
-                conn, deadline = next(iter(self._unclaimed.items()))
+                # only the deadline while asleep: a connection claimed or closed meanwhile
+                # must not be kept alive by this frame until then
+                deadline = next(iter(self._unclaimed.values()))
                 if trio.current_time() < deadline:
                     self._reap_at = deadline
                     self._reap_wake = trio.Event()
@@ -249,10 +251,12 @@ class SocketTable:
                         await self._reap_wake.wait()
                     self._reap_at = math.inf
                     continue
+                conn = next(iter(self._unclaimed))
                 del self._unclaimed[conn]
                 if not conn.claimed and not conn.closed:
                     log.info("%s: accepted connection never opened; reset", conn.name)
                     conn.close(abort=True)
+                del conn
         finally:
             self._reaping = False
 
