@@ -262,8 +262,12 @@ def _comm(pid: int) -> str | None:
 
 def _door_kind(link: str) -> str:
     """Which socket a door path makes: ``.../2/1/0`` (family/type/protocol: type 1 is a
-    stream), ``.../inet/tcp``, ``.../inet/raw/1``... → tcp, udp or raw."""
+    stream), ``.../inet/tcp``, ``.../inet/raw/1``... → tcp, udp or raw. An accepted
+    connection opened by its handover slot (``.../accepted/K``, a name reused by the
+    next accept) is a TCP one: only TCP accepts."""
     parts = link.rstrip("/").split("/")
+    if len(parts) >= 2 and parts[-2] == "accepted":
+        return "tcp"
     for p in reversed(parts[-3:]):
         if p in ("tcp", "udp", "raw"):
             return p
@@ -274,9 +278,10 @@ def _door_kind(link: str) -> str:
 
 def users(rows: list[dict[str, str]], sockdir: str) -> dict[int, str]:
     """index of a row → ``users:((...))``: each opener still alive, with the fd that holds
-    the socket when it can be told (an accepted or text-door socket's ``.../N/data``
-    path; else a process's door fds of that kind matched to its sockets of that kind in
-    the order both were made, when their numbers agree). ``rows``: every socket."""
+    the socket when it can be told (a text-door socket's ``.../N/data`` path; else a
+    process's door fds of that kind matched to its sockets of that kind in the order
+    both were made, when their numbers agree: accepted connections, opened by a reused
+    ``accepted/K``, too). ``rows``: every socket."""
     by_pid: dict[int, list[int]] = {}
     for i, r in enumerate(rows):
         for p in (r.get("pids") or "").split(","):
