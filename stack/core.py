@@ -320,6 +320,7 @@ class Stack:
         async def serve(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
             with scope:
                 kw.setdefault("counters", self.fuse_counters)
+                kw.setdefault("batch", self.rx_batch)
                 await serve_mount(root, mountpoint, task_status=task_status, **kw)
 
         await self.nursery.start(serve)

@@ -288,6 +288,7 @@ class ModuleContext:
         from rmgr.fuse.session import serve_mount
 
         kw.setdefault("counters", self.stack.fuse_counters)
+        kw.setdefault("batch", self.stack.rx_batch)
         await self.nursery.start(functools.partial(serve_mount, root, mountpoint, **kw))
         self.instance.mounts.append(mountpoint)
         return True

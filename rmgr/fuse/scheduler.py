@@ -20,7 +20,7 @@ import struct
 import time
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -47,6 +47,14 @@ _OUT = abi.OUT_HEADER
 #: ``Malformed`` → EINVAL (counted), anything else → EIO (counted, logged).
 OpHandler = Callable[[int, int, int, int, int, memoryview], None]
 
+
+
+class Batch(Protocol):
+    """Work the server defers while a handler runs (stack/batch.py ``RxBatch``)."""
+
+    def begin(self) -> None: ...
+
+    def end(self) -> None: ...
 
 class Malformed(Exception):
     """A request whose lengths do not add up: answered EINVAL and counted."""
@@ -94,10 +102,15 @@ class Scheduler:
     it. ``bufsize`` is the read buffer (the kernel refuses reads of /dev/fuse shorter
     than max_write + the headers)."""
 
-    def __init__(self, fd: int, *, name: str, counters: Counters, bufsize: int) -> None:
+    def __init__(self, fd: int, *, name: str, counters: Counters, bufsize: int,
+                 batch: Batch | None = None) -> None:
         self.fd = fd
         self.name = name
         self.counters = counters
+        #: the server's batch bracket (the stack's ``RxBatch``): opened while a request's
+        #: handler runs its first, synchronous step, so that what it defers (TCP's output
+        #: after a WRITE) goes out after the reply, while the client already goes on
+        self.batch = batch
         self.bufsize = bufsize
         #: set by the INIT operation; anything before it is answered EIO
         self.initialized = False
@@ -372,11 +385,17 @@ class Scheduler:
         unique, _opcode, coro, holds_buffer = job
         a.unique = unique
         self._inflight[unique] = a
+        batch = self.batch
+        if batch is not None:
+            batch.begin()
         try:
             msg = coro.send(None)
         except StopIteration:
             self._job_done(a)
             return
+        finally:
+            if batch is not None:
+                batch.end()  # the reply (if any) is written: now what the handler deferred
         # it waits: from now on another task reads; this one stays with the request
         if holds_buffer:
             a.buf = self._buf

@@ -35,7 +35,7 @@ from rmgr.fuse.counters import FUSE_COUNTERS
 from rmgr.fuse.inodes import InodeTable
 from rmgr.fuse.mount import fuse_unmount, fusermount, mounted
 from rmgr.fuse.ops import MAX_WRITE, Operations
-from rmgr.fuse.scheduler import Scheduler
+from rmgr.fuse.scheduler import Batch, Scheduler
 from rmgr.nodes import Directory, Node
 from stack.counters import Counters
 
@@ -49,12 +49,13 @@ class FuseSession(Scheduler):
     SOCK_SEQPACKET pair standing in for the kernel); replies are written to it."""
 
     def __init__(self, root: Node, fd: int, *, counters: Counters | None = None,
-                 name: str = "fuse", max_write: int = MAX_WRITE) -> None:
+                 name: str = "fuse", max_write: int = MAX_WRITE,
+                 batch: Batch | None = None) -> None:
         if counters is None:
             counters = Counters("fuse", FUSE_COUNTERS)
         # the kernel refuses reads of /dev/fuse shorter than max_write + the headers
         super().__init__(fd, name=name, counters=counters,
-                         bufsize=max(max_write + 4096, abi.MIN_READ_BUFFER))
+                         bufsize=max(max_write + 4096, abi.MIN_READ_BUFFER), batch=batch)
         self.root = root
         self.max_write = max_write
         self.inodes = InodeTable(root, self.counters)
@@ -103,6 +104,7 @@ class FuseSession(Scheduler):
 
 async def serve_mount(root: Node, mountpoint: str, *, fsname: str = "io-pkt",
                       allow_other: bool = False, counters: Counters | None = None,
+                      batch: Batch | None = None,
                       task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
     """Mount ``root`` at ``mountpoint`` and serve it until cancelled.
 
@@ -115,7 +117,7 @@ async def serve_mount(root: Node, mountpoint: str, *, fsname: str = "io-pkt",
         async with mounted(mountpoint, fsname=fsname, allow_other=allow_other,
                            file=not isinstance(root, Directory)) as fd:
             path = os.path.abspath(mountpoint)
-            session = FuseSession(root, fd, counters=counters, name=path)
+            session = FuseSession(root, fd, counters=counters, name=path, batch=batch)
             with trio.fail_after(10):
                 await session.handshake()
             log.debug("%s: FUSE %d.%d session up", path, abi.KERNEL_VERSION,

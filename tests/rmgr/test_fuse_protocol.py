@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import select
 import socket
 import struct
 from collections.abc import AsyncIterator
@@ -499,3 +500,32 @@ async def test_busy_poll_catches_the_next_request(kernel: FakeKernel,
     for _ in range(10):
         assert (await kernel.call(abi.GETATTR, abi.GETATTR_IN.pack(0, 0, 0))).error == 0
     assert c["busy_poll_hits"] == before
+
+
+class SpyBatch:
+    """A server's batch bracket (stack/batch.py RxBatch) that notes, when it closes,
+    whether the reply was already written (the kernel's end of the pair is readable)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.events: list[str] = []
+
+    def begin(self) -> None:
+        self.events.append("begin")
+
+    def end(self) -> None:
+        replied = bool(select.select([self.fd], [], [], 0)[0])
+        self.events.append("end after the reply" if replied else "end before the reply")
+
+
+async def test_the_batch_closes_after_the_reply(kernel: FakeKernel) -> None:
+    """A handler's first step runs inside the server's batch, and the batch closes (what
+    it deferred goes out: TCP's segment for a WRITE) after the reply is written."""
+    fh = await kernel.open(await kernel.lookup("chan"))
+    spy = SpyBatch(kernel.fd)
+    kernel.session.batch = spy
+    r = await kernel.call(abi.WRITE, write_in(fh, b"hello"))
+    assert r.error == 0
+    r = await kernel.call(abi.READ, read_in(fh, 5))
+    assert r.body == b"hello"
+    assert spy.events == ["begin", "end after the reply"] * 2

@@ -102,3 +102,41 @@ def test_batch_runs_each_key_once_at_the_outermost_end() -> None:
     assert ran == ["a", "b", "c"] and not batch.active and not batch.pending
     assert batch.counters["batches"] == 1 and batch.counters["flushed"] == 3
 
+
+
+async def test_a_send_inside_a_batch_waits_only_behind_data_in_flight(
+        autojump_clock: object) -> None:
+    """A FUSE WRITE's handler runs inside the batch: on an idle connection the segment
+    goes at once (a request, an echo); with data in flight, after the reply (its ACKs
+    clock it out anyway)."""
+    batch = RxBatch()
+    proto, rec, tcb, _iss = _connected(batch)
+    assert tcb.sock is not None
+    tcb.nodelay = True  # TCP_NODELAY, as an echo client: no Nagle behind "request"
+    batch.begin()
+    assert tcb.sock.send_nowait(b"request") == 7
+    (seg,) = rec.take()  # nothing in flight: on the wire now
+    assert bytes(seg.seg.payload) == b"request"
+    assert tcb.sock.send_nowait(b"more") == 4
+    assert rec.take() == []  # behind "request", still unacknowledged
+    batch.end()
+    (more,) = rec.take()
+    assert bytes(more.seg.payload) == b"more"
+
+
+async def test_a_window_update_inside_a_batch_goes_at_its_end(
+        autojump_clock: object) -> None:
+    batch = RxBatch()
+    proto, rec, tcb, iss = _connected(batch)
+    assert tcb.sock is not None
+    n = 0
+    while tcb.rcv_space() > MSS:  # fill the receive buffer (ACKed as it comes)
+        proto.input(_data(iss, n))  # type: ignore[arg-type]
+        n += 1
+    rec.take()
+    batch.begin()
+    assert len(tcb.sock.recv_nowait(1 << 20)) == n * MSS
+    assert rec.take() == []  # the READ's reply first
+    batch.end()
+    (update,) = rec.take()
+    assert update.seg.ack == 1001 + n * MSS and proto.counters["window_updates"] == 1

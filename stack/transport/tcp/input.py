@@ -254,19 +254,10 @@ class TCBInput(TCBState):
                 self.ack_now = True
         if changed:
             self._notify()
-        batch = self.proto.batch
-        if batch is not None and batch.depth and not self.ooo.blocks:
-            # one output per receive batch: one ACK for a batch's segments, one send
-            # for a burst of ACKs (out of order: at once, each dupACK counts)
-            batch.defer(id(self), self._batched_output)
-            return
-        self.output()
-
-    def _batched_output(self) -> None:
-        """The deferred output of a receive batch (``_input``): for a connection still
-        alive."""
-        if self.state != S.CLOSED:
-            self.output()
+        if self.ooo.blocks:
+            self.output()  # out of order: at once, each duplicate ACK counts
+        else:
+            self.output_soon()
 
     def _rst_arrives(self, seqno: int, rcv_wnd: int) -> None:
         """A RST in a synchronized state or SYN_RECEIVED (RFC 9293 3.10.7.4, RFC 5961 3.2:

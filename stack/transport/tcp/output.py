@@ -164,6 +164,21 @@ class TCBOutput(TCBState):
         self.t_rexmt = self.now() + self.rto
         self.rearm()
 
+    def output_soon(self) -> None:
+        """``output()``, or, inside a batch (stack/batch.py: a driver's receive batch, a
+        FUSE request's handler), once for this connection at the batch's end: one ACK
+        for a batch's segments, one send for a burst of ACKs, a WRITE's reply before
+        its segment."""
+        batch = self.proto.batch
+        if batch is not None and batch.depth:
+            batch.defer(id(self), self._batched_output)
+        else:
+            self.output()
+
+    def _batched_output(self) -> None:
+        if self.state != S.CLOSED:  # not reset or closed meanwhile
+            self.output()
+
     def output(self, retransmit_timeout: bool = False) -> None:
         """Send what the windows allow: recovery retransmissions, new data, FIN, ACKs."""
         now = self.now()

@@ -395,6 +395,9 @@ class TCBState:
     # -------------------------------------------- what the roles provide one another
     # Declared here so that each role module type-checks alone; TCB (tcb.py) lists the
     # roles before TCBState, so these are never the ones called.
+    def output_soon(self) -> None:
+        raise NotImplementedError  # output.py
+
     def output(self, retransmit_timeout: bool = False) -> None:
         raise NotImplementedError  # output.py
 

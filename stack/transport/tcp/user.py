@@ -26,7 +26,13 @@ class TCBUser(TCBState):
         self.sndbuf.append(data[:n] if n < len(data) else data)
         self.c["user_bytes_in"] += n
         if self.state in SEND_STATES:
-            self.output()
+            if self.flight():
+                # data in flight: its ACKs will clock this out anyway, so within a batch
+                # (a FUSE WRITE's handler) it goes after the reply, as Linux's autocork
+                # holds small writes behind data in flight
+                self.output_soon()
+            else:
+                self.output()  # an idle connection (a request, an echo): on the wire now
         return n
 
     def user_recv(self, n: int, peek: bool = False) -> bytes:
@@ -44,7 +50,7 @@ class TCBUser(TCBState):
         if self.window_update_needed():
             self.c["window_updates"] += 1
             self.ack_now = True
-            self.output()
+            self.output_soon()
         return data
 
     def _autotune_rcv(self) -> None:
