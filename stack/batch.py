@@ -12,22 +12,26 @@ Outside a batch (a driver without batches, loopback, a test feeding frames by ha
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from stack.counters import Counters, names
 
-BATCH_COUNTERS: frozenset[str] = names("batches deferred coalesced flushed")
+BATCH_COUNTERS: frozenset[str] = names("batches deferred coalesced flushed work_failed")
+
+log = logging.getLogger("io-pkt.batch")
 
 
 class RxBatch:
     """The stack's one receive-batch bracket (``Stack.rx_batch``)."""
 
-    __slots__ = ("depth", "pending", "counters")
+    __slots__ = ("depth", "pending", "counters", "_logged")
 
     def __init__(self) -> None:
         self.depth = 0
         self.pending: dict[int, Callable[[], None]] = {}
         self.counters = Counters("rx_batch", BATCH_COUNTERS)
+        self._logged = False
 
     @property
     def active(self) -> bool:
@@ -51,7 +55,16 @@ class RxBatch:
                 key = next(iter(pending))
                 fn = pending.pop(key)
                 c["flushed"] += 1
-                fn()
+                try:
+                    fn()
+                except Exception:
+                    # a protocol's bug must not take down the driver's receive task or
+                    # the FUSE session whose bracket this is: counted, logged once
+                    c["work_failed"] += 1
+                    if not self._logged:
+                        self._logged = True
+                        log.exception("deferred work %r failed (counted in "
+                                      "rx_batch.work_failed; logged once)", fn)
         finally:
             self.depth = 0
 

@@ -140,3 +140,17 @@ async def test_a_window_update_inside_a_batch_goes_at_its_end(
     batch.end()
     (update,) = rec.take()
     assert update.seg.ack == 1001 + n * MSS and proto.counters["window_updates"] == 1
+
+
+def test_deferred_work_that_raises_is_counted_and_the_rest_runs() -> None:
+    batch = RxBatch()
+    ran: list[int] = []
+
+    def broken() -> None:
+        raise RuntimeError("a protocol's bug")
+
+    batch.begin()
+    batch.defer(1, broken)
+    batch.defer(2, lambda: ran.append(2))
+    batch.end()  # does not raise
+    assert ran == [2] and batch.counters["work_failed"] == 1 and not batch.active
