@@ -17,6 +17,7 @@ import trio
 
 from stack.addr import v4, v4_bits
 from stack.counters import Counters
+from stack.icmp_common import ErrorRateLimit, PingWaiter
 from stack.inet.api import IPInfo
 from stack.inet.counters import ICMP_COUNTERS
 from stack.inet.wire import icmp as wicmp
@@ -59,21 +60,6 @@ class EchoReply:
     ident: int
 
 
-class _Waiter:
-    __slots__ = ("event", "reply", "error", "sent")
-
-    def __init__(self) -> None:
-        self.event = trio.Event()
-        self.reply: tuple[IPInfo, float, int] | None = None
-        self.error: BaseException | None = None
-        self.sent = 0.0
-
-    def fail(self, err: int) -> None:
-        if not self.event.is_set():
-            self.error = OSError(err, os.strerror(err))
-            self.event.set()
-
-
 class Icmp:
     def __init__(self, inet: IPv4Layer) -> None:
         self.inet = inet
@@ -84,10 +70,9 @@ class Icmp:
         self.k_burst = reg("net.inet.icmp.errburst", 50, "ICMP error burst (bucket size)", lo=1)
         self.k_bcastecho = reg("net.inet.icmp.bmcastecho", 0,
                                "answer echo requests sent to broadcast", lo=0, hi=1)
-        self._tokens = float(self.k_burst.value)
-        self.clock = time.monotonic  # the rate limiter's clock (tests freeze it)
-        self._last = self.clock()
-        self.waiters: dict[tuple[int, int], _Waiter] = {}
+        #: the error rate limit (its ``clock`` is what tests freeze)
+        self.limit = ErrorRateLimit(self.k_rate, self.k_burst)
+        self.waiters: dict[tuple[int, int], PingWaiter] = {}
         self._ident = os.getpid() & 0xFFFF
         self._seq = itertools.count(1)
 
@@ -181,19 +166,6 @@ class Icmp:
         h(t, code, v4(isrc), v4(idst), l4, extra)  # transports speak Addr (stack/network.py)
 
     # -- errors out ------------------------------------------------------------------
-    def _allow(self) -> bool:
-        rate = int(self.k_rate.value)
-        if rate <= 0:
-            return True
-        now = self.clock()
-        burst = float(self.k_burst.value)
-        self._tokens = min(burst, self._tokens + (now - self._last) * rate)
-        self._last = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
-
     def send_error(self, icmp_type: int, code: int, packet: memoryview, extra: int = 0,
                    *, src: int | None = None) -> bool:
         """Send an ICMP error about ``packet`` (the offending datagram from its IP header
@@ -218,7 +190,7 @@ class Icmp:
                                     wicmp.TIMESTAMP_REPLY):
             c["error_suppressed_icmp_error"] += 1
             return False
-        if not self._allow():
+        if not self.limit.allow():
             c["error_ratelimited"] += 1
             return False
         total = int.from_bytes(packet[2:4], "big")
@@ -266,7 +238,7 @@ class Icmp:
         seq = (next(self._seq) & 0xFFFF) if seq is None else seq & 0xFFFF
         key = (ident, seq)
         payload = bytes(i & 0xFF for i in range(size))
-        w = _Waiter()
+        w = PingWaiter()
         self.waiters[key] = w
         try:
             hdr = wicmp.build_header(wicmp.ECHO_REQUEST, 0, ident << 16 | seq, (payload,))

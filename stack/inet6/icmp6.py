@@ -22,6 +22,7 @@ import trio
 
 from stack.addr import Addr, format_addr
 from stack.counters import Counters
+from stack.icmp_common import ErrorRateLimit, PingWaiter
 from stack.inet6.counters import ICMP6_COUNTERS
 from stack.inet6.ifaddr import is_multicast6
 from stack.inet6.wire import icmp6 as w6
@@ -70,21 +71,6 @@ class EchoReply6:
     ident: int
 
 
-class _Waiter:
-    __slots__ = ("event", "reply", "error", "sent")
-
-    def __init__(self) -> None:
-        self.event = trio.Event()
-        self.reply: tuple[IPInfo, float, int] | None = None
-        self.error: BaseException | None = None
-        self.sent = 0.0
-
-    def fail(self, err: int) -> None:
-        if not self.event.is_set():
-            self.error = OSError(err, os.strerror(err))
-            self.event.set()
-
-
 class Icmp6:
     def __init__(self, ip6: IPv6Layer) -> None:
         self.ip6 = ip6
@@ -95,10 +81,9 @@ class Icmp6:
         self.k_burst = reg("net.inet6.icmp6.errburst", 50, "ICMPv6 error burst", lo=1)
         self.k_mcastecho = reg("net.inet6.icmp6.mcastecho", 1,
                                "answer echo requests sent to multicast groups", lo=0, hi=1)
-        self._tokens = float(self.k_burst.value)
-        self.clock = time.monotonic
-        self._last = self.clock()
-        self.waiters: dict[tuple[int, int], _Waiter] = {}
+        #: the error rate limit (its ``clock`` is what tests freeze)
+        self.limit = ErrorRateLimit(self.k_rate, self.k_burst)
+        self.waiters: dict[tuple[int, int], PingWaiter] = {}
         self._ident = os.getpid() & 0xFFFF
         self._seq = itertools.count(1)
 
@@ -212,19 +197,6 @@ class Icmp6:
         h(ctype, ccode, Addr(isrc), Addr(idst), l4, extra)
 
     # -- errors out ------------------------------------------------------------------
-    def _allow(self) -> bool:
-        rate = int(self.k_rate.value)
-        if rate <= 0:
-            return True
-        now = self.clock()
-        burst = float(self.k_burst.value)
-        self._tokens = min(burst, self._tokens + (now - self._last) * rate)
-        self._last = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
-
     def send_error(self, icmp_type: int, code: int, packet: memoryview, extra: int = 0,
                    *, multicast_ok: bool = False) -> bool:
         """An ICMPv6 error about ``packet`` (the offending datagram from its IPv6 header
@@ -244,7 +216,7 @@ class Icmp6:
                 (packet[HLEN] < 128 or packet[HLEN] in w6.ND_TYPES):
             c["error_suppressed_icmp_error"] += 1  # not about errors (nor ND)
             return False
-        if not self._allow():
+        if not self.limit.allow():
             c["error_ratelimited"] += 1
             return False
         quote = packet[:MAX_QUOTE]
@@ -281,7 +253,7 @@ class Icmp6:
         seq = (next(self._seq) & 0xFFFF) if seq is None else seq & 0xFFFF
         key = (ident, seq)
         payload = bytes(i & 0xFF for i in range(size))
-        w = _Waiter()
+        w = PingWaiter()
         self.waiters[key] = w
         ip6 = self.ip6
         try:

@@ -122,7 +122,7 @@ async def test_parameter_problems_rate_limited(two_if_stack) -> None:
     st, f0, _ = two_if_stack
     await learn_peer(f0)
     now = time.monotonic()
-    st.inet.icmp.clock = lambda: now  # time stands still while the 200 arrive
+    st.inet.icmp.limit.clock = lambda: now  # time stands still while the 200 arrive
     burst = int(st.sysctl["net.inet.icmp.errburst"])
     for i in range(200):
         f0.inject(eth(echo(BAD["length_past_header"][0], seq=i)))

@@ -288,7 +288,7 @@ async def test_protocol_unreachable_and_rate_limit(two_if_stack) -> None:
     # whole seconds ahead of the limiter's own clock, and steps that are exact in binary
     # floating point (0.125 s), so refills are exact token counts
     now = [float(int(time.monotonic())) + 1.0]
-    st.inet.icmp.clock = lambda: now[0]  # time stands still while the 200 arrive
+    st.inet.icmp.limit.clock = lambda: now[0]  # time stands still while the 200 arrive
     frame = eth(IP(src="10.0.0.2", dst="10.0.0.1", proto=99) / b"abcdefgh")
     for _ in range(200):
         f0.inject(frame)
