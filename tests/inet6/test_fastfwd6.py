@@ -5,22 +5,15 @@ not take (hop limit 1, too big, hop-by-hop options) still get the IP layer's ans
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
-import trio
 
 from stack.addr import Prefix, parse_addr
 from stack.core import Stack
 from stack.l2.iface import IFF_UP
 from tests.conftest import NetNS, needs_tun, running_stack
+from tests.inet6.kit6 import run
 
 pytestmark = [needs_tun, pytest.mark.root]
-
-
-async def run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
-    return await trio.run_process(list(cmd), capture_stdout=True, capture_stderr=True,
-                                  check=check)
 
 
 async def side(st: Stack, ns: NetNS, ifname: str, net: str) -> None:

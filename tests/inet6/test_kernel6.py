@@ -4,8 +4,6 @@ for routing header type 0. Every address lives in a namespace the test creates."
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 import trio
 
@@ -14,17 +12,9 @@ from stack.core import Stack
 from stack.inet6.ifaddr import eui64
 from stack.l2.iface import IFF_UP
 from tests.conftest import NetNS, needs_tun, running_stack
+from tests.inet6.kit6 import nsrun, run
 
 pytestmark = [needs_tun, pytest.mark.root]
-
-
-async def run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
-    return await trio.run_process(list(cmd), capture_stdout=True, capture_stderr=True,
-                                  check=check)
-
-
-async def nsrun(ns: NetNS, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
-    return await run("ip", "netns", "exec", ns.name, *cmd, check=check)
 
 
 async def link6(st: Stack, ns: NetNS, ifname: str, stack_cidr: str, kernel_cidr: str) -> None:

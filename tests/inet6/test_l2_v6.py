@@ -6,25 +6,19 @@ peer is a raw socket in the namespace)."""
 
 from __future__ import annotations
 
-import subprocess
 import textwrap
 
 import pytest
-import trio
 
 from stack.addr import Prefix, parse_addr
 from stack.l2.bridge import create_bridge
 from stack.l2.iface import IFF_UP
 from stack.l2.vlan import create_vlan
 from tests.conftest import needs_tun, running_stack
+from tests.inet6.kit6 import run
 from tests.l2.helpers import PY, mac_of
 
 pytestmark = [needs_tun, pytest.mark.root]
-
-
-async def run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
-    return await trio.run_process(list(cmd), capture_stdout=True, capture_stderr=True,
-                                  check=check)
 
 
 async def test_bridge_carries_ipv6_and_has_its_own_addresses(netns_factory) -> None:
