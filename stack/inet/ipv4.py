@@ -49,7 +49,14 @@ from stack.inet.wire.ipv4 import (
 )
 from stack.l2.ether import ETHERTYPE_IPV4
 from stack.l2.fastfwd import FastForward
-from stack.l2.gso import GsoError, clamp_gso_size, complete_csum, device_finishes, segment_ip
+from stack.l2.gso import (
+    GSO_FEATURE,
+    GsoError,
+    clamp_gso_size,
+    complete_csum,
+    device_finishes,
+    segment_ip,
+)
 from stack.l2.iface import IFF_LOOPBACK, Interface, parse_mac
 from stack.packet import GSO_NONE, Buffer, Packet, TxMeta
 from stack.pfil import Pfil, Reroute
@@ -285,6 +292,7 @@ class IPv4Layer:
         assert iface is not None
         if ttl is None:
             ttl = 1 if d >> 28 == 14 else int(self.k_ttl.value)
+        fresh = ident is None
         if ident is None:
             self._ident = ident = (self._ident + 1) & 0xFFFF
         if d >> 28 == 14:
@@ -298,6 +306,10 @@ class IPv4Layer:
         ihl = HLEN + len(options)
         total = ihl + plen
         gso = meta is not None and meta.gso_type != GSO_NONE
+        if gso and fresh and meta.gso_size > 0:  # type: ignore[union-attr]
+            # the segments take ids ident, ident + 1... (Linux's ip_select_ident_segs)
+            segs = -(-(plen - meta.hdr_len) // meta.gso_size)  # type: ignore[union-attr]
+            self._ident = (ident + segs - 1) & 0xFFFF
         if self.prefrag:  # output hooks before fragmentation (may re-route): see there
             if total > 65535:
                 c["out_drop_too_long"] += 1
@@ -306,7 +318,9 @@ class IPv4Layer:
             return self._prefrag_output(iface, nexthop, [hdr, *payload], meta, ihl, bcast, mtu,
                                         (self._local_unreach, (proto, s, d, payload, on_error)),
                                         None)
-        if total > mtu and not (gso and "tso4" in iface.offloads):
+        # a super-segment (TSO) or super-datagram (USO) the interface cuts is not
+        # fragmented: its pieces fit the MTU (the transport chose gso_size so)
+        if total > mtu and not (gso and GSO_FEATURE.get(meta.gso_type, "") in iface.offloads):  # type: ignore[union-attr]
             if df or gso:
                 c["out_drop_df_too_big"] += 1
                 return errno.EMSGSIZE

@@ -53,7 +53,14 @@ from stack.inet6.wire.ipv6 import (
     walk_chain,
 )
 from stack.l2.ether import ETHERTYPE_IPV6
-from stack.l2.gso import GsoError, clamp_gso_size, complete_csum, device_finishes, segment_ip
+from stack.l2.gso import (
+    GSO_FEATURE,
+    GsoError,
+    clamp_gso_size,
+    complete_csum,
+    device_finishes,
+    segment_ip,
+)
 from stack.l2.iface import IFF_LOOPBACK, Interface
 from stack.network import IPInfo
 from stack.packet import GSO_NONE, Buffer, Packet, TxMeta
@@ -300,7 +307,9 @@ class IPv6Layer:
         if self.prefrag:  # output hooks before fragmentation (IPsec; may re-route): see there
             return self._prefrag_output(iface, nexthop, s, d, first_nh, ext, payload, plen,
                                         mtu, ttl, tos, df, meta, ident, fail)
-        if HLEN + plen > mtu and not (gso and "tso6" in iface.offloads):
+        # a super-segment (TSO) or super-datagram (USO) the interface cuts is not
+        # fragmented: its pieces fit the MTU (the transport chose gso_size so)
+        if HLEN + plen > mtu and not (gso and GSO_FEATURE.get(meta.gso_type, "") in iface.offloads):  # type: ignore[union-attr]
             if df or gso:
                 c["out_drop_too_big"] += 1
                 return errno.EMSGSIZE

@@ -173,6 +173,9 @@ class UDPEndpoint(_Wrapped):
     def send_nowait(self, data: memoryview, addr: Address | None = None) -> int:
         return int(self.s.sendto_nowait(data, addr))
 
+    def send_many_nowait(self, datas: list[memoryview], addr: Address | None = None) -> int:
+        return int(self.s.sendmany_nowait(datas, addr))  # USO when it can (udp.send_many)
+
     def recv_nowait(self, size: int, peek: bool = False) -> tuple[bytes, Address | None]:
         data, addr = self.s.recvfrom_nowait(size, peek=peek)
         return data, addr

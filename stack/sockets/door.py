@@ -328,33 +328,75 @@ class SocketHandle(Handle):
         """A message-mode write: each iop_msg record is one datagram to its address (or
         the connected peer). The first waits for room as a write does and raises its
         error; a later one that would block, fails or is malformed ends the batch
-        there: the bytes of the records sent are returned (as sendmmsg's count)."""
+        there: the bytes of the records sent are returned (as sendmmsg's count).
+
+        Consecutive records to one destination with equal lengths (the last of them may
+        be shorter) go to the transport together (``Endpoint.send_many_nowait``): UDP
+        sends such a run as one super-datagram when the interface segments UDP (USO,
+        stack/transport/udp.py ``send_many``)."""
         c = self.table.counters
         c["msg_writes"] += 1
         total = len(data)
-        off = count = 0
-        conn = self.conn
+        off = 0
+        # parse first (no side effects): the records up to a malformed one or the cap
+        recs: list[tuple[Address | None, memoryview, int]] = []
+        parse = self._parse_record
         while off < total:
-            if count >= abi.IOP_MSG_MAXCOUNT:
+            if len(recs) >= abi.IOP_MSG_MAXCOUNT:
                 c["msg_write_capped"] += 1
                 break
             try:
-                dest, payload, end = self._parse_record(data, off)
+                rec = parse(data, off)
             except OSError:
                 c["msg_malformed"] += 1
-                if not count:
+                if not recs:
                     raise
                 break
-            if count:
-                try:
-                    conn.ep.send_nowait(payload, dest)
-                except OSError:  # would block, or failed: the next write says which
+            recs.append(rec)
+            off = min(abi.msg_pad(rec[2]), total)
+        conn = self.conn
+        ep = conn.ep
+        off = count = i = 0
+        n = len(recs)
+        while i < n:
+            dest, first, _end = recs[i]
+            size = len(first)
+            j = i + 1
+            # a run: the same destination (the decoded address is cached: usually the
+            # same object), every record but the last of it ``size`` bytes
+            while j < n:
+                d, p, _e = recs[j]
+                if (d is not dest and d != dest) or len(p) > size:
+                    break
+                j += 1
+                if len(p) < size:
+                    break
+            try:
+                if j - i > 1:
+                    sent = ep.send_many_nowait([r[1] for r in recs[i:j]], dest)
+                elif count:
+                    ep.send_nowait(first, dest)
+                    sent = 1
+                else:
+                    await send(conn, first, dest, nonblock)
+                    sent = 1
+            except BlockingIOError:
+                if count:
                     c["msg_write_short"] += 1
                     break
-            else:
-                await send(conn, payload, dest, nonblock)
-            count += 1
-            off = min(abi.msg_pad(end), total)
+                await send(conn, first, dest, nonblock)  # waits for room as a write does
+                sent = 1
+            except OSError:  # failed: the first raises, a later one's next write says
+                if not count:
+                    raise
+                c["msg_write_short"] += 1
+                break
+            count += sent
+            off = min(abi.msg_pad(recs[i + sent - 1][2]), total)
+            if sent < j - i:
+                c["msg_write_short"] += 1
+                break
+            i += sent
         c["msg_write_records"] += count
         if count > 1:
             c["msg_write_batches"] += 1

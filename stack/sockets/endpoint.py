@@ -71,6 +71,21 @@ class Endpoint(abc.ABC):
     @abc.abstractmethod
     def send_nowait(self, data: memoryview, addr: Address | None = None) -> int: ...
 
+    def send_many_nowait(self, datas: list[memoryview], addr: Address | None = None) -> int:
+        """Datagrams to one destination (a message-mode write's run of records): how
+        many went. The first's error raises; a later one's ends the run (sendmmsg).
+        A transport that can send them at once (UDP's USO) overrides this."""
+        sent = 0
+        for d in datas:
+            try:
+                self.send_nowait(d, addr)
+            except OSError:
+                if not sent:
+                    raise
+                break
+            sent += 1
+        return sent
+
     @abc.abstractmethod
     def recv_nowait(self, size: int, peek: bool = False) -> tuple[bytes, Address | None]:
         """Stream: up to ``size`` bytes (``b""`` at EOF). Datagram: one datagram cut

@@ -25,6 +25,9 @@ UDP_COUNTERS: frozenset[str] = SOCKETS | PORTS | names("""
     no_port icmp_port_unreach_sent icmp_port_unreach_suppressed
     bind_addrinuse send_too_big send_broadcast_denied send_noroute send_errors
     send_family_mismatch
+    uso_batches uso_segments uso_split uso_fallback_sizes uso_fallback_no_checksum
+    uso_fallback_no_offload uso_fallback_broadcast uso_fallback_scoped uso_fallback_mtu
+    uso_fallback_too_long
 """) | frozenset(f"icmp_error_{n}" for n in ERRNO_NAMES)
 
 RAW_COUNTERS: frozenset[str] = SOCKETS | names("""

@@ -11,7 +11,7 @@ import select
 import socket as _s
 import struct
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
@@ -28,7 +28,8 @@ from stack.addr import (
 )
 from stack.counters import Counters
 from stack.multicast import MulticastHost, SocketMulticast
-from stack.network import IPInfo, NetworkLayer, scope_ifname, scoped_source
+from stack.network import IPInfo, NetworkLayer, net_header_len, scope_ifname, scoped_source
+from stack.packet import GSO_UDP_L4, Buffer, TxMeta
 from stack.sysctl import Sysctl
 from stack.transport import ip6opt, mcast, mcast6
 from stack.transport.counters import UDP_COUNTERS
@@ -46,11 +47,14 @@ from stack.transport.sockaddr import (
 from stack.transport.sockopt import fire_change, get_ip_option, set_ip_option
 from stack.transport.sockopt import sock_error as _err
 from stack.transport.wire import udp as wire
-from stack.transport.wire.checksum import ParseError, checksum, verify
+from stack.transport.wire.checksum import ParseError, checksum, fold, verify
 
 IPPROTO_UDP = 17
 POLLIN = select.POLLIN | select.POLLRDNORM
 POLLOUT = select.POLLOUT | select.POLLWRNORM
+#: the most datagrams one USO super-datagram carries (Linux's UDP_MAX_SEGMENTS, 64
+#: before 6.13; tun's virtio_net_hdr_to_skb refuses more than that many gso_size pieces)
+USO_MAX_SEGMENTS = 64
 
 
 
@@ -192,6 +196,17 @@ class UDPSocket:
             raise _err(err)
 
     def sendto_nowait(self, data: bytes | bytearray | memoryview, address: SockAddr | None = None) -> int:
+        raddr, rport, ifname = self._destination(address)
+        return self.proto.send(self, data, raddr, rport, ifname)
+
+    def sendmany_nowait(self, datas: Sequence[Buffer], address: SockAddr | None = None) -> int:
+        """Datagrams to one destination (sendmmsg's run of equal addresses): how many
+        went; the first's error raises (``UDPProto.send_many``)."""
+        raddr, rport, ifname = self._destination(address)
+        return self.proto.send_many(self, datas, raddr, rport, ifname)
+
+    def _destination(self, address: SockAddr | None) -> tuple[Addr, int, str | None]:
+        """(address, port, scope interface) a send goes to: ``address``, or the peer."""
         self._check()
         self._take_error()
         if address is None:
@@ -206,7 +221,7 @@ class UDPSocket:
             if rport == 0:
                 raise _err(errno.EINVAL, "destination port 0")
             ifname = scope_ifname(self.proto.inet, scope) if scope else None
-        return self.proto.send(self, data, raddr, rport, ifname)
+        return raddr, rport, ifname
 
     async def sendto(self, data: bytes | bytearray | memoryview, address: SockAddr | None = None) -> int:
         await trio.lowlevel.checkpoint()
@@ -390,12 +405,12 @@ class UDPProto:
             sock.bound = False
 
     # ------------------------------------------------------------- output
-    def send(self, sock: UDPSocket, data: bytes | bytearray | memoryview, raddr: Addr,
-             rport: int, ifname: str | None = None) -> int:
-        """One datagram to ``raddr``; ``ifname``: the interface a link-local
-        destination's scope id names."""
+    def _route(self, sock: UDPSocket, n: int, raddr: Addr,
+               ifname: str | None) -> tuple[Addr, str | None, bool]:
+        """The checks every send makes for ``n`` bytes to ``raddr`` (size, broadcast
+        permission, binding, family) and the source it goes from: (source, interface,
+        to a group). Raises the socket error."""
         c = self.counters
-        n = len(data)
         if n > self.cfg.maxdgram:
             c["send_too_big"] += 1
             raise _err(errno.EMSGSIZE)
@@ -423,6 +438,15 @@ class UDPProto:
             if laddr is None:
                 c["send_noroute"] += 1
                 raise _err(errno.ENETUNREACH)
+        return laddr, ifname, group
+
+    def send(self, sock: UDPSocket, data: bytes | bytearray | memoryview, raddr: Addr,
+             rport: int, ifname: str | None = None) -> int:
+        """One datagram to ``raddr``; ``ifname``: the interface a link-local
+        destination's scope id names."""
+        c = self.counters
+        n = len(data)
+        laddr, ifname, group = self._route(sock, n, raddr, ifname)
         payload = bytes(data)  # the datagram must outlive the caller's buffer
         hdr = wire.emit_header(sock.lport, rport, n)
         if self.cfg.checksum:
@@ -443,6 +467,110 @@ class UDPProto:
         c["datagrams_out"] += 1
         c["bytes_out"] += n
         return n
+
+    def send_many(self, sock: UDPSocket, datas: Sequence[Buffer], raddr: Addr, rport: int,
+                  ifname: str | None = None) -> int:
+        """Datagrams ``datas`` to one destination; returns how many went (the first's
+        error raises, a later one's ends the batch: sendmmsg's semantics).
+
+        Equal-sized datagrams (the last may be shorter) leave as one UDP super-datagram
+        when the route's interface segments UDP (USO: Linux's UDP_SEGMENT, gso_type
+        GSO_UDP_L4): one UDP header whose length and CHECKSUM_PARTIAL pseudo-header sum
+        are the whole datagram's (Linux's udp_send_skb + udp4_hwcsum), ``gso_size`` the
+        payload of each datagram without its UDP header, at most UDP_MAX_SEGMENTS (64)
+        of them (a longer run is cut in such pieces), each small enough for the path MTU:
+        the device (or the kernel behind a TAP) cuts it into the datagrams, with their
+        lengths and checksums. One trip through IP and layer 2 instead of N. Anything
+        else goes one by one (``uso_fallback_<why>``)."""
+        k = len(datas)
+        if k == 0:
+            return 0
+        if k == 1:
+            self.send(sock, datas[0], raddr, rport, ifname)
+            return 1
+        c = self.counters
+        seg = len(datas[0])
+        total = 0
+        for d in datas:
+            total += len(d)
+        if k > USO_MAX_SEGMENTS:  # in super-datagrams of 64 (sendmmsg takes up to 1024)
+            c["uso_split"] += 1
+            sent = 0
+            for i in range(0, k, USO_MAX_SEGMENTS):
+                part = datas[i:i + USO_MAX_SEGMENTS]
+                try:
+                    n = self.send_many(sock, part, raddr, rport, ifname)
+                except OSError:
+                    if not sent:
+                        raise
+                    break
+                sent += n
+                if n < len(part):
+                    break
+            return sent
+        if seg == 0 or not 0 < len(datas[-1]) <= seg \
+                or any(len(d) != seg for d in datas[1:-1]):
+            c["uso_fallback_sizes"] += 1  # GSO cuts gso_size pieces: only the last shorter
+        elif not self.cfg.checksum:
+            c["uso_fallback_no_checksum"] += 1  # Linux: UDP_SEGMENT without checksums is EIO
+        elif not {"uso", "csum"} <= self.inet.route_offloads(raddr):
+            c["uso_fallback_no_offload"] += 1
+        else:
+            return self._send_uso(sock, datas, seg, total, raddr, rport, ifname)
+        return self._send_each(sock, datas, raddr, rport, ifname)
+
+    def _send_each(self, sock: UDPSocket, datas: Sequence[Buffer], raddr: Addr, rport: int,
+                   ifname: str | None) -> int:
+        """One by one: the first's error raises, a later one's ends the batch."""
+        sent = 0
+        for d in datas:
+            try:
+                self.send(sock, d, raddr, rport, ifname)
+            except OSError:
+                if not sent:
+                    raise
+                break
+            sent += 1
+        return sent
+
+    def _send_uso(self, sock: UDPSocket, datas: Sequence[Buffer], seg: int, total: int,
+                  raddr: Addr, rport: int, ifname: str | None) -> int:
+        c = self.counters
+        laddr, ifname, group = self._route(sock, seg, raddr, ifname)
+        hlen = net_header_len(raddr)
+        if group or self.inet.is_broadcast(raddr):
+            c["uso_fallback_broadcast"] += 1  # the group paths (mcast.send) send each
+            return self._send_each(sock, datas, raddr, rport, ifname)
+        if ifname is not None:
+            c["uso_fallback_scoped"] += 1  # route_offloads judged the routed interface
+            return self._send_each(sock, datas, raddr, rport, ifname)
+        if hlen + 8 + seg > self.inet.route_mtu(raddr):
+            c["uso_fallback_mtu"] += 1  # each datagram would be IP-fragmented
+            return self._send_each(sock, datas, raddr, rport, ifname)
+        ulen = 8 + total
+        if ulen > 65535 - (hlen if hlen == 20 else 0):
+            c["uso_fallback_too_long"] += 1  # IPv4 total / IPv6 payload length > 65535
+            return self._send_each(sock, datas, raddr, rport, ifname)
+        hdr = wire.emit_header(sock.lport, rport, total)
+        # CHECKSUM_PARTIAL: the field holds the pseudo-header sum over the whole UDP
+        # length (as the length field); segmentation swaps in each datagram's length
+        pseudo = fold(pseudo_header_sum(laddr, raddr, IPPROTO_UDP, ulen))
+        hdr[6] = pseudo >> 8
+        hdr[7] = pseudo & 0xFF
+        meta = TxMeta(csum_start=0, csum_offset=6, needs_csum=True, gso_type=GSO_UDP_L4,
+                      gso_size=seg, hdr_len=8)
+        payload = b"".join(datas)  # one copy: the buffers must outlive the caller's
+        err = self.inet.output(laddr, raddr, IPPROTO_UDP, [hdr, payload], ttl=sock.ttl,
+                               tos=sock.tos, df=sock.df, meta=meta, ifname=ifname)
+        if err:
+            c["send_errors"] += 1
+            raise _err(err)
+        k = len(datas)
+        c["uso_batches"] += 1
+        c["uso_segments"] += k
+        c["datagrams_out"] += k
+        c["bytes_out"] += total
+        return k
 
     # ------------------------------------------------------------- input
     def input(self, info: IPInfo) -> None:
