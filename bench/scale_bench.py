@@ -158,13 +158,8 @@ async def stack_conns10k(p: Params) -> dict[str, Any]:
         await trio.sleep(0.2)
         base = wl.rss_mb()
 
-        async def acceptor() -> None:
-            while True:
-                conn, _ = await ls.accept()
-                conns.append(conn)
-
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(acceptor)
+            nursery.start_soon(wl.hold_accepted, ls, conns)
             c0, t0 = wl.cpu_s(), trio.current_time()
             async with wl.spawn("bench.scale_bench", "hold", wl.SIP, SCALE_PORT,
                                 p.scale_conns, *sources, ns=ns) as h:

@@ -139,13 +139,8 @@ async def stack_idle(p: Params) -> dict[str, Any]:
         ls.listen(1024)
         conns: list[Any] = []
 
-        async def acceptor() -> None:
-            while True:
-                conn, _ = await ls.accept()
-                conns.append(conn)
-
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(acceptor)
+            nursery.start_soon(wl.hold_accepted, ls, conns)
             async with wl.peer("hold", wl.SIP, 5941, p.conns, ns=ns) as h:
                 await h.ready(timeout=120)
                 with trio.move_on_after(30):

@@ -830,6 +830,14 @@ def kernel_fuse_bulk(p: Params) -> dict[str, Any]:
 
 
 # -- RSS with N idle connections ------------------------------------------------------
+async def hold_accepted(ls: Any, conns: list[Any]) -> None:
+    """Accept on the in-stack listener ``ls`` for ever, keeping every connection in
+    ``conns`` (the rows that hold N connections run it in their nursery)."""
+    while True:
+        conn, _ = await ls.accept()
+        conns.append(conn)
+
+
 def rss_mb() -> float:
     with open("/proc/self/status") as f:
         for line in f:
@@ -849,13 +857,8 @@ async def stack_rss(p: Params) -> dict[str, Any]:
         gc.collect()
         base = rss_mb()
 
-        async def acceptor() -> None:
-            while True:
-                conn, _ = await ls.accept()
-                conns.append(conn)
-
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(acceptor)
+            nursery.start_soon(hold_accepted, ls, conns)
             c0 = cpu_s()
             async with peer("hold", SIP, 5601, p.conns, ns=ns) as h:
                 await h.ready(timeout=120)

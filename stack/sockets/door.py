@@ -139,27 +139,27 @@ class SocketHandle(Handle):
         self.recv_flags = 0
         return data
 
-    async def _read(self, size: int, nonblock: bool, peek: bool, deadline: float) -> bytes:
-        conn = self.conn
-        try:  # what is queued is taken without a cancel scope (the common case)
+    def _take(self, size: int, nonblock: bool, peek: bool) -> bytes | None:
+        """What is queued (``b""``: EOF), None when nothing is (EAGAIN if ``nonblock``)."""
+        try:
             data, addr = self.ep.recv_nowait(size, peek)
         except BlockingIOError:
             if nonblock:
                 raise _eagain("no data") from None
-        else:
-            if addr is not None:
-                self.last_from = addr
+            return None
+        if addr is not None:
+            self.last_from = addr
+        return data
+
+    async def _read(self, size: int, nonblock: bool, peek: bool, deadline: float) -> bytes:
+        conn = self.conn
+        data = self._take(size, nonblock, peek)  # the common case: no cancel scope
+        if data is not None:
             return data
         with trio.move_on_at(deadline) as scope:
             while True:
-                try:
-                    data, addr = self.ep.recv_nowait(size, peek)
-                except BlockingIOError:
-                    if nonblock:
-                        raise _eagain("no data") from None
-                else:
-                    if addr is not None:
-                        self.last_from = addr
+                data = self._take(size, nonblock, peek)
+                if data is not None:
                     return data
                 if conn.closed:
                     return b""
