@@ -64,10 +64,12 @@ ROWS: list[tuple[str, str, str, str, str]] = [
     ("fuse_bulk", "gb_s", "FUSE 128 KiB writes", "GB/s", ">= 1"),
     ("rss", "mb", "RSS holding 1,000 idle TCP connections", "MB", "<= 100"),
     ("idle", "pct", "CPU holding 1,000 idle TCP connections", "% of a core", "< 1"),
-    # scale (issue 21): 10,000 held connections; churn is a soak (--long / --only churn)
+    # scale (issue 21): 10,000 held connections; the churns are soaks (--long / --only)
     ("conns10k", "mb", "RSS holding 10,000 TCP connections, files mounted", "MB", "<= 120"),
     ("churn", "rate", "TCP connection churn (connect, 1 KB each way, close), soak", "conn/s",
      "RSS ≤ +5 %, fds flat after 10 s"),
+    ("churn_files", "rate", "TCP connection churn, echo server via files (libsocket), soak",
+     "conn/s", "RSS ≤ +5 %, fds, FUSE handles, socket table flat after 10 s"),
     # IPv6: each within 10 % of its IPv4 row in the same run (the note gives the ratio)
     ("ping6", "p50", "ping6 RTT kernel→stack p50", "µs", "<= 1.1 × IPv4"),
     ("tcp6_rx", "mbps", "TCPv6 bulk kernel→stack, in-stack sink", "Mbit/s", ">= 0.9 × IPv4"),
@@ -93,7 +95,7 @@ IN_STACK_ROW = {"udp_files": "udp", "udp_rr": "udp"}
 NO_FLOOR = "no floor program"
 NAMES = list(WORKLOADS)
 #: soak workloads: run with --long or --only NAME, never in the short or smoke run
-SOAK = {"churn"}
+SOAK = {"churn", "churn_files"}
 #: the kernel ceiling of these workloads is the same measurement: run it once
 SHARED_KERNEL = {"tcp_rx": "tcp", "tcp_tx": "tcp", "files_rx": "tcp", "files_tx": "tcp",
                  "tcp6_rx": "tcp6", "tcp6_tx": "tcp6", "files6_rx": "tcp6", "files6_tx": "tcp6",
@@ -181,7 +183,7 @@ def worker_timeout(name: str, p: Params) -> float:
         return 60 + p.runs * (60 + p.conns * 0.05)
     if name == "conns10k":
         return 90 + p.scale_conns * 0.02
-    if name == "churn":  # one soak run, whatever ``runs`` says
+    if name in ("churn", "churn_files"):  # one soak run, whatever ``runs`` says
         return 90 + p.churn_seconds * 1.5
     if name == "idle":
         return 90 + p.conns * 0.05 + p.runs * (p.idle_seconds + 5)

@@ -12,6 +12,14 @@
   EOF); connections/s. Every second the worker samples its own RSS, its open fds
   (/proc/self/fd) and the stack's TCP connection table (TIME_WAIT records apart);
   "met" is RSS growth from 10 s to the end ≤ CHURN_RSS_GROWTH and the fd count flat.
+* ``churn_files`` (a soak row too: ``--long`` or ``--only churn_files``): the same
+  clients against an echo server on rmgr.libsocket through the stack's files (``python
+  -m bench.scale_bench churn-server``, a child process of the worker with SOCK= the
+  stack's prefix: one acceptor thread, a thread per accepted connection), where fd or
+  FUSE-handle leaks would show. Every second the worker also samples the socket door's
+  table (st.sockets: open sockets, unclaimed accepts) and the FUSE session's open
+  handles and known inodes; "met" is churn's plus the handles, the table and the inodes
+  flat (within CHURN_INFLIGHT of their count at 10 s).
 
 The client programs are in this module too (``python -m bench.scale_bench MODE ...``):
 plain blocking stdlib sockets, JSON lines on stdout, as bench/peer.py's.
@@ -26,6 +34,7 @@ import resource
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -46,6 +55,11 @@ CHURN_RSS_GROWTH = 0.05
 #: pipes are this process's fds too), so the count should not move at all; 2 covers an
 #: fd that a sampling moment may catch in passing (a FUSE request's, trio's wake-up)
 CHURN_FD_TOLERANCE = 2
+#: churn_files, met: open FUSE handles, socket-table entries and known inodes at the end
+#: within this of their count at 10 s. A sample catches connections in flight (each
+#: client's: the accepted socket's handle and table entry, one more queued for accept);
+#: a leak of one per connection would be thousands
+CHURN_INFLIGHT = 2 * CHURN_WORKERS
 #: local port range in the client's namespace: 10,000 connections from one address
 PORT_RANGE = "10000 65000"
 PORTS_PER_ADDR = 50000
@@ -107,6 +121,57 @@ def churn(host: str, port: int, seconds: float, size: int) -> None:
     out({"count": count, "seconds": time.perf_counter() - t0})
 
 
+def churn_server(port: int, size: int) -> None:
+    """The churn_files echo server, on rmgr.libsocket (SOCK= the stack's prefix): a thread
+    per accepted connection reads ``size`` bytes, sends them back, closes at the client's
+    EOF. Prints ready (with its open fds); at stdin's EOF (the clients are done) prints
+    ``{"accepted", "errors", "fds_ready", "fds_end"}`` and exits."""
+    import threading
+
+    from rmgr import libsocket
+
+    ls = libsocket.socket()
+    ls.setsockopt(libsocket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("0.0.0.0", port))
+    ls.listen(1024)
+    fds_ready = fd_count()
+    counts = {"accepted": 0, "errors": 0}
+    lock = threading.Lock()
+
+    def echo(c: Any) -> None:
+        try:
+            got = bytearray()
+            while len(got) < size:
+                d = c.recv(65536)
+                if not d:
+                    break
+                got += d
+            if got:
+                c.sendall(bytes(got))
+            while c.recv(65536):
+                pass
+        except OSError:
+            with lock:
+                counts["errors"] += 1
+        finally:
+            c.close()
+
+    def acceptor() -> None:
+        while True:
+            c, _ = ls.accept()
+            with lock:
+                counts["accepted"] += 1
+            threading.Thread(target=echo, args=(c,), daemon=True).start()
+
+    threading.Thread(target=acceptor, daemon=True).start()
+    out({"ready": True, "fds": fds_ready})
+    sys.stdin.read()
+    time.sleep(0.2)  # the last connections' threads close
+    with lock:
+        out({**counts, "fds_ready": fds_ready, "fds_end": fd_count()})
+    os._exit(0)  # the acceptor thread blocks in accept
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     mode = args.pop(0)
@@ -114,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         hold(args[0], int(args[1]), int(args[2]), args[3:])
     elif mode == "churn":
         churn(args[0], int(args[1]), float(args[2]), int(args[3]))
+    elif mode == "churn-server":
+        churn_server(int(args[0]), int(args[1]))
     else:
         raise SystemExit(f"unknown mode {mode}")
     return 0
@@ -210,6 +277,49 @@ async def _echo_1k(conn: Any, size: int) -> None:
         conn.close()
 
 
+async def _churn_clients(p: Params, ns: str, sample: Callable[[float], None]
+                         ) -> tuple[list[dict[str, Any]], float]:
+    """CHURN_WORKERS kernel churn clients in ``ns`` against the stack's CHURN_PORT for
+    ``churn_seconds``, ``sample(t0)`` called every second while every client runs (their
+    pipes are open fds of this process too); (the clients' results, CPU seconds used)."""
+    from bench import workloads as wl
+
+    results: list[dict[str, Any]] = []
+
+    async def sampler(t0: float) -> None:
+        while trio.current_time() - t0 <= p.churn_seconds - 0.5:
+            sample(t0)
+            await trio.sleep(1.0)
+
+    async def client() -> None:
+        async with wl.spawn("bench.scale_bench", "churn", wl.SIP, CHURN_PORT,
+                            p.churn_seconds, CHURN_SIZE, ns=ns) as cl:
+            results.append(await cl.line(timeout=p.churn_seconds + 60))
+
+    async with trio.open_nursery() as nursery:
+        gc.collect()
+        t0, c0 = trio.current_time(), wl.cpu_s()
+        nursery.start_soon(sampler, t0)
+        async with trio.open_nursery() as clients:
+            for _ in range(CHURN_WORKERS):
+                clients.start_soon(client)
+        used = wl.cpu_s() - c0
+        nursery.cancel_scope.cancel()
+    return results, used
+
+
+def _churn_rate(results: list[dict[str, Any]]) -> tuple[int, float]:
+    """(connections completed, connections/s over the longest client's time)."""
+    count = sum(int(r["count"]) for r in results)
+    return count, count / max(float(r["seconds"]) for r in results)
+
+
+def _at_warmup(p: Params, samples: list[tuple[Any, ...]]) -> tuple[Any, ...]:
+    """The first sample at CHURN_WARMUP (or a sixth of a shorter soak)."""
+    at = min(CHURN_WARMUP, p.churn_seconds / 6)
+    return next((s for s in samples if s[0] >= at), samples[0])
+
+
 async def stack_churn(p: Params) -> dict[str, Any]:
     """CHURN_WORKERS kernel clients churn connections to an in-stack echo server for
     ``churn_seconds``; RSS, fds and the TCP table sampled every second."""
@@ -226,7 +336,6 @@ async def stack_churn(p: Params) -> dict[str, Any]:
         #: (s since start, RSS MB, open fds, live TCP connections, TIME_WAIT records)
         samples: list[tuple[float, float, int, int, int]] = []
         accepted = [0]
-        results: list[dict[str, Any]] = []
 
         def sample(t0: float) -> None:
             samples.append((trio.current_time() - t0, wl.rss_mb(), fd_count(),
@@ -238,33 +347,13 @@ async def stack_churn(p: Params) -> dict[str, Any]:
                 accepted[0] += 1
                 nursery.start_soon(_echo_1k, conn, CHURN_SIZE)
 
-        async def sampler(t0: float) -> None:
-            # while every client runs: their pipes are open fds of this process too
-            while trio.current_time() - t0 <= p.churn_seconds - 0.5:
-                sample(t0)
-                await trio.sleep(1.0)
-
-        async def client() -> None:
-            async with wl.spawn("bench.scale_bench", "churn", wl.SIP, CHURN_PORT,
-                                p.churn_seconds, CHURN_SIZE, ns=ns) as cl:
-                results.append(await cl.line(timeout=p.churn_seconds + 60))
-
         async with trio.open_nursery() as nursery:
             nursery.start_soon(server, nursery)
-            gc.collect()
-            t0, c0 = trio.current_time(), wl.cpu_s()
-            nursery.start_soon(sampler, t0)
-            async with trio.open_nursery() as clients:
-                for _ in range(CHURN_WORKERS):
-                    clients.start_soon(client)
-            used = wl.cpu_s() - c0
+            results, used = await _churn_clients(p, ns, sample)
             nursery.cancel_scope.cancel()
         ls.close()
-    count = sum(int(r["count"]) for r in results)
-    rate = count / max(float(r["seconds"]) for r in results)
-    at = min(CHURN_WARMUP, p.churn_seconds / 6)
-    mid = next((s for s in samples if s[0] >= at), samples[0])
-    end = samples[-1]
+    count, rate = _churn_rate(results)
+    mid, end = _at_warmup(p, samples), samples[-1]
     grow = (end[1] - mid[1]) / mid[1]
     fd_drift = end[2] - mid[2]
     flat = grow <= CHURN_RSS_GROWTH and abs(fd_drift) <= CHURN_FD_TOLERANCE
@@ -280,6 +369,80 @@ async def stack_churn(p: Params) -> dict[str, Any]:
                     f"TCP table at most {max(s[3] for s in samples)} live + "
                     f"{max(s[4] for s in samples)} TIME_WAIT (end: {end[3]} + {end[4]}); "
                     f"{count} connections, {accepted[0]} accepted"}
+
+
+def _door_session(st: Any) -> Any:
+    """The FUSE session serving the socket door (the stack's tree; it serves dev/crypto
+    from a session of its own), found as tests/transport/test_conn_lifetime.py does."""
+    from rmgr.fuse.session import FuseSession
+
+    found = [o for o in gc.get_objects() if type(o) is FuseSession and o.root is st.tree]
+    if len(found) != 1:
+        raise RuntimeError(f"{len(found)} FUSE sessions serve the stack's tree")
+    return found[0]
+
+
+def _socket_table(st: Any) -> int:
+    """Entries in the socket door's table: open sockets of every kind, plus accepted
+    connections not yet claimed through a handover slot."""
+    table = st.sockets
+    return sum(len(conns) for conns in table.conns.values()) + len(table.handover)
+
+
+async def stack_churn_files(p: Params) -> dict[str, Any]:
+    """churn against an echo server on rmgr.libsocket (a child process through the
+    stack's files); RSS, fds, the socket table and the FUSE session's open handles and
+    known inodes sampled every second."""
+    from bench import workloads as wl
+
+    wl.need_tap()
+    wl.need_files()
+    async with wl.tap_stack(p, files=True) as (st, ns, prefix):
+        await _ns_setup(ns, 1)
+        session = _door_session(st)
+        tcp = st.tcp
+        #: (s since start, RSS MB, open fds, socket-table entries, open FUSE handles,
+        #: known inodes, live TCP connections)
+        samples: list[tuple[float, float, int, int, int, int, int]] = []
+
+        def sample(t0: float) -> None:
+            samples.append((trio.current_time() - t0, wl.rss_mb(), fd_count(),
+                            _socket_table(st), session.open_files,
+                            len(session.known_inodes()), len(tcp.conns) - tcp.tw_count))
+
+        async with wl.spawn("bench.scale_bench", "churn-server", CHURN_PORT, CHURN_SIZE,
+                            lib_prefix=prefix) as srv:
+            ready = await srv.ready()
+            results, used = await _churn_clients(p, ns, sample)
+            await srv.close_stdin()
+            served = await srv.line(timeout=30)
+        await trio.sleep(1.5)  # the session's sweep (1 s): the settled counts, for the note
+        after = (_socket_table(st), session.open_files, len(session.known_inodes()))
+    count, rate = _churn_rate(results)
+    mid, end = _at_warmup(p, samples), samples[-1]
+    grow = (end[1] - mid[1]) / mid[1]
+    drift = {"fd": end[2] - mid[2], "table": end[3] - mid[3], "handles": end[4] - mid[4],
+             "inodes": end[5] - mid[5]}
+    flat = (grow <= CHURN_RSS_GROWTH and abs(drift["fd"]) <= CHURN_FD_TOLERANCE
+            and all(abs(drift[k]) <= CHURN_INFLIGHT for k in ("table", "handles", "inodes")))
+    return {"metrics": {"rate": [rate], "cpu": [wl.per_unit(used, count, wl.PER_K)],
+                        "rss_growth_pct": [100 * grow],
+                        **{f"{k}_drift": [float(v)] for k, v in drift.items()}},
+            "met": {"rate": "yes" if flat else "no"},
+            "cpu_unit": wl.CPU_CONN,
+            "samples": samples,
+            "note": f"one {p.churn_seconds:g} s soak; {CHURN_WORKERS} kernel clients × "
+                    f"(connect, {CHURN_SIZE} B each way, close), echo server on "
+                    f"rmgr.libsocket through the files (a thread per connection); RSS "
+                    f"{mid[1]:.1f} MB at {mid[0]:.0f} s → {end[1]:.1f} MB at {end[0]:.0f} s "
+                    f"({100 * grow:+.1f} %), fds {mid[2]} → {end[2]}, socket table "
+                    f"{mid[3]} → {end[3]} (max {max(s[3] for s in samples)}), open FUSE "
+                    f"handles {mid[4]} → {end[4]} (max {max(s[4] for s in samples)}), known "
+                    f"inodes {mid[5]} → {end[5]} (max {max(s[5] for s in samples)}); after "
+                    f"the soak: table {after[0]}, handles {after[1]}, inodes {after[2]}; "
+                    f"TCP table at most {max(s[6] for s in samples)} live; {count} "
+                    f"connections, {served['accepted']} accepted, {served['errors']} server "
+                    f"errors; server fds {ready.get('fds')} → {served['fds_end']}"}
 
 
 if __name__ == "__main__":

@@ -946,10 +946,11 @@ def _floor_and_server_workloads() -> None:
     WORKLOADS["udp_rr"] = {"stack": sb.stack_udp_rr, "kernel": sb.kernel_udp_rr}
     WORKLOADS["idle"] = {"stack": sb.stack_idle}
     WORKLOADS["load"] = {"stack": sb.stack_load, "kernel": sb.kernel_load}
-    from bench import scale_bench  # 10,000 held connections; connection churn (soak)
+    from bench import scale_bench  # 10,000 held connections; connection churn (soaks)
 
     WORKLOADS["conns10k"] = {"stack": scale_bench.stack_conns10k}
     WORKLOADS["churn"] = {"stack": scale_bench.stack_churn}
+    WORKLOADS["churn_files"] = {"stack": scale_bench.stack_churn_files}
 
 
 _floor_and_server_workloads()

@@ -28,7 +28,7 @@ from tests.conftest import HAVE_FUSE, HAVE_ROOT, HAVE_TUN, REPO, io_pkt_env
 #: workloads that go through FUSE (the socket files, or the FUSE session itself)
 FUSE_WORKLOADS = {"files_rx", "files_tx", "echo", "files_accept", "fuse", "fuse_read",
                   "fuse_bulk", "udp_files", "udp_rr", "idle", "load", "qnet_rt", "qnet_bulk",
-                  "conns10k", "churn"}
+                  "conns10k", "churn", "churn_files"}
 SMOKE_RUNS = 2
 #: the floors (bench/floors.py) and what building them needs
 FLOOR_WORKLOADS = {"ping", "fuse", "fuse_read", "fuse_bulk"}
@@ -85,14 +85,18 @@ def test_issue_21_has_its_rows_floors_and_cpu() -> None:
 
 def test_issue_21_scale_rows() -> None:
     """Issue 21's scale rows: 10,000 held connections within 120 MB (a fresh worker per
-    run, 200 connections in the smoke run), and the churn soak, whose "met" is the
-    workload's verdict (RSS and fds flat), run only with --long or --only churn."""
+    run, 200 connections in the smoke run), and the churn soaks (the echo server in-stack,
+    and on rmgr.libsocket through the files), whose "met" is the workload's verdict (RSS
+    and fds flat; for churn_files also the FUSE handles and the socket table), run only
+    with --long or --only NAME."""
     from bench.workloads import ONE_PROCESS_PER_RUN
 
     rows = {wl: (label, unit, target) for wl, _m, label, unit, target in ROWS}
     assert rows["conns10k"][1:] == ("MB", "<= 120") and "10,000" in rows["conns10k"][0]
     assert rows["churn"][1] == "conn/s" and "flat" in rows["churn"][2]
-    assert "conns10k" in ONE_PROCESS_PER_RUN and SOAK == {"churn"}
+    assert rows["churn_files"][1] == "conn/s" and "via files" in rows["churn_files"][0]
+    assert "FUSE handles" in rows["churn_files"][2] and "flat" in rows["churn_files"][2]
+    assert "conns10k" in ONE_PROCESS_PER_RUN and SOAK == {"churn", "churn_files"}
     merged: dict[str, Any] = {"metrics": {}}
     merge_run(merged, {"metrics": {"rate": [900.0]}, "met": {"rate": "no"}})
     (row,) = build_rows({"churn": merged}, {}, ["churn"])
@@ -105,13 +109,16 @@ def test_soak_rows_run_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
                         lambda name, side, p, verbose: ran.append(name) or {"na": "x"})
     monkeypatch.setattr("bench.__main__.sweep_namespaces", lambda tag: None)
     main(["--no-write", "--no-kernel", "--no-floor"])
-    assert "churn" not in ran and "conns10k" in ran
+    assert "churn" not in ran and "churn_files" not in ran and "conns10k" in ran
     ran.clear()
     main(["--long", "--no-write", "--no-kernel", "--no-floor"])
-    assert "churn" in ran
+    assert "churn" in ran and "churn_files" in ran
     ran.clear()
     main(["--only", "churn", "--no-write"])
     assert ran == ["churn"]
+    ran.clear()
+    main(["--only", "churn_files", "--no-write"])
+    assert ran == ["churn_files"]
 
 
 def test_issue_17_qnet_rows() -> None:
