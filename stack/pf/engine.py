@@ -21,14 +21,17 @@ drops the packet (pfil counts it as a hook error; pf counts ``errors``) and the 
 goes on.
 
 Two front ends, one per pfil head: ``_filter`` (IPv4, "inet") and ``_filter6`` (IPv6,
-"inet6"); the rules, tables and states behind them are family-neutral (the compiled
-rule set has one set of functions per family, ``match[AF_INET]`` and
-``match[AF_INET6]``). The IPv6 front end sees every IPv6 packet the layer receives
-(before reassembly, as IPv4's) and sends, including Neighbor Discovery: a default-deny
-rule set must pass ND (``pass inet6 proto icmp6 icmp6-type { neighbrsol, neighbradv,
-routersol, routeradv }``). A chain it cannot walk (longer than the layer's bound, or
-running past the packet) is dropped and counted ``short``; unknown options are left to
-the layer (which answers them with a Parameter Problem).
+"inet6"). Each parses only its own header (IPv4: length, options, fragment; IPv6: the
+extension-header chain) and hands the fields to ``_decide``, the one family-neutral
+core (the transport header's first bytes, then steps 3 and 4), as the rules, tables and
+states behind it are family-neutral (the compiled rule set has one set of functions
+per family, ``match[AF_INET]`` and ``match[AF_INET6]``). The IPv6 front end sees every
+IPv6 packet the layer receives (before reassembly, as IPv4's) and sends, including
+Neighbor Discovery: a default-deny rule set must pass ND (``pass inet6 proto icmp6
+icmp6-type { neighbrsol, neighbradv, routersol, routeradv }``). A chain it cannot walk
+(longer than the layer's bound, or running past the packet) is dropped and counted
+``short``; unknown options are left to the layer (which answers them with a Parameter
+Problem).
 """
 
 from __future__ import annotations
@@ -208,18 +211,17 @@ class Pf:
         ``bufs``: going out, the IP layer's buffer list (``data`` is its first buffer,
         the header; the transport header may be in the next one - nothing is joined
         unless a header is split across buffers)."""
-        c = self.counters
         split = False
         if len(data) - off < CLASSIFY_LEN:
             if bufs is None or len(bufs) == 1:
-                c["short"] += 1
+                self.counters["short"] += 1
                 return False
             # the IP header itself is split across buffers (rare): join what is needed
             data = _joined(bufs, _MAX_IHL + 64)
             bufs = None
             split = True
             if len(data) < CLASSIFY_LEN:
-                c["short"] += 1
+                self.counters["short"] += 1
                 return False
         ihl, total, frag, p, s, d = classify(data, off)
         l4 = data
@@ -231,9 +233,24 @@ class Pf:
                 data = l4 = _joined(bufs, ihl + 64)
         elif split:
             data = l4 = data[:ihl + 64]
-        avail = len(l4) - l4off
+        return self._decide(False, dirn, iface, p, s, d, total, not frag, data, off, ihl, l4,
+                            l4off, len(l4) - l4off, bufs)
+
+    def _decide(self, v6: bool, dirn: str, iface: Interface, p: int, s: Addr, d: Addr,
+                total: int, first: bool, data: Any, off: int, hl: int, l4: Any, l4off: int,
+                avail: int, bufs: Sequence[Any] | None) -> bool | None:
+        """Both front ends' decision once their own header is parsed: None (pass) or False
+        (drop). ``v6``: the family (IPv6 or IPv4; a constant in each front end's call,
+        cheaper than comparing an address family); ``p``, ``s``, ``d``: the transport
+        protocol and the addresses; ``total``: the datagram's length; ``first``: not a
+        later fragment; ``hl``: the bytes of IP headers before the transport header,
+        which is at ``l4[l4off:]`` with ``avail`` bytes of it there; ``data``, ``off``,
+        ``bufs``: the packet as the front end holds it (for log and ``return``). The
+        transport header's ports, TCP flags and ICMP/ICMPv6 type and code are read here,
+        in place (read by a helper, they would come back in a tuple: one more object a
+        packet)."""
+        c = self.counters
         sp = dp = fl = it = ic = -1
-        first = not frag
         if not first:
             c["fragment"] += 1
         elif p == 6:
@@ -246,11 +263,11 @@ class Pf:
                 sp, dp = _ports.unpack_from(l4, l4off)
             else:
                 c["short"] += 1
-        elif p == 1:
+        elif p == (58 if v6 else 1):
             if avail >= 8:
                 it = l4[l4off]
                 ic = l4[l4off + 1]
-                if it in ICMP_QUERIES:
+                if it in (ICMP6_QUERIES if v6 else ICMP_QUERIES):
                     sp = dp = (l4[l4off + 4] << 8) | l4[l4off + 5]
             else:
                 c["short"] += 1
@@ -268,8 +285,14 @@ class Pf:
                 stats["state-match"] += 1
                 return None
             st_table.remove(st)
-        if p == 1 and it in ICMP_ERRORS and avail >= 8 + 20 + 8:
-            if self._icmp_error_state(dirn, l4, l4off + 8):
+        if it >= 0:  # the family's ICMP: an error whose quoted packet has a state passes
+            if v6:
+                quoted = it in ICMP6_ERRORS and self._icmp6_error_state(
+                    dirn, data, bufs, total, hl, l4, l4off, avail)
+            else:
+                quoted = it in ICMP_ERRORS and avail >= 8 + 20 + 8 and self._icmp_error_state(
+                    dirn, l4, l4off + 8)
+            if quoted:
                 stats[_PASS[dirn]] += 1
                 stats["state-match"] += 1
                 return None
@@ -279,7 +302,7 @@ class Pf:
             stats["errors"] += 1
             raise RuntimeError("pf: injected rule evaluation fault")
         stats["evaluations"] += 1
-        fns = self._match4[dirn]
+        fns = (self._match6 if v6 else self._match4)[dirn]
         fn = fns.get(p) or fns[None]
         try:
             rule = fn(iface.name, p, s, d, sp, dp, fl, it, ic)
@@ -293,12 +316,20 @@ class Pf:
         rule.packets += 1
         rule.bytes += total
         if rule.log:
-            self._log(data, off, total, l4, l4off, ihl)
+            if v6:
+                self._log6(data, off, total, bufs)
+            else:
+                self._log(data, off, total, l4, l4off, hl)
         if rule.action == "block":
             stats[_BLOCK[dirn]] += 1
             mode = rule.return_mode or ("return" if self.block_policy == "return" else "")
             if mode and dirn == "in" and first:
-                self._send_return(mode, data, off, ihl, total, p, s, d, sp, dp, fl, l4, l4off)
+                if v6:
+                    self._send_return6(mode, iface, data, off, hl, total, p, s, d, sp, dp, fl,
+                                       l4, l4off)
+                else:
+                    self._send_return(mode, iface, data, off, hl, total, p, s, d, sp, dp, fl,
+                                      l4, l4off)
             return False
         stats[_PASS[dirn]] += 1
         if rule.keep_state:
@@ -345,15 +376,14 @@ class Pf:
         out, ``bufs`` is the layer's buffer list (``data`` its first buffer: the fixed
         header and any extension headers; the transport header is then usually the
         next buffer, read in place)."""
-        c = self.counters
         if len(data) - off < HLEN:
             if bufs is None or len(bufs) == 1:
-                c["short"] += 1
+                self.counters["short"] += 1
                 return False
             data = _joined(bufs, 1 << 17)  # the header itself split (rare)
             bufs = None
             if len(data) < HLEN:
-                c["short"] += 1
+                self.counters["short"] += 1
                 return False
         total = HLEN + ((data[off + 4] << 8) | data[off + 5])
         nh = data[off + 6]
@@ -365,14 +395,14 @@ class Pf:
                 p, l4h, frag = upper_layer(data, off, min(total, len(data) - off), nh)
             except ChainError as e:
                 if bufs is None or len(bufs) == 1 or e.reason != "drop_truncated_chain":
-                    c["short"] += 1
+                    self.counters["short"] += 1
                     return False
                 data = _joined(bufs, total)  # the chain runs into the next buffer
                 bufs = None
                 try:
                     p, l4h, frag = upper_layer(data, 0, min(total, len(data)), nh)
                 except ChainError:
-                    c["short"] += 1
+                    self.counters["short"] += 1
                     return False
         else:
             p, l4h = nh, HLEN
@@ -388,97 +418,21 @@ class Pf:
                 data = l4 = _joined(bufs, l4h + 64)
                 l4off = l4h
         avail = min(len(l4) - l4off, total - l4h)
-        sp = dp = fl = it = ic = -1
-        first = frag <= 0
-        if not first:
-            c["fragment"] += 1
-        elif p == 6:
-            if avail >= 14:
-                sp, dp, fl = _tcp_head.unpack_from(l4, l4off)
-            else:
-                c["short"] += 1
-        elif p == 17:
-            if avail >= 4:
-                sp, dp = _ports.unpack_from(l4, l4off)
-            else:
-                c["short"] += 1
-        elif p == 58:
-            if avail >= 8:
-                it = l4[l4off]
-                ic = l4[l4off + 1]
-                if it in ICMP6_QUERIES:
-                    sp = dp = (l4[l4off + 4] << 8) | l4[l4off + 5]
-            else:
-                c["short"] += 1
-        # 1. states
-        st_table = self.states
-        st_table.searches += 1
-        ent = st_table.by_dir[dirn].get((p, s, sp, d, dp))
-        stats = self.stats
-        if ent is not None:
-            st, side = ent
-            now = _monotonic()
-            if st.expire >= now:
-                st_table.update(st, side, fl if fl > 0 else 0, total, now)
-                stats[_PASS[dirn]] += 1
-                stats["state-match"] += 1
-                return None
-            st_table.remove(st)
-        if p == 58 and it in ICMP6_ERRORS:
-            q = l4
-            qoff = l4off + 8
-            end = l4off + avail
-            if bufs is not None and l4 is not data:  # the quote is in later buffers
-                q = _joined(bufs, total)
-                qoff = l4h + 8
-                end = min(len(q), total)
-            if self._icmp6_error_state(dirn, q, qoff, end):
-                stats[_PASS[dirn]] += 1
-                stats["state-match"] += 1
-                return None
-        # 2. rules
-        if self.fault_next:
-            self.fault_next -= 1
-            stats["errors"] += 1
-            raise RuntimeError("pf: injected rule evaluation fault")
-        stats["evaluations"] += 1
-        fns = self._match6[dirn]
-        fn = fns.get(p) or fns[None]
-        try:
-            rule = fn(iface.name, p, s, d, sp, dp, fl, it, ic)
-        except Exception:
-            stats["errors"] += 1
-            raise
-        if rule is None:
-            stats[_PASS[dirn]] += 1
-            return None
-        c["match"] += 1
-        rule.packets += 1
-        rule.bytes += total
-        if rule.log:
-            self.stats["logged"] += 1
-            whole = data[off:off + total] if bufs is None else _joined(bufs, total)
-            self.logring.append((time.time(), bytes(whole)))
-        if rule.action == "block":
-            stats[_BLOCK[dirn]] += 1
-            mode = rule.return_mode or ("return" if self.block_policy == "return" else "")
-            if mode and dirn == "in" and first:
-                self._send_return6(mode, iface, data, off, total, l4h, p, s, d, sp, dp, fl,
-                                   l4, l4off)
-            return False
-        stats[_PASS[dirn]] += 1
-        if rule.keep_state:
-            new = st_table.insert(p, dirn, iface.name, s, sp, d, dp, rule, fl if fl > 0 else 0,
-                                  total)
-            if new is None:
-                c["state-limit"] += 1
-                stats[_BLOCK[dirn]] += 1
-                return False
-        return None
+        return self._decide(True, dirn, iface, p, s, d, total, frag <= 0, data, off, l4h, l4,
+                            l4off, avail, bufs)
 
-    def _icmp6_error_state(self, dirn: str, buf: Any, q: int, end: int) -> bool:
-        """An ICMPv6 error travelling ``dirn``: does the IPv6 packet it quotes (at ``q``,
-        up to ``end``) belong to a state? The quoted packet went the other way."""
+    def _icmp6_error_state(self, dirn: str, data: Any, bufs: Sequence[Any] | None, total: int,
+                           l4h: int, l4: Any, l4off: int, avail: int) -> bool:
+        """An ICMPv6 error travelling ``dirn`` (its header at ``l4[l4off:]``, ``avail``
+        bytes there): does the IPv6 packet it quotes belong to a state? The quoted packet
+        went the other way."""
+        buf = l4
+        q = l4off + 8
+        end = l4off + avail
+        if bufs is not None and l4 is not data:  # the quote is in later buffers
+            buf = _joined(bufs, total)
+            q = l4h + 8
+            end = min(len(buf), total)
         if end - q < HLEN or buf[q] >> 4 != 6:
             return False
         s = Addr(int.from_bytes(buf[q + 8:q + 24], "big"))
@@ -499,8 +453,8 @@ class Pf:
         ent = self.states.by_dir[other].get((p, s, sp, d, dp))
         return ent is not None and ent[0].expire >= time.monotonic()
 
-    def _send_return6(self, mode: str, iface: Interface, data: Any, off: int, total: int,
-                      l4h: int, p: int, s: Addr, d: Addr, sp: int, dp: int, fl: int, l4: Any,
+    def _send_return6(self, mode: str, iface: Interface, data: Any, off: int, l4h: int,
+                      total: int, p: int, s: Addr, d: Addr, sp: int, dp: int, fl: int, l4: Any,
                       l4off: int) -> None:
         """``block return`` for IPv6: a TCP RST, or an ICMPv6 port unreachable (through
         the layer's error path: its rate limit and RFC 4443 suppression apply)."""
@@ -536,8 +490,16 @@ class Pf:
             pkt = bytes(data[off:off + ihl]) + bytes(l4[l4off:])
         self.logring.append((time.time(), pkt))
 
-    def _send_return(self, mode: str, data: Any, off: int, ihl: int, total: int, p: int,
-                     s: Addr, d: Addr, sp: int, dp: int, fl: int, l4: Any, l4off: int) -> None:
+    def _log6(self, data: Any, off: int, total: int, bufs: Sequence[Any] | None) -> None:
+        self.stats["logged"] += 1
+        whole = data[off:off + total] if bufs is None else _joined(bufs, total)
+        self.logring.append((time.time(), bytes(whole)))
+
+    def _send_return(self, mode: str, iface: Interface, data: Any, off: int, ihl: int,
+                     total: int, p: int, s: Addr, d: Addr, sp: int, dp: int, fl: int, l4: Any,
+                     l4off: int) -> None:
+        """``block return`` for IPv4: a TCP RST, or an ICMP port unreachable (``iface``:
+        unused, the IPv6 one's signature)."""
         inet = self.stack.services.get(IPV4)
         if inet is None:
             return
