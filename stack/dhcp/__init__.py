@@ -26,14 +26,13 @@ import logging
 import socket as _std
 from typing import TYPE_CHECKING
 
-import trio
-
 from rmgr.nodes import Caller, ControlFile, Directory, Node, TextFile
 from stack.addr import ANY4, Prefix, v4
 from stack.counters import Counters, names
 from stack.dhcp import wire
 from stack.dhcp.client import BOUND, Client, Lease, lease_prefix
 from stack.dhcp.client6 import DHCP6_COUNTERS, Client6, Dhcp6
+from stack.dhcp.service import ClientService
 from stack.inet.wire.ipv4 import int_to_ip
 from stack.l2.iface import Interface
 from stack.services import CONTROL, DHCP, RESOLVER
@@ -55,16 +54,14 @@ DHCP_COUNTERS: frozenset[str] = names("""
 """) | {f"drop_{r}" for r in wire.PARSE_REASONS} | DHCP6_COUNTERS
 
 
-class Dhcp:
+class Dhcp(ClientService[Client]):
     """The clients of one stack and their shared socket (see the module docstring)."""
 
     def __init__(self, stack: Stack) -> None:
-        self.stack = stack
+        super().__init__(stack, log)
         self.counters = Counters("dhcp", DHCP_COUNTERS)
-        self.clients: dict[str, Client] = {}
         #: leases of stopped clients (not released), for INIT-REBOOT
         self.remembered: dict[str, Lease] = {}
-        self._xids: dict[int, Client] = {}
         reg = stack.sysctl.register
         self.k_retransmit = reg("net.inet.dhcp.retransmit_ms", 4000,
                                 "first DHCP retransmission (doubles up to 16x)", lo=10)
@@ -77,52 +74,22 @@ class Dhcp:
                                   "seconds before restarting after a DECLINE", lo=0)
         self.k_reboot_tries = reg("net.inet.dhcp.reboot_tries", 2,
                                   "REQUESTs for a remembered lease before INIT", lo=1)
-        #: UDP *:68, open while any client runs (as dhclient's)
-        self.sock: UDPSocket | None = None
-        self._reader_scope: trio.CancelScope | None = None
         self.dir = Directory(dynamic=self._entries)
         self.dir.add("ctl", ControlFile(self._command, self._render_all, mode=0o644))
         #: the DHCPv6 clients (stack/dhcp/client6.py): config/dhcp/v6/{ctl,IF}
         self.v6 = Dhcp6(stack, self.counters)
         self.dir.add("v6", self.v6.dir)
 
-    # -- transaction ids ------------------------------------------------------------------
-    def register_xid(self, xid: int, client: Client) -> None:
-        self._xids[xid] = client
-
-    def forget_xid(self, xid: int) -> None:
-        self._xids.pop(xid, None)
-
-    def _open(self) -> None:
-        if self.sock is not None:
-            return
+    # -- the socket: UDP *:68, open while any client runs (as dhclient's) -----------------
+    def _make_socket(self) -> UDPSocket:
         sock = self.stack.udp.socket()
         sock.setsockopt(_std.SOL_SOCKET, _std.SO_BROADCAST, 1)
         sock.setsockopt(_std.SOL_SOCKET, _std.SO_REUSEADDR, 1)
         sock.bind(("", wire.CLIENT_PORT))
-        self.sock = sock
-        self._reader_scope = trio.CancelScope()
-        self.stack.nursery.start_soon(self.reader, sock, self._reader_scope)
+        return sock
 
-    def _close_if_idle(self) -> None:
-        if self.clients or self.sock is None:
-            return
-        if self._reader_scope is not None:
-            self._reader_scope.cancel()
-        self.sock.close()
-        self.sock = self._reader_scope = None
-
-    async def reader(self, sock: UDPSocket, scope: trio.CancelScope) -> None:
-        """Every datagram to port 68 goes to the client whose xid it carries."""
-        with scope:
-            while True:
-                try:
-                    data, _src = await sock.recvfrom(65536)
-                except OSError:
-                    return  # closed
-                self._dispatch(data)
-
-    def _dispatch(self, data: bytes) -> None:
+    def dispatch(self, data: bytes) -> None:
+        """A datagram to port 68: to the client whose xid it carries."""
         c = self.counters
         c["in_packets"] += 1
         try:
@@ -146,23 +113,10 @@ class Dhcp:
         old = self.clients.get(ifname)
         if old is not None:
             return old
-        self._open()
         client = Client(self, iface, self.remembered.pop(ifname, None))
-        self.clients[ifname] = client
         self.counters["clients_started"] += 1
-        self.stack.nursery.start_soon(self._run, client)
+        self._launch(client)
         return client
-
-    async def _run(self, client: Client) -> None:
-        try:
-            await client.run()
-        except Exception:
-            log.exception("%s: DHCP client failed", client.iface.name)
-            client.last_error = "client failed (see the log)"
-        finally:
-            if self.clients.get(client.iface.name) is client:
-                del self.clients[client.iface.name]
-                self._close_if_idle()
 
     def stop(self, ifname: str, *, release: bool = True) -> None:
         client = self.clients.pop(ifname, None)

@@ -43,6 +43,7 @@ from rmgr.nodes import Caller, ControlFile, Directory, Node, TextFile
 from stack.addr import AF_INET6, Addr, Prefix, ScopedEndpoint, format_addr, parse_addr
 from stack.counters import names
 from stack.dhcp import wire6 as w6
+from stack.dhcp.service import ClientService
 from stack.inet6.ifaddr import is_link_local
 from stack.l2.iface import IFF_UP, Interface
 from stack.services import RESOLVER
@@ -439,14 +440,14 @@ def _offered(msg: w6.Message) -> tuple[w6.IaNa, w6.IaAddr] | None:
     return None
 
 
-class Dhcp6:
+class Dhcp6(ClientService[Client6]):
     """The DHCPv6 clients of one stack and their socket (UDP [::]:546)."""
 
+    label = "DHCPv6"
+
     def __init__(self, stack: Stack, counters: Counters) -> None:
-        self.stack = stack
+        super().__init__(stack, log)
         self.counters = counters
-        self.clients: dict[str, Client6] = {}
-        self._xids: dict[int, Client6] = {}
         reg = stack.sysctl.register
         self.k_ra_start = reg("net.inet6.dhcp6.ra_start", 1,
                               "start DHCPv6 when an RA has the M (stateful) or O (stateless) flag",
@@ -459,8 +460,6 @@ class Dhcp6:
         self.k_duid_llt = reg("net.inet6.dhcp6.duid_llt", 0,
                               "client DUID: 0 DUID-LL, 1 DUID-LLT", lo=0, hi=1)
         self._llt_time = int(time.time()) - 946684800  # seconds since 2000-01-01 UTC
-        self.sock: UDPSocket | None = None
-        self._reader_scope: trio.CancelScope | None = None
         self.dir = Directory(dynamic=self._entries)
         self.dir.add("ctl", ControlFile(self._command, self._render_all, mode=0o644))
 
@@ -472,40 +471,12 @@ class Dhcp6:
             return w6.duid_llt(iface.mac, self._llt_time)
         return w6.duid_ll(iface.mac)
 
-    # -- transaction ids and the socket ---------------------------------------------------
-    def register_xid(self, xid: int, client: Client6) -> None:
-        self._xids[xid] = client
-
-    def forget_xid(self, xid: int) -> None:
-        if self._xids.get(xid) is not None:
-            del self._xids[xid]
-
-    def _open(self) -> None:
-        if self.sock is not None:
-            return
+    # -- the socket ---------------------------------------------------------------------------
+    def _make_socket(self) -> UDPSocket:
         sock = self.stack.udp.socket(AF_INET6)
         sock.setsockopt(_std.SOL_SOCKET, _std.SO_REUSEADDR, 1)
         sock.bind(("::", w6.CLIENT_PORT))
-        self.sock = sock
-        self._reader_scope = trio.CancelScope()
-        self.stack.nursery.start_soon(self._reader, sock, self._reader_scope)
-
-    def _close_if_idle(self) -> None:
-        if self.clients or self.sock is None:
-            return
-        if self._reader_scope is not None:
-            self._reader_scope.cancel()
-        self.sock.close()
-        self.sock = self._reader_scope = None
-
-    async def _reader(self, sock: UDPSocket, scope: trio.CancelScope) -> None:
-        with scope:
-            while True:
-                try:
-                    data, _src = await sock.recvfrom(65536)
-                except OSError:
-                    return
-                self.dispatch(data)
+        return sock
 
     def dispatch(self, data: bytes) -> None:
         c = self.counters
@@ -545,23 +516,10 @@ class Dhcp6:
             if old.stateful == stateful:
                 return old
             self.stop(ifname)
-        self._open()
         client = Client6(self, iface, stateful)
-        self.clients[ifname] = client
         self.counters["v6_clients_started"] += 1
-        self.stack.nursery.start_soon(self._run, client)
+        self._launch(client)
         return client
-
-    async def _run(self, client: Client6) -> None:
-        try:
-            await client.run()
-        except Exception:
-            log.exception("%s: DHCPv6 client failed", client.iface.name)
-            client.last_error = "client failed (see the log)"
-        finally:
-            if self.clients.get(client.iface.name) is client:
-                del self.clients[client.iface.name]
-                self._close_if_idle()
 
     def stop(self, ifname: str, *, release: bool = True) -> None:
         client = self.clients.pop(ifname, None)
