@@ -154,6 +154,23 @@ class Tally:
             self.out.write(".")
             self.out.flush()
 
+    # the wording (NetBSD ping's; ping6's Tally6 has KAME's)
+    program = "ping"
+    send_call = "sendto"
+    stddev = "stddev"
+
+    def reply_line(self, nbytes: int, src: str, seq: int, ttl: int | None, ms: float) -> str:
+        # no TTL when the datagram came without its IP header (nothing to read it from)
+        ttl_part = f" ttl={ttl}" if ttl is not None else ""
+        return f"{nbytes} bytes from {src}: icmp_seq={seq}{ttl_part} time={ms:.3f} ms"
+
+    def timeout_line(self, seq: int) -> str:
+        return f"Request timeout for icmp_seq {seq}"
+
+    def shown(self) -> str:
+        """The destination as the statistics name it."""
+        return self.o.host
+
     def reply(self, nbytes: int, src: str, seq: int, ttl: int | None, ms: float) -> None:
         self.received += 1
         self.rtts.append(ms)
@@ -161,14 +178,11 @@ class Tally:
             self.out.write("\b \b")
             self.out.flush()
         elif not self.o.quiet:
-            # no TTL when the datagram came without its IP header (nothing to read it from)
-            ttl_part = f" ttl={ttl}" if ttl is not None else ""
-            print(f"{nbytes} bytes from {src}: icmp_seq={seq}{ttl_part} time={ms:.3f} ms",
-                  flush=True)
+            print(self.reply_line(nbytes, src, seq, ttl, ms), flush=True)
 
     def timeout(self, seq: int) -> None:
         if not self.o.quiet and not self.o.flood:
-            print(f"Request timeout for icmp_seq {seq}", flush=True)
+            print(self.timeout_line(seq), flush=True)
 
     def icmp_error(self, nbytes: int, src: str, text: str) -> None:
         if not self.o.quiet and not self.o.flood:
@@ -176,20 +190,20 @@ class Tally:
 
     def send_error(self, msg: str) -> None:
         if not self.o.quiet:
-            print(f"ping: sendto: {msg}", file=sys.stderr, flush=True)
+            print(f"{self.program}: {self.send_call}: {msg}", file=sys.stderr, flush=True)
 
     def summary(self) -> int:
         if self.o.flood:
             print()
         sent, received, rtts = self.sent, self.received, self.rtts
         loss = 0.0 if not sent else 100.0 * (sent - received) / sent
-        print(f"\n--- {self.o.host} ping statistics ---")
+        print(f"\n--- {self.shown()} {self.program} statistics ---")
         print(f"{sent} packets transmitted, {received} packets received, {loss:.1f}% packet loss")
         if rtts:
             avg = sum(rtts) / len(rtts)
             sd = math.sqrt(sum((r - avg) ** 2 for r in rtts) / len(rtts))
-            print(f"round-trip min/avg/max/stddev = {min(rtts):.3f}/{avg:.3f}/{max(rtts):.3f}/"
-                  f"{sd:.3f} ms")
+            print(f"round-trip min/avg/max/{self.stddev} = {min(rtts):.3f}/{avg:.3f}/"
+                  f"{max(rtts):.3f}/{sd:.3f} ms")
         return 0 if received else 2
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
-import sys
 
 from stack.tools import ping as ping4
 from stack.tools.cfgparse import keyvalues
@@ -127,7 +126,11 @@ def parse(args: list[str]) -> Options6:
 
 
 class Tally6(ping4.Tally):
-    """KAME ping6's lines and statistics."""
+    """KAME ping6's wording; the counting and statistics are ping's."""
+
+    program = "ping6"
+    send_call = "sendmsg"
+    stddev = "std-dev"
 
     def __init__(self, o: Options6, src: str) -> None:
         super().__init__(o)
@@ -142,39 +145,12 @@ class Tally6(ping4.Tally):
         print(f"PING6({40 + 8 + size}=40+8+{size} bytes) {self.src} --> {self.shown()}",
               flush=True)
 
-    def reply(self, nbytes: int, src: str, seq: int, ttl: int | None, ms: float) -> None:
-        self.received += 1
-        self.rtts.append(ms)
-        if self.o.flood:
-            self.out.write("\b \b")
-            self.out.flush()
-        elif not self.o.quiet:
-            hlim = f" hlim={ttl}" if ttl is not None else ""
-            print(f"{nbytes} bytes from {src}, icmp_seq={seq}{hlim} time={ms:.3f} ms",
-                  flush=True)
+    def reply_line(self, nbytes: int, src: str, seq: int, ttl: int | None, ms: float) -> str:
+        hlim = f" hlim={ttl}" if ttl is not None else ""
+        return f"{nbytes} bytes from {src}, icmp_seq={seq}{hlim} time={ms:.3f} ms"
 
-    def timeout(self, seq: int) -> None:
-        if not self.o.quiet and not self.o.flood:
-            print(f"Request timeout for icmp_seq={seq}", flush=True)
-
-    def send_error(self, msg: str) -> None:
-        if not self.o.quiet:
-            print(f"ping6: sendmsg: {msg}", file=sys.stderr, flush=True)
-
-    def summary(self) -> int:
-        if self.o.flood:
-            print()
-        sent, received, rtts = self.sent, self.received, self.rtts
-        loss = 0.0 if not sent else 100.0 * (sent - received) / sent
-        print(f"\n--- {self.shown()} ping6 statistics ---")
-        print(f"{sent} packets transmitted, {received} packets received, "
-              f"{loss:.1f}% packet loss")
-        if rtts:
-            avg = sum(rtts) / len(rtts)
-            sd = (sum((r - avg) ** 2 for r in rtts) / len(rtts)) ** 0.5
-            print(f"round-trip min/avg/max/std-dev = {min(rtts):.3f}/{avg:.3f}/"
-                  f"{max(rtts):.3f}/{sd:.3f} ms")
-        return 0 if received else 2
+    def timeout_line(self, seq: int) -> str:
+        return f"Request timeout for icmp_seq={seq}"
 
 
 def source_for(prefix: str, o: Options6) -> str:
