@@ -19,56 +19,22 @@ from scapy.layers.l2 import Ether
 from rmgr.nodes import Caller
 from stack.addr import Prefix, parse_addr
 from stack.core import Stack
-from stack.ipsec import IPSEC, Ipsec
+from stack.ipsec import IPSEC
 from stack.l2.iface import IFF_UP
 from tests.conftest import running_stack
 from tests.inet.conftest import MAC0, PEER0, FakeIface
+from tests.ipsec.scapy_sa import CBC_KEY, GCM_KEY, ScapyEspPeer
 
 ME, PEER, BEHIND = "2001:db8::1", "2001:db8::2", "2001:db8:9::9"
-GCM_KEY = bytes(range(16)) + b"SALT"
-CBC_KEY, HMAC_KEY = bytes(range(16, 32)), bytes(range(32, 64))
-SUITES = {
-    "gcm": ("-E aes-gcm-16 0x" + GCM_KEY.hex(),
-            {"crypt_algo": "AES-GCM", "crypt_key": GCM_KEY, "auth_algo": "NULL"}),
-    "cbc": (f"-E aes-cbc 0x{CBC_KEY.hex()} -A hmac-sha256 0x{HMAC_KEY.hex()}",
-            {"crypt_algo": "AES-CBC", "crypt_key": CBC_KEY, "auth_algo": "SHA2-256-128",
-             "auth_key": HMAC_KEY}),
-}
-
-
-class Peer6:
+class Peer6(ScapyEspPeer):
     def __init__(self, st: Stack, f0: FakeIface, suite: str, mode: str) -> None:
-        self.st, self.f0, self.mode = st, f0, mode
-        ipsec = st.services.get(IPSEC)
-        assert ipsec is not None
-        self.ipsec: Ipsec = ipsec
-        alg, kw = SUITES[suite]
-        tun = {"tunnel_header": IPv6(src=PEER, dst=ME)} if mode == "tunnel" else {}
-        tun_back = {"tunnel_header": IPv6(src=ME, dst=PEER)} if mode == "tunnel" else {}
-        self.to_stack = SecurityAssociation(ESP, spi=0x1001, **kw, **tun)
-        self.from_stack = SecurityAssociation(ESP, spi=0x1002, **kw, **tun_back)
-        self.inner_src = BEHIND if mode == "tunnel" else PEER
-        if mode == "tunnel":
-            pol = (f"spdadd {BEHIND}/128 {ME}/128 any -P in ipsec "
-                   f"esp/tunnel/{PEER}-{ME}/require;\n"
-                   f"spdadd {ME}/128 {BEHIND}/128 any -P out ipsec "
-                   f"esp/tunnel/{ME}-{PEER}/require;\n")
-        else:
-            pol = (f"spdadd {PEER} {ME} any -P in ipsec esp/transport//require;\n"
-                   f"spdadd {ME} {PEER} any -P out ipsec esp/transport//require;\n")
-        self.setkey(f"add {PEER} {ME} esp 0x1001 -m {mode} {alg};\n"
-                    f"add {ME} {PEER} esp 0x1002 -m {mode} {alg};\n" + pol)
-
-    def setkey(self, text: str) -> str:
-        return self.ipsec.command(text, Caller())
+        super().__init__(st, f0, suite, mode, me=ME, peer=PEER, behind=BEHIND, ip=IPv6,
+                         plen=128)
 
     def frame(self, payload: bytes = b"hello", seq: int = 1, ident: int = 7) -> bytes:
         pkt = IPv6(src=self.inner_src, dst=ME) / ICMPv6EchoRequest(id=ident, seq=seq,
                                                                    data=payload)
         return bytes(Ether(dst=MAC0, src=PEER0) / self.to_stack.encrypt(pkt))
-
-    def inject(self, frame: bytes) -> None:
-        self.f0.inject(frame)
 
     def esp_frames(self) -> list[Any]:
         out = []
