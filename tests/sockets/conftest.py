@@ -8,6 +8,7 @@ through ``trio.to_thread.run_sync`` or from subprocesses."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import AsyncIterator
@@ -71,8 +72,12 @@ class Net:
         return env
 
 
-@pytest.fixture
-async def net(netns, tmp_path) -> AsyncIterator[Net]:  # type: ignore[no-untyped-def]
+@contextlib.asynccontextmanager
+async def tap_net(netns, tap_opts: str = "", **stack_kw: object) -> AsyncIterator[Net]:  # type: ignore[no-untyped-def]
+    """A mounted stack on tap0 in ``netns`` (``tap_opts`` appended to the driver's
+    options), both ends addressed and up; skips without FUSE and a TUN device. The
+    prefix is under a 0755 directory (pytest's tmp dirs are 0700) so that a stack
+    mounted ``allow_other`` serves other users too."""
     from tests.conftest import HAVE_TUN
 
     if not (HAVE_FUSE and HAVE_TUN):
@@ -84,14 +89,12 @@ async def net(netns, tmp_path) -> AsyncIterator[Net]:  # type: ignore[no-untyped
 
     from stack.l2.iface import IFF_UP
 
-    # a prefix other users can reach (pytest's tmp dirs are 0700), mounted allow_other,
-    # so permission tests can run as nobody
     top = tempfile.mkdtemp(prefix="iopkt-sock-")
     os.chmod(top, 0o755)
     prefix = f"{top}/s"
     try:
-        async with running_stack(drivers=[("tap", f"name=tap0,netns={netns}")], prefix=prefix,
-                                 tcpip="allow_other", mount=True) as st:
+        async with running_stack(drivers=[("tap", f"name=tap0,netns={netns}{tap_opts}")],
+                                 prefix=prefix, mount=True, **stack_kw) as st:  # type: ignore[arg-type]
             st.interfaces["tap0"].set_flags(IFF_UP)
             st.inet.add_address("tap0", f"{Net.STACK_IP}/24")
             for cmd in (["addr", "add", f"{Net.KERNEL_IP}/24", "dev", "tap0"],
@@ -100,4 +103,11 @@ async def net(netns, tmp_path) -> AsyncIterator[Net]:  # type: ignore[no-untyped
             yield Net(st, netns, prefix)
     finally:
         shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.fixture
+async def net(netns, tmp_path) -> AsyncIterator[Net]:  # type: ignore[no-untyped-def]
+    # mounted allow_other, so permission tests can run as nobody
+    async with tap_net(netns, tcpip="allow_other") as n:
+        yield n
 

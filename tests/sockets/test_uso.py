@@ -7,10 +7,8 @@ and an interface without the offload (``offload=0``), go one by one."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -22,9 +20,9 @@ from rmgr import libsocket
 from stack.addr import pseudo_header_sum
 from stack.csum import raw_sum
 from stack.packet import GSO_UDP_L4, Buffer, TxMeta
-from tests.conftest import HAVE_FUSE, HAVE_TUN, needs_tun, running_stack
+from tests.conftest import needs_tun
 
-from .conftest import Net, spawn
+from .conftest import Net, spawn, tap_net
 from .test_door import in_stack
 from .test_door_send import readline
 from .test_inet6 import KERNEL
@@ -225,23 +223,8 @@ async def test_uso_falls_back_when_it_cannot(net) -> None:  # type: ignore[no-un
 @pytest.fixture
 async def net_nooffload(netns) -> AsyncIterator[Net]:  # type: ignore[no-untyped-def]
     """``net`` with the TAP opened ``offload=0``: no csum, TSO or USO."""
-    if not (HAVE_FUSE and HAVE_TUN):
-        pytest.skip("needs root, /dev/fuse, fusermount3 and /dev/net/tun")
-    from stack.l2.iface import IFF_UP
-
-    top = tempfile.mkdtemp(prefix="iopkt-uso-")
-    prefix = f"{top}/s"
-    try:
-        async with running_stack(drivers=[("tap", f"name=tap0,netns={netns},offload=0")],
-                                 prefix=prefix, mount=True) as st:
-            st.interfaces["tap0"].set_flags(IFF_UP)
-            st.inet.add_address("tap0", f"{Net.STACK_IP}/24")
-            for cmd in (["addr", "add", f"{Net.KERNEL_IP}/24", "dev", "tap0"],
-                        ["link", "set", "tap0", "up"]):
-                await trio.run_process(["ip", "-n", netns.name, *cmd], capture_stderr=True)
-            yield Net(st, netns, prefix)
-    finally:
-        shutil.rmtree(top, ignore_errors=True)
+    async with tap_net(netns, ",offload=0") as n:
+        yield n
 
 
 async def test_without_offload_datagrams_go_one_by_one(net_nooffload) -> None:  # type: ignore[no-untyped-def]
