@@ -11,8 +11,9 @@ joined.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:  # cycle: a Packet records the Interface it came in on; types only
     from stack.l2.iface import Interface
@@ -103,3 +104,21 @@ def locate_l4_csum(frame: Buffer, l3: int = 14) -> tuple[int, int] | None:
     if proto == 17:
         return start, 6
     return None
+
+
+_D = TypeVar("_D")
+
+
+def send_each(send: Callable[[_D], object], datas: Iterable[_D]) -> int:
+    """Datagrams one by one with sendmmsg's semantics: how many went; the first's error
+    raises, a later one's ends the run (its error shows on the caller's next try)."""
+    sent = 0
+    for d in datas:
+        try:
+            send(d)
+        except OSError:
+            if not sent:
+                raise
+            break
+        sent += 1
+    return sent

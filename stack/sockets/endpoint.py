@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from rmgr.libsocket import abi
 from stack.addr import Endpoint as Address
+from stack.packet import send_each
 
 __all__ = ["Address", "Endpoint"]
 
@@ -75,16 +76,7 @@ class Endpoint(abc.ABC):
         """Datagrams to one destination (a message-mode write's run of records): how
         many went. The first's error raises; a later one's ends the run (sendmmsg).
         A transport that can send them at once (UDP's USO) overrides this."""
-        sent = 0
-        for d in datas:
-            try:
-                self.send_nowait(d, addr)
-            except OSError:
-                if not sent:
-                    raise
-                break
-            sent += 1
-        return sent
+        return send_each(lambda d: self.send_nowait(d, addr), datas)
 
     @abc.abstractmethod
     def recv_nowait(self, size: int, peek: bool = False) -> tuple[bytes, Address | None]:

@@ -29,7 +29,7 @@ from stack.addr import (
 from stack.counters import Counters
 from stack.multicast import MulticastHost, SocketMulticast
 from stack.network import IPInfo, NetworkLayer, net_header_len, scope_ifname, scoped_source
-from stack.packet import GSO_UDP_L4, Buffer, TxMeta
+from stack.packet import GSO_UDP_L4, Buffer, TxMeta, send_each
 from stack.sysctl import Sysctl
 from stack.transport import ip6opt, mcast, mcast6
 from stack.transport.counters import UDP_COUNTERS
@@ -522,16 +522,7 @@ class UDPProto:
     def _send_each(self, sock: UDPSocket, datas: Sequence[Buffer], raddr: Addr, rport: int,
                    ifname: str | None) -> int:
         """One by one: the first's error raises, a later one's ends the batch."""
-        sent = 0
-        for d in datas:
-            try:
-                self.send(sock, d, raddr, rport, ifname)
-            except OSError:
-                if not sent:
-                    raise
-                break
-            sent += 1
-        return sent
+        return send_each(lambda d: self.send(sock, d, raddr, rport, ifname), datas)
 
     def _send_uso(self, sock: UDPSocket, datas: Sequence[Buffer], seg: int, total: int,
                   raddr: Addr, rport: int, ifname: str | None) -> int:
