@@ -161,39 +161,47 @@ class socket(metaclass=_Meta):  # noqa: N801 - the stdlib's name
             return _StdSocket(family, type, proto, fileno)
         return super().__new__(cls)
 
+    # the object's state before ``_adopt`` gives it a file (close() and __del__ of a
+    # socket whose open failed see these)
+    _fd = -1
+    _io_refs = 0
+    _closed = False
+    _timeout: float | None = None
+
     def __init__(self, family: int = -1, type: int = -1, proto: int = -1,
                  fileno: int | None = None) -> None:
-        self._fd = -1
-        self._io_refs = 0
-        self._closed = False
         if fileno is None:
-            self._family = AF_INET if family == -1 else family
+            family_ = AF_INET if family == -1 else family
             type_ = SOCK_STREAM if type == -1 else type
             nonblock = bool(type_ & SOCK_NONBLOCK)
             type_ &= ~(SOCK_NONBLOCK | SOCK_CLOEXEC)
-            proto_ = 0 if proto == -1 else proto
+            proto_ = 0 if proto == -1 else proto  # as the stdlib: 0 stays 0
             if not 0 < type_ < _SOCK_MAX:
                 raise OSError(_errno.EINVAL, "Invalid argument")
             try:
-                self._fd = os.open(where.path_for(self._family, type_, proto_),
-                                   os.O_RDWR | os.O_CLOEXEC)
+                fd = os.open(where.path_for(family_, type_, proto_), os.O_RDWR | os.O_CLOEXEC)
             except FileNotFoundError:
-                raise where.open_error(self._family, type_) from None
+                raise where.open_error(family_, type_) from None
             except PermissionError:
                 raise PermissionError(_errno.EPERM, "Operation not permitted") from None
-            self._type = type_
-            self._proto = proto_  # as the stdlib: 0 stays 0
-            timeout = 0.0 if nonblock else getdefaulttimeout()
+            self._adopt(fd, family_, type_, proto_, 0.0 if nonblock else getdefaulttimeout())
         else:
-            self._fd = fileno
             self._mm = None  # another open of the file may have set it: ask when needed
             info = abi.SockInfo.unpack(_ioctl(fileno, abi.IOP_SOCKINFO))
-            self._family = info.domain if family == -1 else family
-            self._type = info.type if type == -1 else type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)
-            self._proto = info.protocol if proto == -1 else proto
             flags = fcntl.fcntl(fileno, fcntl.F_GETFL)
-            timeout = 0.0 if flags & os.O_NONBLOCK else getdefaulttimeout()
-        self._timeout: float | None = None
+            self._adopt(fileno, info.domain if family == -1 else family,
+                        info.type if type == -1 else type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC),
+                        info.protocol if proto == -1 else proto,
+                        0.0 if flags & os.O_NONBLOCK else getdefaulttimeout())
+
+    def _adopt(self, fd: int, family: int, type_: int, proto: int,
+               timeout: float | None) -> None:
+        """This object is the socket open as ``fd``, of the kind given, in ``timeout``'s
+        mode (None: blocking)."""
+        self._fd = fd
+        self._family = family
+        self._type = type_
+        self._proto = proto
         self.settimeout(timeout)
 
     # -- identity ----------------------------------------------------------------------
@@ -422,16 +430,7 @@ class socket(metaclass=_Meta):  # noqa: N801 - the stdlib's name
         """The socket object for ``fd``, just opened (blocking) from an accept's name:
         what socket(fileno=fd) would ask the stack (IOP_SOCKINFO, twice) is known."""
         sock: socket = object.__new__(cls)
-        sock._fd = fd
-        sock._io_refs = 0
-        sock._closed = False
-        sock._family = family
-        sock._type = type_
-        sock._proto = proto
-        sock._timeout = None
-        timeout = getdefaulttimeout()
-        if timeout is not None:
-            sock.settimeout(timeout)
+        sock._adopt(fd, family, type_, proto, getdefaulttimeout())
         return sock
 
     def shutdown(self, how: int) -> None:
