@@ -65,3 +65,102 @@ class SendBuffer:
         else:  # all acknowledged: an idle connection holds no deque
             self.head = 0
             self.chunks = _EMPTY
+
+
+#: a received payload at least this long, and at least half of the buffer it lies in,
+#: is queued as a view of that buffer (drivers hand the stack a fresh buffer per frame);
+#: a smaller one is copied into the tail chunk, so a peer sending tiny segments cannot
+#: make a few bytes of window pin a frame buffer each (Linux's truesize/collapse rule)
+HOLD_VIEW = 1024
+_EMPTY_RX: deque[memoryview | bytearray] = deque()  # as _EMPTY, for receive buffers
+
+
+class RecvBuffer:
+    """Receive buffer as a queue of chunks: in-order payloads are appended without a
+    copy (views of the frames they came in), and a read copies out once. A bytearray
+    would copy on append and, holding megabytes while a slow reader drains it from the
+    front, memmove its whole content on every regrowth (measured: 3.4 µs per 64 KB
+    segment with 300 KB queued, 11 µs with 8 MB; 0.7 µs as chunks)."""
+
+    __slots__ = ("chunks", "head", "length")
+
+    def __init__(self) -> None:
+        self.chunks: deque[memoryview | bytearray] = _EMPTY_RX
+        self.head = 0      # offset of the first unread byte in chunks[0]
+        self.length = 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __bool__(self) -> bool:
+        return self.length > 0
+
+    def append(self, data: memoryview | bytes | bytearray) -> None:
+        """Queue ``data``: a view is kept as it is when large (see HOLD_VIEW), and so is
+        a large bytearray, which the caller hands over (a reassembled block)."""
+        n = len(data)
+        if not n:
+            return
+        chunks = self.chunks
+        if chunks is _EMPTY_RX:
+            chunks = self.chunks = deque()
+        if n >= HOLD_VIEW and (type(data) is bytearray or (
+                type(data) is memoryview and 2 * n >= data.obj.__len__())):  # type: ignore[attr-defined]
+            chunks.append(data)
+        elif chunks and type(tail := chunks[-1]) is bytearray and len(tail) < COALESCE:
+            tail += data
+        else:
+            chunks.append(bytearray(data))
+        self.length += n
+
+    def take(self, n: int, peek: bool = False) -> bytes:
+        """The first ``n`` bytes (fewer if fewer are queued), removed unless ``peek``."""
+        n = min(n, self.length)
+        if n <= 0:
+            return b""
+        chunks, head = self.chunks, self.head
+        first = chunks[0]
+        if len(first) - head >= n:  # the common case: one chunk holds it
+            with memoryview(first) as v:
+                data = bytes(v[head:head + n])
+            if not peek:
+                head += n
+                if head == len(first):
+                    chunks.popleft()
+                    head = 0
+        else:
+            parts: list[memoryview] = []
+            want, i = n, 0
+            while want:
+                c = chunks[i]
+                v = memoryview(c)[head:head + want]
+                parts.append(v)
+                want -= len(v)
+                head = 0
+                i += 1
+            data = b"".join(parts)
+            last_part = len(parts[-1])
+            for v in parts:
+                v.release()  # a bytearray tail must be free to grow again
+            if peek:
+                return data
+            for _ in range(i - 1):  # the chunks read whole (i >= 2 here)
+                chunks.popleft()
+            head = last_part  # read from the start of the last one
+            if head == len(chunks[0]):
+                chunks.popleft()
+                head = 0
+        if peek:
+            return data
+        self.length -= n
+        if chunks:
+            self.head = head
+        else:
+            self.head = 0
+            self.chunks = _EMPTY_RX
+        return data
+
+    def clear(self) -> None:
+        self.chunks = _EMPTY_RX
+        self.head = 0
+        self.length = 0

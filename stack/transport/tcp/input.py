@@ -307,7 +307,7 @@ class TCBInput(TCBState):
             if self.rd_shut:
                 c["rcv_discarded_shut_rd"] += plen
             else:
-                self.rcvbuf += payload  # the one copy
+                self.rcvbuf.append(payload)  # queued as it came, copied once when read
             self.rcv_nxt = sq.add(self.rcv_nxt, plen)
             c["data_bytes_in"] += plen
             c["data_segs_in"] += 1
@@ -320,7 +320,7 @@ class TCBInput(TCBState):
                     if blk is None:
                         break
                     if not self.rd_shut:
-                        self.rcvbuf += blk
+                        self.rcvbuf.append(blk)
                     self.rcv_nxt = sq.add(self.rcv_nxt, len(blk))
                     self.bytes_received += len(blk)
                     c["ooo_reassembled"] += 1

@@ -39,7 +39,7 @@ from stack.network import net_header_len
 from stack.packet import GSO_TCPV4, GSO_TCPV6
 from stack.transport.tcp import congestion
 from stack.transport.tcp import seq as sq
-from stack.transport.tcp.buffers import SendBuffer
+from stack.transport.tcp.buffers import RecvBuffer, SendBuffer
 from stack.transport.tcp.sack import ReassemblyQueue, Scoreboard
 from stack.transport.wire import tcp as wire
 from stack.transport.wire.tcp import TCPOptions
@@ -167,7 +167,7 @@ class TCBState:
         self.irs = 0
         self.rcv_nxt = 0
         self.rcv_adv = 0  # right edge of the window last advertised
-        self.rcvbuf = bytearray()
+        self.rcvbuf = RecvBuffer()
         self.rcv_limit = cfg.recvspace
         self.ooo = ReassemblyQueue()
         self.ooo_fin: int | None = None

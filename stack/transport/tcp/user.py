@@ -36,16 +36,10 @@ class TCBUser(TCBState):
         return n
 
     def user_recv(self, n: int, peek: bool = False) -> bytes:
-        buf = self.rcvbuf
-        n = min(n, len(buf))
-        if n <= 0:
-            return b""
-        with memoryview(buf) as view:  # one copy (buf[:n] would copy twice)
-            data = bytes(view[:n])
-        if peek:
+        data = self.rcvbuf.take(n, peek)  # the one copy
+        if peek or not data:
             return data
-        del buf[:n]
-        self.rcv_copied += n
+        self.rcv_copied += len(data)
         self._autotune_rcv()
         if self.window_update_needed():
             self.c["window_updates"] += 1
