@@ -52,6 +52,7 @@ ROWS: list[tuple[str, str, str, str, str]] = [
     ("udp", "rate", "UDP datagrams into an in-stack sink", "dgram/s", ">= 50000"),
     ("udp_files", "rate", "UDP datagrams into a sink via files (libsocket)", "dgram/s",
      ">= 0.5 × in-stack"),
+    ("udp_rr_stack", "rate", "UDP request/response, in-stack server", "req/s", "-"),
     ("udp_rr", "rate", "UDP request/response via files (libsocket server)", "req/s",
      ">= 0.5 × in-stack"),
     ("fwd", "pps", "UDP packets forwarded by the stack, ns a → ns b", "pkt/s", "-"),
@@ -90,7 +91,9 @@ ROWS: list[tuple[str, str, str, str, str]] = [
 V4_ROW = {"ping6": "ping", "tcp6_rx": "tcp_rx", "tcp6_tx": "tcp_tx", "files6_rx": "files_rx",
           "files6_tx": "files_tx"}
 #: a row measured against the in-stack row of the same kind (target "× in-stack")
-IN_STACK_ROW = {"udp_files": "udp", "udp_rr": "udp"}
+IN_STACK_ROW = {"udp_files": "udp", "udp_rr": "udp_rr_stack"}
+#: ... and a second figure the note compares it with (row, what to call it)
+ALSO_AGAINST = {"udp_rr": ("udp", "in-stack UDP sink row (one datagram each, no answer)")}
 #: why a row has no floor (default: NO_FLOOR); the floors: bench/floors.py
 NO_FLOOR = "no floor program"
 NAMES = list(WORKLOADS)
@@ -99,7 +102,7 @@ SOAK = {"churn", "churn_files"}
 #: the kernel ceiling of these workloads is the same measurement: run it once
 SHARED_KERNEL = {"tcp_rx": "tcp", "tcp_tx": "tcp", "files_rx": "tcp", "files_tx": "tcp",
                  "tcp6_rx": "tcp6", "tcp6_tx": "tcp6", "files6_rx": "tcp6", "files6_tx": "tcp6",
-                 "udp_files": "udp"}
+                 "udp_files": "udp", "udp_rr_stack": "udp_rr"}
 
 DOC = os.path.join(REPO, "docs", "performance.md")
 #: the columns, explained under the table's header
@@ -240,6 +243,10 @@ def build_rows(results: dict[str, dict[str, Any]], kernel: dict[str, dict[str, A
             if base is not None:
                 notes.append(f"in-stack row {base:,.0f}: via files/in-stack = "
                              f"{stack_v / base:.2f}")
+            also = ALSO_AGAINST.get(wl)
+            other = _figure(results.get(also[0], {}), metric) if also else None
+            if also and other:
+                notes.append(f"{also[1]} {other:,.0f}: {stack_v / other:.2f}")
         floor_v, floor_na = None, NO_FLOOR
         if "floor" in WORKLOADS.get(wl, {}):
             fres = (floor or {}).get(wl, {})

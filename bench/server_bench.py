@@ -13,6 +13,9 @@
   answers/s. Kernel column: the same server (stdlib: recvfrom/sendto) in ns b, the
   client in ns a. ``udp-server-plain`` (recvfrom/sendto: one read and one write per
   request in message mode) is the plain-API variant, not a row.
+* ``udp_rr_stack``: the same client against the same server written on the stack's own
+  UDP API (a trio task in the stack's process): the in-stack figure ``udp_rr`` is
+  measured against (the files' cost alone). Kernel column: the udp_rr one.
 * ``idle``: CPU of a stack (with its files mounted) holding ``conns`` idle TCP
   connections from the kernel, as % of one core over ``idle_seconds`` (10 s).
 * ``load``: 1-byte echo p99 through rmgr.libsocket (the echo row) while a TCP bulk
@@ -109,6 +112,66 @@ async def stack_udp_rr(p: Params) -> dict[str, Any]:
     out["metrics"]["cpu"] = cpu
     out["cpu_unit"] = wl.CPU_REQ
     out["note"] += "; server: rmgr.libsocket (recvmmsg/sendmmsg, message mode)"
+    return out
+
+
+async def _stack_rr_server(u: Any) -> int:
+    """The in-stack twin of ``peer udp-server``: take the requests queued (up to BATCH,
+    as its recvmmsg), answer each with the same bytes, a run to one sender in one call
+    (as its sendmmsg), then wait for more; an empty datagram ends it. Answers sent."""
+    from bench.peer import BATCH
+
+    count = 0
+    while True:
+        got = [await u.recvfrom(2048)]
+        while len(got) < BATCH:
+            try:
+                got.append(u.recvfrom_nowait(2048))
+            except BlockingIOError:
+                break
+        i = 0
+        while i < len(got):
+            data, addr = got[i]
+            if not data:
+                return count
+            j = i + 1
+            while j < len(got) and got[j][1] == addr and got[j][0]:
+                j += 1
+            sent = 0
+            while sent < j - i:  # a short send: the rest again
+                sent += u.sendmany_nowait([d for d, _ in got[i + sent:j]], addr)
+            count += j - i
+            i = j
+
+
+async def stack_udp_rr_in_stack(p: Params) -> dict[str, Any]:
+    """The udp_rr client ↔ the same server written on the stack's own UDP API (a trio
+    task in the stack's process): what the files cost is udp_rr against this row."""
+    from bench import workloads as wl
+
+    wl.need_tap()
+    runs, cpu = [], []
+    async with wl.tap_stack(p) as (st, ns, _):
+        for i in range(p.runs):
+            u = st.udp.socket()
+            u.bind((wl.SIP, 5931 + i))
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_stack_rr_server, u)
+                c0 = wl.cpu_s()
+                async with wl.peer("udp-rr", wl.SIP, 5931 + i, p.seconds, wl.UDP_SIZE,
+                                   RR_WINDOW, ns=ns) as cl:
+                    res = await cl.line(timeout=p.seconds + 30)
+                c1 = wl.cpu_s()
+                nursery.cancel_scope.cancel()  # the client's closing empty datagram may be lost
+            u.close()
+            if not res["count"]:
+                raise RuntimeError(f"no UDP answers: {res}")
+            cpu.append(wl.per_unit(c1 - c0, res["count"], wl.PER_K))
+            runs.append(res)
+    out = _rr_result(runs)
+    out["metrics"]["cpu"] = cpu
+    out["cpu_unit"] = wl.CPU_REQ
+    out["note"] += "; server: an in-stack trio task (stack.udp)"
     return out
 
 

@@ -944,6 +944,7 @@ def _floor_and_server_workloads() -> None:
     WORKLOADS["fuse_bulk"]["floor"] = floors.floor_fuse_bulk
     WORKLOADS["udp_files"] = {"stack": sb.stack_udp_files, "kernel": kernel_udp}
     WORKLOADS["udp_rr"] = {"stack": sb.stack_udp_rr, "kernel": sb.kernel_udp_rr}
+    WORKLOADS["udp_rr_stack"] = {"stack": sb.stack_udp_rr_in_stack, "kernel": sb.kernel_udp_rr}
     WORKLOADS["idle"] = {"stack": sb.stack_idle}
     WORKLOADS["load"] = {"stack": sb.stack_load, "kernel": sb.kernel_load}
     from bench import scale_bench  # 10,000 held connections; connection churn (soaks)

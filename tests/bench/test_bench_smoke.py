@@ -137,12 +137,13 @@ def test_floor_and_cpu_columns() -> None:
                  "cpu_unit": "s/1k req"},
         "fuse": {"metrics": {"rate": [40e3, 44e3], "cpu": [float("nan"), float("nan")]}},
         "udp": {"metrics": {"rate": [100.0]}},
+        "udp_rr_stack": {"metrics": {"rate": [50.0]}},
         "udp_rr": {"metrics": {"rate": [20.0]}},
     }
     floor = {"ping": {"metrics": {"p50": [20.0, 30.0], "p99": [40.0, 40.0]}, "note": "F"},
              "fuse": {"na": "gcc not found"}}
-    rows = {r.workload: r for r in build_rows(results, {}, ["ping", "fuse", "udp", "udp_rr"],
-                                              floor)}
+    rows = {r.workload: r for r in build_rows(results, {}, ["ping", "fuse", "udp",
+                                                            "udp_rr_stack", "udp_rr"], floor)}
     p50 = rows["ping RTT kernel→stack p50"]
     assert p50.floor == 25.0 and "stack/floor = 1.80" in p50.note
     assert p50.cpu == pytest.approx(0.3) and p50.cpu_unit == "s/1k req"
@@ -151,7 +152,11 @@ def test_floor_and_cpu_columns() -> None:
     assert fuse.cpu is None and fuse.cpu_na == "not measured"
     udp_rr = rows["UDP request/response via files (libsocket server)"]
     assert udp_rr.floor is None and udp_rr.floor_na == "no floor program"
-    assert udp_rr.base == 100.0 and udp_rr.met == "no"  # >= 0.5 × the in-stack row
+    # >= 0.5 × the in-stack server's row (the same work without the files); the note
+    # also compares it with the sink row
+    assert udp_rr.base == 50.0 and udp_rr.met == "no"
+    assert "via files/in-stack = 0.40" in udp_rr.note and "sink row" in udp_rr.note
+    assert "no answer) 100: 0.20" in udp_rr.note
     text = table(list(rows.values()), markdown=True)
     assert "| floor |" in text and "| CPU |" in text
     assert "| 25.0 |" in text and "n/a: gcc not found" in text and "0.3 s/1k req" in text
