@@ -44,6 +44,31 @@ _ALIGN_MASK = abi.IOP_MSG_ALIGN - 1
 _PADS = [bytes(n) for n in range(abi.IOP_MSG_ALIGN)]
 
 
+#: a parsed iop_msg record of a write: (destination, payload, end offset in the write)
+_Record = tuple[Address | None, memoryview, int]
+
+
+def _run_end(recs: list[_Record], i: int) -> int:
+    """The end (exclusive) of the run of records that starts at ``recs[i]``: the ones
+    after it to the same destination and as long as it, the last of the run allowed
+    to be shorter. Such a run has the shape of one USO super-datagram (segments of one
+    size, a short tail), so the transport may send it in one go."""
+    dest, first, _end = recs[i]
+    size = len(first)
+    n = len(recs)
+    j = i + 1
+    while j < n:
+        d, p, _e = recs[j]
+        # the decoded address is cached, so the same destination is usually the
+        # same object: the identity test spares the comparison
+        if (d is not dest and d != dest) or len(p) > size:
+            break
+        j += 1
+        if len(p) < size:
+            break  # a shorter one ends the run
+    return j
+
+
 def _knows_queue(ep: Endpoint) -> bool:
     """``ep`` tells its queue (``next_datagram``), so None from it means none queued."""
     return type(ep).next_datagram is not Endpoint.next_datagram
@@ -297,7 +322,7 @@ class SocketHandle(Handle):
             c["msg_read_batches"] += 1
         return b"".join(parts)
 
-    def _parse_record(self, data: memoryview, off: int) -> tuple[Address | None, memoryview, int]:
+    def _parse_record(self, data: memoryview, off: int) -> _Record:
         """(destination, payload, end) of the iop_msg record at ``off``; EINVAL when it is
         malformed (header or data past the end, flags or ifindex set, address length
         out of range), the address's errors (EINVAL, EAFNOSUPPORT) when it is bad."""
@@ -324,22 +349,16 @@ class SocketHandle(Handle):
                 self._dest_cache = (key, dest)
         return dest, data[off + hdr:end], end
 
-    async def _write_msgs(self, data: memoryview, nonblock: bool) -> int:
-        """A message-mode write: each iop_msg record is one datagram to its address (or
-        the connected peer). The first waits for room as a write does and raises its
-        error; a later one that would block, fails or is malformed ends the batch
-        there: the bytes of the records sent are returned (as sendmmsg's count).
-
-        Consecutive records to one destination with equal lengths (the last of them may
-        be shorter) go to the transport together (``Endpoint.send_many_nowait``): UDP
-        sends such a run as one super-datagram when the interface segments UDP (USO,
-        stack/transport/udp.py ``send_many``)."""
+    def _parse_records(self, data: memoryview) -> list[_Record]:
+        """The records of a message-mode write, all parsed before any is sent (parsing
+        has no side effects; the grouping looks ahead over them): up to a malformed one
+        (the first raises, a later one ends the batch there, as sendmmsg stops at a
+        bad message) or IOP_MSG_MAXCOUNT (the short count tells the caller to write
+        the rest again)."""
         c = self.table.counters
-        c["msg_writes"] += 1
         total = len(data)
         off = 0
-        # parse first (no side effects): the records up to a malformed one or the cap
-        recs: list[tuple[Address | None, memoryview, int]] = []
+        recs: list[_Record] = []
         parse = self._parse_record
         while off < total:
             if len(recs) >= abi.IOP_MSG_MAXCOUNT:
@@ -354,44 +373,61 @@ class SocketHandle(Handle):
                 break
             recs.append(rec)
             off = min(abi.msg_pad(rec[2]), total)
+        return recs
+
+    async def _send_run(self, dest: Address | None, run: list[memoryview], nonblock: bool,
+                        first: bool) -> int:
+        """Send a run of datagrams to ``dest``: how many went (a run of several may go in
+        part, as sendmmsg); raises what stopped it before any went. Only the batch's
+        ``first`` record may wait (a write blocks until it can send something, never
+        for the rest of a batch); a later one that would block raises BlockingIOError
+        and the caller ends the batch there."""
         conn = self.conn
-        ep = conn.ep
+        try:
+            if len(run) > 1:
+                return conn.ep.send_many_nowait(run, dest)
+            if not first:
+                conn.ep.send_nowait(run[0], dest)
+                return 1
+            await send(conn, run[0], dest, nonblock)
+            return 1
+        except BlockingIOError:
+            if not first:
+                raise
+            # no room for the batch's first record: send it alone, waiting as a write
+            # does (the rest of its run goes by the next write); a lone first record
+            # whose send() above gave up is tried once more here
+            await send(conn, run[0], dest, nonblock)
+            return 1
+
+    async def _write_msgs(self, data: memoryview, nonblock: bool) -> int:
+        """A message-mode write: each iop_msg record is one datagram to its address (or
+        the connected peer). The first waits for room as a write does and raises its
+        error; a later one that would block, fails or is malformed ends the batch
+        there: the bytes of the records sent are returned (as sendmmsg's count).
+
+        Consecutive records to one destination with equal lengths (the last of them may
+        be shorter) go to the transport together (``Endpoint.send_many_nowait``): UDP
+        sends such a run as one super-datagram when the interface segments UDP (USO,
+        stack/transport/udp.py ``send_many``)."""
+        c = self.table.counters
+        c["msg_writes"] += 1
+        recs = self._parse_records(data)
+        total = len(data)
         off = count = i = 0
-        n = len(recs)
-        while i < n:
-            dest, first, _end = recs[i]
-            size = len(first)
-            j = i + 1
-            # a run: the same destination (the decoded address is cached: usually the
-            # same object), every record but the last of it ``size`` bytes
-            while j < n:
-                d, p, _e = recs[j]
-                if (d is not dest and d != dest) or len(p) > size:
-                    break
-                j += 1
-                if len(p) < size:
-                    break
+        while i < len(recs):
+            j = _run_end(recs, i)
+            dest = recs[i][0]
             try:
-                if j - i > 1:
-                    sent = ep.send_many_nowait([r[1] for r in recs[i:j]], dest)
-                elif count:
-                    ep.send_nowait(first, dest)
-                    sent = 1
-                else:
-                    await send(conn, first, dest, nonblock)
-                    sent = 1
-            except BlockingIOError:
-                if count:
-                    c["msg_write_short"] += 1
-                    break
-                await send(conn, first, dest, nonblock)  # waits for room as a write does
-                sent = 1
+                sent = await self._send_run(dest, [r[1] for r in recs[i:j]], nonblock,
+                                            first=not count)
             except OSError:  # failed: the first raises, a later one's next write says
                 if not count:
                     raise
                 c["msg_write_short"] += 1
                 break
             count += sent
+            # the bytes consumed: up to the padded end of the last record sent
             off = min(abi.msg_pad(recs[i + sent - 1][2]), total)
             if sent < j - i:
                 c["msg_write_short"] += 1
