@@ -12,15 +12,15 @@ from rmgr.nodes import Caller
 from stack.core import Stack
 from stack.ipsec import IPSEC, Ipsec
 from tests.inet.conftest import FakeIface
+from tests.ipsec.esp_setup import ALG, CBC_KEY, GCM_KEY, HMAC_KEY, setkey_text
 
-GCM_KEY = bytes(range(16)) + b"SALT"
-CBC_KEY, HMAC_KEY = bytes(range(16, 32)), bytes(range(32, 64))
+__all__ = ["CBC_KEY", "GCM_KEY", "SUITES", "ScapyEspPeer"]
+
+#: by suite: setkey's algorithm part, SecurityAssociation's arguments
 SUITES = {
-    "gcm": ("-E aes-gcm-16 0x" + GCM_KEY.hex(),
-            {"crypt_algo": "AES-GCM", "crypt_key": GCM_KEY, "auth_algo": "NULL"}),
-    "cbc": (f"-E aes-cbc 0x{CBC_KEY.hex()} -A hmac-sha256 0x{HMAC_KEY.hex()}",
-            {"crypt_algo": "AES-CBC", "crypt_key": CBC_KEY, "auth_algo": "SHA2-256-128",
-             "auth_key": HMAC_KEY}),
+    "gcm": (ALG["gcm"], {"crypt_algo": "AES-GCM", "crypt_key": GCM_KEY, "auth_algo": "NULL"}),
+    "cbc": (ALG["cbc"], {"crypt_algo": "AES-CBC", "crypt_key": CBC_KEY,
+                         "auth_algo": "SHA2-256-128", "auth_key": HMAC_KEY}),
 }
 
 
@@ -35,22 +35,14 @@ class ScapyEspPeer:
         ipsec = st.services.get(IPSEC)
         assert ipsec is not None
         self.ipsec: Ipsec = ipsec
-        alg, kw = SUITES[suite]
+        kw = SUITES[suite][1]
         tun = {"tunnel_header": ip(src=peer, dst=me)} if mode == "tunnel" else {}
         tun_back = {"tunnel_header": ip(src=me, dst=peer)} if mode == "tunnel" else {}
         self.to_stack = SecurityAssociation(ESP, spi=0x1001, **kw, **tun)
         self.from_stack = SecurityAssociation(ESP, spi=0x1002, **kw, **tun_back)
         self.inner_src = behind if mode == "tunnel" else peer
-        if mode == "tunnel":
-            pol = (f"spdadd {behind}/{plen} {me}/{plen} any -P in ipsec "
-                   f"esp/tunnel/{peer}-{me}/require;\n"
-                   f"spdadd {me}/{plen} {behind}/{plen} any -P out ipsec "
-                   f"esp/tunnel/{me}-{peer}/require;\n")
-        else:
-            pol = (f"spdadd {peer} {me} any -P in ipsec esp/transport//require;\n"
-                   f"spdadd {me} {peer} any -P out ipsec esp/transport//require;\n")
-        self.setkey(f"add {peer} {me} esp 0x1001 -m {mode} {alg};\n"
-                    f"add {me} {peer} esp 0x1002 -m {mode} {alg};\n" + pol)
+        self.setkey(setkey_text(suite, mode, me=me, peer=peer, inner_me=f"{me}/{plen}",
+                                inner_peer=f"{behind}/{plen}"))
 
     def setkey(self, text: str) -> str:
         return self.ipsec.command(text, Caller())

@@ -1,14 +1,12 @@
 """The stack as an IPv6 IPsec gateway: datagrams it forwards meet the output hooks too
 (``inet6_out_prefrag``), so a tunnel policy between a network behind the stack and a
 host behind the ESP peer carries forwarded traffic. The peer is scapy's
-SecurityAssociation in one namespace (tests/ipsec/esp_peer6.py), the protected host a
+SecurityAssociation in one namespace (tests/ipsec/esp_peer.py 6), the protected host a
 kernel in another namespace routed through the stack; ICMPv6 echoes and UDP go
 host-to-host through the tunnel both ways."""
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 
 import pytest
@@ -19,14 +17,13 @@ from stack.addr import Prefix, parse_addr
 from stack.ipsec import IPSEC
 from stack.l2.iface import IFF_UP
 from tests.conftest import needs_tun, running_stack
+from tests.ipsec.esp_setup import PEER_KEYS, peer_results, run_peer, setkey_text
 
 pytestmark = [needs_tun, pytest.mark.root]
 
 ME, PEER_GW = "2001:db8:a::2", "2001:db8:a::1"  # the stack / the ESP peer (tap0)
 LAN, HOST = "2001:db8:8::254", "2001:db8:8::1"  # the stack / the protected host (tap1)
 REMOTE = "2001:db8:9::9"  # the host behind the ESP peer (inside the tunnel)
-KEY = bytes(range(16)) + b"SALT"
-PEER = os.path.join(os.path.dirname(__file__), "esp_peer6.py")
 UDP_ECHO = ("import socket\ns=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM)\n"
             "s.bind(('::',7))\nwhile True:\n d,a=s.recvfrom(65535)\n s.sendto(d,a)\n")
 COUNT = 4
@@ -48,14 +45,9 @@ async def test_forwarded_traffic_through_an_ipv6_esp_tunnel(netns_factory) -> No
             st.inet6.manage.route_add(Prefix.parse(f"{REMOTE}/128"), parse_addr(PEER_GW))
             ipsec = st.services.get(IPSEC)
             assert ipsec is not None
-            alg = f"-E aes-gcm-16 0x{KEY.hex()}"
-            ipsec.command(
-                f"add {PEER_GW} {ME} esp 0x2001 -m tunnel {alg};\n"
-                f"add {ME} {PEER_GW} esp 0x2002 -m tunnel {alg};\n"
-                f"spdadd {REMOTE}/128 2001:db8:8::/64 any -P in ipsec "
-                f"esp/tunnel/{PEER_GW}-{ME}/require;\n"
-                f"spdadd 2001:db8:8::/64 {REMOTE}/128 any -P out ipsec "
-                f"esp/tunnel/{ME}-{PEER_GW}/require;\n", Caller())
+            ipsec.command(setkey_text("gcm", "tunnel", me=ME, peer=PEER_GW,
+                                      inner_me="2001:db8:8::/64", inner_peer=f"{REMOTE}/128",
+                                      spi_in=0x2001, spi_out=0x2002), Caller())
             echo = await trio.lowlevel.open_process(
                 ["ip", "netns", "exec", b.name, sys.executable, "-c", UDP_ECHO])
             try:
@@ -63,18 +55,12 @@ async def test_forwarded_traffic_through_an_ipv6_esp_tunnel(netns_factory) -> No
                 cfg = {"suite": "gcm", "mode": "tunnel", "me": PEER_GW, "stack": ME,
                        "ifname": "tap0", "inner_me": REMOTE, "inner_stack": HOST,
                        "spi_in": 0x2001, "spi_out": 0x2002, "count": COUNT,
-                       "keys": {"gcm": KEY.hex(), "cbc": "00" * 16, "hmac": "00" * 32}}
-                r = await trio.run_process(
-                    ["ip", "netns", "exec", a.name, sys.executable, PEER, json.dumps(cfg)],
-                    capture_stdout=True, capture_stderr=True, check=False)
+                       "keys": PEER_KEYS}
+                r = await run_peer(a.name, 6, cfg)
             finally:
                 echo.kill()
                 await echo.wait()
-            assert r.returncode == 0, r.stderr.decode()[-2000:]
-            results = [json.loads(line) for line in r.stdout.decode().splitlines()]
-            assert len(results) == 2 * COUNT
-            for res in results:
-                assert "error" not in res, res
+            for res in peer_results(r, cfg):
                 # the protected host answered, through the stack, inside the tunnel
                 assert res["src"] == HOST and res["dst"] == REMOTE and res["data"] == res["sent"]
             c = ipsec.counters
