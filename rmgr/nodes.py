@@ -37,6 +37,26 @@ POLLWRNORM = getattr(select, "POLLWRNORM", 0x100)
 CONTROL_WRITE_MAX = 64 * 1024
 
 
+class Gather(list[bytes | bytearray | memoryview]):
+    """A read's answer in pieces (a stream socket's queued chunks): the FUSE session
+    writes them after its header in one ``writev``, no join; ``bytes()`` joins them for
+    a reader that needs one buffer (Qnet's relay). The pieces must not change after the
+    handler returns them."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, parts: list[bytes | bytearray | memoryview], size: int) -> None:
+        super().__init__(parts)
+        self.size = size  # the bytes in all the pieces
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self)
+
+
+#: what a handler's read returns
+ReadResult = bytes | bytearray | memoryview | Gather
+
+
 @dataclass
 class Caller:
     """Who is asking: from the FUSE request header."""
@@ -146,7 +166,7 @@ class Handle:
     def __init__(self) -> None:
         self._poll_listeners: list[Callable[[], None]] = []
 
-    async def read(self, size: int, req: IoRequest) -> bytes | bytearray | memoryview:
+    async def read(self, size: int, req: IoRequest) -> ReadResult:
         raise OSError(errno.EINVAL, "not readable")
 
     async def write(self, data: memoryview, req: IoRequest) -> int:

@@ -28,6 +28,7 @@ from rmgr.fuse.scheduler import Malformed, OpHandler, Scheduler
 from rmgr.nodes import (
     Caller,
     Directory,
+    Gather,
     Handle,
     HandleFile,
     IoRequest,
@@ -307,6 +308,11 @@ class Operations:
 
     async def _do_read(self, unique: int, handle: Handle, size: int, req: IoRequest) -> None:
         data = await handle.read(size, req)
+        if isinstance(data, Gather):
+            if data.size <= size:
+                self.sched.send([_OUT.pack(16 + data.size, 0, unique), *data])
+                return
+            data = bytes(data)  # a handler's bug: cut it as any other answer
         if len(data) > size:
             data = memoryview(data)[:size]
         self.sched.send([_OUT.pack(16 + len(data), 0, unique), data])

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from rmgr.libsocket import abi
 from stack.addr import AF_INET, AF_INET6
+from stack.packet import Buffer
 from stack.registry import SocketType
 from stack.services import IPV6, TRANSPORTS
 from stack.transport.sockaddr import any_for
@@ -138,6 +139,10 @@ class TCPEndpoint(_Wrapped):
 
     def recv_nowait(self, size: int, peek: bool = False) -> tuple[bytes, Address | None]:
         return self.s.recv_nowait(size, peek=peek), None
+
+    def recv_gather_nowait(self, size: int) -> tuple[list[Buffer], int, Address | None]:
+        parts, n = self.s.recv_views_nowait(size)
+        return parts, n, None
 
     def nread(self) -> int:
         return int(self.s.bytes_readable())

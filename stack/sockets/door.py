@@ -14,7 +14,7 @@ import struct
 import trio
 
 from rmgr.libsocket import abi
-from rmgr.nodes import POLLHUP, POLLIN, POLLOUT, Caller, Handle, IoRequest
+from rmgr.nodes import POLLHUP, POLLIN, POLLOUT, Caller, Gather, Handle, IoRequest, ReadResult
 from stack.transport.mcast import STRUCT_OPTIONS as _MCAST_STRUCTS
 
 from .conn import Conn, SocketTable
@@ -138,7 +138,7 @@ class SocketHandle(Handle):
             raise OSError(errno.EBADF, "socket is closed")
 
     # -- data ------------------------------------------------------------------------
-    async def read(self, size: int, req: IoRequest) -> bytes:
+    async def read(self, size: int, req: IoRequest) -> ReadResult:
         self._check_open()
         if self.deferred_error is not None:
             err, self.deferred_error = self.deferred_error, None
@@ -147,6 +147,7 @@ class SocketHandle(Handle):
         nonblock = req.nonblock or bool(flags & abi.RECV_DONTWAIT)
         timeout = conn_timeout(self.conn, "rcv")
         deadline = trio.current_time() + timeout if timeout else math.inf
+        data: ReadResult
         try:
             if self.msg_max:
                 data = await self._read_msgs(size, nonblock, bool(flags & abi.RECV_PEEK),
@@ -164,10 +165,16 @@ class SocketHandle(Handle):
         self.recv_flags = 0
         return data
 
-    def _take(self, size: int, nonblock: bool, peek: bool) -> bytes | None:
-        """What is queued (``b""``: EOF), None when nothing is (EAGAIN if ``nonblock``)."""
+    def _take(self, size: int, nonblock: bool, peek: bool) -> ReadResult | None:
+        """What is queued (``b""``: EOF), None when nothing is (EAGAIN if ``nonblock``).
+        A stream's data comes as the transport's pieces (a Gather: the FUSE reply
+        writes them, no copy here)."""
         try:
-            data, addr = self.ep.recv_nowait(size, peek)
+            if not peek and self.conn.type == abi.SOCK_STREAM:
+                parts, n, addr = self.ep.recv_gather_nowait(size)
+                data: ReadResult = Gather(parts, n) if n else b""
+            else:
+                data, addr = self.ep.recv_nowait(size, peek)
         except BlockingIOError:
             if nonblock:
                 raise _eagain("no data") from None
@@ -176,7 +183,7 @@ class SocketHandle(Handle):
             self.last_from = addr
         return data
 
-    async def _read(self, size: int, nonblock: bool, peek: bool, deadline: float) -> bytes:
+    async def _read(self, size: int, nonblock: bool, peek: bool, deadline: float) -> ReadResult:
         conn = self.conn
         data = self._take(size, nonblock, peek)  # the common case: no cancel scope
         if data is not None:
@@ -212,7 +219,11 @@ class SocketHandle(Handle):
                     break
                 if not chunk:
                     break
-                got += chunk
+                if isinstance(chunk, Gather):
+                    for part in chunk:
+                        got += part
+                else:
+                    got += chunk
         except trio.Cancelled:
             if got:
                 return bytes(got)

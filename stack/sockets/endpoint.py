@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from rmgr.libsocket import abi
 from stack.addr import Endpoint as Address
-from stack.packet import send_each
+from stack.packet import Buffer, send_each
 
 __all__ = ["Address", "Endpoint"]
 
@@ -83,6 +83,13 @@ class Endpoint(abc.ABC):
         """Stream: up to ``size`` bytes (``b""`` at EOF). Datagram: one datagram cut
         to ``size``. Raises BlockingIOError when there is nothing. ``peek`` (MSG_PEEK)
         leaves what it returns in the queue."""
+
+    def recv_gather_nowait(self, size: int) -> tuple[list[Buffer], int, Address | None]:
+        """``recv_nowait`` in pieces: (pieces, their size, source). A stream transport
+        that queues what it received in chunks overrides this to hand them over
+        without a copy; the pieces must not change afterwards."""
+        data, addr = self.recv_nowait(size)
+        return [data], len(data), addr
 
     @abc.abstractmethod
     def nread(self) -> int:

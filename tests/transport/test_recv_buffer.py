@@ -1,5 +1,6 @@
 """The TCP receive buffer (stack/transport/tcp/buffers.py RecvBuffer): a queue of chunks
-read out with one copy, checked against a bytearray on random appends and reads."""
+read out with one copy (or as pieces with none), checked against a bytearray on random
+appends and reads."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ def test_matches_a_bytearray_on_random_appends_and_reads() -> None:
     rnd = random.Random(1)
     for _trial in range(200):
         rb, ref = RecvBuffer(), bytearray()
+        held: list[tuple[list[bytes | bytearray | memoryview], bytes]] = []
         for _step in range(150):
             if rnd.random() < 0.6:
                 n = rnd.choice([1, 5, 100, 1000, 1024, 1448, 3000, 65000])
@@ -22,14 +24,23 @@ def test_matches_a_bytearray_on_random_appends_and_reads() -> None:
                 data = view if kind < 0.7 else bytes(view) if kind < 0.85 else bytearray(view)
                 ref += data
                 rb.append(data)
-            else:
+            elif rnd.random() < 0.5:
                 n = rnd.choice([0, 1, 10, 1000, 4096, 70000, 300000])
                 peek = rnd.random() < 0.2
                 assert rb.take(n, peek) == ref[:n]
                 if not peek:
                     del ref[:n]
+            else:  # the gathered read: pieces that stay as they were when handed out
+                n = rnd.choice([1, 10, 1000, 4096, 70000, 300000])
+                parts = rb.take_views(n)
+                want = bytes(ref[:n])
+                del ref[:n]
+                assert b"".join(parts) == want
+                held.append((parts, want))
             assert len(rb) == len(ref)
             assert bool(rb) == bool(ref)
+        # later appends (a coalescing tail growing) changed no piece handed out
+        assert all(b"".join(parts) == want for parts, want in held)
 
 
 def test_large_payloads_are_queued_without_a_copy_small_ones_are_copied() -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections import deque
 
+from stack.packet import Buffer
+
 COALESCE = 2048  # small writes are merged into the tail chunk up to this size
 #: the chunks of every empty buffer, never appended to: a deque costs 760 bytes (its first
 #: block), which an idle connection (10,000 of them: 7.6 MB) need not hold
@@ -159,6 +161,38 @@ class RecvBuffer:
             self.head = 0
             self.chunks = _EMPTY_RX
         return data
+
+    def take_views(self, n: int) -> list[Buffer]:
+        """The first ``n`` bytes (fewer if fewer are queued), removed, as pieces with no
+        copy where none is needed: views of the frames they came in, and of a tail
+        chunk read whole; a tail chunk read in part is copied (it may grow again)."""
+        out: list[Buffer] = []
+        chunks, head = self.chunks, self.head
+        want = min(n, self.length)
+        self.length -= want
+        while want:
+            c = chunks[0]
+            room = len(c) - head
+            if room <= want:  # read to its end: it leaves the queue
+                chunks.popleft()
+                out.append(memoryview(c)[head:] if head else
+                           c if type(c) is memoryview else memoryview(c))
+                want -= room
+                head = 0
+            else:
+                if type(c) is memoryview:
+                    out.append(c[head:head + want])
+                else:
+                    with memoryview(c) as v:
+                        out.append(bytes(v[head:head + want]))
+                head += want
+                want = 0
+        if chunks:
+            self.head = head
+        else:
+            self.head = 0
+            self.chunks = _EMPTY_RX
+        return out
 
     def clear(self) -> None:
         self.chunks = _EMPTY_RX

@@ -20,6 +20,7 @@ import trio
 
 from stack.addr import AF_INET, AF_INET6, Endpoint, ScopedEndpoint, is_link_local6
 from stack.network import scope_ifname
+from stack.packet import Buffer
 from stack.transport import ip6opt
 from stack.transport.sockaddr import SockAddr, any_for, endpoint, endpoint_scope
 from stack.transport.sockopt import fire_change, get_ip_option, set_ip_option
@@ -278,6 +279,14 @@ class TCPSocket:
         if n == 0:
             return b""
         raise BlockingIOError(errno.EAGAIN, "no data")
+
+    def recv_views_nowait(self, n: int = 65536) -> tuple[list[Buffer], int]:
+        """``recv_nowait`` as pieces without a copy: (pieces, size); ([], 0) at EOF."""
+        t = self.tcb
+        if t.rcvbuf and not self.closed:
+            return t.user_recv_views(n)
+        data = self.recv_nowait(n)  # the errors, EOF and EAGAIN, as recv_nowait
+        return ([data], len(data)) if data else ([], 0)
 
     async def recv(self, n: int = 65536) -> bytes:
         while True:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, cast
 
+from stack.packet import Buffer
 from stack.transport.tcp.state import SEND_STATES, SYNCHRONIZED, S, TCBState
 
 if TYPE_CHECKING:  # cycle: TCB is assembled from this role (tcb.py imports it); types only
@@ -39,13 +40,27 @@ class TCBUser(TCBState):
         data = self.rcvbuf.take(n, peek)  # the one copy
         if peek or not data:
             return data
-        self.rcv_copied += len(data)
+        self._read_out(len(data))
+        return data
+
+    def user_recv_views(self, n: int) -> tuple[list[Buffer], int]:
+        """``user_recv`` without the copy: (pieces, their size) for a writer that
+        gathers (the socket door's FUSE reply)."""
+        n = min(n, len(self.rcvbuf))
+        if n <= 0:
+            return [], 0
+        parts = self.rcvbuf.take_views(n)
+        self._read_out(n)
+        return parts, n
+
+    def _read_out(self, n: int) -> None:
+        """``n`` bytes left the receive buffer: autotuning, and a window update if due."""
+        self.rcv_copied += n
         self._autotune_rcv()
         if self.window_update_needed():
             self.c["window_updates"] += 1
             self.ack_now = True
             self.output_soon()
-        return data
 
     def _autotune_rcv(self) -> None:
         cfg = self.proto.cfg
