@@ -17,7 +17,8 @@ from collections.abc import Callable
 
 from stack.counters import Counters, names
 
-BATCH_COUNTERS: frozenset[str] = names("batches deferred coalesced flushed work_failed")
+BATCH_COUNTERS: frozenset[str] = names("batches deferred coalesced flushed work_failed "
+                                       "early_ends")
 
 log = logging.getLogger("io-pkt.batch")
 
@@ -25,10 +26,14 @@ log = logging.getLogger("io-pkt.batch")
 class RxBatch:
     """The stack's one receive-batch bracket (``Stack.rx_batch``)."""
 
-    __slots__ = ("depth", "pending", "counters", "_logged")
+    __slots__ = ("depth", "pending", "counters", "_logged", "end_early")
 
     def __init__(self) -> None:
         self.depth = 0
+        #: set by a protocol that woke a reader for a small message (a request, an
+        #: echo): the driver ends its batch after this frame, so the reader's task
+        #: runs now instead of after up to RX_BUDGET_BYTES of a bulk flow's frames
+        self.end_early = False
         self.pending: dict[int, Callable[[], None]] = {}
         self.counters = Counters("rx_batch", BATCH_COUNTERS)
         self._logged = False
@@ -38,6 +43,8 @@ class RxBatch:
         return self.depth > 0
 
     def begin(self) -> None:
+        if not self.depth:
+            self.end_early = False  # a request left by a bracket that did not look
         self.depth += 1
 
     def end(self) -> None:
@@ -67,6 +74,16 @@ class RxBatch:
                                       "rx_batch.work_failed; logged once)", fn)
         finally:
             self.depth = 0
+
+    def ended_early(self) -> None:
+        """The driver ended its batch for ``reader_woken``."""
+        self.end_early = False
+        self.counters["early_ends"] += 1
+
+    def reader_woken(self) -> None:
+        """A small message was queued for a reader: end the open batch early."""
+        if self.depth:
+            self.end_early = True
 
     def defer(self, key: int, fn: Callable[[], None]) -> None:
         """Run ``fn`` at the end of the open batch (once per ``key``: a later ``fn`` for

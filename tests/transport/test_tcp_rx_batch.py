@@ -154,3 +154,75 @@ def test_deferred_work_that_raises_is_counted_and_the_rest_runs() -> None:
     batch.defer(2, lambda: ran.append(2))
     batch.end()  # does not raise
     assert ran == [2] and batch.counters["work_failed"] == 1 and not batch.active
+
+
+# -- a reader woken by a small message runs before the rest of the batch -------------
+async def test_a_small_pushed_message_asks_the_batch_to_end_early(
+        autojump_clock: object) -> None:
+    batch = RxBatch()
+    proto, _rec, _tcb, iss = _connected(batch)
+    batch.begin()
+    proto.input(segment(4000, 80, 1001, iss + 1, ACK, bytes(MSS)))  # type: ignore[arg-type]
+    assert not batch.end_early  # a bulk sender's segment: not pushed
+    proto.input(segment(4000, 80, 1001 + MSS, iss + 1, ACK | PSH, bytes(MSS)))  # type: ignore[arg-type]
+    assert batch.end_early  # pushed, and 2 segments (< SMALL_MESSAGE) queued
+    batch.end()
+    batch.begin()
+    assert not batch.end_early  # a new batch starts without the request
+    proto.input(segment(4000, 80, 1001 + 2 * MSS, iss + 1, ACK | PSH, bytes(MSS)))  # type: ignore[arg-type]
+    assert not batch.end_early  # three segments unread: more than a message
+    batch.end()
+
+
+class _FrameSource:
+    """Just what the receive loop needs of a stack: its batch bracket."""
+
+    def __init__(self) -> None:
+        self.rx_batch = RxBatch()
+
+
+async def test_the_driver_yields_to_the_woken_reader_before_its_next_frames() -> None:
+    import socket
+
+    import trio
+
+    from stack.l2.fdio import RX_BUDGET_BYTES_SHORT, FdInterface
+
+    order: list[str] = []
+    woken = trio.Event()
+    stack = _FrameSource()
+
+    class Frames(FdInterface):
+        def _read_one(self) -> bool:
+            data = self.sock.recv(2048)  # type: ignore[union-attr]  # EAGAIN raises
+            self.counters["ibytes"] += len(data)
+            order.append(data.decode())
+            if data == b"msg":  # what TCP does for a small pushed message
+                woken.set()
+                stack.rx_batch.reader_woken()
+            return True
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    a.setblocking(False)
+    ifc = Frames("t0", mac=b"\x02\x00\x00\x00\x00\x01")
+    ifc.sock, ifc.fd, ifc.stack = a, a.fileno(), stack  # type: ignore[assignment]
+    for frame in (b"f1", b"f2", b"msg", b"f3", b"f4"):
+        b.send(frame)
+
+    async def reader() -> None:
+        await woken.wait()
+        order.append("reader")
+
+    with a, b:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            await trio.testing.wait_all_tasks_blocked()
+            ifc.start(nursery)
+            with trio.fail_after(5):
+                while len(order) < 6:
+                    await trio.sleep(0.01)
+            ifc.closed = True
+            nursery.cancel_scope.cancel()
+    assert order == ["f1", "f2", "msg", "reader", "f3", "f4"]
+    assert stack.rx_batch.counters["early_ends"] == 1
+    assert ifc._short_until > 0 and RX_BUDGET_BYTES_SHORT < 256 << 10

@@ -134,8 +134,7 @@ class RecvBuffer:
             parts: list[memoryview] = []
             want, i = n, 0
             while want:
-                c = chunks[i]
-                v = memoryview(c)[head:head + want]
+                v = memoryview(chunks[i])[head:head + want]
                 parts.append(v)
                 want -= len(v)
                 head = 0
@@ -171,19 +170,19 @@ class RecvBuffer:
         want = min(n, self.length)
         self.length -= want
         while want:
-            c = chunks[0]
-            room = len(c) - head
+            chunk = chunks[0]
+            room = len(chunk) - head
             if room <= want:  # read to its end: it leaves the queue
                 chunks.popleft()
-                out.append(memoryview(c)[head:] if head else
-                           c if type(c) is memoryview else memoryview(c))
+                out.append(memoryview(chunk)[head:] if head else
+                           chunk if type(chunk) is memoryview else memoryview(chunk))
                 want -= room
                 head = 0
             else:
-                if type(c) is memoryview:
-                    out.append(c[head:head + want])
+                if type(chunk) is memoryview:
+                    out.append(chunk[head:head + want])
                 else:
-                    with memoryview(c) as v:
+                    with memoryview(chunk) as v:
                         out.append(bytes(v[head:head + want]))
                 head += want
                 want = 0

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, cast
 
 from stack.transport.tcp import seq as sq
 from stack.transport.tcp.state import INF, RECV_STATES, S, TCBState
-from stack.transport.wire.tcp import ACK, FIN, RST, SYN, TCPOptions, TCPSegment
+from stack.transport.wire.tcp import ACK, FIN, PSH, RST, SYN, TCPOptions, TCPSegment
 
 #: the delivery rate (TCP_INFO, ss -i) is measured over intervals of at least this
 #: much more than the smoothed RTT, so a TAP's 100 µs RTT does not make it jitter
@@ -18,6 +18,13 @@ DR_INTERVAL = 0.05
 
 if TYPE_CHECKING:  # cycle: TCB is assembled from this role (tcb.py imports it); types only
     from stack.transport.tcp.tcb import TCB
+
+
+#: pushed in-order data that leaves at most this much queued is a message (a request, an
+#: echo), not a bulk stream's: its reader should run before the driver's batch goes on
+#: (PSH: a bulk sender without segmentation offload sends MSS-sized segments into an
+#: empty queue too, but pushes only at the end of each write)
+SMALL_MESSAGE = 4096
 
 
 class TCBInput(TCBState):
@@ -254,6 +261,10 @@ class TCBInput(TCBState):
                 self.ack_now = True
         if changed:
             self._notify()
+            if flags & PSH and len(self.rcvbuf) <= SMALL_MESSAGE and self.sock is not None:
+                batch = self.proto.batch
+                if batch is not None:
+                    batch.reader_woken()  # its reader runs before the rest of the batch
         if self.ooo.blocks:
             self.output()  # out of order: at once, each duplicate ACK counts
         else:
