@@ -5,7 +5,17 @@ Options (one comma-separated word): ``name=`` (default tapN, the first free),
 stay where they are), ``mac=`` (the stack's address on this link; default a random
 locally-administered one), ``mtu=`` (default 1500; also set on the kernel side),
 ``offload=0`` (no checksum/TSO offloads: the kernel completes checksums and segments
-before handing frames over), ``txqlen=`` (transmit queue bound, default 512).
+before handing frames over), ``txqlen=`` (transmit queue bound, default 512),
+``queues=N`` (1-8, default 2: a multi-queue TAP, IFF_MULTI_QUEUE, one fd and one
+receive task per queue).
+
+Queues: the kernel sends a flow's frames to the queue the stack last wrote that flow's
+frames on (tun's flow table, keyed by a symmetric flow hash), and the stack writes a
+frame on the queue its TxMeta names: QUEUE_BULK for a flow that moved a super-segment,
+QUEUE_SPARSE for every other (stack/packet.py). So the answers of a request/response
+flow never wait in the device behind a bulk flow's megabytes: its queue's task reads
+them between two of the bulk queue's batches. Frames without a TxMeta (ARP, ICMP) go
+out on the first queue; what the kernel sends unasked lands on a queue by its hash.
 
 The device is opened IFF_TAP|IFF_NO_PI|IFF_VNET_HDR with a 12-byte virtio_net_hdr_v1
 (TUNSETVNETHDRSZ). With offloads on (TUNSETOFFLOAD CSUM|TSO4|TSO6|TSO_ECN, plus
@@ -40,6 +50,8 @@ TUNSETVNETHDRSZ = 0x400454D8
 IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
+IFF_MULTI_QUEUE = 0x0100
+MAX_QUEUES = 8
 TUN_F_CSUM = 0x01
 TUN_F_TSO4 = 0x02
 TUN_F_TSO6 = 0x04
@@ -60,33 +72,46 @@ _VNET_PLAIN = bytes(VNET_HDR_LEN)
 COUNTERS: frozenset[str] = FDIO_COUNTERS | names("rx_spill rx_gso link_ctl_errors")
 
 
-def open_tap(name: str, netns: str | None, offload: bool) -> tuple[int, str, set[str]]:
-    """Create TAP ``name`` in ``netns`` (see stack.netns); returns (fd, kernel name,
-    the offloads the kernel took)."""
+def open_tap(name: str, netns: str | None, offload: bool,
+             queues: int = 1) -> tuple[list[int], str, set[str]]:
+    """Create TAP ``name`` in ``netns`` (see stack.netns) with ``queues`` queues;
+    returns (an fd per queue, kernel name, the offloads the kernel took)."""
 
-    def create() -> tuple[int, str, set[str]]:
-        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    def create() -> tuple[list[int], str, set[str]]:
+        fds: list[int] = []
         try:
-            ifr = struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR)
-            res = fcntl.ioctl(fd, TUNSETIFF, ifr.ljust(40, b"\0"))
-            fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
-            offloads: set[str] = set()
-            if offload:
-                flags = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN
-                try:
-                    fcntl.ioctl(fd, TUNSETOFFLOAD, flags | TUN_F_USO4 | TUN_F_USO6)
-                    offloads.add("uso")
-                except OSError:  # EINVAL: a kernel before 6.2, no USO
-                    fcntl.ioctl(fd, TUNSETOFFLOAD, flags)
-                offloads |= {"csum", "tso4", "tso6"}
-            else:
-                fcntl.ioctl(fd, TUNSETOFFLOAD, 0)
+            kname, offloads = name, set[str]()
+            for _ in range(queues):  # the first creates it (a free name), the rest join
+                fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+                fds.append(fd)
+                kname, offloads = _attach(fd, kname, offload,
+                                          IFF_MULTI_QUEUE if queues > 1 else 0)
         except BaseException:
-            os.close(fd)
+            for fd in fds:
+                os.close(fd)
             raise
-        return fd, res[:16].rstrip(b"\0").decode(), offloads
+        return fds, kname, offloads
 
     return run_in_netns(netns, create)
+
+
+def _attach(fd: int, name: str, offload: bool, mq: int) -> tuple[str, set[str]]:
+    """TUNSETIFF (creating the device, or one more queue of it) and its settings."""
+    ifr = struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | mq)
+    res = fcntl.ioctl(fd, TUNSETIFF, ifr.ljust(40, b"\0"))
+    fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
+    offloads: set[str] = set()
+    if offload:
+        flags = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN
+        try:
+            fcntl.ioctl(fd, TUNSETOFFLOAD, flags | TUN_F_USO4 | TUN_F_USO6)
+            offloads.add("uso")
+        except OSError:  # EINVAL: a kernel before 6.2, no USO
+            fcntl.ioctl(fd, TUNSETOFFLOAD, flags)
+        offloads |= {"csum", "tso4", "tso6"}
+    else:
+        fcntl.ioctl(fd, TUNSETOFFLOAD, 0)
+    return res[:16].rstrip(b"\0").decode(), offloads
 
 
 class TapInterface(FdInterface):
@@ -94,10 +119,12 @@ class TapInterface(FdInterface):
     counter_names = COUNTERS
 
     def __init__(self, name: str, *, mac: bytes, mtu: int, netns: str | None,
-                 offload: bool, txq_max: int) -> None:
+                 offload: bool, txq_max: int, queues: int = 1) -> None:
         super().__init__(name, mac=mac, mtu=mtu, driver="tap", txq_max=txq_max)
         self.netns = netns
-        self.fd, self.kname, took = open_tap(name, netns, offload)
+        fds, self.kname, took = open_tap(name, netns, offload, queues)
+        self.fd, self.extra_fds = fds[0], fds[1:]
+        self.tx_fds = tuple(fds)  # by TxMeta.queue (modulo their number)
         self.capabilities = {"csum", "tso4", "tso6"} | took
         self.offloads = took
         self.ctl = LinkControl(netns)
@@ -114,7 +141,7 @@ class TapInterface(FdInterface):
     # -- receive: one readv per frame ------------------------------------------------
     def _read_one(self) -> bool:
         buf = bytearray(self._small)
-        n = os.readv(self.fd, (self._hdr, buf, self._spill))  # EAGAIN raises
+        n = os.readv(self.rx_fd, (self._hdr, buf, self._spill))  # EAGAIN raises
         n -= VNET_HDR_LEN
         if n <= 0:
             self.counters["ierrors"] += 1
@@ -141,14 +168,18 @@ class TapInterface(FdInterface):
 
     # -- transmit: one writev per frame ----------------------------------------------
     def _write(self, bufs: Sequence[Buffer], meta: TxMeta | None) -> None:
-        if meta is None or not (meta.needs_csum or meta.gso_type):
+        if meta is None:
+            os.writev(self.fd, (_VNET_PLAIN, *bufs))
+            return
+        if not (meta.needs_csum or meta.gso_type):
             hdr = _VNET_PLAIN
         else:
             hdr = _vnet_pack(F_NEEDS_CSUM if meta.needs_csum else 0,
                              meta.gso_type if meta.gso_type else GSO_NONE,
                              meta.hdr_len, meta.gso_size, meta.csum_start,
                              meta.csum_offset, 0)
-        os.writev(self.fd, (hdr, *bufs))
+        fds = self.tx_fds
+        os.writev(fds[meta.queue % len(fds)] if meta.queue else self.fd, (hdr, *bufs))
 
     # -- control ---------------------------------------------------------------------
     def set_link_up(self, up: bool) -> None:
@@ -175,6 +206,7 @@ class TapInterface(FdInterface):
                 "peer_mac": ":".join(f"{b:02x}" for b in self.peer_mac),
                 "vnet_hdr": str(VNET_HDR_LEN),
                 "offloads": ",".join(sorted(self.offloads)) or "none",
+                "queues": str(len(self.tx_fds)),
                 "txq": f"{len(self.txq)}/{self.txq_max}"}
 
 
@@ -192,9 +224,10 @@ async def main(ctx: ModuleContext) -> None:
     mtu = opts.get_int("mtu", 1500, lo=68, hi=65521)
     offload = opts.get_int("offload", 1, lo=0, hi=1)
     txq = opts.get_int("txqlen", 512, lo=1, hi=1 << 20)
-    assert mtu is not None and txq is not None
+    queues = opts.get_int("queues", 2, lo=1, hi=MAX_QUEUES)
+    assert mtu is not None and txq is not None and queues is not None
     iface = TapInterface(name, mac=mac, mtu=mtu, netns=opts.get_str("netns"),
-                         offload=bool(offload), txq_max=txq)
+                         offload=bool(offload), txq_max=txq, queues=queues)
     ctx.add_cleanup(iface.destroy)
     ctx.attach_interface(iface)
     iface.start(ctx.nursery)

@@ -84,6 +84,21 @@ class TxMeta:
     gso_type: int = GSO_NONE
     gso_size: int = 0
     hdr_len: int = 0
+    #: the device queue for this frame's flow (a multi-queue TAP steers the flow's
+    #: return traffic to the queue it was sent on): QUEUE_BULK for a flow moving bulk
+    #: data, QUEUE_SPARSE for any other, so a request's answer is never queued in the
+    #: device behind a bulk flow's frames (fq_codel's sparse flows, by the queue)
+    queue: int = 0
+
+    def shifted(self, n: int) -> TxMeta:
+        """This TxMeta for the frame with ``n`` more bytes of headers in front (the
+        network header, an Ethernet header, a VLAN tag): the offsets move, the rest stays."""
+        return TxMeta(self.csum_start + n, self.csum_offset, self.needs_csum, self.gso_type,
+                      self.gso_size, self.hdr_len + n if self.hdr_len else 0, self.queue)
+
+
+QUEUE_BULK = 0
+QUEUE_SPARSE = 1
 
 
 def locate_l4_csum(frame: Buffer, l3: int = 14) -> tuple[int, int] | None:

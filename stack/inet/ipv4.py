@@ -339,9 +339,7 @@ class IPv4Layer:
                 payload = complete_csum(payload, meta)
                 meta = None
             else:
-                off = ihl + iface.medium.hdr_len
-                meta = TxMeta(meta.csum_start + off, meta.csum_offset, meta.needs_csum,
-                              meta.gso_type, meta.gso_size, meta.hdr_len + off if meta.hdr_len else 0)
+                meta = meta.shifted(ihl + iface.medium.hdr_len)
         c["out_packets"] += 1
         return self._send(iface, nexthop, [hdr, *payload], meta, bcast,
                           (self._local_unreach, (proto, s, d, payload, on_error)))
@@ -375,8 +373,7 @@ class IPv4Layer:
             return self._prefrag_one(iface, nexthop, bufs, bcast, mtu, fail, fwd)
         c = self.counters
         if shift:
-            meta = TxMeta(meta.csum_start + shift, meta.csum_offset, meta.needs_csum,
-                          meta.gso_type, meta.gso_size, meta.hdr_len + shift if meta.hdr_len else 0)
+            meta = meta.shifted(shift)
         try:
             datagrams = segment_ip(b"", memoryview(b"".join(bufs)), meta, mtu)
         except GsoError as exc:

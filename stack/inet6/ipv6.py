@@ -325,9 +325,7 @@ class IPv6Layer:
                 payload = complete_csum(payload, meta)
                 meta = None
             else:
-                off = len(hdr) + iface.medium.hdr_len
-                meta = TxMeta(meta.csum_start + off, meta.csum_offset, meta.needs_csum,
-                              meta.gso_type, meta.gso_size, meta.hdr_len + off if meta.hdr_len else 0)
+                meta = meta.shifted(len(hdr) + iface.medium.hdr_len)
         c["out_packets"] += 1
         return self._send(iface, nexthop, [hdr, *payload], meta, fail)
 
@@ -385,8 +383,7 @@ class IPv6Layer:
         hdr = pack_header(tos, 0, plen, nh, ttl, s, d) + ext
         if meta is not None and meta.gso_type != GSO_NONE:
             shift = len(hdr)
-            meta = TxMeta(meta.csum_start + shift, meta.csum_offset, meta.needs_csum,
-                          meta.gso_type, meta.gso_size, meta.hdr_len + shift if meta.hdr_len else 0)
+            meta = meta.shifted(shift)
             try:
                 datagrams = segment_ip(b"", memoryview(b"".join([hdr, *payload])), meta, mtu)
             except GsoError as exc:

@@ -51,7 +51,7 @@ IFACE_COUNTERS: frozenset[str] = names("""
 #: a driver on a file descriptor (stack/l2/fdio.py: ``FdInterface``); ``tx_errno_<E>``
 #: counts a write that failed with errno E
 FDIO_COUNTERS: frozenset[str] = IFACE_COUNTERS | names("""
-    rx_wakeups rx_budget_yields device_gone tx_blocked tx_queued
+    rx_wakeups rx_budget_yields device_gone tx_blocked tx_queued rx_other_queues
 """) | frozenset(f"tx_errno_{n}" for n in (*ERRNO_NAMES, "unknown"))
 
 #: a bridge interface (stack/l2/bridge.py)

@@ -97,6 +97,10 @@ class FdInterface(Interface):
         self._tx_wakeup = trio.Event()
         self._spill = bytearray(BIG_RX)
         self._short_until = 0.0
+        #: a multi-queue device's other queues (the first is ``fd``), each read by its
+        #: own receive task; ``rx_fd`` is the one ``_read_one`` reads now
+        self.extra_fds: list[int] = []
+        self.rx_fd = -1
         self.closed = False
 
     # -- to implement ----------------------------------------------------------------
@@ -111,35 +115,37 @@ class FdInterface(Interface):
     # -- tasks -----------------------------------------------------------------------
     def start(self, nursery: trio.Nursery) -> None:
         tune_malloc()
-        nursery.start_soon(self._rx_task, name=f"{self.name}-rx")
+        nursery.start_soon(self._rx_task, self.fd, name=f"{self.name}-rx")
+        for k, fd in enumerate(self.extra_fds, 1):
+            nursery.start_soon(self._rx_task, fd, name=f"{self.name}-rx{k}")
         nursery.start_soon(self._tx_task, name=f"{self.name}-tx")
 
-    async def _rx_task(self) -> None:
+    async def _rx_task(self, fd: int) -> None:
         c = self.counters
         while not self.closed:
             try:
-                await trio.lowlevel.wait_readable(self.fd)
+                await trio.lowlevel.wait_readable(fd)
             except (trio.ClosedResourceError, OSError):
                 return  # destroyed under us
             c["rx_wakeups"] += 1
             stack = self.stack
             batch = stack.rx_batch if stack is not None else None
             while True:  # drain until EAGAIN, yielding every RX_BUDGET frames or bytes
-                n = 0
-                early = False
+                n = 0  # frames read in this batch
+                full = early = False  # the budget is spent / a reader was woken: yield
                 until = c["ibytes"] + (RX_BUDGET_BYTES if time.perf_counter() >= self._short_until
                                        else RX_BUDGET_BYTES_SHORT)
                 if batch is not None:
                     batch.begin()
+                self.rx_fd = fd  # no await until the batch ends: no other queue's task runs
                 try:
-                    while n < RX_BUDGET and self._read_one():
+                    while self._read_one():
                         n += 1
-                        if c["ibytes"] >= until:
-                            n = RX_BUDGET
+                        if n >= RX_BUDGET or c["ibytes"] >= until:
+                            full = True
                             break
                         if batch is not None and batch.end_early:
-                            early = True
-                            n = RX_BUDGET  # yield now, then go on draining
+                            full = early = True  # yield now, then go on draining
                             break
                 except OSError as exc:
                     if exc.errno in _AGAIN:
@@ -157,9 +163,11 @@ class FdInterface(Interface):
                         return
                     break
                 finally:
+                    if fd != self.fd:
+                        c["rx_other_queues"] += n  # frames of a multi-queue device's others
                     if batch is not None:
                         batch.end()  # what the batch's segments deferred runs now
-                if n < RX_BUDGET:
+                if not full:
                     break
                 c["rx_budget_yields"] += 1
                 await trio.lowlevel.checkpoint()
@@ -225,6 +233,13 @@ class FdInterface(Interface):
         if self.closed or (self.fd < 0 and self.sock is None):
             return
         self.closed = True
+        for extra in self.extra_fds:
+            try:
+                trio.lowlevel.notify_closing(extra)
+            except Exception:  # not inside trio (unit use)
+                pass
+            os.close(extra)
+        self.extra_fds = []
         fd, self.fd = self.fd, -1
         owner = self.sock
         try:

@@ -83,9 +83,7 @@ class VlanInterface(Interface):
         mv = memoryview(first)
         out: list[Buffer] = [mv[:12], self._tag_bytes, mv[12:], *bufs[1:]]
         if meta is not None:
-            meta = TxMeta(csum_start=meta.csum_start + 4, csum_offset=meta.csum_offset,
-                          needs_csum=meta.needs_csum, gso_type=meta.gso_type,
-                          gso_size=meta.gso_size, hdr_len=meta.hdr_len + 4 if meta.hdr_len else 0)
+            meta = meta.shifted(4)
         stack = self.stack
         if stack is not None:
             return stack.l2.output_frame(p, out, meta)

@@ -8,8 +8,9 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING, cast
 
+from stack.packet import QUEUE_BULK
 from stack.transport.tcp import seq as sq
-from stack.transport.tcp.state import INF, RECV_STATES, S, TCBState
+from stack.transport.tcp.state import BULK_SEGMENT, INF, RECV_STATES, S, TCBState
 from stack.transport.wire.tcp import ACK, FIN, PSH, RST, SYN, TCPOptions, TCPSegment
 
 #: the delivery rate (TCP_INFO, ss -i) is measured over intervals of at least this
@@ -314,6 +315,8 @@ class TCBInput(TCBState):
 
     def _receive_data(self, seqno: int, payload: memoryview, plen: int) -> bool:
         c = self.c
+        if plen >= BULK_SEGMENT:
+            self.queue = QUEUE_BULK
         if seqno == self.rcv_nxt:
             if self.rd_shut:
                 c["rcv_discarded_shut_rd"] += plen

@@ -7,9 +7,9 @@ never calls the network layer. gVisor's tcp/snd.go, NetBSD's tcp_output.c."""
 
 from __future__ import annotations
 
-from stack.packet import TxMeta
+from stack.packet import QUEUE_BULK, TxMeta
 from stack.transport.tcp import seq as sq
-from stack.transport.tcp.state import INF, RECV_STATES, SEND_STATES, S, TCBState
+from stack.transport.tcp.state import BULK_SEGMENT, INF, RECV_STATES, SEND_STATES, S, TCBState
 from stack.transport.wire import tcp as wire
 from stack.transport.wire.checksum import checksum, fold
 from stack.transport.wire.tcp import ACK, FIN, PSH, RST, SYN, TCPOptions
@@ -108,7 +108,8 @@ class TCBOutput(TCBState):
         meta = None
         if self.csum_offload:
             # CHECKSUM_PARTIAL: the field holds the pseudo-header sum, the device the rest
-            meta = TxMeta(csum_start=0, csum_offset=16, needs_csum=True, hdr_len=hlen)
+            meta = TxMeta(csum_start=0, csum_offset=16, needs_csum=True, hdr_len=hlen,
+                          queue=self.queue)
             pseudo = fold(self.pseudo + hlen + plen)
             hdr[16] = pseudo >> 8
             hdr[17] = pseudo & 0xFF
@@ -270,6 +271,8 @@ class TCBOutput(TCBState):
         if n and off + n == len(self.sndbuf):
             flags |= PSH
         segs = 1 if n <= self.snd_mss else -(-n // self.snd_mss)  # a TSO super-segment's
+        if n >= BULK_SEGMENT:
+            self.queue = QUEUE_BULK
         if n:
             self.data_segs_out += segs
             self.bytes_sent += n

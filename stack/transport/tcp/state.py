@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, cast
 
 from stack.addr import ANY4, Addr, is_v4, pseudo_header_sum
 from stack.network import net_header_len
-from stack.packet import GSO_TCPV4, GSO_TCPV6
+from stack.packet import GSO_TCPV4, GSO_TCPV6, QUEUE_SPARSE
 from stack.transport.tcp import congestion
 from stack.transport.tcp import seq as sq
 from stack.transport.tcp.buffers import RecvBuffer, SendBuffer
@@ -68,6 +68,10 @@ def mss_for(mtu: int, addr: Addr) -> int:
     """The MSS a path MTU allows toward ``addr``: MTU - network header (of its family)
     - TCP header."""
     return mtu - net_header_len(addr) - TCP_HDR
+
+
+#: a segment this long either way (a GSO/TSO super-segment) marks a bulk flow
+BULK_SEGMENT = 16384
 
 
 class State(IntEnum):
@@ -126,7 +130,7 @@ class TCBState:
                  "data_segs_in", "data_segs_out", "bytes_received", "bytes_acked",
                  "bytes_sent", "bytes_retrans", "total_retrans", "rcv_ooopack",
                  "last_data_sent", "last_data_recv", "min_rtt", "delivery_rate", "dr_time",
-                 "dr_bytes", "__weakref__")
+                 "dr_bytes", "queue", "__weakref__")
 
     def __init__(self, proto: TCPProto, sock: TCPSocket | None = None) -> None:
         self.proto = proto
@@ -203,6 +207,10 @@ class TCBState:
         self.rexmit_force = False
         # ACK policy
         self.ack_pending = 0
+        #: the device queue of its frames (TxMeta.queue): sparse until a super-segment
+        #: goes either way (BULK_SEGMENT), then bulk for good, so a flow's frames never
+        #: change queues back and forth (the device would reorder them)
+        self.queue = QUEUE_SPARSE
         self.ack_now = False
         self.delack = cfg.delack if cfg.delayed_ack else 0.0
         # timers (absolute trio times; INF = off)
