@@ -155,7 +155,7 @@ class FdInterface(Interface):
                                                     errno.EBADFD):
                         # EBADFD: the TAP netdev was deleted under us; stop reading (a
                         # poll would report it readable forever) and show the link down
-                        if not self.closed:
+                        if not self.closed and self.flags & IFF_RUNNING:  # once, not per queue
                             c["device_gone"] += 1
                             self.flags &= ~IFF_RUNNING
                             if self.stack is not None:
