@@ -394,20 +394,19 @@ class SocketHandle(Handle):
         for the rest of a batch); a later one that would block raises BlockingIOError
         and the caller ends the batch there."""
         conn = self.conn
-        try:
-            if len(run) > 1:
-                return conn.ep.send_many_nowait(run, dest)
-            if not first:
+        if len(run) == 1:
+            if first:  # waits for room as a write does (its timeout and EAGAIN included)
+                await send(conn, run[0], dest, nonblock)
+            else:
                 conn.ep.send_nowait(run[0], dest)
-                return 1
-            await send(conn, run[0], dest, nonblock)
             return 1
+        try:
+            return conn.ep.send_many_nowait(run, dest)
         except BlockingIOError:
             if not first:
                 raise
             # no room for the batch's first record: send it alone, waiting as a write
-            # does (the rest of its run goes by the next write); a lone first record
-            # whose send() above gave up is tried once more here
+            # does (the rest of its run goes by the next write)
             await send(conn, run[0], dest, nonblock)
             return 1
 

@@ -559,3 +559,25 @@ async def test_ipv6_recvfrom_sendto_recvmmsg_and_pktinfo(net6: Net6) -> None:  #
         assert anc == [(41, 50, 20)] and ifindex == net6.ifindex
     finally:
         await stop6(p)
+
+
+async def test_a_lone_first_record_that_times_out_waits_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A message-mode write whose only record cannot go (SO_SNDTIMEO ran out, or
+    EAGAIN): the write's one wait ends it, with no second wait for the same record."""
+    from types import SimpleNamespace
+
+    from stack.sockets import door
+
+    calls: list[object] = []
+
+    async def send(conn: object, data: memoryview, dest: object, nonblock: bool) -> int:
+        calls.append(data)
+        raise BlockingIOError(errno.EAGAIN, "send timed out (SO_SNDTIMEO)")
+
+    monkeypatch.setattr(door, "send", send)
+    fake = SimpleNamespace(conn=SimpleNamespace(ep=None))
+    with pytest.raises(BlockingIOError):
+        await door.SocketHandle._send_run(fake, None, [memoryview(b"x")], False,  # type: ignore[arg-type]
+                                          first=True)
+    assert len(calls) == 1
