@@ -85,14 +85,23 @@ async def _rr_run(p: Params, port: int, host: str, client_ns: str, *,
     return res
 
 
-def _rr_result(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def _rr_result(runs: list[dict[str, Any]], cpu: list[float] | None = None,
+               server: str = "") -> dict[str, Any]:
+    """The row of ``runs``: answers/s, the round trips and losses in the note, and (for
+    the stack's side) the CPU per 1,000 requests and which server answered."""
     from bench import workloads as wl
 
-    return {"metrics": {"rate": [r["count"] / float(r["seconds"]) for r in runs]},
-            "note": f"{wl.UDP_SIZE}-byte requests, {RR_WINDOW} in flight; round trip p50 "
-                    f"{median([r['rtt_p50'] for r in runs]):,.0f} µs, p99 "
-                    f"{median([r['rtt_p99'] for r in runs]):,.0f} µs; "
-                    f"{sum(r['lost'] for r in runs)} lost"}
+    out: dict[str, Any] = {
+        "metrics": {"rate": [r["count"] / float(r["seconds"]) for r in runs]},
+        "note": f"{wl.UDP_SIZE}-byte requests, {RR_WINDOW} in flight; round trip p50 "
+                f"{median([r['rtt_p50'] for r in runs]):,.0f} µs, p99 "
+                f"{median([r['rtt_p99'] for r in runs]):,.0f} µs; "
+                f"{sum(r['lost'] for r in runs)} lost"}
+    if cpu is not None:
+        out["metrics"]["cpu"] = cpu
+        out["cpu_unit"] = wl.CPU_REQ
+        out["note"] += f"; server: {server}"
+    return out
 
 
 async def stack_udp_rr(p: Params) -> dict[str, Any]:
@@ -108,11 +117,7 @@ async def stack_udp_rr(p: Params) -> dict[str, Any]:
             res = await _rr_run(p, 5921 + i, wl.SIP, ns, lib_prefix=prefix)
             cpu.append(wl.per_unit(wl.cpu_s() - c0, res["count"], wl.PER_K))
             runs.append(res)
-    out = _rr_result(runs)
-    out["metrics"]["cpu"] = cpu
-    out["cpu_unit"] = wl.CPU_REQ
-    out["note"] += "; server: rmgr.libsocket (recvmmsg/sendmmsg, message mode)"
-    return out
+    return _rr_result(runs, cpu, "rmgr.libsocket (recvmmsg/sendmmsg, message mode)")
 
 
 async def _stack_rr_server(u: Any) -> int:
@@ -168,11 +173,7 @@ async def stack_udp_rr_in_stack(p: Params) -> dict[str, Any]:
                 raise RuntimeError(f"no UDP answers: {res}")
             cpu.append(wl.per_unit(c1 - c0, res["count"], wl.PER_K))
             runs.append(res)
-    out = _rr_result(runs)
-    out["metrics"]["cpu"] = cpu
-    out["cpu_unit"] = wl.CPU_REQ
-    out["note"] += "; server: an in-stack trio task (stack.udp)"
-    return out
+    return _rr_result(runs, cpu, "an in-stack trio task (stack.udp)")
 
 
 async def kernel_udp_rr(p: Params) -> dict[str, Any]:
