@@ -225,6 +225,10 @@ class CryptoRequest:
     provider: str = ""
     fallback: bool = False
     t0: float = 0.0
+    #: set on the trio thread when the request completes (before its callback): an
+    #: engine's thread fills ``out`` before the completion is delivered, so "was it
+    #: done inside dispatch()" is this flag, never ``out``
+    finished: bool = False
     _event: trio.Event | None = field(default=None, repr=False)
 
     @property
@@ -441,6 +445,7 @@ class Crypto:
         sw.submit(state, (req,), self._done)
 
     def _finish(self, req: CryptoRequest) -> None:
+        req.finished = True
         c = self.counters
         if req.error == 0:
             c["completed"] += 1

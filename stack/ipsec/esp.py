@@ -284,7 +284,7 @@ class Esp:
         req.opaque = (sa, osrc, odst, tos, ttl, len(dgram), ofam)
         req.callback = self._output_done
         self.stack.crypto.dispatch(req)
-        if req.out is None and not req.error:
+        if not req.finished:  # completes later (an engine's thread may have filled out)
             c["out_async"] += 1
         return True
 
@@ -481,7 +481,7 @@ class Esp:
         req.opaque = (sa, seq, int(info.src) & mask, d, info.ttl, info.tos)
         req.callback = self._input_done
         self.stack.crypto.dispatch(req)
-        if req.out is None and not req.error:
+        if not req.finished:  # completes later (an engine's thread may have filled out)
             c["in_async"] += 1
 
     def _input_done(self, req: CryptoRequest) -> None:

@@ -124,3 +124,24 @@ async def test_faults_fall_back_to_software() -> None:
         s2 = crypto.new_session(_gcm())
         r = await crypto.run(CryptoRequest(s2, DECRYPT, b"z" * 40, iv=bytes(8), tag=bytes(16)))
         assert r.error == errno.EBADMSG and not r.fallback
+
+
+async def test_finished_not_out_says_whether_a_request_completed() -> None:
+    """The engine's thread fills ``out`` before the completion reaches the trio thread:
+    a caller that asks right after dispatch() whether the request went asynchronous
+    (ESP counts in_async/out_async) must ask ``finished``, which only the completion
+    on the trio thread sets."""
+    import time
+
+    async with running_stack(drivers=[("cryptosim", "latency=0")]) as st:
+        s = st.crypto.new_session(_gcm())
+        req = CryptoRequest(s, ENCRYPT, os.urandom(64), iv=bytes(8), aad=b"A")
+        st.crypto.dispatch(req)
+        deadline = time.monotonic() + 5
+        while req.out is None and time.monotonic() < deadline:
+            time.sleep(0.001)  # no checkpoint: the completion cannot be delivered yet
+        assert req.out is not None and not req.finished
+        with trio.fail_after(5):
+            while not req.finished:
+                await trio.sleep(0.001)
+        assert req.error == 0
