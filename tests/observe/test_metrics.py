@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -60,7 +61,15 @@ def test_metrics_parse_and_follow_traffic(one: tuple[object, object]) -> None:
            "import socket,sys\ntry: socket.create_connection((sys.argv[1], 9), 2)\n"
            "except OSError: pass", ADDR)
     ns.run(sys.executable, "-c", _BAD_UDP, ADDR)  # type: ignore[attr-defined]
-    after = scrape(sp)
+    # the bad datagram is fire-and-forget (no answer to wait for): the scrape may reach
+    # the stack before the frame does, so scrape until it is counted (or 5 s went by)
+    bad = (("protocol", "udp"), ("reason", "bad_checksum"))
+    deadline = time.monotonic() + 5
+    while True:
+        after = scrape(sp)
+        if after.get("iopkt_drops_total", {}).get(bad) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
 
     def delta(name: str, **labels: str) -> float:
         key = tuple(sorted(labels.items()))
