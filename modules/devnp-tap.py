@@ -6,7 +6,7 @@ stay where they are), ``mac=`` (the stack's address on this link; default a rand
 locally-administered one), ``mtu=`` (default 1500; also set on the kernel side),
 ``offload=0`` (no checksum/TSO offloads: the kernel completes checksums and segments
 before handing frames over), ``txqlen=`` (transmit queue bound, default 512),
-``queues=N`` (1-8, default 2: a multi-queue TAP, IFF_MULTI_QUEUE, one fd and one
+``queues=N`` (1-8, default 1; more: a multi-queue TAP, IFF_MULTI_QUEUE, one fd and one
 receive task per queue).
 
 Queues: the kernel sends a flow's frames to the queue the stack last wrote that flow's
@@ -16,6 +16,9 @@ QUEUE_SPARSE for every other (stack/packet.py). So the answers of a request/resp
 flow never wait in the device behind a bulk flow's megabytes: its queue's task reads
 them between two of the bulk queue's batches. Frames without a TxMeta (ARP, ICMP) go
 out on the first queue; what the kernel sends unasked lands on a queue by its hash.
+The price, as with any multi-queue NIC: frames of *different* flows may be taken in
+another order than the kernel sent them (a spoofed DNS answer from another address may
+come after the real one), which is why one queue is the default.
 
 The device is opened IFF_TAP|IFF_NO_PI|IFF_VNET_HDR with a 12-byte virtio_net_hdr_v1
 (TUNSETVNETHDRSZ). With offloads on (TUNSETOFFLOAD CSUM|TSO4|TSO6|TSO_ECN, plus
@@ -224,7 +227,7 @@ async def main(ctx: ModuleContext) -> None:
     mtu = opts.get_int("mtu", 1500, lo=68, hi=65521)
     offload = opts.get_int("offload", 1, lo=0, hi=1)
     txq = opts.get_int("txqlen", 512, lo=1, hi=1 << 20)
-    queues = opts.get_int("queues", 2, lo=1, hi=MAX_QUEUES)
+    queues = opts.get_int("queues", 1, lo=1, hi=MAX_QUEUES)
     assert mtu is not None and txq is not None and queues is not None
     iface = TapInterface(name, mac=mac, mtu=mtu, netns=opts.get_str("netns"),
                          offload=bool(offload), txq_max=txq, queues=queues)
