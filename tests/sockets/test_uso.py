@@ -82,6 +82,20 @@ async def received(proc: subprocess.Popen[bytes]) -> list[tuple[int, bytes]]:
         await trio.to_thread.run_sync(proc.wait)
 
 
+def sendmmsg_client(family: int, port: int, dest: tuple[str, int],
+                    datas: list[bytes]) -> Any:
+    """A client for ``in_stack``: a datagram socket bound to ``port`` sends ``datas`` to
+    ``dest`` in one sendmmsg; returns how many went."""
+    def client() -> int:
+        s = libsocket.socket(family, libsocket.SOCK_DGRAM)
+        try:
+            s.bind(("::" if family == libsocket.AF_INET6 else "0.0.0.0", port))
+            return int(s.sendmmsg([(p, dest) for p in datas]))
+        finally:
+            s.close()
+    return client
+
+
 def payloads(n: int, size: int, last: int | None = None, tag: bytes = b"") -> list[bytes]:
     out = [(tag + b"%d:" % i).ljust(size, b"abcdefgh"[i % 8:i % 8 + 1]) for i in range(n)]
     if last is not None:
@@ -236,13 +250,7 @@ async def test_without_offload_datagrams_go_one_by_one(net_nooffload) -> None:  
     dest = (net.KERNEL_IP, 7995)
     ten = payloads(10, 64, tag=b"q")
 
-    def client() -> int:
-        s = libsocket.socket(libsocket.AF_INET, libsocket.SOCK_DGRAM)
-        try:
-            s.bind(("0.0.0.0", 7996))
-            return int(s.sendmmsg([(p, dest) for p in ten]))
-        finally:
-            s.close()
+    client = sendmmsg_client(libsocket.AF_INET, 7996, dest, ten)
 
     f0 = udp["uso_fallback_no_offload"]
     assert await in_stack(net, client) == 10
@@ -260,13 +268,7 @@ async def test_ipv6_sendmmsg_is_one_uso_batch(net6) -> None:  # type: ignore[no-
     dest = (KERNEL, 7997)
     ten = payloads(10, 200, last=33, tag=b"six")
 
-    def client() -> int:
-        s = libsocket.socket(libsocket.AF_INET6, libsocket.SOCK_DGRAM)
-        try:
-            s.bind(("::", 7998))
-            return int(s.sendmmsg([(p, dest) for p in ten]))
-        finally:
-            s.close()
+    client = sendmmsg_client(libsocket.AF_INET6, 7998, dest, ten)
 
     b0 = udp["uso_batches"]
     assert await in_stack(net6, client) == 10
@@ -305,13 +307,7 @@ async def test_output_hooks_see_super_datagram_or_its_datagrams(net, prefrag) ->
 
     hooks = [net.st.pfil.add_hook(hook(h), h, PFIL_OUT) for h in heads]
 
-    def client() -> int:
-        s = libsocket.socket(libsocket.AF_INET, libsocket.SOCK_DGRAM)
-        try:
-            s.bind(("0.0.0.0", 7981))
-            return int(s.sendmmsg([(p, dest) for p in six]))
-        finally:
-            s.close()
+    client = sendmmsg_client(libsocket.AF_INET, 7981, dest, six)
 
     b0 = udp["uso_batches"]
     try:
