@@ -117,48 +117,20 @@ class RecvBuffer:
 
     def take(self, n: int, peek: bool = False) -> bytes:
         """The first ``n`` bytes (fewer if fewer are queued), removed unless ``peek``."""
-        n = min(n, self.length)
-        if n <= 0:
-            return b""
-        chunks, head = self.chunks, self.head
-        first = chunks[0]
-        if len(first) - head >= n:  # the common case: one chunk holds it
-            with memoryview(first) as v:
-                data = bytes(v[head:head + n])
-            if not peek:
-                head += n
-                if head == len(first):
-                    chunks.popleft()
-                    head = 0
-        else:
-            parts: list[memoryview] = []
-            want, i = n, 0
-            while want:
-                v = memoryview(chunks[i])[head:head + want]
-                parts.append(v)
-                want -= len(v)
-                head = 0
-                i += 1
-            data = b"".join(parts)
-            last_part = len(parts[-1])
-            for v in parts:
-                v.release()  # a bytearray tail must be free to grow again
-            if peek:
-                return data
-            for _ in range(i - 1):  # the chunks read whole (i >= 2 here)
-                chunks.popleft()
-            head = last_part  # read from the start of the last one
-            if head == len(chunks[0]):
-                chunks.popleft()
-                head = 0
-        if peek:
-            return data
-        self.length -= n
-        if chunks:
-            self.head = head
-        else:
-            self.head = 0
-            self.chunks = _EMPTY_RX
+        if not peek:
+            return b"".join(self.take_views(n))  # one piece: its one copy (or none)
+        views: list[memoryview] = []
+        want, head = min(n, self.length), self.head
+        for chunk in self.chunks:
+            if want <= 0:
+                break
+            v = memoryview(chunk)[head:head + want]
+            views.append(v)
+            want -= len(v)
+            head = 0
+        data = b"".join(views)
+        for v in views:
+            v.release()  # a bytearray tail must be free to grow again
         return data
 
     def take_views(self, n: int) -> list[Buffer]:
