@@ -11,11 +11,12 @@ receive task per queue).
 
 Queues: the kernel sends a flow's frames to the queue the stack last wrote that flow's
 frames on (tun's flow table, keyed by a symmetric flow hash), and the stack writes a
-frame on the queue its TxMeta names: QUEUE_BULK for a flow that moved a super-segment,
-QUEUE_SPARSE for every other (stack/packet.py). So the answers of a request/response
-flow never wait in the device behind a bulk flow's megabytes: its queue's task reads
-them between two of the bulk queue's batches. Frames without a TxMeta (ARP, ICMP) go
-out on the first queue; what the kernel sends unasked lands on a queue by its hash.
+frame on the queue its TxMeta names: QUEUE_BULK (the second) for a TCP flow that moved
+a super-segment, QUEUE_SPARSE (the first) for every other frame, with or without a
+TxMeta (stack/packet.py). So the answers of a request/response flow never wait in the
+device behind a bulk flow's megabytes: the first queue's task reads them between two
+of the bulk queue's batches. What the kernel sends unasked lands on a queue by its
+hash.
 The price, as with any multi-queue NIC: frames of *different* flows may be taken in
 another order than the kernel sent them (a spoofed DNS answer from another address may
 come after the real one), which is why one queue is the default.

@@ -85,9 +85,10 @@ class TxMeta:
     gso_size: int = 0
     hdr_len: int = 0
     #: the device queue for this frame's flow (a multi-queue TAP steers the flow's
-    #: return traffic to the queue it was sent on): QUEUE_BULK for a flow moving bulk
-    #: data, QUEUE_SPARSE for any other, so a request's answer is never queued in the
-    #: device behind a bulk flow's frames (fq_codel's sparse flows, by the queue)
+    #: return traffic to the queue it was sent on): QUEUE_SPARSE (the first, and every
+    #: frame's unless said otherwise) or QUEUE_BULK for a flow moving bulk data, so a
+    #: request's answer is never queued in the device behind a bulk flow's frames
+    #: (fq_codel's sparse flows, by the queue)
     queue: int = 0
 
     def shifted(self, n: int) -> TxMeta:
@@ -97,8 +98,8 @@ class TxMeta:
                       self.gso_size, self.hdr_len + n if self.hdr_len else 0, self.queue)
 
 
-QUEUE_BULK = 0
-QUEUE_SPARSE = 1
+QUEUE_SPARSE = 0
+QUEUE_BULK = 1
 
 
 def locate_l4_csum(frame: Buffer, l3: int = 14) -> tuple[int, int] | None:
