@@ -90,10 +90,14 @@ def parse_si(text: str) -> float:
 
 
 def wait_screen(t: Tmux, cond: object, timeout: float = 10) -> list[str]:
+    """The first screen that matches ``cond`` and is whole: curses draws a frame in
+    pieces, and a capture taken in the middle of one shows half of it (a CI run once read
+    the keys line with only its last character drawn), so a screen counts only when a
+    second capture right after it is the same."""
     deadline = time.monotonic() + timeout
     while True:
         lines = t.screen() if t.alive() else []
-        if cond(lines):  # type: ignore[operator]
+        if cond(lines) and (t.screen() if t.alive() else []) == lines:  # type: ignore[operator]
             return lines
         if time.monotonic() > deadline:
             raise AssertionError("screen never matched:\n" + "\n".join(lines))
