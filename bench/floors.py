@@ -10,6 +10,13 @@ answer it, compiled by the benchmark (gcc) from bench/floor/ and measured in the
   low-level server with one file whose reads return 64 bytes and whose writes are
   dropped; the same ``bench.fuse_bench`` client loop as against the stack's session.
 
+* Socket-file floor (the echo and the TCP bulk rows through the files):
+  ``bench/floor/fuse_relay.c``, a single-threaded libfuse3 low-level server whose one file
+  is a kernel TCP socket (open connects, read is one recv(), write one send()). The
+  same bench/peer.py client loops run on it (``--file``, bench.filesock) against the
+  same kernel peer as the kernel column, over the same veth: what serving a socket as a
+  FUSE file costs, one READ or WRITE per call, with the kernel's TCP instead of the stack.
+
 A floor that cannot be built (no gcc, no libfuse3-dev) is ``n/a`` with the reason.
 """
 
@@ -180,3 +187,84 @@ def _fuse_floor(name: str) -> Any:
 floor_fuse = _fuse_floor("fuse")
 floor_fuse_read = _fuse_floor("fuse_read")
 floor_fuse_bulk = _fuse_floor("fuse_bulk")
+
+
+# -- a socket served as a FUSE file: the echo and the bulk rows through the files ------
+@contextlib.asynccontextmanager
+async def _relay(exe: str, ns: str, port: int) -> AsyncIterator[str]:
+    """fuse_relay mounted on a fresh directory, its sockets in namespace ``ns`` connecting
+    to the kernel peer KB:``port``; yields the socket file's path."""
+    from bench.workloads import KB
+
+    mnt = tempfile.mkdtemp(prefix="iopkt-relay-")
+    try:
+        async with _running([exe, mnt, f"/var/run/netns/{ns}", KB, str(port)], "fuse_relay"):
+            yield os.path.join(mnt, "sock")
+    finally:
+        if os.path.ismount(mnt):
+            sh("fusermount3", "-u", "-z", mnt, check=False)
+        with contextlib.suppress(OSError):
+            os.rmdir(mnt)
+
+
+def _file_peer(path: str, *args: object) -> contextlib.AbstractAsyncContextManager[Any]:
+    """bench/peer.py's client ARGS with every connect opening the relay's file PATH."""
+    from bench.workloads import spawn
+
+    return spawn("bench.peer", "--file", path, *args)
+
+
+RELAY_NOTE = "bench/floor/fuse_relay.c: a kernel socket served as a libfuse3 file"
+
+
+async def floor_echo(p: Params) -> dict[str, Any]:
+    """The echo row's client on the relay's file → the kernel column's echo server."""
+    from bench.common import veth_pair
+    from bench.workloads import KB, _echo_result, need_fuse, peer
+
+    need_fuse()
+    runs = []
+    with built("fuse_relay", "fuse3") as exe, veth_pair(tag=p.tag) as (a, b):
+        for i in range(p.runs):
+            port = 5301 + i
+            async with peer("echo-server", port, ns=b) as srv, _relay(exe, a, port) as path:
+                await srv.ready()
+                async with _file_peer(path, "echo-client", KB, port, p.echo_count) as cl:
+                    runs.append((await cl.line(timeout=120))["rtt_us"])
+    res = _echo_result(runs)
+    res["note"] = RELAY_NOTE
+    return res
+
+
+async def _floor_bulk(p: Params, rx: bool) -> dict[str, Any]:
+    from bench.common import veth_pair
+    from bench.workloads import KB, mbps, need_fuse, peer
+
+    need_fuse()
+    out = []
+    with built("fuse_relay", "fuse3") as exe, veth_pair(tag=p.tag) as (a, b):
+        for i in range(p.runs):
+            port = 5101 + i
+            kernel_side = ("source-server", port, p.seconds) if rx else ("sink", port)
+            async with peer(*kernel_side, ns=b) as kp, _relay(exe, a, port) as path:
+                await kp.ready()
+                if rx:  # the reader's figure, as the files_rx row's sink
+                    async with _file_peer(path, "sink-connect", KB, port) as fp:
+                        res = await fp.line(timeout=p.seconds * 3 + 30)
+                    await kp.line()
+                else:  # the kernel sink's figure, as the files_tx row's
+                    async with _file_peer(path, "source", KB, port, p.seconds) as fp:
+                        await fp.line(timeout=p.seconds * 3 + 30)
+                    res = await kp.line()
+                out.append(mbps(res))
+    return {"metrics": {"mbps": out}, "note": RELAY_NOTE}
+
+
+async def floor_files_rx(p: Params) -> dict[str, Any]:
+    """kernel → a reader of the relay's file, 256 KB reads (the files_rx row's sink)."""
+    return await _floor_bulk(p, rx=True)
+
+
+async def floor_files_tx(p: Params) -> dict[str, Any]:
+    """a writer of the relay's file, 256 KB writes (the files_tx row's source) → kernel."""
+    return await _floor_bulk(p, rx=False)

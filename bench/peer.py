@@ -1,6 +1,8 @@
 """The other end of a benchmark workload: a small blocking socket program, run inside a
 kernel network namespace (``ip netns exec NS python -m bench.peer ...``) or, with
-``--lib``, over the stack's socket files through ``rmgr.libsocket`` (SOCK= selects it).
+``--lib``, over the stack's socket files through ``rmgr.libsocket`` (SOCK= selects it),
+or, with ``--file PATH``, over bench/floor/fuse_relay.c's socket file (bench.filesock:
+every connect opens PATH, which the relay connects for it).
 
 Each mode prints one JSON object on stdout when done (``{"ready": true}`` first for the
 modes the caller must wait for). Modes::
@@ -10,6 +12,8 @@ modes the caller must wait for). Modes::
     source HOST PORT SECONDS      connect, send for SECONDS, shut down, wait for the
                                   peer's close: {"bytes", "seconds"}
     source-stdin HOST PORT        as source, sending until stdin reaches EOF
+    sink-connect HOST PORT        as sink, but connecting
+    source-server PORT SECONDS    as source, but accepting one
     echo-server PORT              accept one, echo until EOF
     echo-client HOST PORT N       N 1-byte round trips: {"rtt_us": [...]}
     accept-server PORT            accept and close until killed
@@ -65,10 +69,9 @@ def _listener(sk: Any, port: int, backlog: int = 1024, family: int = 4) -> Any:
     return s
 
 
-def sink(sk: Any, port: int, family: int = 4) -> None:
-    ls = _listener(sk, port, family=family)
-    out({"ready": True})
-    c, _ = ls.accept()
+def _drain(c: Any) -> None:
+    """Read to EOF in CHUNK reads; print the bytes and the seconds from the first read's
+    return to the last."""
     buf = bytearray(CHUNK)
     n = c.recv_into(buf)
     t0 = time.perf_counter()
@@ -78,8 +81,19 @@ def sink(sk: Any, port: int, family: int = 4) -> None:
         total += n
     dt = time.perf_counter() - t0
     c.close()
-    ls.close()
     out({"bytes": total, "seconds": dt})
+
+
+def sink(sk: Any, port: int, family: int = 4) -> None:
+    ls = _listener(sk, port, family=family)
+    out({"ready": True})
+    c, _ = ls.accept()
+    _drain(c)
+    ls.close()
+
+
+def sink_connect(sk: Any, host: str, port: int) -> None:
+    _drain(_connect(sk, host, port))
 
 
 def _connect(sk: Any, host: str, port: int) -> Any:
@@ -90,8 +104,9 @@ def _connect(sk: Any, host: str, port: int) -> Any:
     return c
 
 
-def source(sk: Any, host: str, port: int, seconds: float) -> None:
-    c = _connect(sk, host, port)
+def _send_for(sk: Any, c: Any, seconds: float) -> None:
+    """Send CHUNKs for ``seconds``, shut down, wait for the receiver's close; print the
+    bytes and the seconds."""
     data = b"\xa5" * CHUNK
     total = 0
     t0 = time.perf_counter()
@@ -105,6 +120,18 @@ def source(sk: Any, host: str, port: int, seconds: float) -> None:
     dt = time.perf_counter() - t0
     c.close()
     out({"bytes": total, "seconds": dt})
+
+
+def source(sk: Any, host: str, port: int, seconds: float) -> None:
+    _send_for(sk, _connect(sk, host, port), seconds)
+
+
+def source_server(sk: Any, port: int, seconds: float) -> None:
+    ls = _listener(sk, port)
+    out({"ready": True})
+    c, _ = ls.accept()
+    _send_for(sk, c, seconds)
+    ls.close()
 
 
 def source_stdin(sk: Any, host: str, port: int) -> None:
@@ -373,15 +400,26 @@ def hold(sk: Any, host: str, port: int, n: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    lib = bool(args) and args[0] == "--lib"
-    if lib:
+    sk: Any
+    if args and args[0] == "--lib":
         args.pop(0)
-    sk: Any = importlib.import_module("rmgr.libsocket" if lib else "socket")
+        sk = importlib.import_module("rmgr.libsocket")
+    elif args and args[0] == "--file":
+        args.pop(0)
+        from bench.filesock import FileSockets
+
+        sk = FileSockets(args.pop(0))
+    else:
+        sk = importlib.import_module("socket")
     mode, rest = args[0], args[1:]
     if mode == "sink":
         sink(sk, int(rest[0]), int(rest[1]) if len(rest) > 1 else 4)
+    elif mode == "sink-connect":
+        sink_connect(sk, rest[0], int(rest[1]))
     elif mode == "source":
         source(sk, rest[0], int(rest[1]), float(rest[2]))
+    elif mode == "source-server":
+        source_server(sk, int(rest[0]), float(rest[1]))
     elif mode == "source-stdin":
         source_stdin(sk, rest[0], int(rest[1]))
     elif mode == "echo-server":

@@ -939,6 +939,9 @@ def _floor_and_server_workloads() -> None:
 
     WORKLOADS["ping"]["floor"] = floors.floor_ping
     WORKLOADS["ping6"]["floor"] = _v6(floors.floor_ping)  # n/a: the floor is IPv4 only
+    WORKLOADS["echo"]["floor"] = floors.floor_echo
+    WORKLOADS["files_rx"]["floor"] = floors.floor_files_rx
+    WORKLOADS["files_tx"]["floor"] = floors.floor_files_tx
     WORKLOADS["fuse"]["floor"] = floors.floor_fuse
     WORKLOADS["fuse_read"]["floor"] = floors.floor_fuse_read
     WORKLOADS["fuse_bulk"]["floor"] = floors.floor_fuse_bulk

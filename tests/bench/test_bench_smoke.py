@@ -31,7 +31,9 @@ FUSE_WORKLOADS = {"files_rx", "files_tx", "echo", "files_accept", "fuse", "fuse_
                   "conns10k", "churn", "churn_files"}
 SMOKE_RUNS = 2
 #: the floors (bench/floors.py) and what building them needs
-FLOOR_WORKLOADS = {"ping", "fuse", "fuse_read", "fuse_bulk"}
+FLOOR_WORKLOADS = {"ping", "fuse", "fuse_read", "fuse_bulk", "echo", "files_rx", "files_tx"}
+#: the floors built on libfuse3 (fuse_floor.c, fuse_relay.c); the ping floor needs gcc only
+LIBFUSE_FLOORS = FLOOR_WORKLOADS - {"ping"}
 HAVE_GCC = shutil.which("gcc") is not None
 HAVE_LIBFUSE3 = HAVE_GCC and subprocess.run(
     ["pkg-config", "--exists", "fuse3"], check=False).returncode == 0 \
@@ -66,7 +68,8 @@ def test_the_issues_benchmark_targets_have_rows() -> None:
 
 def test_issue_21_has_its_rows_floors_and_cpu() -> None:
     """Issue 21: UDP through the files beside the in-stack UDP row, idle CPU, latency
-    under load; a floor for the ping and FUSE rows."""
+    under load; a floor for the ping and FUSE rows, and for the echo and TCP bulk rows
+    through the files (a kernel socket served as a FUSE file)."""
     rows = {label: (wl, unit, target) for wl, _m, label, unit, target in ROWS}
     want = {
         "UDP datagrams into a sink via files (libsocket)": ("udp_files", "dgram/s",
@@ -230,7 +233,7 @@ def test_smoke_run_gives_a_number_for_every_row(tmp_path: Path) -> None:
         else:
             assert row["kernel"] is None, row
         # the floor, measured in the same run where the row has one; else why not
-        if wl in FLOOR_WORKLOADS and (HAVE_LIBFUSE3 if wl.startswith("fuse") else HAVE_GCC):
+        if wl in FLOOR_WORKLOADS and (HAVE_LIBFUSE3 if wl in LIBFUSE_FLOORS else HAVE_GCC):
             assert row["floor"] is not None and math.isfinite(row["floor"]), row
             assert row["floor"] > 0, row
             assert "stack/floor = " in row["note"], row
