@@ -9,69 +9,20 @@
  * Mounts, prints "ready" on stdout, and serves with fuse_session_loop (one thread) until
  * SIGTERM/SIGINT/SIGHUP, then unmounts.
  */
-#define FUSE_USE_VERSION 34
-#include <errno.h>
-#include <fuse_lowlevel.h>
-#include <stdio.h>
-#include <string.h>
-#include <sys/stat.h>
+#define ONE_FILE_NAME "sink"
+#include "one_file.h"
 
-#define SINK_INO 2
 #define SMALL 64
-#define TTL 1.0
 
 static const char chunk[SMALL] = "rrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrr";
 
-static void stat_of(fuse_ino_t ino, struct stat *st)
-{
-    memset(st, 0, sizeof *st);
-    st->st_ino = ino;
-    if (ino == FUSE_ROOT_ID) {
-        st->st_mode = S_IFDIR | 0755;
-        st->st_nlink = 2;
-    } else {
-        st->st_mode = S_IFREG | 0666;
-        st->st_nlink = 1;
-        st->st_size = (off_t)1 << 62; /* as the session's handle files: never past EOF */
-    }
-}
-
-static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
-{
-    if (parent != FUSE_ROOT_ID || strcmp(name, "sink") != 0) {
-        fuse_reply_err(req, ENOENT);
-        return;
-    }
-    struct fuse_entry_param e;
-    memset(&e, 0, sizeof e);
-    e.ino = SINK_INO;
-    e.attr_timeout = e.entry_timeout = TTL;
-    stat_of(SINK_INO, &e.attr);
-    fuse_reply_entry(req, &e);
-}
-
-static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-    (void)fi;
-    if (ino != FUSE_ROOT_ID && ino != SINK_INO) {
-        fuse_reply_err(req, ENOENT);
-        return;
-    }
-    struct stat st;
-    stat_of(ino, &st);
-    fuse_reply_attr(req, &st, TTL);
-}
-
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-    if (ino != SINK_INO) {
+    if (ino != ONE_FILE_INO) {
         fuse_reply_err(req, EISDIR);
         return;
     }
-    fi->direct_io = 1;
-    fi->nonseekable = 1;
-    fi->noflush = 1;
-    fuse_reply_open(req, fi);
+    one_file_opened(req, fi);
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -95,8 +46,8 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 }
 
 static const struct fuse_lowlevel_ops ops = {
-    .lookup = op_lookup,
-    .getattr = op_getattr,
+    .lookup = one_file_lookup,
+    .getattr = one_file_getattr,
     .open = op_open,
     .read = op_read,
     .write = op_write,
@@ -109,21 +60,5 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s MOUNTPOINT\n", argv[0]);
         return 2;
     }
-    char *args_v[] = {argv[0], "-o", "fsname=fuse_floor", NULL};
-    struct fuse_args args = FUSE_ARGS_INIT(3, args_v);
-    struct fuse_session *se = fuse_session_new(&args, &ops, sizeof ops, NULL);
-    if (se == NULL)
-        return 1;
-    int rc = 1;
-    if (fuse_set_signal_handlers(se) == 0) {
-        if (fuse_session_mount(se, argv[1]) == 0) {
-            printf("ready\n");
-            fflush(stdout);
-            rc = fuse_session_loop(se) != 0;
-            fuse_session_unmount(se);
-        }
-        fuse_remove_signal_handlers(se);
-    }
-    fuse_session_destroy(se);
-    return rc;
+    return one_file_serve(argv[0], argv[1], "fuse_floor", &ops, sizeof ops);
 }

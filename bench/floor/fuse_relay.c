@@ -17,41 +17,22 @@
  * fuse_session_loop until SIGTERM/SIGINT/SIGHUP, then unmounts.
  */
 #define _GNU_SOURCE
-#define FUSE_USE_VERSION 34
+#define ONE_FILE_NAME "sock"
+#include "one_file.h"
+
 #include <arpa/inet.h>
-#include <errno.h>
 #include <fcntl.h>
-#include <fuse_lowlevel.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sched.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-#define SOCK_INO 2
-#define TTL 1.0
 #define MAX_IO (1 << 20) /* as the stack's session: 1 MB writes, reads up to the pages */
 
 static struct sockaddr_in peer;
 static char *buf; /* one request at a time: one buffer */
-
-static void stat_of(fuse_ino_t ino, struct stat *st)
-{
-    memset(st, 0, sizeof *st);
-    st->st_ino = ino;
-    if (ino == FUSE_ROOT_ID) {
-        st->st_mode = S_IFDIR | 0755;
-        st->st_nlink = 2;
-    } else {
-        st->st_mode = S_IFREG | 0666;
-        st->st_nlink = 1;
-        st->st_size = (off_t)1 << 62;
-    }
-}
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
@@ -59,35 +40,9 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
     conn->max_write = MAX_IO; /* libfuse clamps it to its buffer */
 }
 
-static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
-{
-    if (parent != FUSE_ROOT_ID || strcmp(name, "sock") != 0) {
-        fuse_reply_err(req, ENOENT);
-        return;
-    }
-    struct fuse_entry_param e;
-    memset(&e, 0, sizeof e);
-    e.ino = SOCK_INO;
-    e.attr_timeout = e.entry_timeout = TTL;
-    stat_of(SOCK_INO, &e.attr);
-    fuse_reply_entry(req, &e);
-}
-
-static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-    (void)fi;
-    if (ino != FUSE_ROOT_ID && ino != SOCK_INO) {
-        fuse_reply_err(req, ENOENT);
-        return;
-    }
-    struct stat st;
-    stat_of(ino, &st);
-    fuse_reply_attr(req, &st, TTL);
-}
-
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-    if (ino != SOCK_INO) {
+    if (ino != ONE_FILE_INO) {
         fuse_reply_err(req, EISDIR);
         return;
     }
@@ -105,10 +60,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         return;
     }
     fi->fh = (uint64_t)s;
-    fi->direct_io = 1;
-    fi->nonseekable = 1;
-    fi->noflush = 1;
-    fuse_reply_open(req, fi);
+    one_file_opened(req, fi);
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -151,8 +103,8 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 static const struct fuse_lowlevel_ops ops = {
     .init = op_init,
-    .lookup = op_lookup,
-    .getattr = op_getattr,
+    .lookup = one_file_lookup,
+    .getattr = one_file_getattr,
     .open = op_open,
     .read = op_read,
     .write = op_write,
@@ -182,21 +134,5 @@ int main(int argc, char **argv)
     buf = malloc(MAX_IO);
     if (buf == NULL)
         return 1;
-    char *args_v[] = {argv[0], "-o", "fsname=fuse_relay", NULL};
-    struct fuse_args args = FUSE_ARGS_INIT(3, args_v);
-    struct fuse_session *se = fuse_session_new(&args, &ops, sizeof ops, NULL);
-    if (se == NULL)
-        return 1;
-    int rc = 1;
-    if (fuse_set_signal_handlers(se) == 0) {
-        if (fuse_session_mount(se, argv[1]) == 0) {
-            printf("ready\n");
-            fflush(stdout);
-            rc = fuse_session_loop(se) != 0;
-            fuse_session_unmount(se);
-        }
-        fuse_remove_signal_handlers(se);
-    }
-    fuse_session_destroy(se);
-    return rc;
+    return one_file_serve(argv[0], argv[1], "fuse_relay", &ops, sizeof ops);
 }
