@@ -16,7 +16,6 @@ class FileSocket:
 
     def __init__(self, path: str) -> None:
         self.fd = os.open(path, os.O_RDWR)
-        self.shut = False
 
     def settimeout(self, _t: float | None) -> None:
         """The file is blocking; the relay's connect has its own timeout."""
@@ -30,16 +29,16 @@ class FileSocket:
             view = view[os.write(self.fd, view):]
 
     def recv(self, n: int) -> bytes:
-        return b"" if self.shut else os.read(self.fd, n)
+        return b"" if self.fd < 0 else os.read(self.fd, n)
 
     def recv_into(self, buf: bytearray) -> int:
-        return 0 if self.shut else os.readv(self.fd, [buf])
+        return 0 if self.fd < 0 else os.readv(self.fd, [buf])
 
     def shutdown(self, _how: int) -> None:
         """The relay shuts the socket down and reads to the peer's close when the file is
-        closed (a FUSE file has no half-close): the rest of the exchange is done then."""
+        closed (a FUSE file has no half-close): the rest of the exchange is done then, and
+        reads here see EOF."""
         self.close()
-        self.shut = True
 
     def close(self) -> None:
         if self.fd >= 0:

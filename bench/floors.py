@@ -154,22 +154,29 @@ def fuse_floor_runs(mode: str, p: Params) -> list[tuple[int, int, float]]:
 
     need_fuse()
     out = []
-    with built("fuse_floor", "fuse3") as exe:
-        mnt = tempfile.mkdtemp(prefix="iopkt-ffloor-")
-        try:
-            async def serve() -> None:
-                async with _running([exe, mnt], "fuse_floor"):
-                    for _ in range(p.runs):
-                        out.append(await trio.to_thread.run_sync(
-                            client_run, mode, os.path.join(mnt, "sink"), p.seconds))
+    with built("fuse_floor", "fuse3") as exe, _mount_point("iopkt-ffloor-") as mnt:
+        async def serve() -> None:
+            async with _running([exe, mnt], "fuse_floor"):
+                for _ in range(p.runs):
+                    out.append(await trio.to_thread.run_sync(
+                        client_run, mode, os.path.join(mnt, "sink"), p.seconds))
 
-            trio.run(serve)
-        finally:
-            if os.path.ismount(mnt):
-                sh("fusermount3", "-u", "-z", mnt, check=False)
-            with contextlib.suppress(OSError):
-                os.rmdir(mnt)
+        trio.run(serve)
     return out
+
+
+@contextlib.contextmanager
+def _mount_point(prefix: str) -> Iterator[str]:
+    """A fresh directory for a floor's FUSE mount; unmounted (lazily, if the floor left
+    it mounted) and removed on exit."""
+    mnt = tempfile.mkdtemp(prefix=prefix)
+    try:
+        yield mnt
+    finally:
+        if os.path.ismount(mnt):
+            sh("fusermount3", "-u", "-z", mnt, check=False)
+        with contextlib.suppress(OSError):
+            os.rmdir(mnt)
 
 
 def _fuse_floor(name: str) -> Any:
@@ -196,15 +203,9 @@ async def _relay(exe: str, ns: str, port: int) -> AsyncIterator[str]:
     to the kernel peer KB:``port``; yields the socket file's path."""
     from bench.workloads import KB
 
-    mnt = tempfile.mkdtemp(prefix="iopkt-relay-")
-    try:
+    with _mount_point("iopkt-relay-") as mnt:
         async with _running([exe, mnt, f"/var/run/netns/{ns}", KB, str(port)], "fuse_relay"):
             yield os.path.join(mnt, "sock")
-    finally:
-        if os.path.ismount(mnt):
-            sh("fusermount3", "-u", "-z", mnt, check=False)
-        with contextlib.suppress(OSError):
-            os.rmdir(mnt)
 
 
 def _file_peer(path: str, *args: object) -> contextlib.AbstractAsyncContextManager[Any]:

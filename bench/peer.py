@@ -52,6 +52,7 @@ import os
 import resource
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 CHUNK = 256 * 1024
@@ -104,14 +105,13 @@ def _connect(sk: Any, host: str, port: int) -> Any:
     return c
 
 
-def _send_for(sk: Any, c: Any, seconds: float) -> None:
-    """Send CHUNKs for ``seconds``, shut down, wait for the receiver's close; print the
+def _send_while(sk: Any, c: Any, more: Callable[[], bool]) -> None:
+    """Send CHUNKs while ``more()``, shut down, wait for the receiver's close; print the
     bytes and the seconds."""
     data = b"\xa5" * CHUNK
     total = 0
     t0 = time.perf_counter()
-    deadline = t0 + seconds
-    while time.perf_counter() < deadline:
+    while more():
         c.sendall(data)
         total += CHUNK
     c.shutdown(sk.SHUT_WR)
@@ -120,6 +120,11 @@ def _send_for(sk: Any, c: Any, seconds: float) -> None:
     dt = time.perf_counter() - t0
     c.close()
     out({"bytes": total, "seconds": dt})
+
+
+def _send_for(sk: Any, c: Any, seconds: float) -> None:
+    deadline = time.perf_counter() + seconds
+    _send_while(sk, c, lambda: time.perf_counter() < deadline)
 
 
 def source(sk: Any, host: str, port: int, seconds: float) -> None:
@@ -144,19 +149,7 @@ def source_stdin(sk: Any, host: str, port: int) -> None:
         done.set()
 
     threading.Thread(target=watch, daemon=True).start()
-    c = _connect(sk, host, port)
-    data = b"\xa5" * CHUNK
-    total = 0
-    t0 = time.perf_counter()
-    while not done.is_set():
-        c.sendall(data)
-        total += CHUNK
-    c.shutdown(sk.SHUT_WR)
-    while c.recv(4096):
-        pass
-    dt = time.perf_counter() - t0
-    c.close()
-    out({"bytes": total, "seconds": dt})
+    _send_while(sk, _connect(sk, host, port), lambda: not done.is_set())
 
 
 def echo_server(sk: Any, port: int) -> None:
