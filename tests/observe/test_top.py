@@ -94,10 +94,13 @@ def wait_screen(t: Tmux, cond: object, timeout: float = 10) -> list[str]:
     pieces, and a capture taken in the middle of one shows half of it (a CI run once read
     the keys line with only its last character drawn), so a screen counts only when a
     second capture right after it is the same."""
+    def capture() -> list[str]:
+        return t.screen() if t.alive() else []
+
     deadline = time.monotonic() + timeout
     while True:
-        lines = t.screen() if t.alive() else []
-        if cond(lines) and (t.screen() if t.alive() else []) == lines:  # type: ignore[operator]
+        lines = capture()
+        if cond(lines) and capture() == lines:  # type: ignore[operator]
             return lines
         if time.monotonic() > deadline:
             raise AssertionError("screen never matched:\n" + "\n".join(lines))
